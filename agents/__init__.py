@@ -1,0 +1,42 @@
+"""Typed agent interfaces: protocol types (OpenAI chat, MLflow ChatAgent, OpenAI Responses) and base classes."""
+
+from .chat_agent import ChatAgent
+from .chat_agent_types import ChatAgentChunk, ChatAgentMessage, ChatAgentRequest, ChatAgentResponse, ChatContext
+from .chat_model import ChatModel
+from .chat_types import (
+    ChatChoice,
+    ChatChoiceDelta,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessage,
+    ChatParams,
+    FunctionCall,
+    FunctionToolDefinition,
+    TokenUsageStats,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallFunctionDelta,
+    ToolDefinition,
+)
+from .python_model import FunctionPythonModel, PythonModel, PythonModelContext
+from .responses_agent import ResponsesAgent
+from .responses_types import (
+    ResponsesAgentRequest,
+    ResponsesAgentResponse,
+    ResponsesAgentStreamEvent,
+    ResponsesItem,
+    ResponsesUsage,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChatAgent", "ChatAgentChunk", "ChatAgentMessage", "ChatAgentRequest", "ChatAgentResponse", "ChatContext",
+    "ChatModel", "ChatChoice", "ChatChoiceDelta", "ChatChunkChoice", "ChatCompletionChunk", "ChatCompletionRequest",
+    "ChatCompletionResponse", "ChatMessage", "ChatParams", "FunctionCall", "FunctionToolDefinition",
+    "TokenUsageStats", "ToolCall", "ToolCallDelta", "ToolCallFunctionDelta", "ToolDefinition",
+    "FunctionPythonModel", "PythonModel", "PythonModelContext", "ResponsesAgent", "ResponsesAgentRequest",
+    "ResponsesAgentResponse", "ResponsesAgentStreamEvent", "ResponsesItem", "ResponsesUsage", "__version__",
+]

@@ -1,0 +1,78 @@
+"""MLflow ChatAgent protocol types (``agent/v2/chat``): messages with ids, context, chunks."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from .chat_types import ROLES, TokenUsageStats, ToolCall
+from .ids import new_id
+
+
+class ChatContext(BaseModel):
+    """Who is talking, in which conversation."""
+
+    conversation_id: Optional[str] = None
+    user_id: Optional[str] = None
+
+
+class ChatAgentMessage(BaseModel):
+    """One message of a ChatAgent conversation; needs content or tool calls, tool messages a tool_call_id."""
+
+    role: str
+    content: Optional[str] = None
+    name: Optional[str] = None
+    id: Optional[str] = None
+    tool_calls: Optional[list[ToolCall]] = None
+    tool_call_id: Optional[str] = None
+    attachments: Optional[dict[str, str]] = None
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, role: str) -> str:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
+        return role
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> "ChatAgentMessage":
+        if self.content is None and not self.tool_calls:
+            raise ValueError("a ChatAgentMessage needs 'content' or 'tool_calls'")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a message with role 'tool' needs 'tool_call_id'")
+        return self
+
+
+class ChatAgentRequest(BaseModel):
+    """The request a ChatAgent receives: the conversation, optional context and custom inputs."""
+
+    messages: list[ChatAgentMessage] = Field(min_length=1)
+    context: Optional[ChatContext] = None
+    custom_inputs: Optional[dict[str, Any]] = None
+    stream: Optional[bool] = None
+
+
+class ChatAgentResponse(BaseModel):
+    """A ChatAgent's answer: one or more messages (ids filled in when the agent left them out)."""
+
+    messages: list[ChatAgentMessage]
+    finish_reason: Optional[str] = None
+    custom_outputs: Optional[dict[str, Any]] = None
+    usage: Optional[TokenUsageStats] = None
+
+    @model_validator(mode="after")
+    def _fill_ids(self) -> "ChatAgentResponse":
+        for message in self.messages:
+            if message.id is None:
+                message.id = new_id("msg")
+        return self
+
+
+class ChatAgentChunk(BaseModel):
+    """One streamed piece of a ChatAgent's answer; chunks with the same delta id form one message."""
+
+    delta: ChatAgentMessage
+    finish_reason: Optional[str] = None
+    custom_outputs: Optional[dict[str, Any]] = None
+    usage: Optional[TokenUsageStats] = None

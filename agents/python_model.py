@@ -1,0 +1,112 @@
+"""The generic model base class (MLflow's ``PythonModel``) and the context handed to it at load."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Iterator, Optional
+
+
+@dataclass
+class PythonModelContext:
+    """What a model sees at load: artifact names mapped to absolute paths, and its model_config."""
+
+    artifacts: dict[str, str] = field(default_factory=dict)
+    model_config: dict[str, Any] = field(default_factory=dict)
+
+
+def takes_context(method: Callable[..., Any]) -> bool:
+    """True when a predict-like method's first parameter is MLflow's ``context`` argument.
+
+    MLflow 3 accepts both ``predict(self, context, model_input, params=None)`` and
+    ``predict(self, model_input, params=None)``; this tells them apart once, at load.
+    """
+    try:
+        params = list(inspect.signature(method).parameters)
+    except (TypeError, ValueError):
+        return False
+    return bool(params) and params[0] == "context"
+
+
+def overrides(instance: Any, base: type, name: str) -> bool:
+    """True when ``instance``'s class defines ``name`` itself rather than inheriting ``base``'s."""
+    return getattr(type(instance), name, None) is not getattr(base, name, None)
+
+
+class PythonModel:
+    """Base class of custom models: override ``predict`` (and optionally ``predict_stream``).
+
+    ``load_context`` runs once when the model is loaded (open artifacts there, not in ``__init__``).
+    Async servers call ``apredict`` / ``apredict_stream``; override them for native async code, otherwise
+    they run the sync methods in a worker thread.
+    """
+
+    def load_context(self, context: PythonModelContext) -> None:
+        """Load artifacts and settings; called once before the first predict."""
+
+    def predict(self, context: Optional[PythonModelContext], model_input: Any, params: Optional[dict[str, Any]] = None) -> Any:
+        """Return the model's output for ``model_input``."""
+        if overrides(self, PythonModel, "apredict"):
+            return asyncio.run(self.apredict(context, model_input, params))
+        raise NotImplementedError(f"{type(self).__name__} must implement predict (or apredict)")
+
+    def predict_stream(
+        self, context: Optional[PythonModelContext], model_input: Any, params: Optional[dict[str, Any]] = None
+    ) -> Iterator[Any]:
+        """Yield the output in pieces; models that cannot stream leave this unimplemented."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement predict_stream")
+
+    async def apredict(self, context: Optional[PythonModelContext], model_input: Any, params: Optional[dict[str, Any]] = None) -> Any:
+        """Async predict; by default the sync predict in a worker thread."""
+        return await asyncio.to_thread(self.predict, context, model_input, params)
+
+    async def apredict_stream(
+        self, context: Optional[PythonModelContext], model_input: Any, params: Optional[dict[str, Any]] = None
+    ) -> AsyncIterator[Any]:
+        """Async predict_stream; by default the sync generator stepped in a worker thread."""
+        async for item in iterate_in_thread(self.predict_stream(context, model_input, params)):
+            yield item
+
+
+_DONE = object()
+
+
+async def iterate_in_thread(iterator: Iterator[Any]) -> AsyncIterator[Any]:
+    """Step a blocking iterator in worker threads; close it when the consumer stops early."""
+    try:
+        while True:
+            item = await asyncio.to_thread(next, iterator, _DONE)
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+class FunctionPythonModel(PythonModel):
+    """A PythonModel around a one-argument callable (``save_model(python_model=fn)``)."""
+
+    def __init__(self, func: Callable[[Any], Any]):
+        self.func = func
+
+    def predict(self, context: Optional[PythonModelContext], model_input: Any, params: Optional[dict[str, Any]] = None) -> Any:
+        return self.func(model_input)
+
+
+def drive_async_iterator(iterator: AsyncIterator[Any]) -> Iterator[Any]:
+    """Iterate an async iterator from sync code on a private event loop (for async-only agents)."""
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(iterator.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            loop.run_until_complete(aclose())
+        loop.close()

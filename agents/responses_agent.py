@@ -1,0 +1,99 @@
+"""``ResponsesAgent``: an agent speaking the OpenAI Responses API (MLflow's ``agent/v1/responses``)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any, AsyncIterator, Callable, Iterator, Optional
+
+from .ids import new_id
+from .python_model import PythonModel, drive_async_iterator, iterate_in_thread, overrides
+from .responses_types import ResponsesAgentRequest, ResponsesAgentResponse, ResponsesAgentStreamEvent
+
+
+def responses_request(request: Any) -> ResponsesAgentRequest:
+    """A typed ResponsesAgentRequest from a typed one or a plain dict."""
+    if isinstance(request, ResponsesAgentRequest):
+        return request
+    return ResponsesAgentRequest.model_validate(request)
+
+
+def _accept_dict(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any) -> Any:
+        return method(self, responses_request(request))
+
+    return wrapper
+
+
+class ResponsesAgent(PythonModel):
+    """Base class for Responses agents: override ``predict`` (and ``predict_stream`` to stream).
+
+    ``predict(request) -> ResponsesAgentResponse``; ``predict_stream(request)`` yields stream events.
+    The ``create_*`` helpers build wire-valid output items and text deltas.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("predict", "predict_stream", "apredict", "apredict_stream"):
+            if name in cls.__dict__:
+                setattr(cls, name, _accept_dict(cls.__dict__[name]))
+
+    def predict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:  # type: ignore[override]
+        """Answer the request with output items."""
+        if overrides(self, ResponsesAgent, "apredict"):
+            return asyncio.run(self.apredict(request))
+        raise NotImplementedError(f"{type(self).__name__} must implement predict (or apredict)")
+
+    def predict_stream(self, request: ResponsesAgentRequest) -> Iterator[ResponsesAgentStreamEvent]:  # type: ignore[override]
+        """Answer as a stream of events (text deltas, then ``response.output_item.done`` per item)."""
+        if overrides(self, ResponsesAgent, "apredict_stream"):
+            return drive_async_iterator(self.apredict_stream(request))
+        raise NotImplementedError(f"{type(self).__name__} does not implement predict_stream")
+
+    async def apredict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:  # type: ignore[override]
+        """Async predict; by default the sync predict in a worker thread."""
+        return await asyncio.to_thread(self.predict, request)
+
+    async def apredict_stream(self, request: ResponsesAgentRequest) -> AsyncIterator[ResponsesAgentStreamEvent]:  # type: ignore[override]
+        """Async predict_stream; by default the sync generator stepped in worker threads."""
+        async for event in iterate_in_thread(self.predict_stream(request)):
+            yield event
+
+    @staticmethod
+    def create_text_output_item(text: str, id: Optional[str] = None, annotations: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
+        """An assistant message item holding one ``output_text`` part."""
+        return {
+            "type": "message",
+            "id": id or new_id("msg"),
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": annotations or [], "logprobs": []}],
+        }
+
+    @staticmethod
+    def create_text_delta(delta: str, item_id: str, output_index: int = 0, content_index: int = 0) -> dict[str, Any]:
+        """A ``response.output_text.delta`` event body (wire-valid: indexes and ``logprobs: []``)."""
+        return {
+            "type": "response.output_text.delta",
+            "item_id": item_id,
+            "delta": delta,
+            "output_index": output_index,
+            "content_index": content_index,
+            "logprobs": [],
+        }
+
+    @staticmethod
+    def create_function_call_item(id: str, call_id: str, name: str, arguments: str) -> dict[str, Any]:
+        """A ``function_call`` output item (the model asks the caller to run a tool)."""
+        return {"type": "function_call", "id": id, "call_id": call_id, "name": name, "arguments": arguments, "status": "completed"}
+
+    @staticmethod
+    def create_function_call_output_item(call_id: str, output: str) -> dict[str, Any]:
+        """A ``function_call_output`` item (a tool's result, fed back as input)."""
+        return {"type": "function_call_output", "call_id": call_id, "output": output}
+
+    @staticmethod
+    def create_reasoning_item(id: str, reasoning_text: str) -> dict[str, Any]:
+        """A ``reasoning`` item with one summary text."""
+        return {"type": "reasoning", "id": id, "summary": [{"type": "summary_text", "text": reasoning_text}]}

@@ -1,0 +1,13 @@
+"""The model format: ``MLmodel`` files, signatures, environments and the flavors that write them."""
+
+from servelm.agents import __version__
+
+from .errors import ModelFormatError, SchemaEnforcementError
+from .model import Model
+from .code_registry import set_model
+from .signature import ColSpec, ModelSignature, ParamSchema, ParamSpec, Schema, TensorSpec
+
+__all__ = [
+    "ColSpec", "Model", "ModelFormatError", "ModelSignature", "ParamSchema", "ParamSpec", "Schema",
+    "SchemaEnforcementError", "TensorSpec", "__version__", "set_model",
+]

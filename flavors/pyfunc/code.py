@@ -1,0 +1,35 @@
+"""Running a models-from-code file: execute it and collect what it passed to ``set_model``."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import uuid
+from typing import Any
+
+from ..errors import ModelFormatError
+from ..code_registry import capture_model
+
+
+def load_code_model(code_file: str, extra_sys_path: list[str]) -> Any:
+    """Execute ``code_file`` as a fresh module and return the object it gave ``set_model``.
+
+    ``extra_sys_path`` entries are put on sys.path first (the model's code_paths); an exception in the
+    file becomes a ModelFormatError naming it.
+    """
+    for entry in reversed(extra_sys_path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    name = f"servelm_model_code_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(name, code_file)
+    if spec is None or spec.loader is None:
+        raise ModelFormatError(f"{code_file} cannot be loaded as Python code")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # so cloudpickle and dataclasses can find classes defined there
+    with capture_model() as captured:
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(name, None)
+            raise ModelFormatError(f"{code_file} failed while loading: {type(exc).__name__}: {exc}") from exc
+    return captured.result(code_file)

@@ -1,0 +1,106 @@
+"""``load_model`` for the python_function flavor and the ``PyFuncModel`` it returns."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any, Iterator, Optional
+
+from ..errors import ModelFormatError
+from ..model import Model
+from ..signature import enforce_params, enforce_schema
+from .loader import LOADER_MODULES_OF_MLFLOW, load_python_model
+
+FLAVOR_NAME = "python_function"
+_AGENT_TASKS = ("agent/v1/chat", "agent/v2/chat", "agent/v1/responses")
+
+
+class PyFuncModel:
+    """A loaded model: ``predict`` / ``predict_stream`` with the signature enforced, plus its metadata."""
+
+    def __init__(self, metadata: Model, impl: Any, model_config: dict[str, Any], path: str, python_model: Any = None):
+        self.metadata = metadata
+        self._impl = impl
+        self.model_config = model_config
+        self.path = path
+        self._python_model = python_model
+        sig = metadata.signature
+        # Agent requests are validated by their pydantic types; a second generic check would only cost time.
+        self._input_schema = sig.inputs if sig is not None and metadata.task not in _AGENT_TASKS else None
+        self._params_schema = sig.params if sig is not None else None
+        self.predict_fn = impl.predict
+
+    def predict(self, data: Any, params: Optional[dict[str, Any]] = None) -> Any:
+        """Run the model on ``data`` after checking it against the signature (safe conversions only)."""
+        if self._input_schema is not None:
+            data = enforce_schema(data, self._input_schema)
+        if self._params_schema is not None:
+            params = enforce_params(params, self._params_schema)
+        return self._impl.predict(data, params)
+
+    def predict_stream(self, data: Any, params: Optional[dict[str, Any]] = None) -> Iterator[Any]:
+        """Yield the model's output in pieces; an error if the model cannot stream."""
+        if not self.metadata.flavors.get(FLAVOR_NAME, {}).get("streamable", False) and not hasattr(self._impl, "predict_stream"):
+            raise ModelFormatError("this model does not support predict_stream")
+        if self._input_schema is not None:
+            data = enforce_schema(data, self._input_schema)
+        if self._params_schema is not None:
+            params = enforce_params(params, self._params_schema)
+        return self._impl.predict_stream(data, params)
+
+    @property
+    def input_example(self) -> Any:
+        """The saved input example, or None."""
+        return self.metadata.load_input_example(self.path)
+
+    def unwrap_python_model(self) -> Any:
+        """The user's model object (PythonModel, agent...) behind this wrapper."""
+        if self._python_model is None:
+            raise ModelFormatError("this model was loaded by a custom loader_module and has no python_model to unwrap")
+        return self._python_model
+
+
+def load_model(path: str, model_config: Optional[dict[str, Any]] = None) -> PyFuncModel:
+    """Load a model directory as a PyFuncModel.
+
+    ``model_config`` overrides the saved config (unknown keys warned and ignored). Any loader_module with
+    ``_load_pyfunc(data_path, model_config=None)`` is honoured; code_paths go on sys.path first.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.isdir(path):
+        raise ModelFormatError(f"{path} is not a directory")
+    metadata = Model.load(path)
+    conf = metadata.flavor(FLAVOR_NAME)
+    loader = conf.get("loader_module")
+    if not loader:
+        raise ModelFormatError(f"{os.path.join(path, 'MLmodel')}: python_function flavor has no loader_module")
+    if loader in LOADER_MODULES_OF_MLFLOW or loader == "servelm.flavors.pyfunc.loader":
+        python_model, impl = load_python_model(path, model_config)
+        config = getattr(impl, "context", None)
+        return PyFuncModel(metadata, impl, config.model_config if config else {}, path, python_model)
+    return PyFuncModel(metadata, _custom_loader(path, conf, loader, model_config), dict(model_config or {}), path)
+
+
+def _custom_loader(path: str, conf: dict[str, Any], loader: str, model_config: Optional[dict[str, Any]]) -> Any:
+    code_dir = os.path.join(path, conf["code"]) if conf.get("code") else None
+    added = [code_dir] if code_dir and code_dir not in sys.path else []
+    sys.path[:0] = added
+    try:
+        try:
+            module = importlib.import_module(loader)
+        except ImportError as exc:
+            raise ModelFormatError(f"{os.path.join(path, 'MLmodel')}: loader_module {loader!r} cannot be imported: {exc}") from exc
+        if not hasattr(module, "_load_pyfunc"):
+            raise ModelFormatError(f"loader_module {loader!r} has no _load_pyfunc(data_path, model_config=None)")
+        data_path = os.path.join(path, conf["data"]) if conf.get("data") else path
+        try:
+            return module._load_pyfunc(data_path, model_config) if model_config is not None else module._load_pyfunc(data_path)
+        except ModelFormatError:
+            raise
+        except Exception as exc:
+            raise ModelFormatError(f"loader_module {loader!r} failed on {data_path}: {type(exc).__name__}: {exc}") from exc
+    except BaseException:
+        for entry in added:
+            sys.path.remove(entry)
+        raise
