@@ -7,6 +7,9 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
+import anyio
+import anyio.to_thread
+
 
 @dataclass
 class PythonModelContext:
@@ -72,11 +75,15 @@ class PythonModel:
 _DONE = object()
 
 
-async def iterate_in_thread(iterator: Iterator[Any]) -> AsyncIterator[Any]:
-    """Step a blocking iterator in worker threads; close it when the consumer stops early."""
+async def iterate_in_thread(iterator: Iterator[Any], limiter: Optional[anyio.CapacityLimiter] = None) -> AsyncIterator[Any]:
+    """Step a blocking iterator in worker threads; close it when the consumer stops early.
+
+    A cancelled consumer waits for the step in flight to return before the generator is closed (a
+    generator cannot be closed while another thread runs it); ``limiter`` bounds the threads used.
+    """
     try:
         while True:
-            item = await asyncio.to_thread(next, iterator, _DONE)
+            item = await anyio.to_thread.run_sync(next, iterator, _DONE, limiter=limiter)
             if item is _DONE:
                 return
             yield item

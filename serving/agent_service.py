@@ -1,0 +1,302 @@
+"""``AgentService``: serves a pyfunc model (ChatAgent, ChatModel, ResponsesAgent or plain PythonModel).
+
+Sync agent code runs in a bounded thread pool; agents that override ``apredict`` / ``apredict_stream``
+are awaited on the event loop. Closing a stream early closes the agent's generator.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Callable, Optional
+
+import anyio
+import anyio.to_thread
+
+from servelm.agents import (
+    ChatAgent,
+    ChatAgentResponse,
+    ChatChoice,
+    ChatChoiceDelta,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatContext,
+    ChatModel,
+    PythonModel,
+    ResponsesAgent,
+    ResponsesAgentRequest,
+    ResponsesAgentResponse,
+    ToolCallDelta,
+    ToolCallFunctionDelta,
+)
+from servelm.agents.python_model import iterate_in_thread, overrides
+from servelm.flavors.pyfunc import PyFuncModel
+
+from .batching import DynamicBatcher
+from .conversions import (
+    agent_messages_to_output_items,
+    agent_response_to_chat,
+    chat_to_agent_messages,
+    chat_to_responses_input,
+    chat_tools_to_responses,
+    responses_output_to_chat_message,
+    responses_to_agent_messages,
+)
+from .errors import APIError
+from .responses_stream import ResponsesStreamBuilder
+from .service import ModelService
+
+
+def _dump(obj: Any) -> Any:
+    return obj.model_dump(exclude_none=True) if hasattr(obj, "model_dump") else obj
+
+
+class AgentService(ModelService):
+    """Serves a loaded pyfunc model on the endpoints its kind supports (conversions fill the rest)."""
+
+    def __init__(self, model: PyFuncModel, max_threads: int = 32):
+        self.model = model
+        self.limiter = anyio.CapacityLimiter(max_threads)
+        try:
+            self.agent: Any = model.unwrap_python_model()
+        except Exception:
+            self.agent = None
+        agent = self.agent
+        if isinstance(agent, ChatAgent):
+            self.base: type = ChatAgent
+            self.kind, self.routes = "agent/v2/chat", frozenset({"chat", "responses", "invocations"})
+        elif isinstance(agent, ChatModel):
+            self.base = ChatModel
+            self.kind, self.routes = "agent/v1/chat", frozenset({"chat", "responses", "invocations"})
+        elif isinstance(agent, ResponsesAgent):
+            self.base = ResponsesAgent
+            self.kind, self.routes = "agent/v1/responses", frozenset({"chat", "responses", "invocations"})
+        else:
+            self.base = PythonModel
+            self.kind, self.routes = "python_function", frozenset({"invocations"})
+        self.batcher: Optional[DynamicBatcher] = None
+        size = getattr(agent, "max_batch_size", None) if agent is not None else None
+        if size and int(size) > 1:
+            self.batcher = DynamicBatcher(self._predict_batch, int(size), float(getattr(agent, "batch_timeout_ms", 5.0)) / 1000.0)
+
+    # ------------------------------------------------------------------ calling the agent
+    def _native(self, name: str) -> bool:
+        return self.agent is not None and overrides(self.agent, self.base, name)
+
+    def _streams(self) -> bool:
+        return self._native("predict_stream") or self._native("apredict_stream")
+
+    async def _call(self, *args: Any) -> Any:
+        if self._native("apredict"):
+            return await self.agent.apredict(*args)
+        return await anyio.to_thread.run_sync(self.agent.predict, *args, limiter=self.limiter, abandon_on_cancel=True)
+
+    async def _stream(self, *args: Any) -> AsyncIterator[Any]:
+        if self._native("apredict_stream"):
+            iterator = self.agent.apredict_stream(*args)
+            try:
+                async for item in iterator:
+                    yield item
+            finally:
+                await iterator.aclose()
+            return
+        generator = await anyio.to_thread.run_sync(self.agent.predict_stream, *args, limiter=self.limiter)
+        async for item in iterate_in_thread(generator, self.limiter):
+            yield item
+
+    def _agent_args(self, request: ChatCompletionRequest) -> tuple[Any, ...]:
+        if isinstance(self.agent, ChatAgent):
+            context = ChatContext(user_id=request.user) if request.user else None
+            return (chat_to_agent_messages(request.messages), context, request.custom_inputs)
+        if isinstance(self.agent, ChatModel):
+            return (self.model_context(), request.messages, request.params())
+        return (self._responses_request(request),)
+
+    def model_context(self) -> Any:
+        return getattr(self.model._impl, "context", None)
+
+    def _responses_request(self, request: ChatCompletionRequest) -> ResponsesAgentRequest:
+        return ResponsesAgentRequest(input=chat_to_responses_input(request.messages), tools=chat_tools_to_responses(request.tools),
+                                     temperature=request.temperature, top_p=request.top_p, max_output_tokens=request.token_limit(),
+                                     custom_inputs=request.custom_inputs, user=request.user)
+
+    # ------------------------------------------------------------------ chat completions
+    async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletionResponse:
+        self._require("chat")
+        result = await self._call(*self._agent_args(request))
+        if isinstance(self.agent, ChatAgent):
+            return agent_response_to_chat(_typed(result, ChatAgentResponse), model)
+        if isinstance(self.agent, ChatModel):
+            response = _typed(result, ChatCompletionResponse)
+            response.model = model
+            return response
+        response = _typed(result, ResponsesAgentResponse)
+        message, finish = responses_output_to_chat_message([_dump(i) for i in response.output])
+        usage = None
+        if response.usage is not None:
+            usage = {"prompt_tokens": response.usage.input_tokens, "completion_tokens": response.usage.output_tokens, "total_tokens": response.usage.total_tokens}
+        return ChatCompletionResponse(model=model, choices=[ChatChoice(message=message, finish_reason=finish)], usage=usage, custom_outputs=response.custom_outputs)
+
+    async def chat_stream(self, request: ChatCompletionRequest, model: str) -> AsyncIterator[ChatCompletionChunk]:
+        self._require("chat")
+        if not self._streams():
+            response = await self.chat(request, model)
+            choice = response.choices[0]
+            calls = [ToolCallDelta(index=i, id=c.id, type="function", function=ToolCallFunctionDelta(name=c.function.name, arguments=c.function.arguments))
+                     for i, c in enumerate(choice.message.tool_calls or [])]
+            yield ChatCompletionChunk(choices=[ChatChunkChoice(delta=ChatChoiceDelta(content=choice.message.text() or None, tool_calls=calls or None), finish_reason=choice.finish_reason)],
+                                      usage=response.usage, custom_outputs=response.custom_outputs)
+            return
+        convert = _chat_chunks_from_agent if isinstance(self.agent, ChatAgent) else _chat_chunks_from_events if isinstance(self.agent, ResponsesAgent) else None
+        stream = self._stream(*self._agent_args(request))
+        try:
+            if convert is None:
+                async for chunk in stream:
+                    yield _typed(chunk, ChatCompletionChunk)
+            else:
+                async for chunk in convert(stream):
+                    yield chunk
+        finally:
+            await stream.aclose()
+
+    # ------------------------------------------------------------------ responses
+    async def responses(self, request: ResponsesAgentRequest, model: str) -> dict[str, Any]:
+        self._require("responses")
+        if isinstance(self.agent, ResponsesAgent):
+            body = _typed(await self._call(request), ResponsesAgentResponse).model_dump(exclude_none=True)
+            body["model"] = model
+            body.setdefault("parallel_tool_calls", True)
+            body.setdefault("tool_choice", "auto")
+            body.setdefault("tools", [])
+            return body
+        if isinstance(self.agent, ChatAgent):
+            response = _typed(await self._call(responses_to_agent_messages(request), request.context, request.custom_inputs), ChatAgentResponse)
+            builder = ResponsesStreamBuilder(model)
+            builder.items = agent_messages_to_output_items(response.messages)
+            builder.custom_outputs = response.custom_outputs
+            return builder.response("completed", usage=None)
+        return await super().responses(request, model)
+
+    async def responses_stream(self, request: ResponsesAgentRequest, model: str) -> AsyncIterator[dict[str, Any]]:
+        self._require("responses")
+        if isinstance(self.agent, ResponsesAgent) and self._streams():
+            builder = ResponsesStreamBuilder(model)
+            for event in builder.start():
+                yield event
+            usage = None
+            stream = self._stream(request)
+            try:
+                async for raw in stream:
+                    event = _dump(raw)
+                    if event.get("custom_outputs"):
+                        builder.custom_outputs = event["custom_outputs"]
+                    kind = event.get("type", "")
+                    if kind == "response.output_text.delta":
+                        out = builder.text_delta(event.get("item_id") or "msg", event.get("delta") or "")
+                    elif kind == "response.output_item.added":
+                        out = builder.item_added(event.get("item") or {})
+                    elif kind == "response.output_item.done":
+                        out = builder.item_done(event.get("item") or {})
+                    elif kind in ("response.created", "response.in_progress", "response.completed"):
+                        usage = (event.get("response") or {}).get("usage") or usage
+                        out = []
+                    elif kind in ("response.content_part.added", "response.content_part.done", "response.output_text.done"):
+                        out = []  # the builder emits these itself, in the right order
+                    else:
+                        out = builder.passthrough(event)
+                    for item in out:
+                        yield item
+            finally:
+                await stream.aclose()
+            for event in builder.finish(usage):
+                yield event
+            return
+        if isinstance(self.agent, ResponsesAgent):
+            builder = ResponsesStreamBuilder(model)
+            response = await self.responses(request, model)
+            for event in builder.start():
+                yield event
+            for item in response["output"]:
+                for event in builder.item_done(item):
+                    yield event
+            builder.custom_outputs = response.get("custom_outputs")
+            for event in builder.finish(response.get("usage")):
+                yield event
+            return
+        async for event in super().responses_stream(request, model):
+            yield event
+
+    # ------------------------------------------------------------------ /invocations
+    async def invoke(self, data: Any, params: Optional[dict[str, Any]]) -> Any:
+        if self.batcher is not None and isinstance(data, list) and not params:
+            return await self.batcher.submit(data)
+        return await anyio.to_thread.run_sync(self.model.predict, data, params, limiter=self.limiter, abandon_on_cancel=True)
+
+    async def invoke_stream(self, data: Any, params: Optional[dict[str, Any]]) -> AsyncIterator[Any]:
+        if not self.model.metadata.flavors.get("python_function", {}).get("streamable"):
+            raise APIError(400, "this model cannot stream: its predict_stream is not implemented", param="stream", code="stream_unsupported")
+        generator = await anyio.to_thread.run_sync(self.model.predict_stream, data, params, limiter=self.limiter)
+        async for item in iterate_in_thread(generator, self.limiter):
+            yield item
+
+    async def _predict_batch(self, rows: list[Any]) -> list[Any]:
+        return list(await anyio.to_thread.run_sync(self.model.predict, rows, None, limiter=self.limiter))
+
+    def _require(self, route: str) -> None:
+        if route not in self.routes:
+            raise APIError(404, f"this model ({self.kind}) does not answer this endpoint; use /invocations", code="unsupported_endpoint")
+
+
+def _typed(obj: Any, cls: type) -> Any:
+    return obj if isinstance(obj, cls) else cls.model_validate(obj)
+
+
+async def _chat_chunks_from_agent(stream: AsyncIterator[Any]) -> AsyncIterator[ChatCompletionChunk]:
+    """ChatAgent chunks as chat chunks: text deltas, then tool calls (id/name first, arguments after)."""
+    tool_index = 0
+    async for raw in stream:
+        chunk = raw if not isinstance(raw, dict) else _chat_agent_chunk(raw)
+        delta = chunk.delta
+        if delta.role == "tool":
+            continue
+        if delta.content:
+            yield ChatCompletionChunk(choices=[ChatChunkChoice(delta=ChatChoiceDelta(content=delta.content))], usage=chunk.usage, custom_outputs=chunk.custom_outputs)
+        for call in delta.tool_calls or []:
+            yield _tool_call_head(tool_index, call.id, call.function.name)
+            if call.function.arguments:
+                yield ChatCompletionChunk(choices=[ChatChunkChoice(delta=ChatChoiceDelta(tool_calls=[ToolCallDelta(index=tool_index, function=ToolCallFunctionDelta(arguments=call.function.arguments))]))])
+            tool_index += 1
+        if chunk.finish_reason or (not delta.content and not delta.tool_calls and (chunk.usage or chunk.custom_outputs)):
+            yield ChatCompletionChunk(choices=[ChatChunkChoice(delta=ChatChoiceDelta(), finish_reason=chunk.finish_reason)] if chunk.finish_reason else [],
+                                      usage=chunk.usage, custom_outputs=chunk.custom_outputs)
+
+
+def _chat_agent_chunk(raw: dict[str, Any]) -> Any:
+    from servelm.agents import ChatAgentChunk
+
+    return ChatAgentChunk.model_validate(raw)
+
+
+def _tool_call_head(index: int, call_id: str, name: str) -> ChatCompletionChunk:
+    return ChatCompletionChunk(choices=[ChatChunkChoice(delta=ChatChoiceDelta(tool_calls=[ToolCallDelta(index=index, id=call_id, type="function", function=ToolCallFunctionDelta(name=name, arguments=""))]))])
+
+
+async def _chat_chunks_from_events(stream: AsyncIterator[Any]) -> AsyncIterator[ChatCompletionChunk]:
+    """Responses events as chat chunks: text deltas, and function_call items as tool calls."""
+    tool_index = 0
+    async for raw in stream:
+        event = _dump(raw)
+        kind = event.get("type")
+        if kind == "response.output_text.delta" and event.get("delta"):
+            yield ChatCompletionChunk(choices=[ChatChunkChoice(delta=ChatChoiceDelta(content=event["delta"]))], custom_outputs=event.get("custom_outputs"))
+        elif kind == "response.output_item.done" and (event.get("item") or {}).get("type") == "function_call":
+            item = event["item"]
+            yield _tool_call_head(tool_index, item.get("call_id") or item.get("id"), item["name"])
+            if item.get("arguments"):
+                yield ChatCompletionChunk(choices=[ChatChunkChoice(delta=ChatChoiceDelta(tool_calls=[ToolCallDelta(index=tool_index, function=ToolCallFunctionDelta(arguments=item["arguments"]))]))])
+            tool_index += 1
+        elif event.get("custom_outputs"):
+            yield ChatCompletionChunk(choices=[], custom_outputs=event["custom_outputs"])
+
+
+__all__ = ["AgentService"]

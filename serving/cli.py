@@ -1,0 +1,83 @@
+"""The ``servelm`` command line: ``serve`` a model directory, run the ``demo``, print the ``version``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Optional
+
+import typer
+
+app = typer.Typer(help="servelm: serve LLMs and agents behind an OpenAI-compatible API.", no_args_is_help=True, add_completion=False)
+_SETTINGS_ENV = "SERVELM_SERVE_SETTINGS"
+
+
+@app.command()
+def serve(
+    model: str = typer.Option(..., "-m", "--model", help="Model directory: a servelm/MLflow model, or a Hugging Face checkpoint."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    api_key: Optional[str] = typer.Option(None, help="Require 'Authorization: Bearer KEY' (default: env SERVELM_API_KEY)."),
+    served_model_name: Optional[str] = typer.Option(None, help="Model name clients use (default: the directory name)."),
+    max_concurrency: int = typer.Option(64, help="Requests running at once."),
+    max_queue: int = typer.Option(256, help="Requests waiting for a slot before 429."),
+    timeout: float = typer.Option(600.0, help="Seconds a request may take before 504."),
+    workers: int = typer.Option(1, help="Server processes (each loads the model)."),
+    engine: Optional[str] = typer.Option(None, help="Force an engine: pyfunc, transformers, onnx, vllm."),
+    graceful_timeout: float = typer.Option(30.0, help="Seconds to finish in-flight requests on SIGTERM."),
+    log_level: str = typer.Option("info", help="Log level: debug, info, warning, error."),
+) -> None:
+    """Serve a model directory on /v1/chat/completions, /v1/responses, /v1/models and /invocations."""
+    import uvicorn
+
+    from servelm.flavors import ModelFormatError
+
+    from .loading import choose_engine
+
+    try:
+        choose_engine(os.path.abspath(model), engine)  # fail fast on a bad directory, before binding a port
+    except ModelFormatError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    settings = {"served_model_name": served_model_name, "api_key": api_key or os.environ.get("SERVELM_API_KEY"), "max_concurrency": max_concurrency,
+                "max_queue": max_queue, "timeout": timeout, "engine": engine}
+    os.environ[_SETTINGS_ENV] = json.dumps({"model": os.path.abspath(model), "settings": settings})
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run("servelm.serving.cli:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level,
+                timeout_graceful_shutdown=graceful_timeout, access_log=log_level == "debug")
+
+
+def app_from_env() -> Any:
+    """The app factory uvicorn calls in each worker, configured through the environment."""
+    from .app import create_app
+
+    spec = json.loads(os.environ[_SETTINGS_ENV])
+    return create_app(spec["model"], **spec["settings"])
+
+
+@app.command()
+def demo(
+    port: int = typer.Option(0, help="Port for the demo server (0: a free one)."),
+    question: str = typer.Option("Hello from the servelm quickstart!", help="What to ask the example agent."),
+) -> None:
+    """Save an example agent, serve it on loopback, and ask it through the official openai client."""
+    from .demo import run_demo
+
+    run_demo(port, question)
+
+
+@app.command()
+def version() -> None:
+    """Print servelm's version."""
+    from servelm.agents import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}}`` with the right status."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import ValidationError
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error",
+          429: "rate_limit_error", 500: "server_error", 503: "service_unavailable", 504: "timeout_error"}
+
+
+class APIError(Exception):
+    """An error to send to the client as-is: status, message, and the OpenAI error fields."""
+
+    def __init__(self, status: int, message: str, *, param: Optional[str] = None, code: Optional[str] = None,
+                 type: Optional[str] = None, headers: Optional[dict[str, str]] = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.type = type or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def validation_error(exc: ValidationError, prefix: str = "") -> APIError:
+    """A 400 naming the first invalid field (``messages.0.role: ...``), from a pydantic error."""
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first.get("loc", ()))
+    param = f"{prefix}.{loc}" if prefix and loc else (loc or prefix or None)
+    message = first.get("msg", "invalid value")
+    if first.get("type") == "missing":
+        message = "Field required"
+    text = f"{param}: {message}" if param else message
+    extra = len(exc.errors()) - 1
+    if extra:
+        text += f" (and {extra} more error{'s' if extra > 1 else ''})"
+    return APIError(400, text, param=param, code="invalid_value" if first.get("type") != "missing" else "missing_required_parameter")

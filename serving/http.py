@@ -1,0 +1,136 @@
+"""HTTP plumbing shared by the routes: JSON bodies with limits, auth, SSE responses that release
+their slot, cancellation on client disconnect, and per-route status counting."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar
+
+import anyio
+from pydantic import BaseModel, ValidationError
+from sse_starlette.sse import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import APIError, validation_error
+from .metrics import ServerMetrics
+
+T = TypeVar("T", bound=BaseModel)
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The request body parsed as JSON; 413 past ``max_bytes`` (checked while reading), 400 if invalid."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise APIError(413, f"request body of {declared} bytes is over the {max_bytes}-byte limit", code="payload_too_large")
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > max_bytes:
+            raise APIError(413, f"request body is over the {max_bytes}-byte limit", code="payload_too_large")
+    if not body:
+        raise APIError(400, "request body is empty; send a JSON object", code="invalid_json")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+
+
+def parse_body(model: type[T], body: Any) -> T:
+    """Validate a JSON body into ``model``; a 400 naming the field when it does not fit."""
+    if not isinstance(body, dict):
+        raise APIError(400, f"request body must be a JSON object, got {type(body).__name__}", code="invalid_json")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def check_api_key(request: Request, api_key: Optional[str]) -> None:
+    """401 unless the request carries ``Authorization: Bearer <api_key>`` (when a key is set)."""
+    if not api_key:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        raise APIError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'", code="invalid_api_key",
+                       headers={"WWW-Authenticate": "Bearer"})
+
+
+def error_response(exc: APIError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+R = TypeVar("R")
+
+
+async def cancel_on_disconnect(request: Request, work: Callable[[], Awaitable[R]]) -> R:
+    """Run ``work``; if the client disconnects first, cancel it at once (frees its slot) and raise."""
+    result: list[R] = []
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                scope.cancel()
+                return
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch, group.cancel_scope)
+        result.append(await work())
+        group.cancel_scope.cancel()
+    if not result:
+        raise APIError(499, "client disconnected", code="client_closed_request")
+    return result[0]
+
+
+class SlotEventSourceResponse(EventSourceResponse):
+    """An SSE response that closes its generator and releases its admission slot however it ends
+    (finished, failed, client gone, or never started)."""
+
+    def __init__(self, events: AsyncIterator[dict[str, Any]], on_close: Callable[[], None], **kwargs: Any):
+        super().__init__(events, ping=15, **kwargs)
+        self._events = events
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self._events.aclose()  # type: ignore[attr-defined]
+            finally:
+                self._on_close()
+
+
+class StatusCounter:
+    """ASGI middleware counting responses by route and status (streaming-safe, unlike BaseHTTPMiddleware)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics, routes: set[str]):
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        route = path if path in self.routes else "other"
+        status = {"code": 500}
+        start = time.perf_counter()
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            self.metrics.requests.labels(route=route, status=str(status["code"])).inc()
+            if route.startswith("/v1/") or route == "/invocations":
+                self.metrics.e2e.observe(time.perf_counter() - start)
