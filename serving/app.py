@@ -11,16 +11,18 @@ from typing import Any, AsyncIterator, Callable, Optional
 
 import anyio
 from fastapi import FastAPI
+from pydantic import ValidationError
 from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from servelm.agents import ChatCompletionRequest, ResponsesAgentRequest, __version__
 from servelm.agents.ids import now_seconds
+from servelm.flavors import SchemaEnforcementError
 
 from .admission import Admission
 from .chat_stream import openai_chat_chunks
-from .errors import APIError
+from .errors import APIError, validation_error
 from .http import SlotEventSourceResponse, StatusCounter, cancel_on_disconnect, check_api_key, error_response, parse_body, read_json
 from .invocations import parse_invocation
 from .loading import build_service, default_model_name
@@ -142,6 +144,10 @@ def create_app(model_or_path: Any, **settings: Any) -> FastAPI:
             raise APIError(504, f"the model did not answer within {config.timeout:g} s", code="timeout") from None
         except (APIError, asyncio.CancelledError):
             raise
+        except SchemaEnforcementError as exc:
+            raise APIError(400, f"input does not match the model signature: {exc}", code="invalid_input") from None
+        except ValidationError as exc:
+            raise validation_error(exc) from None
         except Exception as exc:
             log.exception("model error")
             raise APIError(500, f"model error: {type(exc).__name__}: {exc}", code="model_error") from exc
@@ -172,6 +178,12 @@ def create_app(model_or_path: Any, **settings: Any) -> FastAPI:
                 yield event
         except APIError as exc:
             for event in on_error(exc):
+                yield event
+        except SchemaEnforcementError as exc:
+            for event in on_error(APIError(400, f"input does not match the model signature: {exc}", code="invalid_input")):
+                yield event
+        except ValidationError as exc:
+            for event in on_error(validation_error(exc)):
                 yield event
         except Exception as exc:
             log.exception("model error while streaming")

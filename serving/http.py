@@ -68,8 +68,12 @@ R = TypeVar("R")
 
 
 async def cancel_on_disconnect(request: Request, work: Callable[[], Awaitable[R]]) -> R:
-    """Run ``work``; if the client disconnects first, cancel it at once (frees its slot) and raise."""
+    """Run ``work``; if the client disconnects first, cancel it at once (frees its slot) and raise.
+
+    Exceptions of ``work`` propagate as themselves (not wrapped in an exception group).
+    """
     result: list[R] = []
+    errors: list[Exception] = []
 
     async def watch(scope: anyio.CancelScope) -> None:
         while True:
@@ -78,10 +82,19 @@ async def cancel_on_disconnect(request: Request, work: Callable[[], Awaitable[R]
                 scope.cancel()
                 return
 
+    async def run(scope: anyio.CancelScope) -> None:
+        try:
+            result.append(await work())
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            scope.cancel()
+
     async with anyio.create_task_group() as group:
         group.start_soon(watch, group.cancel_scope)
-        result.append(await work())
-        group.cancel_scope.cancel()
+        group.start_soon(run, group.cancel_scope)
+    if errors:
+        raise errors[0]
     if not result:
         raise APIError(499, "client disconnected", code="client_closed_request")
     return result[0]

@@ -100,3 +100,56 @@ def run_python(code: str, cwd: str | None = None) -> str:
 
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "mlflow-3.18"
+
+
+# ------------------------------------------------------------------------------------------ servers
+import contextlib
+import socket
+import threading
+import time
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(model_or_path, **settings):
+    """A real uvicorn server on loopback serving ``model_or_path``; yields (base_url, app)."""
+    import uvicorn
+
+    from servelm.serving import create_app
+
+    app = create_app(model_or_path, **settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
+    else:
+        server.should_exit = True
+        raise RuntimeError("server did not become healthy")
+    try:
+        yield base, app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def sse_lines(base: str, path: str, body: dict, headers: dict | None = None) -> list[str]:
+    """Raw SSE lines of a streamed POST (blank lines dropped)."""
+    with httpx.stream("POST", f"{base}{path}", json=body, headers=headers or {}, timeout=30) as resp:
+        assert resp.status_code == 200, resp.read()
+        return [line for line in resp.iter_lines() if line.strip()]

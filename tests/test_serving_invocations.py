@@ -1,0 +1,89 @@
+"""/invocations: MLflow scoring formats, agent bodies, streaming and dynamic batching."""
+
+import json
+import threading
+
+import httpx
+import pytest
+
+from conftest import running_server, sse_lines
+from servelm.agents import PythonModel
+from servelm.flavors.pyfunc import save_model
+
+
+class Upper(PythonModel):
+    def predict(self, model_input: list[str], params=None) -> list[str]:
+        suffix = (params or {}).get("suffix", "")
+        return [s.upper() + suffix for s in model_input]
+
+
+class Records(PythonModel):
+    def predict(self, context, model_input, params=None):
+        rows = model_input.to_dict(orient="records") if hasattr(model_input, "to_dict") else model_input
+        return [r["a"] + r["b"] for r in rows]
+
+
+def test_mlflow_formats(tmp_path):
+    save_model(str(tmp_path / "upper"), python_model=Upper(), input_example=["a"])
+    with running_server(str(tmp_path / "upper")) as (base, _):
+        assert httpx.post(f"{base}/invocations", json={"inputs": ["a", "b"]}).json() == {"predictions": ["A", "B"]}
+        assert httpx.post(f"{base}/invocations", json={"instances": ["c"]}).json() == {"predictions": ["C"]}
+        bad = httpx.post(f"{base}/invocations", json={"inputs": [1]})
+        assert bad.status_code == 400
+        assert "expected string" in bad.json()["error"]["message"]
+        both = httpx.post(f"{base}/invocations", json={"inputs": ["a"], "instances": ["b"]})
+        assert both.status_code == 400 and "exactly one" in both.json()["error"]["message"]
+    save_model(str(tmp_path / "rec"), python_model=Records())
+    with running_server(str(tmp_path / "rec")) as (base, _):
+        split = {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2], [3, 4]]}}
+        assert httpx.post(f"{base}/invocations", json=split).json() == {"predictions": [3, 7]}
+        records = {"dataframe_records": [{"a": 1, "b": 1}]}
+        assert httpx.post(f"{base}/invocations", json=records).json() == {"predictions": [2]}
+
+
+def test_params_pass_through(tmp_path):
+    class WithParams(PythonModel):
+        def predict(self, context, model_input, params=None):
+            return [f"{x}{params['suffix']}" for x in model_input]
+
+    save_model(str(tmp_path / "m"), python_model=WithParams(), input_example=(["a"], {"suffix": "!"}))
+    with running_server(str(tmp_path / "m")) as (base, _):
+        assert httpx.post(f"{base}/invocations", json={"inputs": ["a"]}).json() == {"predictions": ["a!"]}
+        assert httpx.post(f"{base}/invocations", json={"inputs": ["a"], "params": {"suffix": "?"}}).json() == {"predictions": ["a?"]}
+
+
+def test_agent_body_is_raw_and_streams(tmp_path, chat_agent_code):
+    save_model(str(tmp_path / "m"), python_model=chat_agent_code)
+    with running_server(str(tmp_path / "m")) as (base, _):
+        reply = httpx.post(f"{base}/invocations", json={"messages": [{"role": "user", "content": "hi you"}]}).json()
+        assert reply["messages"][0]["content"] == "hi you"
+        lines = sse_lines(base, "/invocations", {"messages": [{"role": "user", "content": "hi you"}], "stream": True})
+        chunks = [json.loads(line[len("data: "):]) for line in lines if line.startswith("data: ")]
+        assert [c["delta"]["content"] for c in chunks] == ["hi ", "you "]
+
+
+class Batched(PythonModel):
+    max_batch_size = 16
+    batch_timeout_ms = 200
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, context, model_input, params=None):
+        self.calls.append(len(model_input))
+        return [x * 10 for x in model_input]
+
+
+def test_dynamic_batching_merges_concurrent_requests():
+    model = Batched()
+    with running_server(model) as (base, app):
+        results = {}
+
+        def send(i):
+            results[i] = httpx.post(f"{base}/invocations", json={"inputs": [i, i + 100]}, timeout=30).json()
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    assert all(results[i] == {"predictions": [i * 10, (i + 100) * 10]} for i in range(8))
+    assert max(model.calls) > 2 and sum(model.calls) == 16  # several requests ran in one predict call
