@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from typing import Any, Optional
 
 import typer
@@ -44,6 +45,9 @@ def serve(
                 "max_queue": max_queue, "timeout": timeout, "engine": engine}
     os.environ[_SETTINGS_ENV] = json.dumps({"model": os.path.abspath(model), "settings": settings})
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: handle it so a drained
+    # shutdown exits 0, as process managers expect.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run("servelm.serving.cli:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level,
                 timeout_graceful_shutdown=graceful_timeout, access_log=log_level == "debug")
 

@@ -1,0 +1,77 @@
+"""The ``servelm`` CLI as a real subprocess: serve, drain on SIGTERM, clear errors, help."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+
+from conftest import free_port
+from servelm.flavors.pyfunc import save_model
+
+SLOW_AGENT = '''
+import time
+from servelm.agents import ChatAgent, ChatAgentMessage, ChatAgentResponse
+from servelm.flavors import set_model
+
+class SlowAgent(ChatAgent):
+    def predict(self, messages, context=None, custom_inputs=None):
+        text = messages[-1].content
+        time.sleep(float(text) if text.replace(".", "").isdigit() else 0)
+        return ChatAgentResponse(messages=[ChatAgentMessage(role="assistant", content="done")])
+
+set_model(SlowAgent())
+'''
+
+CLI = [sys.executable, "-m", "servelm.serving.cli"]
+
+
+def test_serve_answers_and_drains_on_sigterm(tmp_path):
+    (tmp_path / "agent.py").write_text(SLOW_AGENT)
+    save_model(str(tmp_path / "slow"), python_model=str(tmp_path / "agent.py"))
+    port = free_port()
+    proc = subprocess.Popen(CLI + ["serve", "-m", str(tmp_path / "slow"), "--port", str(port), "--log-level", "warning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        start = time.monotonic()
+        while time.monotonic() - start < 30:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        assert httpx.get(f"{base}/v1/models").json()["data"][0]["id"] == "slow"
+        result = {}
+
+        def slow_request():
+            result["reply"] = httpx.post(f"{base}/v1/chat/completions", json={"messages": [{"role": "user", "content": "1.0"}]}, timeout=30)
+
+        thread = threading.Thread(target=slow_request)
+        thread.start()
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        thread.join(timeout=30)
+        assert result["reply"].status_code == 200 and result["reply"].json()["choices"][0]["message"]["content"] == "done"
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_bad_directory_is_a_clear_error(tmp_path):
+    proc = subprocess.run(CLI + ["serve", "-m", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "no MLmodel file and is not a Hugging Face checkpoint" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_lists_commands():
+    out = subprocess.run(CLI + ["--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "serve" in out and "demo" in out
+    serve_help = subprocess.run(CLI + ["serve", "--help"], capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"}).stdout
+    for flag in ("--model", "--api-key", "--max-concurrency", "--max-queue", "--timeout", "--workers", "--served-model-name"):
+        assert flag in serve_help, flag
