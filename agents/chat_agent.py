@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
@@ -52,6 +51,7 @@ class ChatAgent(PythonModel):
     def predict(self, messages: list[ChatAgentMessage], context: Optional[ChatContext] = None, custom_inputs: Optional[dict[str, Any]] = None) -> ChatAgentResponse:  # type: ignore[override]
         """Answer the conversation with one or more messages."""
         if overrides(self, ChatAgent, "apredict"):
+            import asyncio
             return asyncio.run(self.apredict(messages, context, custom_inputs))
         raise NotImplementedError(f"{type(self).__name__} must implement predict (or apredict)")
 
@@ -63,6 +63,7 @@ class ChatAgent(PythonModel):
 
     async def apredict(self, messages: list[ChatAgentMessage], context: Optional[ChatContext] = None, custom_inputs: Optional[dict[str, Any]] = None) -> ChatAgentResponse:  # type: ignore[override]
         """Async predict; by default the sync predict in a worker thread."""
+        import asyncio
         return await asyncio.to_thread(self.predict, messages, context, custom_inputs)
 
     async def apredict_stream(self, messages: list[ChatAgentMessage], context: Optional[ChatContext] = None, custom_inputs: Optional[dict[str, Any]] = None) -> AsyncIterator[ChatAgentChunk]:  # type: ignore[override]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
@@ -70,6 +69,7 @@ class ChatModel(PythonModel):
     def predict(self, context: Optional[PythonModelContext], messages: list[ChatMessage], params: ChatParams) -> ChatCompletionResponse:  # type: ignore[override]
         """Answer the conversation."""
         if overrides(self, ChatModel, "apredict"):
+            import asyncio
             return asyncio.run(self.apredict(context, messages, params))
         raise NotImplementedError(f"{type(self).__name__} must implement predict (or apredict)")
 
@@ -81,6 +81,7 @@ class ChatModel(PythonModel):
 
     async def apredict(self, context: Optional[PythonModelContext], messages: list[ChatMessage], params: ChatParams) -> ChatCompletionResponse:  # type: ignore[override]
         """Async predict; by default the sync predict in a worker thread."""
+        import asyncio
         return await asyncio.to_thread(self.predict, context, messages, params)
 
     async def apredict_stream(self, context: Optional[PythonModelContext], messages: list[ChatMessage], params: ChatParams) -> AsyncIterator[ChatCompletionChunk]:  # type: ignore[override]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Optional
 
-import anyio
-import anyio.to_thread
+if TYPE_CHECKING:
+    import anyio
+
 
 
 @dataclass
@@ -51,6 +51,7 @@ class PythonModel:
     def predict(self, context: Optional[PythonModelContext], model_input: Any, params: Optional[dict[str, Any]] = None) -> Any:
         """Return the model's output for ``model_input``."""
         if overrides(self, PythonModel, "apredict"):
+            import asyncio
             return asyncio.run(self.apredict(context, model_input, params))
         raise NotImplementedError(f"{type(self).__name__} must implement predict (or apredict)")
 
@@ -62,6 +63,7 @@ class PythonModel:
 
     async def apredict(self, context: Optional[PythonModelContext], model_input: Any, params: Optional[dict[str, Any]] = None) -> Any:
         """Async predict; by default the sync predict in a worker thread."""
+        import asyncio
         return await asyncio.to_thread(self.predict, context, model_input, params)
 
     async def apredict_stream(
@@ -75,12 +77,14 @@ class PythonModel:
 _DONE = object()
 
 
-async def iterate_in_thread(iterator: Iterator[Any], limiter: Optional[anyio.CapacityLimiter] = None) -> AsyncIterator[Any]:
+async def iterate_in_thread(iterator: Iterator[Any], limiter: Optional["anyio.CapacityLimiter"] = None) -> AsyncIterator[Any]:
     """Step a blocking iterator in worker threads; close it when the consumer stops early.
 
     A cancelled consumer waits for the step in flight to return before the generator is closed (a
     generator cannot be closed while another thread runs it); ``limiter`` bounds the threads used.
     """
+    import anyio.to_thread  # deferred: keeps `import servelm.agents` light
+
     try:
         while True:
             item = await anyio.to_thread.run_sync(next, iterator, _DONE, limiter=limiter)
@@ -105,6 +109,8 @@ class FunctionPythonModel(PythonModel):
 
 def drive_async_iterator(iterator: AsyncIterator[Any]) -> Iterator[Any]:
     """Iterate an async iterator from sync code on a private event loop (for async-only agents)."""
+    import asyncio
+
     loop = asyncio.new_event_loop()
     try:
         while True:

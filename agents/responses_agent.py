@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
@@ -42,6 +41,7 @@ class ResponsesAgent(PythonModel):
     def predict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:  # type: ignore[override]
         """Answer the request with output items."""
         if overrides(self, ResponsesAgent, "apredict"):
+            import asyncio
             return asyncio.run(self.apredict(request))
         raise NotImplementedError(f"{type(self).__name__} must implement predict (or apredict)")
 
@@ -53,6 +53,7 @@ class ResponsesAgent(PythonModel):
 
     async def apredict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:  # type: ignore[override]
         """Async predict; by default the sync predict in a worker thread."""
+        import asyncio
         return await asyncio.to_thread(self.predict, request)
 
     async def apredict_stream(self, request: ResponsesAgentRequest) -> AsyncIterator[ResponsesAgentStreamEvent]:  # type: ignore[override]
