@@ -220,3 +220,11 @@ def test_chat_model_and_responses_agent_predict(tmp_path, chat_model_code, respo
     events = list(loaded.predict_stream({"input": [{"role": "user", "content": "a b"}]}))
     assert [e["type"] for e in events] == ["response.output_text.delta"] * 2 + ["response.output_item.done"]
     assert loaded.unwrap_python_model().__class__.__name__ == "EchoResponsesAgent"
+
+
+def test_mlflow_loads_a_servelm_directory(tmp_path, chat_agent_code):
+    """MLflow's generic loader_module protocol: mlflow.pyfunc.load_model on a servelm directory."""
+    mlflow_pyfunc = pytest.importorskip("mlflow.pyfunc", reason="mlflow not installed (the 'bench' extra)")
+    save_model(str(tmp_path / "m"), python_model=chat_agent_code)
+    model = mlflow_pyfunc.load_model(str(tmp_path / "m"))
+    assert model.predict({"messages": [{"role": "user", "content": "hi"}]})["messages"][0]["content"] == "hi"

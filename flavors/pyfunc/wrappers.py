@@ -19,6 +19,14 @@ TASK_CHAT_AGENT = "agent/v2/chat"
 TASK_RESPONSES_AGENT = "agent/v1/responses"
 
 
+def request_dict(data: Any) -> Any:
+    """An agent request as a dict: MLflow's pyfunc layer hands agents a one-row pandas DataFrame."""
+    if type(data).__name__ == "DataFrame" and hasattr(data, "to_dict"):
+        rows = [{k: v for k, v in row.items() if not (isinstance(v, float) and v != v) and v is not None} for row in data.to_dict(orient="records")]
+        return rows[0] if len(rows) == 1 else rows
+    return data
+
+
 def _dump(obj: Any) -> Any:
     return obj.model_dump(exclude_none=True) if hasattr(obj, "model_dump") else obj
 
@@ -55,12 +63,14 @@ class ChatModelWrapper:
         self.context = context
 
     def predict(self, data: Any, params: Optional[dict[str, Any]] = None) -> Any:
+        data = request_dict(data)
         if isinstance(data, list):
             return [self.predict(item, params) for item in data]
         request = ChatCompletionRequest.model_validate({**data, **(params or {})} if params else data)
         return self.python_model.predict(self.context, request.messages, request.params()).model_dump(exclude_none=True)
 
     def predict_stream(self, data: Any, params: Optional[dict[str, Any]] = None) -> Iterator[dict[str, Any]]:
+        data = request_dict(data)
         request = ChatCompletionRequest.model_validate({**data, **(params or {})} if params else data)
         for chunk in self.python_model.predict_stream(self.context, request.messages, request.params()):
             yield chunk.model_dump(exclude_none=True)
@@ -74,12 +84,14 @@ class ChatAgentWrapper:
         self.context = context
 
     def predict(self, data: Any, params: Optional[dict[str, Any]] = None) -> Any:
+        data = request_dict(data)
         if isinstance(data, list):
             return [self.predict(item, params) for item in data]
         request = ChatAgentRequest.model_validate(data)
         return self.python_model.predict(request.messages, request.context, request.custom_inputs).model_dump(exclude_none=True)
 
     def predict_stream(self, data: Any, params: Optional[dict[str, Any]] = None) -> Iterator[dict[str, Any]]:
+        data = request_dict(data)
         request = ChatAgentRequest.model_validate(data)
         for chunk in self.python_model.predict_stream(request.messages, request.context, request.custom_inputs):
             yield chunk.model_dump(exclude_none=True)
@@ -93,11 +105,13 @@ class ResponsesAgentWrapper:
         self.context = context
 
     def predict(self, data: Any, params: Optional[dict[str, Any]] = None) -> Any:
+        data = request_dict(data)
         if isinstance(data, list):
             return [self.predict(item, params) for item in data]
         return self.python_model.predict(ResponsesAgentRequest.model_validate(data)).model_dump(exclude_none=True)
 
     def predict_stream(self, data: Any, params: Optional[dict[str, Any]] = None) -> Iterator[dict[str, Any]]:
+        data = request_dict(data)
         for event in self.python_model.predict_stream(ResponsesAgentRequest.model_validate(data)):
             yield _dump(event)
 
