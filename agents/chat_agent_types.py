@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from .chat_types import ROLES, TokenUsageStats, ToolCall
+from .chat_types import TokenUsageStats, ToolCall, check_role
 from .ids import new_id
 
 
@@ -28,12 +28,7 @@ class ChatAgentMessage(BaseModel):
     tool_call_id: Optional[str] = None
     attachments: Optional[dict[str, str]] = None
 
-    @field_validator("role")
-    @classmethod
-    def _known_role(cls, role: str) -> str:
-        if role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
-        return role
+    _known_role = field_validator("role")(classmethod(lambda cls, role: check_role(role)))
 
     @model_validator(mode="after")
     def _check_shape(self) -> "ChatAgentMessage":

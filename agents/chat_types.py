@@ -15,6 +15,13 @@ from .ids import new_id, now_seconds
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
+def check_role(role: str) -> str:
+    """Validate a message role against the OpenAI roles; the error lists them."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
+    return role
+
+
 class FunctionCall(BaseModel):
     """The function a tool call invokes; ``arguments`` is a JSON-encoded string, as in OpenAI."""
 
@@ -42,12 +49,7 @@ class ChatMessage(BaseModel):
     tool_call_id: Optional[str] = None
     refusal: Optional[str] = None
 
-    @field_validator("role")
-    @classmethod
-    def _known_role(cls, role: str) -> str:
-        if role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
-        return role
+    _known_role = field_validator("role")(classmethod(lambda cls, role: check_role(role)))
 
     @model_validator(mode="after")
     def _check_shape(self) -> "ChatMessage":
