@@ -10,7 +10,6 @@ if TYPE_CHECKING:
     import anyio
 
 
-
 @dataclass
 class PythonModelContext:
     """What a model sees at load: artifact names mapped to absolute paths, and its model_config."""

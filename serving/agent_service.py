@@ -6,7 +6,7 @@ are awaited on the event loop. Closing a stream early closes the agent's generat
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any, AsyncIterator, Optional
 
 import anyio
 import anyio.to_thread
@@ -31,6 +31,7 @@ from servelm.agents import (
 )
 from servelm.agents.python_model import iterate_in_thread, overrides
 from servelm.flavors.pyfunc import PyFuncModel
+from servelm.flavors.pyfunc.wrappers import plain
 
 from .batching import DynamicBatcher
 from .conversions import (
@@ -45,10 +46,6 @@ from .conversions import (
 from .errors import APIError
 from .responses_stream import ResponsesStreamBuilder
 from .service import ModelService
-
-
-def _dump(obj: Any) -> Any:
-    return obj.model_dump(exclude_none=True) if hasattr(obj, "model_dump") else obj
 
 
 class AgentService(ModelService):
@@ -74,25 +71,22 @@ class AgentService(ModelService):
         else:
             self.base = PythonModel
             self.kind, self.routes = "python_function", frozenset({"invocations"})
+        # Which methods the agent implements itself: fixed for its class, so decided once here.
+        self._native = {name: agent is not None and overrides(agent, self.base, name) for name in ("predict_stream", "apredict", "apredict_stream")}
+        self._streams = self._native["predict_stream"] or self._native["apredict_stream"]
         self.batcher: Optional[DynamicBatcher] = None
         size = getattr(agent, "max_batch_size", None) if agent is not None else None
         if size and int(size) > 1:
             self.batcher = DynamicBatcher(self._predict_batch, int(size), float(getattr(agent, "batch_timeout_ms", 5.0)) / 1000.0)
 
     # ------------------------------------------------------------------ calling the agent
-    def _native(self, name: str) -> bool:
-        return self.agent is not None and overrides(self.agent, self.base, name)
-
-    def _streams(self) -> bool:
-        return self._native("predict_stream") or self._native("apredict_stream")
-
     async def _call(self, *args: Any) -> Any:
-        if self._native("apredict"):
+        if self._native["apredict"]:
             return await self.agent.apredict(*args)
         return await anyio.to_thread.run_sync(self.agent.predict, *args, limiter=self.limiter, abandon_on_cancel=True)
 
     async def _stream(self, *args: Any) -> AsyncIterator[Any]:
-        if self._native("apredict_stream"):
+        if self._native["apredict_stream"]:
             iterator = self.agent.apredict_stream(*args)
             try:
                 async for item in iterator:
@@ -131,7 +125,7 @@ class AgentService(ModelService):
             response.model = model
             return response
         response = _typed(result, ResponsesAgentResponse)
-        message, finish = responses_output_to_chat_message([_dump(i) for i in response.output])
+        message, finish = responses_output_to_chat_message([plain(i) for i in response.output])
         usage = None
         if response.usage is not None:
             usage = {"prompt_tokens": response.usage.input_tokens, "completion_tokens": response.usage.output_tokens, "total_tokens": response.usage.total_tokens}
@@ -139,7 +133,7 @@ class AgentService(ModelService):
 
     async def chat_stream(self, request: ChatCompletionRequest, model: str) -> AsyncIterator[ChatCompletionChunk]:
         self._require("chat")
-        if not self._streams():
+        if not self._streams:
             response = await self.chat(request, model)
             choice = response.choices[0]
             calls = [ToolCallDelta(index=i, id=c.id, type="function", function=ToolCallFunctionDelta(name=c.function.name, arguments=c.function.arguments))
@@ -179,7 +173,7 @@ class AgentService(ModelService):
 
     async def responses_stream(self, request: ResponsesAgentRequest, model: str) -> AsyncIterator[dict[str, Any]]:
         self._require("responses")
-        if isinstance(self.agent, ResponsesAgent) and self._streams():
+        if isinstance(self.agent, ResponsesAgent) and self._streams:
             builder = ResponsesStreamBuilder(model)
             for event in builder.start():
                 yield event
@@ -187,7 +181,7 @@ class AgentService(ModelService):
             stream = self._stream(request)
             try:
                 async for raw in stream:
-                    event = _dump(raw)
+                    event = plain(raw)
                     if event.get("custom_outputs"):
                         builder.custom_outputs = event["custom_outputs"]
                     kind = event.get("type", "")
@@ -285,7 +279,7 @@ async def _chat_chunks_from_events(stream: AsyncIterator[Any]) -> AsyncIterator[
     """Responses events as chat chunks: text deltas, and function_call items as tool calls."""
     tool_index = 0
     async for raw in stream:
-        event = _dump(raw)
+        event = plain(raw)
         kind = event.get("type")
         if kind == "response.output_text.delta" and event.get("delta"):
             yield ChatCompletionChunk(choices=[ChatChunkChoice(delta=ChatChoiceDelta(content=event["delta"]))], custom_outputs=event.get("custom_outputs"))

@@ -280,8 +280,6 @@ def create_app(model_or_path: Any, **settings: Any) -> FastAPI:
             def invoke_error(exc: APIError) -> list[dict[str, Any]]:
                 return [{"event": "error", "data": json.dumps(exc.body())}]
 
-            if not hasattr(service, "invoke_stream"):
-                raise APIError(400, "this model cannot stream", param="stream")
             return await run_stream(invoke_events, invoke_error)
 
         async def answer() -> Any:

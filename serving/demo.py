@@ -32,6 +32,7 @@ set_model(ReverseAgent())
 
 
 def free_port() -> int:
+    """A free TCP port on loopback."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -57,7 +58,7 @@ def run_demo(port: int, question: str) -> None:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    _wait_healthy(base)
+    wait_healthy(base)
     print(f"serving on {base}/v1 (try: curl {base}/v1/models)")
     try:
         _ask(base, question)
@@ -66,7 +67,8 @@ def run_demo(port: int, question: str) -> None:
         thread.join(timeout=10)
 
 
-def _wait_healthy(base: str, timeout: float = 30.0) -> None:
+def wait_healthy(base: str, timeout: float = 30.0) -> None:
+    """Poll ``base``/health until it answers 200; an error after ``timeout`` seconds."""
     import httpx
 
     deadline = time.monotonic() + timeout

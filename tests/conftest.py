@@ -104,17 +104,11 @@ REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" 
 
 # ------------------------------------------------------------------------------------------ servers
 import contextlib
-import socket
 import threading
-import time
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from servelm.serving.demo import free_port, wait_healthy
 
 
 @contextlib.contextmanager
@@ -130,17 +124,11 @@ def running_server(model_or_path, **settings):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.02)
-    else:
+    try:
+        wait_healthy(base)
+    except RuntimeError:
         server.should_exit = True
-        raise RuntimeError("server did not become healthy")
+        raise
     try:
         yield base, app
     finally:

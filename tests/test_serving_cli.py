@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from conftest import free_port
+from conftest import free_port, wait_healthy
 from servelm.flavors.pyfunc import save_model
 
 SLOW_AGENT = '''
@@ -37,13 +37,7 @@ def test_serve_answers_and_drains_on_sigterm(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        start = time.monotonic()
-        while time.monotonic() - start < 30:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        wait_healthy(base)
         assert httpx.get(f"{base}/v1/models").json()["data"][0]["id"] == "slow"
         result = {}
 

@@ -41,7 +41,7 @@ class PyFuncModel:
 
     def predict_stream(self, data: Any, params: Optional[dict[str, Any]] = None) -> Iterator[Any]:
         """Yield the model's output in pieces; an error if the model cannot stream."""
-        if not self.metadata.flavors.get(FLAVOR_NAME, {}).get("streamable", False) and not hasattr(self._impl, "predict_stream"):
+        if not hasattr(self._impl, "predict_stream"):
             raise ModelFormatError("this model does not support predict_stream")
         if self._input_schema is not None:
             data = enforce_schema(data, self._input_schema)

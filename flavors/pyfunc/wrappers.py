@@ -27,7 +27,8 @@ def request_dict(data: Any) -> Any:
     return data
 
 
-def _dump(obj: Any) -> Any:
+def plain(obj: Any) -> Any:
+    """A pydantic object as a JSON-ready dict (None fields left out); anything else unchanged."""
     return obj.model_dump(exclude_none=True) if hasattr(obj, "model_dump") else obj
 
 
@@ -113,7 +114,7 @@ class ResponsesAgentWrapper:
     def predict_stream(self, data: Any, params: Optional[dict[str, Any]] = None) -> Iterator[dict[str, Any]]:
         data = request_dict(data)
         for event in self.python_model.predict_stream(ResponsesAgentRequest.model_validate(data)):
-            yield _dump(event)
+            yield plain(event)
 
 
 def wrap_python_model(python_model: PythonModel, context: PythonModelContext) -> Any:
