@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Optional
 
 if TYPE_CHECKING:
-    import anyio
+    from concurrent.futures import Executor
 
 
 @dataclass
@@ -76,24 +76,32 @@ class PythonModel:
 _DONE = object()
 
 
-async def iterate_in_thread(iterator: Iterator[Any], limiter: Optional["anyio.CapacityLimiter"] = None) -> AsyncIterator[Any]:
-    """Step a blocking iterator in worker threads; close it when the consumer stops early.
+async def iterate_in_thread(iterator: Iterator[Any], executor: Optional["Executor"] = None) -> AsyncIterator[Any]:
+    """Step a blocking iterator in worker threads (``executor``, else the loop's default); close it when
+    the consumer stops early.
 
-    A cancelled consumer waits for the step in flight to return before the generator is closed (a
-    generator cannot be closed while another thread runs it); ``limiter`` bounds the threads used.
+    A generator cannot be closed while another thread runs it, so a consumer that stops with a step in
+    flight leaves the close to run, in the executor, right after that step returns.
     """
-    import anyio.to_thread  # deferred: keeps `import servelm.agents` light
+    import asyncio
 
+    loop = asyncio.get_running_loop()
+    step: Optional["asyncio.Future[Any]"] = None
     try:
         while True:
-            item = await anyio.to_thread.run_sync(next, iterator, _DONE, limiter=limiter)
+            step = loop.run_in_executor(executor, next, iterator, _DONE)
+            item = await step
+            step = None
             if item is _DONE:
                 return
             yield item
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:
-            close()
+            if step is None or step.done():
+                close()
+            else:
+                step.add_done_callback(lambda _: loop.run_in_executor(executor, close))
 
 
 class FunctionPythonModel(PythonModel):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Optional
 
-import anyio
-import anyio.to_thread
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from servelm.agents import (
     ChatAgent,
@@ -53,7 +53,9 @@ class AgentService(ModelService):
 
     def __init__(self, model: PyFuncModel, max_threads: int = 32):
         self.model = model
-        self.limiter = anyio.CapacityLimiter(max_threads)
+        # Sync agent code runs here; the pool's size bounds the threads (asyncio's executor hop is
+        # cheaper per call than anyio's to_thread, which matters for fast agents).
+        self.pool = ThreadPoolExecutor(max_threads, thread_name_prefix="servelm-agent")
         try:
             self.agent: Any = model.unwrap_python_model()
         except Exception:
@@ -83,7 +85,7 @@ class AgentService(ModelService):
     async def _call(self, *args: Any) -> Any:
         if self._native["apredict"]:
             return await self.agent.apredict(*args)
-        return await anyio.to_thread.run_sync(self.agent.predict, *args, limiter=self.limiter, abandon_on_cancel=True)
+        return await self._in_thread(self.agent.predict, *args)
 
     async def _stream(self, *args: Any) -> AsyncIterator[Any]:
         if self._native["apredict_stream"]:
@@ -94,9 +96,18 @@ class AgentService(ModelService):
             finally:
                 await iterator.aclose()
             return
-        generator = await anyio.to_thread.run_sync(self.agent.predict_stream, *args, limiter=self.limiter)
-        async for item in iterate_in_thread(generator, self.limiter):
+        generator = await self._in_thread(self.agent.predict_stream, *args)
+        async for item in iterate_in_thread(generator, self.pool):
             yield item
+
+    async def stop(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _in_thread(self, fn: Any, *args: Any) -> "asyncio.Future[Any]":
+        """Run blocking ``fn(*args)`` in the agent pool; a cancelled caller abandons it (the thread finishes)."""
+        return asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     def _agent_args(self, request: ChatCompletionRequest) -> tuple[Any, ...]:
         if isinstance(self.agent, ChatAgent):
@@ -224,17 +235,17 @@ class AgentService(ModelService):
     async def invoke(self, data: Any, params: Optional[dict[str, Any]]) -> Any:
         if self.batcher is not None and isinstance(data, list) and not params:
             return await self.batcher.submit(data)
-        return await anyio.to_thread.run_sync(self.model.predict, data, params, limiter=self.limiter, abandon_on_cancel=True)
+        return await self._in_thread(self.model.predict, data, params)
 
     async def invoke_stream(self, data: Any, params: Optional[dict[str, Any]]) -> AsyncIterator[Any]:
         if not self.model.metadata.flavors.get("python_function", {}).get("streamable"):
             raise APIError(400, "this model cannot stream: its predict_stream is not implemented", param="stream", code="stream_unsupported")
-        generator = await anyio.to_thread.run_sync(self.model.predict_stream, data, params, limiter=self.limiter)
-        async for item in iterate_in_thread(generator, self.limiter):
+        generator = await self._in_thread(self.model.predict_stream, data, params)
+        async for item in iterate_in_thread(generator, self.pool):
             yield item
 
     async def _predict_batch(self, rows: list[Any]) -> list[Any]:
-        return list(await anyio.to_thread.run_sync(self.model.predict, rows, None, limiter=self.limiter))
+        return list(await self._in_thread(self.model.predict, rows, None))
 
     def _require(self, route: str) -> None:
         if route not in self.routes:
