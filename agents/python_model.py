@@ -90,7 +90,7 @@ async def iterate_in_thread(iterator: Iterator[Any], executor: Optional["Executo
     try:
         while True:
             step = loop.run_in_executor(executor, next, iterator, _DONE)
-            item = await step
+            item = await asyncio.shield(step)  # a cancelled consumer must not mark the running step done
             step = None
             if item is _DONE:
                 return

@@ -3,6 +3,7 @@ their slot, cancellation on client disconnect, and per-route status counting."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -68,36 +69,29 @@ R = TypeVar("R")
 
 
 async def cancel_on_disconnect(request: Request, work: Callable[[], Awaitable[R]]) -> R:
-    """Run ``work``; if the client disconnects first, cancel it at once (frees its slot) and raise.
+    """Run ``work`` in this task; if the client disconnects first, cancel it at once (frees its slot)
+    and raise a 499. One watcher task per request, no task group: this sits on every request's path."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
 
-    Exceptions of ``work`` propagate as themselves (not wrapped in an exception group).
-    """
-    result: list[R] = []
-    errors: list[Exception] = []
+    async def watch() -> None:
+        nonlocal gone
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        task.cancel()
 
-    async def watch(scope: anyio.CancelScope) -> None:
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                scope.cancel()
-                return
-
-    async def run(scope: anyio.CancelScope) -> None:
-        try:
-            result.append(await work())
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            scope.cancel()
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(watch, group.cancel_scope)
-        group.start_soon(run, group.cancel_scope)
-    if errors:
-        raise errors[0]
-    if not result:
-        raise APIError(499, "client disconnected", code="client_closed_request")
-    return result[0]
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await work()
+    except asyncio.CancelledError:
+        if gone:
+            task.uncancel()
+            raise APIError(499, "client disconnected", code="client_closed_request") from None
+        raise
+    finally:
+        watcher.cancel()
 
 
 class SlotEventSourceResponse(EventSourceResponse):

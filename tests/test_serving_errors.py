@@ -173,3 +173,29 @@ def test_health_is_503_until_loaded(tmp_path):
         resp = client.get("/health")
         assert resp.status_code == 503 and "not a directory" in resp.json()["detail"]
         assert client.post("/v1/chat/completions", json=MSG).status_code == 503
+
+
+class AsyncSlow(ChatAgent):
+    def __init__(self):
+        self.cancelled = 0
+
+    async def apredict(self, messages, context=None, custom_inputs=None):
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return ChatAgentResponse(messages=[ChatAgentMessage(role="assistant", content="late")])
+
+
+def test_disconnect_cancels_non_streamed_async_work():
+    agent = AsyncSlow()
+    with running_server(agent) as (base, app):
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{base}/v1/chat/completions", json=MSG, timeout=0.3)
+        deadline = time.monotonic() + 3
+        while (not agent.cancelled or app.state.servelm.admission.running) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert agent.cancelled == 1 and app.state.servelm.admission.running == 0
+        text = httpx.get(f"{base}/metrics").text
+        assert 'status="499"' in text
