@@ -23,7 +23,7 @@ from servelm.flavors import SchemaEnforcementError
 from .admission import Admission
 from .chat_stream import openai_chat_chunks
 from .errors import APIError, validation_error
-from .http import SlotEventSourceResponse, StatusCounter, cancel_on_disconnect, check_api_key, error_response, parse_body, read_json
+from .http import SlotEventSourceResponse, StatusCounter, guard_request, check_api_key, error_response, parse_body, read_json
 from .invocations import parse_invocation
 from .loading import build_service, default_model_name
 from .metrics import ServerMetrics
@@ -138,10 +138,7 @@ def create_app(model_or_path: Any, **settings: Any) -> FastAPI:
     async def run_json(request: Request, work: Callable[[], Any]) -> Response:
         await state.admission.acquire()
         try:
-            with anyio.fail_after(config.timeout):
-                result = await cancel_on_disconnect(request, work)
-        except TimeoutError:
-            raise APIError(504, f"the model did not answer within {config.timeout:g} s", code="timeout") from None
+            result = await guard_request(request, work, config.timeout)
         except (APIError, asyncio.CancelledError):
             raise
         except SchemaEnforcementError as exc:

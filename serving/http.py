@@ -68,30 +68,37 @@ def error_response(exc: APIError) -> JSONResponse:
 R = TypeVar("R")
 
 
-async def cancel_on_disconnect(request: Request, work: Callable[[], Awaitable[R]]) -> R:
-    """Run ``work`` in this task; if the client disconnects first, cancel it at once (frees its slot)
-    and raise a 499. One watcher task per request, no task group: this sits on every request's path."""
+async def guard_request(request: Request, work: Callable[[], Awaitable[R]], timeout: float) -> R:
+    """Run ``work`` in this task, cancelling it at once if the client disconnects (499, frees the slot)
+    or after ``timeout`` seconds (504). One watcher task and one timer per request, no task group:
+    this sits on every non-streamed request's path."""
     task = asyncio.current_task()
     assert task is not None
-    gone = False
+    reason: Optional[APIError] = None
+
+    def stop(error: APIError) -> None:
+        nonlocal reason
+        if reason is None:
+            reason = error
+            task.cancel()
 
     async def watch() -> None:
-        nonlocal gone
         while (await request.receive())["type"] != "http.disconnect":
             pass
-        gone = True
-        task.cancel()
+        stop(APIError(499, "client disconnected", code="client_closed_request"))
 
     watcher = asyncio.get_running_loop().create_task(watch())
+    timer = asyncio.get_running_loop().call_later(timeout, stop, APIError(504, f"the model did not answer within {timeout:g} s", code="timeout"))
     try:
         return await work()
     except asyncio.CancelledError:
-        if gone:
+        if reason is not None:
             task.uncancel()
-            raise APIError(499, "client disconnected", code="client_closed_request") from None
+            raise reason from None
         raise
     finally:
         watcher.cancel()
+        timer.cancel()
 
 
 class SlotEventSourceResponse(EventSourceResponse):
