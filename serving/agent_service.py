@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from servelm.agents import (
     ChatAgent,
+    ChatAgentRequest,
     ChatAgentResponse,
     ChatChoice,
     ChatChoiceDelta,
@@ -233,16 +234,39 @@ class AgentService(ModelService):
 
     # ------------------------------------------------------------------ /invocations
     async def invoke(self, data: Any, params: Optional[dict[str, Any]]) -> Any:
+        if self.base is not PythonModel and isinstance(data, dict):
+            # An agent's own request body: call it directly, so async agents stay on the event loop.
+            return plain(await self._call(*self._invocation_args(data)))
         if self.batcher is not None and isinstance(data, list) and not params:
             return await self.batcher.submit(data)
         return await self._in_thread(self.model.predict, data, params)
 
     async def invoke_stream(self, data: Any, params: Optional[dict[str, Any]]) -> AsyncIterator[Any]:
+        if self.base is not PythonModel and isinstance(data, dict):
+            if not self._streams:
+                raise APIError(400, "this agent cannot stream: it implements neither predict_stream nor apredict_stream", param="stream", code="stream_unsupported")
+            stream = self._stream(*self._invocation_args(data))
+            try:
+                async for item in stream:
+                    yield plain(item)
+            finally:
+                await stream.aclose()
+            return
         if not self.model.metadata.flavors.get("python_function", {}).get("streamable"):
             raise APIError(400, "this model cannot stream: its predict_stream is not implemented", param="stream", code="stream_unsupported")
         generator = await self._in_thread(self.model.predict_stream, data, params)
         async for item in iterate_in_thread(generator, self.pool):
             yield item
+
+    def _invocation_args(self, data: dict[str, Any]) -> tuple[Any, ...]:
+        """The agent's predict arguments from its raw /invocations body (the same parsing as the pyfunc wrappers)."""
+        if isinstance(self.agent, ChatAgent):
+            request = ChatAgentRequest.model_validate(data)
+            return (request.messages, request.context, request.custom_inputs)
+        if isinstance(self.agent, ChatModel):
+            chat = ChatCompletionRequest.model_validate(data)
+            return (self.model_context(), chat.messages, chat.params())
+        return (ResponsesAgentRequest.model_validate(data),)
 
     async def _predict_batch(self, rows: list[Any]) -> list[Any]:
         return list(await self._in_thread(self.model.predict, rows, None))

@@ -87,3 +87,22 @@ def test_dynamic_batching_merges_concurrent_requests():
         [t.join() for t in threads]
     assert all(results[i] == {"predictions": [i * 10, (i + 100) * 10]} for i in range(8))
     assert max(model.calls) > 2 and sum(model.calls) == 16  # several requests ran in one predict call
+
+
+def test_async_agent_invocations_and_bad_body():
+    from servelm.agents import ChatAgent, ChatAgentChunk, ChatAgentMessage, ChatAgentResponse
+
+    class AsyncEcho(ChatAgent):
+        async def apredict(self, messages, context=None, custom_inputs=None):
+            return ChatAgentResponse(messages=[ChatAgentMessage(role="assistant", content=messages[-1].content, id="m")])
+
+        async def apredict_stream(self, messages, context=None, custom_inputs=None):
+            for word in messages[-1].content.split():
+                yield ChatAgentChunk(delta=ChatAgentMessage(role="assistant", content=word, id="m"))
+
+    with running_server(AsyncEcho()) as (base, _):
+        assert httpx.post(f"{base}/invocations", json={"messages": [{"role": "user", "content": "a b"}]}).json()["messages"][0]["content"] == "a b"
+        lines = sse_lines(base, "/invocations", {"messages": [{"role": "user", "content": "a b"}], "stream": True})
+        assert [json.loads(line[6:])["delta"]["content"] for line in lines if line.startswith("data: ")] == ["a", "b"]
+        bad = httpx.post(f"{base}/invocations", json={"messages": [{"role": "user"}]})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages.0"
