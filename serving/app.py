@@ -67,6 +67,8 @@ def create_app(model_or_path: Any, **settings: Any) -> FastAPI:
     async def load() -> None:
         try:
             service = await asyncio.to_thread(build_service, model_or_path, config)
+            if hasattr(service, "bind_metrics"):
+                service.bind_metrics(state.metrics)
             await service.start()
             state.service = service
             log.info("model %s ready (%s)", state.model_name, service.kind)
@@ -205,7 +207,6 @@ def create_app(model_or_path: Any, **settings: Any) -> FastAPI:
 
             async def chat_events() -> AsyncIterator[dict[str, Any]]:
                 async for chunk in openai_chat_chunks(service.chat_stream(chat, state.model_name), state.model_name, include_usage):
-                    _count_tokens(chunk.get("usage"))
                     yield {"data": json.dumps(chunk, separators=(",", ":"))}
                 yield {"data": "[DONE]"}
 
@@ -216,16 +217,9 @@ def create_app(model_or_path: Any, **settings: Any) -> FastAPI:
 
         async def answer() -> Any:
             response = await service.chat(chat, state.model_name)
-            if response.usage is not None:
-                _count_tokens(response.usage.model_dump())
             return response.model_dump(exclude_none=True)
 
         return await run_json(request, answer)
-
-    def _count_tokens(usage: Optional[dict[str, Any]]) -> None:
-        if usage:
-            state.metrics.prompt_tokens.inc(usage.get("prompt_tokens", 0) or 0)
-            state.metrics.generation_tokens.inc(usage.get("completion_tokens", 0) or 0)
 
     # ------------------------------------------------------------------ responses
     @app.post("/v1/responses")

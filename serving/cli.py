@@ -26,6 +26,9 @@ def serve(
     timeout: float = typer.Option(600.0, help="Seconds a request may take before 504."),
     workers: int = typer.Option(1, help="Server processes (each loads the model)."),
     engine: Optional[str] = typer.Option(None, help="Force an engine: pyfunc, transformers, onnx, vllm."),
+    max_num_seqs: int = typer.Option(64, help="LLM engines: sequences decoded together in one batch."),
+    device: Optional[str] = typer.Option(None, help="LLM engines: cpu or cuda[:N] (default: cuda when available)."),
+    threads: Optional[int] = typer.Option(None, help="LLM engines on CPU: torch threads (default: half the cores)."),
     graceful_timeout: float = typer.Option(30.0, help="Seconds to finish in-flight requests on SIGTERM."),
     log_level: str = typer.Option("info", help="Log level: debug, info, warning, error."),
 ) -> None:
@@ -42,7 +45,8 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     settings = {"served_model_name": served_model_name, "api_key": api_key or os.environ.get("SERVELM_API_KEY"), "max_concurrency": max_concurrency,
-                "max_queue": max_queue, "timeout": timeout, "engine": engine}
+                "max_queue": max_queue, "timeout": timeout, "engine": engine,
+                "engine_options": {"max_num_seqs": max_num_seqs, "device": device, "threads": threads}}
     os.environ[_SETTINGS_ENV] = json.dumps({"model": os.path.abspath(model), "settings": settings})
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: handle it so a drained

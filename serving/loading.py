@@ -71,4 +71,36 @@ def build_service(model_or_path: Any, settings: ServerSettings) -> ModelService:
     engine = choose_engine(path, settings.engine)
     if engine == "pyfunc":
         return AgentService(load_model(path), settings.max_threads)
+    if engine == "transformers":
+        return transformers_service(path, settings)
     raise ModelFormatError(f"the {engine} engine is not available in this build of servelm yet")
+
+
+def transformers_service(path: str, settings: ServerSettings) -> ModelService:
+    """A transformers-flavor directory or a bare Hugging Face checkpoint, served by the transformers engine."""
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        raise ModelFormatError("the transformers engine needs torch and transformers: pip install 'servelm[transformers]'") from None
+    from servelm.flavors.transformers.chat import require_chat_template
+    from servelm.flavors.transformers.device import choose_device
+    from servelm.flavors.transformers.flavor import load_components
+
+    from .llm_service import LLMService
+    from .transformers_engine import TransformersEngine
+
+    options = settings.engine_options
+    defaults: dict[str, Any] = {}
+    if os.path.isfile(os.path.join(path, "MLmodel")):
+        model, tokenizer, meta = load_components(path, options.get("device"), options.get("threads"))
+        defaults = dict(meta.flavors.get("python_function", {}).get("config") or {})
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        device, dtype = choose_device(options.get("dtype"), options.get("device"), options.get("threads"))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    require_chat_template(tokenizer, path)
+    engine = TransformersEngine(model, tokenizer, int(options.get("max_num_seqs") or 64))
+    return LLMService(engine, "llm/v1/chat (transformers engine)", defaults)

@@ -1,0 +1,136 @@
+"""The transformers generation engine: the continuous batcher driven by one engine thread.
+
+Requests arrive from the event loop, join the running batch between decode steps, stream their text
+back through asyncio queues (one hand-off per step, not per token), and are aborted the moment their
+client goes away. The thread sleeps when there is no work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from servelm.flavors.transformers.batcher import ContinuousBatcher, Sequence
+from servelm.flavors.transformers.sampling import SamplingParams
+
+log = logging.getLogger("servelm.engine")
+
+
+@dataclass
+class Delta:
+    """One piece of a sequence's output as the engine produced it."""
+
+    text: str
+    finished: bool
+    finish_reason: Optional[str] = None
+    completion_tokens: int = 0
+    error: Optional[str] = None
+
+
+@dataclass
+class EngineRequest:
+    """A submitted sequence: its queue of Deltas on the caller's loop, and its batcher sequence."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    loop: asyncio.AbstractEventLoop
+    queue: "asyncio.Queue[Delta]" = field(default_factory=asyncio.Queue)
+    seq: Optional[Sequence] = None
+    aborted: bool = False
+
+
+class TransformersEngine:
+    """Owns the model on one thread; ``submit`` / ``abort`` are safe to call from the event loop."""
+
+    def __init__(self, model: Any, tokenizer: Any, max_num_seqs: int = 64, on_step: Optional[Callable[[int], None]] = None):
+        self.batcher = ContinuousBatcher(model, tokenizer, max_num_seqs)
+        self.tokenizer = tokenizer
+        self.context_length = self.batcher.context_length
+        self.max_num_seqs = max_num_seqs
+        self.on_step = on_step
+        self._inbox: deque[EngineRequest] = deque()
+        self._by_seq: dict[int, EngineRequest] = {}
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="servelm-engine", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> EngineRequest:
+        """Queue a sequence; read its Deltas from ``request.queue``."""
+        request = EngineRequest(prompt_ids, params, asyncio.get_running_loop())
+        self._inbox.append(request)
+        self._wake.set()
+        return request
+
+    def abort(self, request: EngineRequest) -> None:
+        """Free the request's row at the next step (or drop it before it starts)."""
+        request.aborted = True
+        self._wake.set()
+
+    # ------------------------------------------------------------------ engine thread
+    def _run(self) -> None:
+        while not self._stopped:
+            self._admit()
+            if not self.batcher.has_work():
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+                continue
+            try:
+                outputs = self.batcher.step()
+            except Exception as exc:  # a broken step fails its requests, not the server
+                log.exception("engine step failed")
+                self._fail_all(f"{type(exc).__name__}: {exc}")
+                continue
+            if self.on_step is not None:
+                self.on_step(self.batcher.last_batch_size)
+            deliveries: dict[asyncio.AbstractEventLoop, list[tuple[EngineRequest, Delta]]] = {}
+            for out in outputs:
+                request = self._by_seq.get(out.seq.seq_id)
+                if request is None:
+                    continue
+                delta = Delta(out.text, out.finished, out.seq.finish_reason, len(out.seq.generated))
+                deliveries.setdefault(request.loop, []).append((request, delta))
+                if out.finished:
+                    self._by_seq.pop(out.seq.seq_id, None)
+            for loop, items in deliveries.items():
+                loop.call_soon_threadsafe(_deliver, items)
+
+    def _admit(self) -> None:
+        for request in list(self._by_seq.values()):
+            if request.aborted and request.seq is not None and not request.seq.aborted:
+                self.batcher.abort(request.seq)
+                self._by_seq.pop(request.seq.seq_id, None)
+        while self._inbox:
+            request = self._inbox.popleft()
+            if request.aborted:
+                continue
+            try:
+                request.seq = self.batcher.add(request.prompt_ids, request.params)
+            except ValueError as exc:
+                request.loop.call_soon_threadsafe(_deliver, [(request, Delta("", True, "error", error=str(exc)))])
+                continue
+            self._by_seq[request.seq.seq_id] = request
+
+    def _fail_all(self, message: str) -> None:
+        for seq in self.batcher.running + list(self.batcher.waiting):
+            self.batcher.abort(seq)
+        self.batcher = ContinuousBatcher(self.batcher.model, self.batcher.tokenizer, self.max_num_seqs)
+        for request in self._by_seq.values():
+            request.loop.call_soon_threadsafe(_deliver, [(request, Delta("", True, "error", error=message))])
+        self._by_seq.clear()
+
+
+def _deliver(items: list[tuple[EngineRequest, Delta]]) -> None:
+    for request, delta in items:
+        request.queue.put_nowait(delta)
