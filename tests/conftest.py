@@ -141,3 +141,12 @@ def sse_lines(base: str, path: str, body: dict, headers: dict | None = None) -> 
     with httpx.stream("POST", f"{base}{path}", json=body, headers=headers or {}, timeout=30) as resp:
         assert resp.status_code == 200, resp.read()
         return [line for line in resp.iter_lines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama() -> str:
+    """A tiny random Llama checkpoint built locally (cached between runs in ~/.cache/servelm)."""
+    pytest.importorskip("torch")
+    from servelm.flavors.transformers import tiny_model
+
+    return tiny_model("llama")

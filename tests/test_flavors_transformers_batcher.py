@@ -1,0 +1,91 @@
+"""The continuous batcher: greedy parity with transformers' generate, joins, aborts, limits, sampling."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from servelm.flavors.transformers.batcher import ContinuousBatcher  # noqa: E402
+from servelm.flavors.transformers.sampling import SamplingParams, sample_next  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_llama):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(1)
+    return AutoModelForCausalLM.from_pretrained(tiny_llama).eval(), AutoTokenizer.from_pretrained(tiny_llama)
+
+
+def prompt(tokenizer, text):
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+    return tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+
+def test_greedy_matches_generate_with_mid_batch_joins(lm):
+    model, tokenizer = lm
+    prompts = [prompt(tokenizer, t) for t in ("hello world", "the model server is fast today", "a")]
+    reference = [model.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False)[0][len(p):].tolist() for p in prompts]
+    batcher = ContinuousBatcher(model, tokenizer, max_num_seqs=8)
+    greedy = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+    seqs = [batcher.add(prompts[0], greedy)]
+    batcher.step()
+    batcher.step()  # the first sequence is 3 tokens ahead when the others join
+    seqs += [batcher.add(p, greedy) for p in prompts[1:]]
+    sizes = []
+    while batcher.has_work():
+        batcher.step()
+        sizes.append(batcher.last_batch_size)
+    for seq, ref in zip(seqs, reference):
+        stop_at = ref.index(model.generation_config.eos_token_id) if model.generation_config.eos_token_id in ref else len(ref)
+        assert seq.generated[:stop_at] == ref[:stop_at]
+        assert seq.finish_reason == "length"
+    assert max(sizes) == 3
+
+
+def test_abort_frees_the_row_and_others_continue(lm):
+    model, tokenizer = lm
+    batcher = ContinuousBatcher(model, tokenizer, max_num_seqs=4)
+    a = batcher.add(prompt(tokenizer, "one"), SamplingParams(max_tokens=50, temperature=0, ignore_eos=True))
+    b = batcher.add(prompt(tokenizer, "two"), SamplingParams(max_tokens=6, temperature=0, ignore_eos=True))
+    batcher.step()
+    batcher.abort(a)
+    batcher.step()
+    assert a.finish_reason == "abort" and len(batcher.running) == 1
+    while batcher.has_work():
+        batcher.step()
+    assert b.finish_reason == "length" and len(b.generated) == 6 and not batcher.running
+
+
+def test_max_running_is_bounded(lm):
+    model, tokenizer = lm
+    batcher = ContinuousBatcher(model, tokenizer, max_num_seqs=2)
+    for i in range(5):
+        batcher.add(prompt(tokenizer, f"q{i}"), SamplingParams(max_tokens=3, temperature=0, ignore_eos=True))
+    seen = []
+    while batcher.has_work():
+        batcher.step()
+        seen.append(len(batcher.running))
+    assert max(seen) <= 2
+
+
+def test_stop_string_ends_generation(lm):
+    model, tokenizer = lm
+    free = ContinuousBatcher(model, tokenizer)
+    seq = free.add(prompt(tokenizer, "hi"), SamplingParams(max_tokens=16, temperature=0, ignore_eos=True))
+    while free.has_work():
+        free.step()
+    stop = seq.text[3:6]
+    bounded = ContinuousBatcher(model, tokenizer)
+    stopped = bounded.add(prompt(tokenizer, "hi"), SamplingParams(max_tokens=16, temperature=0, ignore_eos=True, stop=[stop]))
+    while bounded.has_work():
+        bounded.step()
+    assert stopped.finish_reason == "stop" and stopped.text == seq.text[: seq.text.index(stop)]
+
+
+def test_sampling_rules():
+    logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0]])
+    assert sample_next(logits, [SamplingParams(temperature=0)] * 2, [None, None]) == [1, 0]
+    assert sample_next(logits, [SamplingParams(temperature=1.0, top_k=1)] * 2, [None, None]) == [1, 0]
+    draws = [sample_next(logits, [SamplingParams(temperature=2.0, seed=7)] * 2, [torch.Generator().manual_seed(7)] * 2) for _ in range(3)]
+    assert draws[0] == draws[1] == draws[2]
+    assert sample_next(torch.tensor([[0.0, 0.1, 9.0]]), [SamplingParams(temperature=1.0, top_p=0.5)], [None]) == [2]
