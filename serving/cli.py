@@ -68,11 +68,13 @@ def app_from_env() -> Any:
 def demo(
     port: int = typer.Option(0, help="Port for the demo server (0: a free one)."),
     question: str = typer.Option("Hello from the servelm quickstart!", help="What to ask the example agent."),
+    llm: bool = typer.Option(True, help="Also build, package and serve a tiny LLM (needs servelm[transformers])."),
+    hf_model: Optional[str] = typer.Option(None, help="Use this Hugging Face model id or local checkpoint instead of the tiny LLM (needs network for a hub id)."),
 ) -> None:
-    """Save an example agent, serve it on loopback, and ask it through the official openai client."""
+    """Save an example agent and a tiny LLM, serve each on loopback, and ask them through the openai client."""
     from .demo import run_demo
 
-    run_demo(port, question)
+    run_demo(port, question, llm, hf_model)
 
 
 @app.command()

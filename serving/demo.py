@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import tempfile
 import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Iterator, Optional
 
 EXAMPLE_AGENT = '''
 """An example ChatAgent: answers by reversing the words of the last message, streaming word by word."""
@@ -38,13 +41,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_demo(port: int, question: str) -> None:
-    """Save, serve and query the example agent; prints each step."""
-    import uvicorn
-
+def run_demo(port: int, question: str, llm: bool = True, hf_model: Optional[str] = None) -> None:
+    """Save, serve and query the example agent, then (with torch installed) a tiny LLM; prints each step."""
     from servelm.flavors.pyfunc import save_model
-
-    from .app import create_app
 
     workdir = Path(tempfile.mkdtemp(prefix="servelm-demo-"))
     code = workdir / "reverse_agent.py"
@@ -52,16 +51,41 @@ def run_demo(port: int, question: str) -> None:
     model_dir = workdir / "reverse-agent"
     save_model(str(model_dir), python_model=str(code))
     print(f"saved example agent to {model_dir}")
+    with _serving(str(model_dir), port) as base:
+        _ask(base, "reverse-agent", question)
+    if not llm:
+        return
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("\n(install servelm[transformers] to also build, package and serve a tiny LLM)")
+        return
+    from servelm.flavors.transformers import save_model as save_llm
+    from servelm.flavors.transformers import tiny_model
+
+    source = hf_model or tiny_model("llama")
+    llm_dir = workdir / "tiny-llm"
+    print(f"\npackaging {source} with the transformers flavor into {llm_dir}")
+    save_llm(source, str(llm_dir))
+    with _serving(str(llm_dir), port) as base:
+        _ask_llm(base, "tiny-llm", question)
+
+
+@contextlib.contextmanager
+def _serving(model_dir: str, port: int) -> Iterator[str]:
+    import uvicorn
+
+    from .app import create_app
 
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(str(model_dir)), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(model_dir), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    wait_healthy(base)
-    print(f"serving on {base}/v1 (try: curl {base}/v1/models)")
     try:
-        _ask(base, question)
+        wait_healthy(base, timeout=300)
+        print(f"serving {os.path.basename(model_dir)} on {base}/v1 (try: curl {base}/v1/models)")
+        yield base
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -82,23 +106,38 @@ def wait_healthy(base: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"server at {base} did not become healthy in {timeout:g} s")
 
 
-def _ask(base: str, question: str) -> None:
+def _ask_llm(base: str, model: str, question: str) -> None:
+    """A streamed chat request to the LLM through the openai client (random weights: the text is noise)."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{base}/v1", api_key="unused")
+    print("streamed LLM answer:", end=" ", flush=True)
+    usage = None
+    for chunk in client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], max_tokens=24,
+                                                temperature=0, stream=True, stream_options={"include_usage": True}):
+        if chunk.choices and chunk.choices[0].delta.content:
+            print(chunk.choices[0].delta.content, end="", flush=True)
+        usage = chunk.usage or usage
+    print(f"\n({usage.prompt_tokens} prompt + {usage.completion_tokens} generated tokens; a random tiny model speaks noise)" if usage else "")
+
+
+def _ask(base: str, model: str, question: str) -> None:
     try:
         from openai import OpenAI
     except ImportError:
         import httpx
 
-        reply = httpx.post(f"{base}/v1/chat/completions", json={"model": "reverse-agent", "messages": [{"role": "user", "content": question}]}).json()
+        reply = httpx.post(f"{base}/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": question}]}).json()
         print("answer:", reply["choices"][0]["message"]["content"])
         print("(install the 'openai' package to see the streamed and Responses API calls too)")
         return
     client = OpenAI(base_url=f"{base}/v1", api_key="unused")
-    reply = client.chat.completions.create(model="reverse-agent", messages=[{"role": "user", "content": question}])
+    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}])
     print("answer:", reply.choices[0].message.content)
     print("streamed:", end=" ", flush=True)
-    for chunk in client.chat.completions.create(model="reverse-agent", messages=[{"role": "user", "content": question}], stream=True):
+    for chunk in client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], stream=True):
         if chunk.choices and chunk.choices[0].delta.content:
             print(chunk.choices[0].delta.content, end="", flush=True)
     print()
-    response = client.responses.create(model="reverse-agent", input=question)
+    response = client.responses.create(model=model, input=question)
     print("responses API:", response.output_text)

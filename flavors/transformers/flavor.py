@@ -152,9 +152,11 @@ def _write_example(tmp: str, example: Any) -> dict[str, Any]:
 def load_components(path: str, device: Optional[str] = None, threads: Optional[int] = None) -> tuple[Any, Any, Model]:
     """(model on its device in eval mode, tokenizer, Model metadata) of a transformers-flavor directory."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from .device import choose_device
 
+    hf_logging.disable_progress_bar()  # progress bars are noise in server logs
     meta = Model.load(path)
     flavor = meta.flavor(FLAVOR_NAME)
     tokenizer_dir = os.path.join(path, TOKENIZER_DIR)
