@@ -1,11 +1,12 @@
-"""Async load generator for any OpenAI-compatible (or MLflow /invocations) endpoint.
+"""Async load generator for any OpenAI-compatible server (or MLflow /invocations).
 
-    python benchmarks/serve.py --url http://127.0.0.1:8000 --model NAME --concurrency 1,8,32 \
-        --requests 500 [--path /v1/chat/completions] [--stream] --out FILE.json
+    python benchmarks/serve.py --url http://127.0.0.1:8000 --model NAME --concurrency 1,8,32,64 \
+        --requests 128 --max-tokens 32 [--stream] [--ignore-eos] [--label NAME] --out FILE.jsonl
 
-Each concurrency level runs a warm-up (one request per client), then ``--requests`` requests from that
-many concurrent clients. Reports requests/s, end-to-end latency (mean, p50, p99) in seconds, failures,
-and for ``--stream`` the time to first content chunk. Fixed prompt; no timing asserts anywhere.
+The client is aiohttp (httpx's own overhead capped a 2-core machine before the servers did). Metrics as vLLM's ``bench serve`` defines them: TTFT (first chunk with content), TPOT per request
+((e2e - ttft) / (output tokens - 1)), ITL pooled over all gaps between content chunks, end-to-end latency;
+mean, p50 and p99 (seconds); request/s and output tokens/s (from the server's usage counts). Each level
+warms up with one request per client first. The prompt is fixed (stated in the output row).
 """
 
 from __future__ import annotations
@@ -15,63 +16,119 @@ import asyncio
 import json
 import statistics
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
-import httpx
+import aiohttp
+
+PROMPT = "Write a short story about a small model server that answers many questions at once."
 
 
-def percentile(values: list[float], q: float) -> float:
+@dataclass
+class Result:
+    ok: bool
+    e2e: float = 0.0  # seconds
+    ttft: Optional[float] = None  # seconds
+    gaps: list[float] = field(default_factory=list)  # seconds between content chunks
+    output_tokens: int = 0
+
+
+def percentile(values: list[float], q: float) -> Optional[float]:
     if not values:
-        return float("nan")
+        return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
 
 
-async def one_request(client: httpx.AsyncClient, url: str, body: dict[str, Any], stream: bool) -> tuple[bool, float, float]:
-    """(ok, end-to-end seconds, first-chunk seconds) of one request."""
+def _content_of(payload: dict[str, Any]) -> str:
+    choices = payload.get("choices") or []
+    if choices and isinstance(choices[0], dict):
+        return (choices[0].get("delta") or {}).get("content") or ""
+    delta = payload.get("delta")
+    return (delta.get("content") or "") if isinstance(delta, dict) else ""
+
+
+async def one_request(session: "aiohttp.ClientSession", url: str, body: dict[str, Any], stream: bool) -> Result:
+    """Send one request; time its content chunks and read its usage."""
     start = time.perf_counter()
-    first = float("nan")
     try:
-        if stream:
-            async with client.stream("POST", url, json=body) as resp:
-                if resp.status_code != 200:
-                    return False, time.perf_counter() - start, first
-                async for line in resp.aiter_lines():
-                    if line.startswith("data:") and first != first:
-                        first = time.perf_counter() - start
-            return True, time.perf_counter() - start, first
-        resp = await client.post(url, json=body)
-        return resp.status_code == 200, time.perf_counter() - start, first
-    except httpx.HTTPError:
-        return False, time.perf_counter() - start, first
+        async with session.post(url, json=body) as resp:
+            if resp.status != 200:
+                await resp.read()
+                return Result(False, time.perf_counter() - start)
+            if not stream:
+                usage = (await resp.json()).get("usage") or {}
+                return Result(True, time.perf_counter() - start, output_tokens=int(usage.get("completion_tokens", 0)))
+            result = Result(True)
+            last = None
+            async for raw in resp.content:  # one SSE line at a time
+                line = raw.decode().strip()
+                if not line.startswith("data:") or line.endswith("[DONE]"):
+                    continue
+                payload = json.loads(line[5:])
+                if payload.get("usage"):
+                    result.output_tokens = int(payload["usage"].get("completion_tokens", 0))
+                if _content_of(payload):
+                    now = time.perf_counter()
+                    if result.ttft is None:
+                        result.ttft = now - start
+                    else:
+                        result.gaps.append(now - (last or now))
+                    last = now
+        result.e2e = time.perf_counter() - start
+        return result
+    except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError):
+        return Result(False, time.perf_counter() - start)
+
+
+def _stats(prefix: str, values: list[float]) -> dict[str, Optional[float]]:
+    if not values:
+        return {f"{prefix}_mean_s": None, f"{prefix}_p50_s": None, f"{prefix}_p99_s": None}
+    return {f"{prefix}_mean_s": round(statistics.mean(values), 5), f"{prefix}_p50_s": round(percentile(values, 0.5) or 0, 5),
+            f"{prefix}_p99_s": round(percentile(values, 0.99) or 0, 5)}
 
 
 async def run_level(url: str, body: dict[str, Any], concurrency: int, requests: int, stream: bool) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        await asyncio.gather(*(one_request(client, url, body, stream) for _ in range(concurrency)))  # warm-up
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(requests):
-            queue.put_nowait(i)
-        results: list[tuple[bool, float, float]] = []
+    """``requests`` requests from ``concurrency`` clients (after a warm-up); one result row."""
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as client:
+        await asyncio.gather(*(one_request(client, url, body, stream) for _ in range(concurrency)))
+        todo = list(range(requests))
+        results: list[Result] = []
 
         async def worker() -> None:
-            while not queue.empty():
-                queue.get_nowait()
+            while todo:
+                todo.pop()
                 results.append(await one_request(client, url, body, stream))
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start  # seconds
-    ok = [r for r in results if r[0]]
-    latencies = [r[1] for r in ok]
-    firsts = [r[2] for r in ok if r[2] == r[2]]
-    row = {"concurrency": concurrency, "requests": len(results), "failures": len(results) - len(ok), "duration_s": round(elapsed, 3),
-           "request_throughput": round(len(ok) / elapsed, 1), "e2e_mean_s": round(statistics.mean(latencies), 5) if latencies else None,
-           "e2e_p50_s": round(percentile(latencies, 0.5), 5), "e2e_p99_s": round(percentile(latencies, 0.99), 5)}
+        duration = time.perf_counter() - start  # seconds
+    ok = [r for r in results if r.ok]
+    tokens = sum(r.output_tokens for r in ok)
+    row: dict[str, Any] = {"concurrency": concurrency, "requests": len(results), "failures": len(results) - len(ok), "duration_s": round(duration, 3),
+                           "request_throughput": round(len(ok) / duration, 2), "output_tokens": tokens, "output_throughput": round(tokens / duration, 1)}
+    row.update(_stats("e2e", [r.e2e for r in ok]))
     if stream:
-        row.update({"ttft_p50_s": round(percentile(firsts, 0.5), 5), "ttft_p99_s": round(percentile(firsts, 0.99), 5)})
+        row.update(_stats("ttft", [r.ttft for r in ok if r.ttft is not None]))
+        row.update(_stats("tpot", [(r.e2e - r.ttft) / (r.output_tokens - 1) for r in ok if r.ttft is not None and r.output_tokens > 1]))
+        row.update(_stats("itl", [g for r in ok for g in r.gaps]))
     return row
+
+
+def request_body(path: str, model: Optional[str], max_tokens: int, stream: bool, ignore_eos: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": PROMPT}]}
+    if path != "/invocations":  # an MLflow ChatAgent's /invocations signature refuses extra fields
+        body.update(max_tokens=max_tokens, temperature=0.0)
+        if model:
+            body["model"] = model
+        if ignore_eos:
+            body["ignore_eos"] = True  # vLLM's extension, honoured by servelm too: every request yields max_tokens
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+    if stream:
+        body["stream"] = True
+    return body
 
 
 def main() -> None:
@@ -80,22 +137,17 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model name to send")
     parser.add_argument("--path", default="/v1/chat/completions", help="route to load (/v1/chat/completions or /invocations)")
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated client counts")
-    parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
+    parser.add_argument("--requests", type=int, default=128, help="requests per concurrency level")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--ignore-eos", action="store_true", help="ask for exactly max_tokens per request")
     parser.add_argument("--label", default="", help="system name recorded with the results")
-    parser.add_argument("--out", help="append results as JSON lines to this file")
+    parser.add_argument("--out", help="append result rows as JSON lines to this file")
     args = parser.parse_args()
-    body: dict[str, Any] = {"messages": [{"role": "user", "content": "Say hello to the benchmark."}]}
-    if args.path != "/invocations":  # an MLflow ChatAgent's /invocations signature refuses extra fields
-        body["max_tokens"] = args.max_tokens
-        if args.model:
-            body["model"] = args.model
-    if args.stream:
-        body["stream"] = True
+    body = request_body(args.path, args.model, args.max_tokens, args.stream, args.ignore_eos)
     for level in (int(c) for c in args.concurrency.split(",")):
         row = asyncio.run(run_level(args.url.rstrip("/") + args.path, body, level, args.requests, args.stream))
-        row["system"] = args.label
+        row.update(system=args.label, max_tokens=args.max_tokens, prompt=PROMPT, stream=args.stream)
         print(json.dumps(row))
         if args.out:
             with open(args.out, "a") as f:

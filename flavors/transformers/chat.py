@@ -54,4 +54,5 @@ def sampling_params(request: ChatCompletionRequest, prompt_length: int, context_
         top_k=int(request.top_k if request.top_k is not None else defaults.get("top_k", 0)),
         seed=request.seed,
         stop=list(request.stop or defaults.get("stop") or []),
+        ignore_eos=bool((request.model_extra or {}).get("ignore_eos", defaults.get("ignore_eos", False))),  # vLLM's extension
     )
