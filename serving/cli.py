@@ -27,8 +27,8 @@ def serve(
     workers: int = typer.Option(1, help="Server processes (each loads the model)."),
     engine: Optional[str] = typer.Option(None, help="Force an engine: pyfunc, transformers, onnx, vllm."),
     max_num_seqs: int = typer.Option(64, help="LLM engines: sequences decoded together in one batch."),
-    device: Optional[str] = typer.Option(None, help="LLM engines: cpu or cuda[:N] (default: cuda when available)."),
-    threads: Optional[int] = typer.Option(None, help="LLM engines on CPU: torch threads (default: half the cores)."),
+    device: Optional[str] = typer.Option(None, help="LLM engines: cpu or cuda[:N] (default: cuda when available); for onnx the execution provider (cpu, cuda, dml, ...)."),
+    threads: Optional[int] = typer.Option(None, help="LLM engines on CPU: torch or onnxruntime threads (default: half the cores)."),
     graceful_timeout: float = typer.Option(30.0, help="Seconds to finish in-flight requests on SIGTERM."),
     log_level: str = typer.Option("info", help="Log level: debug, info, warning, error."),
 ) -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Optional
+from typing import Any, AsyncIterator, Callable, Optional
 
 from pydantic import ValidationError
 
@@ -18,23 +18,25 @@ from servelm.agents import (
     ChatMessage,
     TokenUsageStats,
 )
-from servelm.flavors.transformers.chat import prompt_ids, render_prompt, sampling_params
-from servelm.flavors.transformers.sampling import SamplingParams
+from servelm.flavors.generation import SamplingParams, sampling_params
 
 from .errors import APIError, validation_error
 from .metrics import ServerMetrics
 from .service import ModelService
-from .transformers_engine import Delta, EngineRequest, TransformersEngine
+from .generation_engine import Delta, EngineRequest, GenerationEngine
 
 
 class LLMService(ModelService):
-    """Serves a causal LM through a TransformersEngine."""
+    """Serves a causal LM through a GenerationEngine; ``encode_chat`` renders a request with the model's
+    chat template and tokenizes it."""
 
     routes = frozenset({"chat", "responses", "invocations"})
     supports_n = True
 
-    def __init__(self, engine: TransformersEngine, kind: str = "llm/v1/chat", defaults: Optional[dict[str, Any]] = None):
+    def __init__(self, engine: GenerationEngine, encode_chat: Callable[[ChatCompletionRequest], list[int]], kind: str = "llm/v1/chat",
+                 defaults: Optional[dict[str, Any]] = None):
         self.engine = engine
+        self.encode_chat = encode_chat
         self.kind = kind
         self.defaults = defaults or {}
         self.metrics: Optional[ServerMetrics] = None
@@ -51,9 +53,8 @@ class LLMService(ModelService):
 
     # ------------------------------------------------------------------ requests -> engine
     def _submit(self, request: ChatCompletionRequest) -> tuple[int, list[EngineRequest]]:
-        tokenizer = self.engine.tokenizer
         try:
-            ids = prompt_ids(tokenizer, render_prompt(tokenizer, request))
+            ids = self.encode_chat(request)
         except Exception as exc:
             raise APIError(400, f"messages could not be rendered with the model's chat template: {exc}", param="messages") from None
         if len(ids) >= self.engine.context_length:

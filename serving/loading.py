@@ -43,6 +43,8 @@ def choose_engine(path: str, forced: Optional[str]) -> str:
         if "python_function" in flavors:
             return "pyfunc"
         raise ModelFormatError(f"{os.path.join(path, 'MLmodel')}: no servable flavor (found {', '.join(flavors) or 'none'})")
+    if os.path.isfile(os.path.join(path, "genai_config.json")):
+        return "onnx"
     if os.path.isfile(os.path.join(path, "config.json")):
         return "transformers"
     raise ModelFormatError(f"{path} has no MLmodel file and is not a Hugging Face checkpoint (no config.json)")
@@ -73,6 +75,8 @@ def build_service(model_or_path: Any, settings: ServerSettings) -> ModelService:
         return AgentService(load_model(path), settings.max_threads)
     if engine == "transformers":
         return transformers_service(path, settings)
+    if engine == "onnx":
+        return onnx_service(path, settings)
     raise ModelFormatError(f"the {engine} engine is not available in this build of servelm yet")
 
 
@@ -83,12 +87,13 @@ def transformers_service(path: str, settings: ServerSettings) -> ModelService:
         import transformers  # noqa: F401
     except ImportError:
         raise ModelFormatError("the transformers engine needs torch and transformers: pip install 'servelm[transformers]'") from None
-    from servelm.flavors.transformers.chat import require_chat_template
+    from servelm.flavors.transformers.batcher import ContinuousBatcher
+    from servelm.flavors.transformers.chat import prompt_ids, render_prompt, require_chat_template
     from servelm.flavors.transformers.device import choose_device
     from servelm.flavors.transformers.flavor import load_components
 
     from .llm_service import LLMService
-    from .transformers_engine import TransformersEngine
+    from .generation_engine import GenerationEngine
 
     options = settings.engine_options
     defaults: dict[str, Any] = {}
@@ -102,5 +107,33 @@ def transformers_service(path: str, settings: ServerSettings) -> ModelService:
         device, dtype = choose_device(options.get("dtype"), options.get("device"), options.get("threads"))
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     require_chat_template(tokenizer, path)
-    engine = TransformersEngine(model, tokenizer, int(options.get("max_num_seqs") or 64))
-    return LLMService(engine, "llm/v1/chat (transformers engine)", defaults)
+    max_num_seqs = int(options.get("max_num_seqs") or 64)
+    context_length = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+    engine = GenerationEngine(lambda: ContinuousBatcher(model, tokenizer, max_num_seqs), context_length, max_num_seqs)
+    return LLMService(engine, lambda request: prompt_ids(tokenizer, render_prompt(tokenizer, request)), "llm/v1/chat (transformers engine)", defaults)
+
+
+def onnx_service(path: str, settings: ServerSettings) -> ModelService:
+    """An onnx-flavor directory (or a bare onnxruntime-genai folder) served by onnxruntime-genai's Engine."""
+    from servelm.flavors.onnx.batcher import GenaiBatcher
+    from servelm.flavors.onnx.flavor import has_chat_template, load_genai
+    from servelm.flavors.onnx.runtime import GENAI_CONFIG, open_genai
+
+    from .generation_engine import GenerationEngine
+    from .llm_service import LLMService
+
+    options = settings.engine_options
+    max_num_seqs = int(options.get("max_num_seqs") or 64)
+    provider = options.get("device")
+    defaults: dict[str, Any] = {}
+    if os.path.isfile(os.path.join(path, "MLmodel")):
+        genai, meta = load_genai(path, provider, max_num_seqs, options.get("threads"))
+        defaults = dict(meta.flavors.get("python_function", {}).get("config") or {})
+    elif os.path.isfile(os.path.join(path, GENAI_CONFIG)):
+        genai = open_genai(path, provider, max_num_seqs, options.get("threads"))
+    else:
+        raise ModelFormatError(f"{path} is neither an onnx-flavor model directory nor an onnxruntime-genai folder")
+    if not has_chat_template(genai.path):
+        raise ModelFormatError(f"{genai.path} has no chat template: the onnx engine serves chat models")
+    engine = GenerationEngine(lambda: GenaiBatcher(genai), genai.context_length, max_num_seqs)
+    return LLMService(engine, genai.chat_prompt_ids, f"llm/v1/chat (onnxruntime-genai engine on {genai.provider})", defaults)

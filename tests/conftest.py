@@ -150,3 +150,12 @@ def tiny_llama() -> str:
     from servelm.flavors.transformers import tiny_model
 
     return tiny_model("llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_genai(tmp_path_factory, tiny_llama) -> str:
+    """The tiny Llama exported to an onnxruntime-genai folder (fp32, cpu)."""
+    pytest.importorskip("onnxruntime_genai")
+    from servelm.flavors.onnx import export
+
+    return export(tiny_llama, str(tmp_path_factory.mktemp("genai") / "tiny-llama-genai"))

@@ -2,7 +2,8 @@
 
 import pytest
 
-from servelm.flavors.transformers.text import IncrementalDetokenizer, StopChecker
+from servelm.flavors.generation import StopChecker
+from servelm.flavors.transformers.text import IncrementalDetokenizer
 
 
 def test_detokenizer_never_splits_characters(tiny_llama):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .sampling import SamplingParams, sample_next
-from .text import IncrementalDetokenizer, StopChecker
+from ..generation import IncrementalDetokenizer, StopChecker
 
 
 @dataclass

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
+from ..generation import SamplingParams
 
-@dataclass
-class SamplingParams:
-    """How one sequence picks its tokens and when it stops (OpenAI's parameters)."""
-
-    max_tokens: int = 256
-    temperature: float = 1.0  # 0: greedy
-    top_p: float = 1.0
-    top_k: int = 0  # 0 or -1: off
-    seed: Optional[int] = None
-    stop: list[str] = field(default_factory=list)
-    ignore_eos: bool = False
+__all__ = ["SamplingParams", "sample_next"]
 
 
 def sample_next(logits: Any, params: list[SamplingParams], generators: list[Any]) -> list[int]:

@@ -1,6 +1,7 @@
-"""The transformers generation engine: the continuous batcher driven by one engine thread.
+"""The generation engine: a flavor's batcher driven by one engine thread that owns it.
 
-Requests arrive from the event loop, join the running batch between decode steps, stream their text
+The batcher is built on that thread (onnxruntime-genai's Engine may only be used from the thread that
+made it). Requests arrive from the event loop, join the running batch between decode steps, stream their text
 back through asyncio queues (one hand-off per step, not per token), and are aborted the moment their
 client goes away. The thread sleeps when there is no work.
 """
@@ -14,8 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from servelm.flavors.transformers.batcher import ContinuousBatcher, Sequence
-from servelm.flavors.transformers.sampling import SamplingParams
+from servelm.flavors.generation import SamplingParams
 
 log = logging.getLogger("servelm.engine")
 
@@ -39,27 +39,36 @@ class EngineRequest:
     params: SamplingParams
     loop: asyncio.AbstractEventLoop
     queue: "asyncio.Queue[Delta]" = field(default_factory=asyncio.Queue)
-    seq: Optional[Sequence] = None
+    seq: Any = None  # the batcher's sequence
     aborted: bool = False
 
 
-class TransformersEngine:
-    """Owns the model on one thread; ``submit`` / ``abort`` are safe to call from the event loop."""
+class GenerationEngine:
+    """Owns a batcher on one thread; ``submit`` / ``abort`` are safe to call from the event loop.
 
-    def __init__(self, model: Any, tokenizer: Any, max_num_seqs: int = 64, on_step: Optional[Callable[[int], None]] = None):
-        self.batcher = ContinuousBatcher(model, tokenizer, max_num_seqs)
-        self.tokenizer = tokenizer
-        self.context_length = self.batcher.context_length
+    ``make_batcher`` is called on the engine thread, again after a failed step (a fresh batcher).
+    """
+
+    def __init__(self, make_batcher: Callable[[], Any], context_length: int, max_num_seqs: int = 64, on_step: Optional[Callable[[int], None]] = None):
+        self.make_batcher = make_batcher
+        self.batcher: Any = None
+        self.context_length = context_length
         self.max_num_seqs = max_num_seqs
         self.on_step = on_step
         self._inbox: deque[EngineRequest] = deque()
         self._by_seq: dict[int, EngineRequest] = {}
         self._wake = threading.Event()
+        self._ready = threading.Event()
+        self._start_error: Optional[BaseException] = None
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="servelm-engine", daemon=True)
 
     def start(self) -> None:
+        """Start the engine thread; raises what building the batcher raised."""
         self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            raise self._start_error
 
     def stop(self) -> None:
         self._stopped = True
@@ -80,6 +89,13 @@ class TransformersEngine:
 
     # ------------------------------------------------------------------ engine thread
     def _run(self) -> None:
+        try:
+            self.batcher = self.make_batcher()
+        except BaseException as exc:  # reported by start()
+            self._start_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
         while not self._stopped:
             self._admit()
             if not self.batcher.has_work():
@@ -117,15 +133,16 @@ class TransformersEngine:
                 continue
             try:
                 request.seq = self.batcher.add(request.prompt_ids, request.params)
-            except ValueError as exc:
+            except ValueError as exc:  # e.g. a prompt the model cannot take
                 request.loop.call_soon_threadsafe(_deliver, [(request, Delta("", True, "error", error=str(exc)))])
                 continue
             self._by_seq[request.seq.seq_id] = request
 
     def _fail_all(self, message: str) -> None:
-        for seq in self.batcher.running + list(self.batcher.waiting):
-            self.batcher.abort(seq)
-        self.batcher = ContinuousBatcher(self.batcher.model, self.batcher.tokenizer, self.max_num_seqs)
+        try:
+            self.batcher = self.make_batcher()  # the old one's state is suspect: start clean
+        except Exception:
+            log.exception("could not rebuild the batcher after a failed step")
         for request in self._by_seq.values():
             request.loop.call_soon_threadsafe(_deliver, [(request, Delta("", True, "error", error=message))])
         self._by_seq.clear()

@@ -1,0 +1,162 @@
+"""The onnx flavor: an onnxruntime-genai folder packaged as a model directory (``model/`` holds the
+genai folder), with an MLmodel ``onnx`` block and a ``python_function`` chat block; and loading it back."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from typing import Any, Optional
+
+from servelm.agents.chat_types import ChatCompletionRequest, ChatCompletionResponse
+
+from ..environment import merge_requirements, requirements_for_modules, write_environment
+from ..errors import ModelFormatError
+from ..model import INPUT_EXAMPLE_FILE, SERVING_INPUT_FILE, Model
+from ..signature import ColSpec, ModelSignature, Scalar, Schema, schema_from_pydantic_fields
+from .export import EXPORT_INFO
+from .runtime import GENAI_CONFIG, GenaiModel, import_genai, open_genai, saved_provider
+
+FLAVOR_NAME = "onnx"
+LOADER_MODULE = "servelm.flavors.onnx.loader"
+MODEL_DIR = "model"
+TASKS = ("llm/v1/chat", "text-generation")
+CHAT_EXAMPLE = {"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16, "temperature": 0.0}
+
+
+def has_chat_template(genai_dir: str) -> bool:
+    """Whether the folder carries a chat template (chat_template.jinja or tokenizer_config.json's)."""
+    if os.path.isfile(os.path.join(genai_dir, "chat_template.jinja")):
+        return True
+    config = os.path.join(genai_dir, "tokenizer_config.json")
+    if os.path.isfile(config):
+        with open(config) as f:
+            return bool(json.load(f).get("chat_template"))
+    return False
+
+
+def save_model(
+    onnx_model_dir: str,
+    path: str,
+    task: str = "llm/v1/chat",
+    search_options: Optional[dict[str, Any]] = None,
+    execution_provider: Optional[str] = None,
+    model_config: Optional[dict[str, Any]] = None,
+    signature: Optional[ModelSignature] = None,
+    input_example: Any = None,
+    pip_requirements: Optional[list[str]] = None,
+    extra_pip_requirements: Optional[list[str]] = None,
+    metadata: Optional[dict[str, Any]] = None,
+) -> Model:
+    """Package the onnxruntime-genai folder ``onnx_model_dir`` (see ``export``) as a model directory at ``path``.
+
+    ``search_options`` become the folder's default search settings (genai_config.json ``search``);
+    ``execution_provider`` the provider it runs on by default (else the one it was exported for).
+    ``task="llm/v1/chat"`` needs a chat template in the folder (checked now).
+    """
+    og = import_genai()
+    if task not in TASKS:
+        raise ModelFormatError(f"task {task!r} is not supported; use one of {', '.join(TASKS)}")
+    if not os.path.isfile(os.path.join(onnx_model_dir, GENAI_CONFIG)):
+        raise ModelFormatError(f"{onnx_model_dir} is not an onnxruntime-genai folder (no {GENAI_CONFIG}); create one with servelm.flavors.onnx.export")
+    if task == "llm/v1/chat" and not has_chat_template(onnx_model_dir):
+        raise ModelFormatError(f"{onnx_model_dir} has no chat template (chat_template.jinja or tokenizer_config.json 'chat_template'); "
+                               "add one or save with task='text-generation'")
+    if os.path.exists(path) and os.listdir(path):
+        raise ModelFormatError(f"{path} already exists and is not empty: choose a new directory")
+    tmp = f"{os.path.abspath(path)}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        target = os.path.join(tmp, MODEL_DIR)
+        shutil.copytree(onnx_model_dir, target)
+        if search_options:
+            _update_search(os.path.join(target, GENAI_CONFIG), search_options)
+        info = _export_info(target)
+        provider = (execution_provider or info.get("execution_provider") or saved_provider(target)).lower()
+        flavor = {"onnxruntime_genai_version": og.__version__, "providers": [provider], "precision": info.get("precision", "unknown"),
+                  "genai_config": f"{MODEL_DIR}/{GENAI_CONFIG}", "data": MODEL_DIR, "code": None}
+        pyfunc: dict[str, Any] = {"env": {"conda": "conda.yaml", "virtualenv": "python_env.yaml"}, "loader_module": LOADER_MODULE,
+                                  "python_version": platform.python_version(), "streamable": task == "llm/v1/chat"}
+        if model_config:
+            pyfunc["config"] = dict(model_config)
+        meta = dict(metadata or {})
+        if task == "llm/v1/chat":
+            meta.setdefault("task", task)
+            signature = signature or ModelSignature(schema_from_pydantic_fields(ChatCompletionRequest, exclude=("model",)), schema_from_pydantic_fields(ChatCompletionResponse))
+            example = CHAT_EXAMPLE if input_example is None else input_example
+        else:
+            signature = signature or ModelSignature(Schema((ColSpec(Scalar("string")),)), Schema((ColSpec(Scalar("string")),)))
+            example = input_example
+        example_info = _write_example(tmp, example) if example is not None else None
+        model_meta = Model(signature=signature, saved_input_example_info=example_info, metadata=meta or None)
+        model_meta.add_flavor("python_function", **pyfunc)
+        model_meta.add_flavor(FLAVOR_NAME, **flavor)
+        requirements = merge_requirements(requirements_for_modules(["onnxruntime_genai", "numpy"]), pip_requirements, extra_pip_requirements)
+        write_environment(tmp, requirements)
+        model_meta.model_size_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(tmp) for f in fs)
+        model_meta.save(tmp)
+        if os.path.exists(path):
+            os.rmdir(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return model_meta
+
+
+def _update_search(config_path: str, search_options: dict[str, Any]) -> None:
+    with open(config_path) as f:
+        config = json.load(f)
+    config.setdefault("search", {}).update(search_options)
+    with open(config_path, "w") as f:
+        json.dump(config, f, indent=4)
+
+
+def _export_info(genai_dir: str) -> dict[str, Any]:
+    info = os.path.join(genai_dir, EXPORT_INFO)
+    if not os.path.isfile(info):
+        return {}
+    with open(info) as f:
+        return json.load(f)
+
+
+def _write_example(tmp: str, example: Any) -> dict[str, Any]:
+    with open(os.path.join(tmp, INPUT_EXAMPLE_FILE), "w") as f:
+        json.dump(example, f)
+    with open(os.path.join(tmp, SERVING_INPUT_FILE), "w") as f:
+        json.dump(example if isinstance(example, dict) else {"inputs": example}, f, indent=2)
+    return {"artifact_path": INPUT_EXAMPLE_FILE, "serving_input_path": SERVING_INPUT_FILE, "type": "json_object"}
+
+
+def genai_dir_of(path: str) -> tuple[str, Model]:
+    """(the genai folder inside an onnx-flavor directory, its MLmodel)."""
+    meta = Model.load(path)
+    flavor = meta.flavor(FLAVOR_NAME)
+    folder = os.path.join(path, flavor.get("data") or MODEL_DIR)
+    if not os.path.isfile(os.path.join(folder, GENAI_CONFIG)):
+        raise ModelFormatError(f"{folder} is missing its {GENAI_CONFIG}: the model files were not saved")
+    return folder, meta
+
+
+def load_genai(path: str, execution_provider: Optional[str] = None, max_batch_size: int = 64, threads: Optional[int] = None) -> tuple[GenaiModel, Model]:
+    """Open an onnx-flavor directory on its provider: the one asked for, else the saved one when available, else cpu."""
+    folder, meta = genai_dir_of(path)
+    if execution_provider is None:
+        saved = (meta.flavor(FLAVOR_NAME).get("providers") or [None])[0]
+        og = import_genai()
+        from .runtime import provider_available
+
+        execution_provider = saved if saved and provider_available(og, saved) else None
+    return open_genai(folder, execution_provider, max_batch_size, threads), meta
+
+
+def load_model(path: str, return_type: str = "model", execution_provider: Optional[str] = None) -> Any:
+    """The native objects: an ``onnxruntime_genai.Model``, or ``{"model", "tokenizer"}`` with return_type="components"."""
+    if return_type not in ("model", "components"):
+        raise ValueError("return_type must be 'model' or 'components'")
+    genai, _ = load_genai(path, execution_provider)
+    if return_type == "components":
+        return {"model": genai.model, "tokenizer": genai.tokenizer}
+    return genai.model

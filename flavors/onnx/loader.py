@@ -1,0 +1,17 @@
+"""The loader_module of onnx-flavor directories (MLflow's generic ``_load_pyfunc`` protocol)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from .flavor import load_genai
+from .pyfunc import OnnxPyfunc
+
+
+def _load_pyfunc(data_path: str, model_config: Optional[dict[str, Any]] = None) -> OnnxPyfunc:
+    """Load the model directory ``data_path`` as a chat (or text-generation) pyfunc model."""
+    config = dict(model_config or {})
+    genai, meta = load_genai(data_path, config.pop("execution_provider", None))
+    config = {**(meta.flavors.get("python_function", {}).get("config") or {}), **config}
+    return OnnxPyfunc(genai, meta.task or "text-generation", os.path.basename(os.path.normpath(data_path)), config)

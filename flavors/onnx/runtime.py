@@ -1,0 +1,131 @@
+"""Opening an onnxruntime-genai model folder for serving: the execution provider chosen deliberately
+(and logged), CPU threads set on purpose, the Engine's batch size, and chat prompts encoded with the
+folder's own chat template (no transformers needed at serve time)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from servelm.agents import ChatCompletionRequest
+
+from ..errors import ModelFormatError
+from ..generation import template_inputs
+
+log = logging.getLogger("servelm.onnx")
+GENAI_CONFIG = "genai_config.json"
+# onnxruntime-genai's provider names, keyed by what users type
+PROVIDERS = {"cpu": "cpu", "cuda": "cuda", "dml": "dml", "webgpu": "webgpu", "openvino": "OpenVINO", "qnn": "QNN", "trt-rtx": "NvTensorRtRtx"}
+
+
+def import_genai() -> Any:
+    """The onnxruntime_genai module, or an error that says how to install it."""
+    try:
+        import onnxruntime_genai
+    except ImportError:
+        raise ModelFormatError("the onnx flavor needs onnxruntime-genai: pip install 'servelm[onnx]'") from None
+    return onnxruntime_genai
+
+
+def provider_available(og: Any, provider: str) -> bool:
+    """Whether this onnxruntime-genai build can run ``provider`` here (cpu always can)."""
+    check = {"cuda": "is_cuda_available", "dml": "is_dml_available", "webgpu": "is_webgpu_available", "openvino": "is_openvino_available",
+             "qnn": "is_qnn_available"}.get(provider)
+    return provider == "cpu" or (check is not None and bool(getattr(og, check)()))
+
+
+def saved_provider(genai_dir: str) -> str:
+    """The provider a genai folder was exported for (the first in its decoder's provider_options)."""
+    with open(os.path.join(genai_dir, GENAI_CONFIG)) as f:
+        config = json.load(f)
+    options = config.get("model", {}).get("decoder", {}).get("session_options", {}).get("provider_options") or []
+    for entry in options:
+        for name in entry:
+            return name.lower()
+    return "cpu"
+
+
+def choose_provider(og: Any, genai_dir: str, requested: Optional[str] = None) -> str:
+    """The execution provider to run: the one asked for (an error if it is not available), else the one the
+    folder was exported for when available, else cpu. Never a silent fall back from a requested GPU."""
+    exported = saved_provider(genai_dir)
+    if requested:
+        name = requested.lower().split(":")[0]
+        if name not in PROVIDERS:
+            raise ModelFormatError(f"unknown execution provider {requested!r}; choose one of {', '.join(PROVIDERS)}")
+        if not provider_available(og, name):
+            raise ModelFormatError(f"execution provider {name!r} is not available in this onnxruntime-genai build "
+                                   f"(install onnxruntime-genai-cuda for cuda), or choose cpu")
+        return name
+    if provider_available(og, exported):
+        return exported
+    log.warning("model exported for %s, which is not available here: running on cpu", exported)
+    return "cpu"
+
+
+@dataclass
+class GenaiModel:
+    """A loaded genai folder: the native model and tokenizer, where it runs, and its limits."""
+
+    model: Any
+    tokenizer: Any
+    provider: str
+    context_length: int
+    eos_ids: frozenset[int]
+    path: str
+    vocab_size: int = 0
+    text_tokenizer: Any = None  # tokenizers.Tokenizer from tokenizer.json: decodes exactly as transformers does
+
+    def chat_prompt_ids(self, request: ChatCompletionRequest) -> list[int]:
+        """Token ids of a chat request rendered with the folder's chat template (tools passed through)."""
+        messages, tools = template_inputs(request)
+        kwargs: dict[str, Any] = {"tools": json.dumps(tools)} if tools else {}
+        text = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True, **kwargs)
+        return self.tokenizer.encode(text).tolist()
+
+    def text_prompt_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text).tolist()
+
+
+def open_genai(genai_dir: str, provider: Optional[str] = None, max_batch_size: int = 64, threads: Optional[int] = None) -> GenaiModel:
+    """Load a genai folder on the chosen provider with the Engine's batch size and CPU threads set."""
+    og = import_genai()
+    if not os.path.isfile(os.path.join(genai_dir, GENAI_CONFIG)):
+        raise ModelFormatError(f"{genai_dir} is not an onnxruntime-genai folder (no {GENAI_CONFIG})")
+    name = choose_provider(og, genai_dir, provider)
+    config = og.Config(genai_dir)
+    config.clear_providers()
+    if name != "cpu":
+        config.append_provider(PROVIDERS[name])
+    session: dict[str, Any] = {}
+    if name == "cpu":
+        session = {"intra_op_num_threads": threads or max(1, (os.cpu_count() or 2) // 2), "inter_op_num_threads": 1}
+    config.overlay(json.dumps({"engine": {"static_batching": {"max_batch_size": int(max_batch_size)}},
+                               "model": {"decoder": {"session_options": session}}}))
+    model = og.Model(config)
+    tokenizer = og.Tokenizer(model)
+    with open(os.path.join(genai_dir, GENAI_CONFIG)) as f:
+        meta = json.load(f)["model"]
+    eos = meta.get("eos_token_id")
+    eos_ids = frozenset(eos if isinstance(eos, list) else [eos] if eos is not None else []) | frozenset(int(i) for i in tokenizer.eos_token_ids)
+    log.info("onnxruntime-genai %s: running %s on %s%s", og.__version__ if hasattr(og, "__version__") else "", os.path.basename(genai_dir.rstrip("/")),
+             name, f" with {session['intra_op_num_threads']} threads" if session else "")
+    return GenaiModel(model, tokenizer, name, int(meta.get("context_length") or 2048), eos_ids, genai_dir, int(meta.get("vocab_size") or 0),
+                      _text_tokenizer(genai_dir))
+
+
+def _text_tokenizer(genai_dir: str) -> Any:
+    """The folder's tokenizer.json as a ``tokenizers`` tokenizer, for decoding; None when either is missing.
+
+    onnxruntime-genai's own stream decoder drops byte sequences that are not valid UTF-8, where
+    transformers emits U+FFFD: decoding with the same library keeps the text identical across flavors.
+    """
+    path = os.path.join(genai_dir, "tokenizer.json")
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        return None
+    return Tokenizer.from_file(path) if os.path.isfile(path) else None
