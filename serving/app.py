@@ -206,8 +206,13 @@ def create_app(model_or_path: Any, **settings: Any) -> FastAPI:
             include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
 
             async def chat_events() -> AsyncIterator[dict[str, Any]]:
-                async for chunk in openai_chat_chunks(service.chat_stream(chat, state.model_name), state.model_name, include_usage):
-                    yield {"data": json.dumps(chunk, separators=(",", ":"))}
+                native = getattr(service, "openai_chat_events", None)  # engines that frame chunks themselves
+                if native is not None:
+                    async for data in native(chat, state.model_name, include_usage):
+                        yield {"data": data}
+                else:
+                    async for chunk in openai_chat_chunks(service.chat_stream(chat, state.model_name), state.model_name, include_usage):
+                        yield {"data": json.dumps(chunk, separators=(",", ":"))}
                 yield {"data": "[DONE]"}
 
             def chat_error(exc: APIError) -> list[dict[str, Any]]:

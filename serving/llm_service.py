@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any, AsyncIterator, Callable, Optional
 
 from pydantic import ValidationError
@@ -18,6 +19,7 @@ from servelm.agents import (
     ChatMessage,
     TokenUsageStats,
 )
+from servelm.agents.ids import new_id, now_seconds
 from servelm.flavors.generation import SamplingParams, sampling_params
 
 from .errors import APIError, validation_error
@@ -94,30 +96,74 @@ class LLMService(ModelService):
         choices = [ChatChoice(index=i, message=ChatMessage(role="assistant", content="".join(t)), finish_reason=finals[i].finish_reason) for i, t in enumerate(texts)]
         return ChatCompletionResponse(model=model, choices=choices, usage=TokenUsageStats(prompt_tokens=prompt_len, completion_tokens=completion, total_tokens=prompt_len + completion))
 
-    async def chat_stream(self, request: ChatCompletionRequest, model: str) -> AsyncIterator[ChatCompletionChunk]:
+    async def _stream_deltas(self, request: ChatCompletionRequest) -> AsyncIterator[tuple[int, str, bool, Optional[str], int]]:
+        """(choice index, text, finished, finish_reason, tokens) as generated, then a last
+        (-1, "", True, None, prompt tokens) item. When the client reads slower than the engine produces,
+        the deltas waiting for a choice come out joined (as vLLM does), so a busy server spends its time
+        generating rather than framing one event per token."""
         prompt_len, submitted = self._submit(request)
-        merged: asyncio.Queue[tuple[int, Delta]] = asyncio.Queue()
-        pumps = [asyncio.get_running_loop().create_task(_pump(i, req, merged)) for i, req in enumerate(submitted)]
+        merged: asyncio.Queue[tuple[int, Delta]]
+        pumps: list[asyncio.Task[None]] = []
+        if len(submitted) == 1:
+            merged = _IndexedQueue(submitted[0].queue)  # type: ignore[assignment]
+        else:
+            merged = asyncio.Queue()
+            pumps = [asyncio.get_running_loop().create_task(_pump(i, req, merged)) for i, req in enumerate(submitted)]
         completion = 0
         open_choices = len(submitted)
         try:
             while open_choices:
-                index, delta = await merged.get()
-                if delta.error:
-                    raise APIError(500, delta.error)
-                if delta.finished:
-                    open_choices -= 1
-                    completion += delta.completion_tokens
-                if delta.text or delta.finished:
-                    yield ChatCompletionChunk(model=model, choices=[ChatChunkChoice(index=index, delta=ChatChoiceDelta(content=delta.text or None),
-                                                                                      finish_reason=delta.finish_reason if delta.finished else None)])
+                ready = [await merged.get()]
+                while not merged.empty():
+                    ready.append(merged.get_nowait())
+                for item in _coalesce(ready):
+                    if item[2]:
+                        open_choices -= 1
+                        completion += item[4]
+                    if item[1] or item[2]:
+                        yield item
             self._count(completion)
-            yield ChatCompletionChunk(model=model, usage=TokenUsageStats(prompt_tokens=prompt_len, completion_tokens=completion, total_tokens=prompt_len + completion))
+            yield -1, "", True, None, prompt_len
         finally:
             for pump in pumps:
                 pump.cancel()
             for req in submitted:
                 self.engine.abort(req)
+
+    async def chat_stream(self, request: ChatCompletionRequest, model: str) -> AsyncIterator[ChatCompletionChunk]:
+        completion = 0
+        async for index, text, finished, finish_reason, tokens in self._stream_deltas(request):
+            if index < 0:
+                yield ChatCompletionChunk(model=model, usage=TokenUsageStats(prompt_tokens=tokens, completion_tokens=completion, total_tokens=tokens + completion))
+                return
+            completion += tokens if finished else 0
+            yield ChatCompletionChunk.model_construct(  # trusted values: no validation, no fresh id per chunk
+                id="", object="chat.completion.chunk", created=0, model=model, usage=None, custom_outputs=None,
+                choices=[ChatChunkChoice.model_construct(index=index, delta=ChatChoiceDelta.model_construct(content=text or None),
+                                                         finish_reason=finish_reason if finished else None, logprobs=None)])
+
+    async def openai_chat_events(self, request: ChatCompletionRequest, model: str, include_usage: bool) -> AsyncIterator[str]:
+        """The chat stream as OpenAI sends it, already JSON-encoded: one id and created, the role with
+        each choice's first content, a finish_reason chunk per choice, the usage chunk when asked for.
+        (The generic path through pydantic chunks costs more per token than generating one.)"""
+        head = f'{{"id":"{new_id("chatcmpl")}","object":"chat.completion.chunk","created":{now_seconds()},"model":{json.dumps(model)},"choices":'
+        started: set[int] = set()
+        completion = 0
+        async for index, text, finished, finish_reason, tokens in self._stream_deltas(request):
+            if index < 0:
+                if include_usage:
+                    usage = {"prompt_tokens": tokens, "completion_tokens": completion, "total_tokens": tokens + completion}
+                    yield head + "[]," + f'"usage":{json.dumps(usage, separators=(",", ":"))}}}'
+                return
+            first = index not in started
+            delta: dict[str, Any] = {"role": "assistant"} if first else {}
+            started.add(index)
+            if text or first:
+                delta["content"] = text
+            if finished:
+                completion += tokens
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason if finished else None}
+            yield head + json.dumps([choice], separators=(",", ":")) + "}"
 
     async def invoke(self, data: Any, params: Optional[dict[str, Any]]) -> Any:
         bodies = data if isinstance(data, list) else [data]
@@ -143,3 +189,33 @@ async def _pump(index: int, request: EngineRequest, merged: "asyncio.Queue[tuple
         merged.put_nowait((index, delta))
         if delta.finished:
             return
+
+
+class _IndexedQueue:
+    """One request's Delta queue seen as (choice 0, Delta) items, without a pump task."""
+
+    def __init__(self, queue: "asyncio.Queue[Delta]"):
+        self.queue = queue
+
+    async def get(self) -> tuple[int, Delta]:
+        return 0, await self.queue.get()
+
+    def get_nowait(self) -> tuple[int, Delta]:
+        return 0, self.queue.get_nowait()
+
+    def empty(self) -> bool:
+        return self.queue.empty()
+
+
+def _coalesce(ready: list[tuple[int, Delta]]) -> list[tuple[int, str, bool, Optional[str], int]]:
+    """Join the waiting deltas of each choice: (index, text, finished, finish_reason, tokens), in order
+    of each choice's first delta. An error stops everything (raised as a 500)."""
+    joined: dict[int, list[Any]] = {}
+    for index, delta in ready:
+        if delta.error:
+            raise APIError(500, delta.error)
+        entry = joined.setdefault(index, [[], False, None, 0])
+        entry[0].append(delta.text)
+        if delta.finished:
+            entry[1], entry[2], entry[3] = True, delta.finish_reason, delta.completion_tokens
+    return [(index, "".join(texts), finished, reason, tokens) for index, (texts, finished, reason, tokens) in joined.items()]

@@ -96,3 +96,24 @@ def test_bare_checkpoint_directory_is_served(tiny_llama):
     with running_server(tiny_llama) as (base, _):
         reply = client(base).chat.completions.create(model=tiny_llama.rsplit("/", 1)[-1], messages=[{"role": "user", "content": "hi"}], max_tokens=3)
         assert reply.usage.completion_tokens <= 3
+
+
+def test_raw_stream_is_shaped_like_openai(llm_server):
+    import json
+
+    from conftest import sse_lines
+
+    base, _ = llm_server
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6, "temperature": 0, "stream": True, "n": 2,
+            "stream_options": {"include_usage": True}}
+    lines = sse_lines(base, "/v1/chat/completions", body)
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert len({c["id"] for c in chunks}) == 1 and len({c["created"] for c in chunks}) == 1
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    for index in (0, 1):
+        mine = [c["choices"][0] for c in chunks if c["choices"] and c["choices"][0]["index"] == index]
+        assert mine[0]["delta"]["role"] == "assistant" and "content" in mine[0]["delta"]
+        assert all("role" not in m["delta"] for m in mine[1:])
+        assert mine[-1]["finish_reason"] == "length" and all(m["finish_reason"] is None for m in mine[:-1])
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 12

@@ -5,6 +5,13 @@ turned into text with a per-request tokenizer stream (never half a character) an
 Same contract as the transformers batcher (``add`` / ``step`` / ``abort`` / ``has_work``), so the pyfunc
 model and the serving engine drive either. An Engine may only be used from the thread that created it:
 build this object on the thread that will step it.
+
+On exports without paged attention (every CPU export) onnxruntime-genai 0.18's Engine batches statically:
+it runs at most 4 requests at once (a constant in its scheduler) and a newcomer waits until that whole
+batch has finished. So this batcher keeps a pool of Engines, enough for ``max_batch_size`` sequences,
+and gives each new request to the least busy one: requests start at the next step instead of queueing
+behind other batches, and each step advances every Engine with work. A dynamically batching export
+(paged attention, CUDA) needs only one Engine.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import numpy as np
 from ..generation import IncrementalDetokenizer, SamplingParams, StopChecker
 from .runtime import GenaiModel, import_genai
 
-_EVENT_CAPACITY = 4096  # events one Engine.run may return (at most one token per running request)
+_EVENT_CAPACITY = 1024  # events one Engine.run may return (at most one token per running request)
+STATIC_BATCH = 4  # requests onnxruntime-genai's static scheduler runs together (fixed in 0.18)
 
 
 @dataclass
@@ -37,6 +45,7 @@ class GenaiSequence:
     turn: int = 0
     stream: Any = None  # _TextStream
     stopper: Optional[StopChecker] = None
+    slot: Any = None  # the _EngineSlot running it
     generator: Any = None  # og.Generator, for a seeded sampled sequence
     max_tokens: int = 0
 
@@ -50,15 +59,24 @@ class StepOutput:
     finished: bool
 
 
+@dataclass
+class _EngineSlot:
+    """One Engine of the pool, its event buffer, and how many sequences it holds."""
+
+    engine: Any
+    buffer: Any
+    load: int = 0
+
+
 class GenaiBatcher:
-    """Runs many sequences through one onnxruntime-genai Engine."""
+    """Runs many sequences through a pool of onnxruntime-genai Engines (one when it batches dynamically)."""
 
     def __init__(self, genai: GenaiModel):
         self.og = import_genai()
         self.genai = genai
         self.context_length = genai.context_length
-        self.engine = self.og.Engine(genai.model)
-        self.buffer = self.engine.create_event_buffer(_EVENT_CAPACITY)
+        self.pool_size = 1 if genai.dynamic_batching else max(1, -(-genai.max_batch_size // STATIC_BATCH))
+        self.slots: list[_EngineSlot] = []
         self.live: dict[Any, GenaiSequence] = {}  # og.Request -> sequence
         self.seeded: list[GenaiSequence] = []  # sequences on their own Generator
         self._ids = itertools.count(1)
@@ -84,7 +102,8 @@ class GenaiBatcher:
             return seq
         options = og.RequestOptions()
         options.set_max_session_tokens(len(prompt_ids) + max_tokens)  # never the context length by default
-        request = self.engine.create_request(options=options)
+        slot = self._least_busy()
+        request = slot.engine.create_request(options=options)
         turn = og.TurnOptions(request)
         turn.set_max_generated_tokens(max_tokens)
         if params.temperature > 0:
@@ -99,8 +118,19 @@ class GenaiBatcher:
             turn.set_min_generated_tokens(max_tokens)
         seq.turn = request.begin_turn(np.asarray(prompt_ids, dtype=np.int32), turn)
         seq.request = request
+        seq.slot = slot
+        slot.load += 1
         self.live[request] = seq
         return seq
+
+    def _least_busy(self) -> _EngineSlot:
+        """The Engine with the fewest sequences; a new one while the pool is not full and all are busy."""
+        best = min(self.slots, key=lambda s: s.load, default=None)
+        if best is not None and (best.load == 0 or len(self.slots) >= self.pool_size):
+            return best
+        engine = self.og.Engine(self.genai.model)
+        self.slots.append(_EngineSlot(engine, engine.create_event_buffer(_EVENT_CAPACITY)))
+        return self.slots[-1]
 
     def _start_generator(self, seq: GenaiSequence, max_tokens: int) -> None:
         """A seeded sampled sequence runs on its own Generator (reproducible whatever else runs)."""
@@ -130,8 +160,10 @@ class GenaiBatcher:
         for each seeded sequence."""
         outputs: list[StepOutput] = []
         tokens = 0
-        if self.live:
-            for event in self.engine.run(self.buffer):
+        for slot in self.slots:
+            if slot.load == 0:
+                continue
+            for event in slot.engine.run(slot.buffer):
                 seq = self.live.get(event.request)
                 if seq is None or seq.finish_reason is not None:
                     continue
@@ -198,7 +230,8 @@ class GenaiBatcher:
                 self.seeded.remove(seq)
             seq.generator = None
             return
-        self.live.pop(seq.request, None)
+        if self.live.pop(seq.request, None) is not None:
+            seq.slot.load -= 1
         if cancel:
             seq.request.cancel_turn(seq.turn)
         seq.request.close()

@@ -78,6 +78,8 @@ class GenaiModel:
     path: str
     vocab_size: int = 0
     text_tokenizer: Any = None  # tokenizers.Tokenizer from tokenizer.json: decodes exactly as transformers does
+    max_batch_size: int = 64  # sequences generated at once
+    dynamic_batching: bool = False  # the folder's Engine joins requests into a running batch (paged-attention exports)
 
     def chat_prompt_ids(self, request: ChatCompletionRequest) -> list[int]:
         """Token ids of a chat request rendered with the folder's chat template (tools passed through)."""
@@ -103,18 +105,25 @@ def open_genai(genai_dir: str, provider: Optional[str] = None, max_batch_size: i
     session: dict[str, Any] = {}
     if name == "cpu":
         session = {"intra_op_num_threads": threads or max(1, (os.cpu_count() or 2) // 2), "inter_op_num_threads": 1}
-    config.overlay(json.dumps({"engine": {"static_batching": {"max_batch_size": int(max_batch_size)}},
-                               "model": {"decoder": {"session_options": session}}}))
+    batching = {} if "dynamic_batching" in _engine_section(genai_dir) else {"engine": {"static_batching": {"max_batch_size": int(max_batch_size)}}}
+    config.overlay(json.dumps({**batching, "model": {"decoder": {"session_options": session}}}))
     model = og.Model(config)
     tokenizer = og.Tokenizer(model)
     with open(os.path.join(genai_dir, GENAI_CONFIG)) as f:
-        meta = json.load(f)["model"]
+        saved = json.load(f)
+    meta = saved["model"]
+    dynamic = "dynamic_batching" in (saved.get("engine") or {})
     eos = meta.get("eos_token_id")
     eos_ids = frozenset(eos if isinstance(eos, list) else [eos] if eos is not None else []) | frozenset(int(i) for i in tokenizer.eos_token_ids)
     log.info("onnxruntime-genai %s: running %s on %s%s", og.__version__ if hasattr(og, "__version__") else "", os.path.basename(genai_dir.rstrip("/")),
              name, f" with {session['intra_op_num_threads']} threads" if session else "")
     return GenaiModel(model, tokenizer, name, int(meta.get("context_length") or 2048), eos_ids, genai_dir, int(meta.get("vocab_size") or 0),
-                      _text_tokenizer(genai_dir))
+                      _text_tokenizer(genai_dir), int(max_batch_size), dynamic)
+
+
+def _engine_section(genai_dir: str) -> dict[str, Any]:
+    with open(os.path.join(genai_dir, GENAI_CONFIG)) as f:
+        return json.load(f).get("engine") or {}
 
 
 def _text_tokenizer(genai_dir: str) -> Any:
