@@ -29,6 +29,11 @@ def serve(
     max_num_seqs: int = typer.Option(64, help="LLM engines: sequences decoded together in one batch."),
     device: Optional[str] = typer.Option(None, help="LLM engines: cpu or cuda[:N] (default: cuda when available); for onnx the execution provider (cpu, cuda, dml, ...)."),
     threads: Optional[int] = typer.Option(None, help="LLM engines on CPU: torch or onnxruntime threads (default: half the cores)."),
+    max_model_len: Optional[int] = typer.Option(None, help="vllm engine: context length to serve (default: the model's)."),
+    gpu_memory_utilization: Optional[float] = typer.Option(None, help="vllm engine: share of GPU memory vLLM may take."),
+    dtype: Optional[str] = typer.Option(None, help="vllm / transformers engines: weight dtype (auto, float16, bfloat16, float32)."),
+    tensor_parallel_size: Optional[int] = typer.Option(None, help="vllm engine: GPUs to shard the model over."),
+    enforce_eager: bool = typer.Option(False, help="vllm engine: skip graph capture / compilation (faster start, slower steps)."),
     graceful_timeout: float = typer.Option(30.0, help="Seconds to finish in-flight requests on SIGTERM."),
     log_level: str = typer.Option("info", help="Log level: debug, info, warning, error."),
 ) -> None:
@@ -40,13 +45,20 @@ def serve(
     from .loading import choose_engine
 
     try:
-        choose_engine(os.path.abspath(model), engine)  # fail fast on a bad directory, before binding a port
+        chosen = choose_engine(os.path.abspath(model), engine)  # fail fast on a bad directory, before binding a port
+        if chosen == "vllm":
+            from .vllm_engine import INSTALL_HINT, vllm_available
+
+            if not vllm_available():
+                raise ModelFormatError(INSTALL_HINT)
     except ModelFormatError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     settings = {"served_model_name": served_model_name, "api_key": api_key or os.environ.get("SERVELM_API_KEY"), "max_concurrency": max_concurrency,
                 "max_queue": max_queue, "timeout": timeout, "engine": engine,
-                "engine_options": {"max_num_seqs": max_num_seqs, "device": device, "threads": threads}}
+                "engine_options": {"max_num_seqs": max_num_seqs, "device": device, "threads": threads, "max_model_len": max_model_len,
+                                   "gpu_memory_utilization": gpu_memory_utilization, "dtype": dtype, "tensor_parallel_size": tensor_parallel_size,
+                                   "enforce_eager": enforce_eager or None}}
     os.environ[_SETTINGS_ENV] = json.dumps({"model": os.path.abspath(model), "settings": settings})
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: handle it so a drained

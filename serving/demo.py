@@ -92,14 +92,18 @@ def _serving(model_dir: str, port: int) -> Iterator[str]:
 
 
 def wait_healthy(base: str, timeout: float = 30.0) -> None:
-    """Poll ``base``/health until it answers 200; an error after ``timeout`` seconds."""
+    """Poll ``base``/health until it answers 200; an error at once when the model failed to load, or
+    after ``timeout`` seconds."""
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
+            resp = httpx.get(f"{base}/health", timeout=1.0)
+            if resp.status_code == 200:
                 return
+            if resp.headers.get("content-type", "").startswith("application/json") and resp.json().get("status") == "error":
+                raise RuntimeError(f"server at {base} failed to load its model: {resp.json().get('detail')}")
         except httpx.HTTPError:
             pass
         time.sleep(0.05)

@@ -35,7 +35,7 @@ class LLMService(ModelService):
     routes = frozenset({"chat", "responses", "invocations"})
     supports_n = True
 
-    def __init__(self, engine: GenerationEngine, encode_chat: Callable[[ChatCompletionRequest], list[int]], kind: str = "llm/v1/chat",
+    def __init__(self, engine: Any, encode_chat: Callable[[ChatCompletionRequest], list[int]], kind: str = "llm/v1/chat",
                  defaults: Optional[dict[str, Any]] = None):
         self.engine = engine
         self.encode_chat = encode_chat
@@ -48,10 +48,16 @@ class LLMService(ModelService):
         self.engine.on_step = metrics.batch_size.observe
 
     async def start(self) -> None:
-        self.engine.start()
+        if asyncio.iscoroutinefunction(self.engine.start):
+            await self.engine.start()
+        else:
+            self.engine.start()
 
     async def stop(self) -> None:
-        await asyncio.to_thread(self.engine.stop)
+        if asyncio.iscoroutinefunction(self.engine.stop):
+            await self.engine.stop()
+        else:
+            await asyncio.to_thread(self.engine.stop)
 
     # ------------------------------------------------------------------ requests -> engine
     def _submit(self, request: ChatCompletionRequest) -> tuple[int, list[EngineRequest]]:

