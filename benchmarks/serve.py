@@ -57,7 +57,12 @@ async def one_request(session: "aiohttp.ClientSession", url: str, body: dict[str
                 await resp.read()
                 return Result(False, time.perf_counter() - start)
             if not stream:
-                usage = (await resp.json()).get("usage") or {}
+                payload = await resp.json()
+                if isinstance(payload, dict) and "predictions" in payload:  # MLflow's wrapped /invocations reply
+                    payload = payload["predictions"]
+                if isinstance(payload, list):  # MLflow's transformers chat model answers a list of one response
+                    payload = payload[0] if payload else {}
+                usage = (payload.get("usage") if isinstance(payload, dict) else None) or {}
                 return Result(True, time.perf_counter() - start, output_tokens=int(usage.get("completion_tokens", 0)))
             result = Result(True)
             last = None
