@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import logging
 import os
 import platform
 import shutil
@@ -36,6 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import httpx
+
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health poll otherwise
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve import PROMPT, run_level  # noqa: E402
@@ -172,14 +175,15 @@ def build_system(name: str, models: dict[str, str], args: argparse.Namespace, py
         argv = [pythons["vllm"] or "", "-m", "vllm.entrypoints.openai.api_server", "--model", models["hf"], "--served-model-name", "tiny",
                 "--host", "127.0.0.1"]
         return System(name, "llm", argv, "/v1/chat/completions", {**llm_body, "model": "tiny"}, True, dict(VLLM_ENV), startup_timeout=300)
+    mlflow_env = {"PATH": os.path.dirname(pythons["mlflow"] or sys.executable) + os.pathsep + os.environ.get("PATH", "")}  # it execs `uvicorn`
     if name == "mlflow-transformers":  # MLflow cannot stream, and its sampler refuses temperature 0
         argv = [pythons["mlflow"] or "", "-m", "mlflow", "models", "serve", "-m", models["mlflow-transformers"], "--env-manager", "local", "-h", "127.0.0.1"]
-        return System(name, "llm", argv, "/invocations", {"messages": llm_body["messages"], "max_tokens": args.max_tokens}, False, one_thread, "/ping", 180)
+        return System(name, "llm", argv, "/invocations", {"messages": llm_body["messages"], "max_tokens": args.max_tokens}, False, {**one_thread, **mlflow_env}, "/ping", 180)
     if name == "servelm-agent":
         return System(label, "agent", servelm + ["-m", models["servelm-agent"]], "/v1/chat/completions", agent_body, False)
     if name == "mlflow-agent":
         argv = [pythons["mlflow"] or "", "-m", "mlflow", "models", "serve", "-m", models["mlflow-agent"], "--env-manager", "local", "-h", "127.0.0.1"]
-        return System(name, "agent", argv, "/invocations", agent_body, False, {}, "/ping", 180)
+        return System(name, "agent", argv, "/invocations", agent_body, False, mlflow_env, "/ping", 180)
     raise ValueError(f"unknown system {name!r}")
 
 
@@ -228,11 +232,37 @@ def _tail(path: str, lines: int = 8) -> str:
         return " | ".join(f.read().decode(errors="replace").strip().splitlines()[-lines:])
 
 
+def measure_with_wrk(system: System, base: str, clients: int, seconds: float, work: str) -> dict[str, Any]:
+    """Requests/s and latency of a non-streamed route from wrk (C, one thread): at thousands of requests/s
+    a Python client would be the bottleneck, not the server."""
+    script = os.path.join(work, "post.lua")
+    with open(script, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = ' + json.dumps(json.dumps(system.body)) + "\n")
+    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--latency", "-s", script, base + system.path],
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    def latency(label: str) -> Optional[float]:
+        for line in out.splitlines():
+            parts = line.split()
+            if parts and parts[0] == label:
+                value = parts[1]
+                scale = 1e-6 if value.endswith("us") else 1e-3 if value.endswith("ms") else 1.0
+                return round(float(value.rstrip("ums")) * scale, 5)
+        return None
+    rate = next((float(line.split()[1]) for line in out.splitlines() if line.startswith("Requests/sec")), 0.0)
+    total = next((int(line.split()[0]) for line in out.splitlines() if "requests in" in line), 0)
+    bad = next((int(line.split()[-1]) for line in out.splitlines() if "Non-2xx" in line), 0)
+    row = {"concurrency": clients, "requests": total, "failures": bad, "duration_s": seconds, "request_throughput": rate, "output_tokens": 0,
+           "output_throughput": 0.0, "e2e_mean_s": None, "e2e_p50_s": latency("50%"), "e2e_p99_s": latency("99%"), "load_tool": "wrk"}
+    row.update(system=system.name, kind=system.kind, stream=False, route=system.path)
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def measure(system: System, base: str, levels: list[int], requests: int) -> list[dict[str, Any]]:
     rows = []
     for level in levels:
         row = asyncio.run(run_level(base + system.path, system.body, level, max(requests, level), system.stream))
-        row.update(system=system.name, kind=system.kind, stream=system.stream, route=system.path)
+        row.update(system=system.name, kind=system.kind, stream=system.stream, route=system.path, load_tool="aiohttp")
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
@@ -281,8 +311,14 @@ def target_lines(rows: list[dict[str, Any]], top: int) -> list[str]:
         if engine.startswith("servelm-vllm"):
             ratio(engine, "vllm", 0.95, "servelm on vLLM vs vLLM's own server", "within10")
         ratio(engine, "mlflow-transformers", 10.0, f"{engine} vs MLflow's transformers serving")
+    agent_level = max((r["concurrency"] for r in rows if r["kind"] == "agent"), default=top)
     for agent in sorted({r["system"] for r in rows if r["kind"] == "agent" and r["system"].startswith("servelm")}):
-        ratio(agent, "mlflow-agent", 10.0, "trivial ChatAgent requests/s vs MLflow")
+        a, b = _at(rows, agent, agent_level), _at(rows, "mlflow-agent", agent_level)
+        if a and b:
+            value = a["request_throughput"] / b["request_throughput"]
+            p99 = f"p99 {a['e2e_p99_s'] * 1000:.0f} ms vs {b['e2e_p99_s'] * 1000:.0f} ms"
+            lines.append(f"- trivial ChatAgent: {agent} / mlflow-agent = **{value:.1f}x** requests/s at {agent_level} clients "
+                         f"(target >= 10x: {'met' if value >= 10 else '**missed**'}); {p99}")
     return lines
 
 
@@ -292,7 +328,8 @@ def markdown(report: dict[str, Any]) -> str:
            f"Machine: {report['machine']}. Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v) + ".",
            f"Load: benchmarks/serve.py (aiohttp, same process for every system), {report['settings']['requests']} requests per level, "
            f"prompt of {len(PROMPT.split())} words, max_tokens {report['settings']['max_tokens']} with ignore_eos where supported, temperature 0.",
-           "Systems ran one after another in this one run. TTFT for MLflow (no streaming) is its whole reply's latency (marked *).", "",
+           "Systems ran one after another in this one run. TTFT for MLflow (no streaming) is its whole reply's latency (marked *).",
+           "The trivial agents are loaded with wrk (C, one thread) when it is installed, else with the same aiohttp client.", "",
            "## Tiny LLM (streamed chat completions)", "",
            "| system | clients | output tok/s | req/s | TTFT p50 | TTFT p99 | ITL p50 | E2E p50 | failures |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     ms = lambda v: "-" if v is None else f"{v * 1000:.1f} ms"  # noqa: E731
@@ -302,9 +339,11 @@ def markdown(report: dict[str, Any]) -> str:
                    f"{ms(_first_token(r, 'p99'))}{star} | {ms(r.get('itl_p50_s'))} | {ms(r.get('e2e_p50_s'))} | {r['failures']} |")
     agents = [r for r in rows if r["kind"] == "agent"]
     if agents:
-        out += ["", "## Trivial ChatAgent (request overhead, not streamed)", "", "| system | route | clients | req/s | p50 | p99 | failures |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        out += ["", "## Trivial ChatAgent (request overhead, not streamed)", "", "| system | route | clients | req/s | p50 | p99 | failures | load |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in agents:
-            out.append(f"| {r['system']} | {r['route']} | {r['concurrency']} | {r['request_throughput']:.0f} | {ms(r['e2e_p50_s'])} | {ms(r['e2e_p99_s'])} | {r['failures']} |")
+            out.append(f"| {r['system']} | {r['route']} | {r['concurrency']} | {r['request_throughput']:.0f} | {ms(r['e2e_p50_s'])} | {ms(r['e2e_p99_s'])} | "
+                       f"{r['failures']} | {r.get('load_tool', 'aiohttp')} |")
     out += ["", "## Targets", ""] + (target_lines(rows, top) or ["- (not enough systems in this run to compute the target ratios)"])
     if report["skipped"]:
         out += ["", "## Skipped", ""] + [f"- {name}: {why}" for name, why in report["skipped"].items()]
@@ -353,9 +392,12 @@ def plots(report: dict[str, Any], out_dir: str, stem: str) -> list[str]:
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--systems", default="all", help=f"comma-separated, or all: {', '.join(LLM_SYSTEMS + AGENT_SYSTEMS)}")
-    parser.add_argument("--concurrency", default="1,8,32,64", help="client counts for the LLM systems (the agents run at the highest)")
+    parser.add_argument("--concurrency", default="1,8,32,64", help="client counts for the LLM systems")
     parser.add_argument("--requests", type=int, default=256, help="requests per level (at least one per client)")
     parser.add_argument("--agent-requests", type=int, default=4000, help="requests for the trivial-agent level")
+    parser.add_argument("--agent-concurrency", type=int, default=32, help="clients for the trivial-agent level")
+    parser.add_argument("--agent-seconds", type=float, default=8.0, help="duration of the trivial-agent level under wrk")
+    parser.add_argument("--no-wrk", action="store_true", help="load the trivial agents with the aiohttp client even when wrk is installed")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--workers", default="1", help="servelm worker processes; a list (1,2) runs each servelm system once per value")
     parser.add_argument("--vllm-python", help="python of a venv with vllm (default: $SERVELM_VLLM_PYTHON, else this one)")
@@ -405,8 +447,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                 try:
                     if system.kind == "llm":
                         report["rows"] += measure(system, base, levels, args.requests)
+                    elif shutil.which("wrk") and not args.no_wrk:
+                        report["rows"].append(measure_with_wrk(system, base, args.agent_concurrency, args.agent_seconds, work))
                     else:
-                        report["rows"] += measure(system, base, [max(levels)], args.agent_requests)
+                        report["rows"] += measure(system, base, [args.agent_concurrency], args.agent_requests)
                 finally:
                     stop(proc)
     finally:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from typing import Any, AsyncIterator, Callable, Optional
 
@@ -57,6 +58,13 @@ class ServerState:
             raise APIError(404, f"The model `{name}` does not exist; this server serves `{self.model_name}`.", param="model", code="model_not_found")
 
 
+def _telemetry_config() -> dict[str, Any]:
+    """FastAPI's OpenTelemetry hooks look up the global tracer and meter providers on every request; keep
+    them only where OpenTelemetry is being set up (an ``OTEL_*`` variable or FASTAPI_OTEL_AUTO_CONFIGURE)."""
+    wanted = any(k.startswith("OTEL_") for k in os.environ) or os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true"
+    return {} if wanted else {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_app(model_or_path: Any, **settings: Any) -> FastAPI:
     """The FastAPI app serving ``model_or_path`` (a model directory, a PyFuncModel, an agent object or a
     ModelService). Settings are those of ``ServerSettings``; a directory loads in the background and
@@ -91,7 +99,7 @@ def create_app(model_or_path: Any, **settings: Any) -> FastAPI:
             if state.service is not None:
                 await state.service.stop()
 
-    app = FastAPI(title="servelm", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="servelm", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, telemetry=_telemetry_config())
     app.state.servelm = state
     app.add_middleware(StatusCounter, metrics=state.metrics, routes=ROUTES)
 

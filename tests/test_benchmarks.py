@@ -44,7 +44,7 @@ def test_serve_py_streams_an_llm(tmp_path, tiny_llama):
 
 def test_compare_py_runs_systems_and_writes_results(tmp_path, tiny_llama):
     systems = "servelm-transformers,servelm-agent" + (",servelm-onnx" if _has("onnxruntime_genai") else "")
-    run_script("compare.py", "--systems", systems + ",vllm", "--concurrency", "1,2", "--requests", "4", "--agent-requests", "16", "--max-tokens", "4",
+    run_script("compare.py", "--systems", systems + ",vllm", "--concurrency", "1,2", "--requests", "4", "--agent-requests", "16", "--agent-seconds", "1", "--max-tokens", "4",
                "--out-dir", str(tmp_path), "--name", "t", "--vllm-python", sys.executable, timeout=600)
     report = json.loads((tmp_path / "t.json").read_text())
     names = {r["system"] for r in report["rows"]}
