@@ -21,7 +21,6 @@ SERVELM_MLFLOW_PYTHON) name their interpreters. Every system gets the same threa
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import json
 import logging
@@ -41,7 +40,7 @@ import httpx
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health poll otherwise
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve import PROMPT, run_level  # noqa: E402
+from serve import PROMPT  # noqa: E402
 
 LLM_SYSTEMS = ("servelm-transformers", "servelm-onnx", "servelm-vllm", "vllm", "mlflow-transformers")
 AGENT_SYSTEMS = ("servelm-agent", "mlflow-agent")
@@ -259,9 +258,16 @@ def measure_with_wrk(system: System, base: str, clients: int, seconds: float, wo
 
 
 def measure(system: System, base: str, levels: list[int], requests: int) -> list[dict[str, Any]]:
+    """benchmarks/serve.py in a fresh process per level (this one holds torch and the exporters: a
+    client sharing its heap would spend its time in the garbage collector)."""
     rows = []
     for level in levels:
-        row = asyncio.run(run_level(base + system.path, system.body, level, max(requests, level), system.stream))
+        argv = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve.py"), "--url", base, "--path", system.path,
+                "--concurrency", str(level), "--requests", str(max(requests, level)), "--body", json.dumps(system.body)] + (["--stream"] if system.stream else [])
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
+        if out.returncode != 0:
+            raise RuntimeError(f"load generator failed: {out.stderr[-2000:]}")
+        row = json.loads(out.stdout.strip().splitlines()[-1])
         row.update(system=system.name, kind=system.kind, stream=system.stream, route=system.path, load_tool="aiohttp")
         print(json.dumps(row), flush=True)
         rows.append(row)

@@ -146,10 +146,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--ignore-eos", action="store_true", help="ask for exactly max_tokens per request")
+    parser.add_argument("--body", help="send this JSON body as is (instead of building one from the flags above)")
     parser.add_argument("--label", default="", help="system name recorded with the results")
     parser.add_argument("--out", help="append result rows as JSON lines to this file")
     args = parser.parse_args()
-    body = request_body(args.path, args.model, args.max_tokens, args.stream, args.ignore_eos)
+    body = json.loads(args.body) if args.body else request_body(args.path, args.model, args.max_tokens, args.stream, args.ignore_eos)
     for level in (int(c) for c in args.concurrency.split(",")):
         row = asyncio.run(run_level(args.url.rstrip("/") + args.path, body, level, args.requests, args.stream))
         row.update(system=args.label, max_tokens=args.max_tokens, prompt=PROMPT, stream=args.stream)

@@ -11,7 +11,7 @@ import datetime as _dt
 import json
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from .errors import SchemaEnforcementError

@@ -9,7 +9,6 @@ import json
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar
 
-import anyio
 from pydantic import BaseModel, ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request

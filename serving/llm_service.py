@@ -25,7 +25,7 @@ from servelm.flavors.generation import SamplingParams, sampling_params
 from .errors import APIError, validation_error
 from .metrics import ServerMetrics
 from .service import ModelService
-from .generation_engine import Delta, EngineRequest, GenerationEngine
+from .generation_engine import Delta, EngineRequest
 
 
 class LLMService(ModelService):

@@ -1,7 +1,6 @@
 """Errors and limits: OpenAI-shaped bodies, the right status, named fields, overload before headers."""
 
 import asyncio
-import threading
 import time
 
 import httpx

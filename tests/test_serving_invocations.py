@@ -4,7 +4,6 @@ import json
 import threading
 
 import httpx
-import pytest
 
 from conftest import running_server, sse_lines
 from servelm.agents import PythonModel

@@ -5,24 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 from typing import Any, Optional
 
-from servelm.agents.chat_types import ChatCompletionRequest, ChatCompletionResponse
-
-from ..environment import merge_requirements, requirements_for_modules, write_environment
 from ..errors import ModelFormatError
-from ..model import INPUT_EXAMPLE_FILE, SERVING_INPUT_FILE, Model
-from ..signature import ColSpec, ModelSignature, Scalar, Schema, schema_from_pydantic_fields
+from ..llm_directory import TASKS, new_model_directory, write_llm_metadata
+from ..model import Model
+from ..signature import ModelSignature
 from .export import EXPORT_INFO
 from .runtime import GENAI_CONFIG, GenaiModel, import_genai, open_genai, saved_provider
 
 FLAVOR_NAME = "onnx"
 LOADER_MODULE = "servelm.flavors.onnx.loader"
 MODEL_DIR = "model"
-TASKS = ("llm/v1/chat", "text-generation")
-CHAT_EXAMPLE = {"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16, "temperature": 0.0}
 
 
 def has_chat_template(genai_dir: str) -> bool:
@@ -63,12 +58,7 @@ def save_model(
     if task == "llm/v1/chat" and not has_chat_template(onnx_model_dir):
         raise ModelFormatError(f"{onnx_model_dir} has no chat template (chat_template.jinja or tokenizer_config.json 'chat_template'); "
                                "add one or save with task='text-generation'")
-    if os.path.exists(path) and os.listdir(path):
-        raise ModelFormatError(f"{path} already exists and is not empty: choose a new directory")
-    tmp = f"{os.path.abspath(path)}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    with new_model_directory(path) as tmp:
         target = os.path.join(tmp, MODEL_DIR)
         shutil.copytree(onnx_model_dir, target)
         if search_options:
@@ -77,33 +67,8 @@ def save_model(
         provider = (execution_provider or info.get("execution_provider") or saved_provider(target)).lower()
         flavor = {"onnxruntime_genai_version": og.__version__, "providers": [provider], "precision": info.get("precision", "unknown"),
                   "genai_config": f"{MODEL_DIR}/{GENAI_CONFIG}", "data": MODEL_DIR, "code": None}
-        pyfunc: dict[str, Any] = {"env": {"conda": "conda.yaml", "virtualenv": "python_env.yaml"}, "loader_module": LOADER_MODULE,
-                                  "python_version": platform.python_version(), "streamable": task == "llm/v1/chat"}
-        if model_config:
-            pyfunc["config"] = dict(model_config)
-        meta = dict(metadata or {})
-        if task == "llm/v1/chat":
-            meta.setdefault("task", task)
-            signature = signature or ModelSignature(schema_from_pydantic_fields(ChatCompletionRequest, exclude=("model",)), schema_from_pydantic_fields(ChatCompletionResponse))
-            example = CHAT_EXAMPLE if input_example is None else input_example
-        else:
-            signature = signature or ModelSignature(Schema((ColSpec(Scalar("string")),)), Schema((ColSpec(Scalar("string")),)))
-            example = input_example
-        example_info = _write_example(tmp, example) if example is not None else None
-        model_meta = Model(signature=signature, saved_input_example_info=example_info, metadata=meta or None)
-        model_meta.add_flavor("python_function", **pyfunc)
-        model_meta.add_flavor(FLAVOR_NAME, **flavor)
-        requirements = merge_requirements(requirements_for_modules(["onnxruntime_genai", "numpy"]), pip_requirements, extra_pip_requirements)
-        write_environment(tmp, requirements)
-        model_meta.model_size_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(tmp) for f in fs)
-        model_meta.save(tmp)
-        if os.path.exists(path):
-            os.rmdir(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return model_meta
+        return write_llm_metadata(tmp, task, FLAVOR_NAME, flavor, LOADER_MODULE, ["onnxruntime_genai", "numpy", "tokenizers"], model_config,
+                                  signature, input_example, pip_requirements, extra_pip_requirements, metadata)
 
 
 def _update_search(config_path: str, search_options: dict[str, Any]) -> None:
@@ -120,14 +85,6 @@ def _export_info(genai_dir: str) -> dict[str, Any]:
         return {}
     with open(info) as f:
         return json.load(f)
-
-
-def _write_example(tmp: str, example: Any) -> dict[str, Any]:
-    with open(os.path.join(tmp, INPUT_EXAMPLE_FILE), "w") as f:
-        json.dump(example, f)
-    with open(os.path.join(tmp, SERVING_INPUT_FILE), "w") as f:
-        json.dump(example if isinstance(example, dict) else {"inputs": example}, f, indent=2)
-    return {"artifact_path": INPUT_EXAMPLE_FILE, "serving_input_path": SERVING_INPUT_FILE, "type": "json_object"}
 
 
 def genai_dir_of(path: str) -> tuple[str, Model]:

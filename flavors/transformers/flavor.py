@@ -5,25 +5,21 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 from typing import Any, Optional
 
-from servelm.agents.chat_types import ChatCompletionRequest, ChatCompletionResponse
-
-from ..environment import merge_requirements, requirements_for_modules, write_environment
 from ..errors import ModelFormatError
-from ..model import INPUT_EXAMPLE_FILE, SERVING_INPUT_FILE, Model
-from ..signature import ColSpec, ModelSignature, Scalar, Schema, schema_from_pydantic_fields
+from ..llm_directory import CHAT_EXAMPLE, TASKS, new_model_directory, write_llm_metadata
+from ..model import Model
+from ..signature import ModelSignature
 from .chat import require_chat_template
 
 FLAVOR_NAME = "transformers"
 LOADER_MODULE = "servelm.flavors.transformers.loader"
 MODEL_DIR = "model"
 TOKENIZER_DIR = os.path.join("components", "tokenizer")
-TASKS = ("llm/v1/chat", "text-generation")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")
-CHAT_EXAMPLE = {"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16, "temperature": 0.0}
+__all__ = ["CHAT_EXAMPLE", "load_components", "load_model", "save_model"]
 
 
 def _components(transformers_model: Any) -> tuple[Any, Any, Optional[str]]:
@@ -69,17 +65,12 @@ def save_model(
 
     if task not in TASKS:
         raise ModelFormatError(f"task {task!r} is not supported; use one of {', '.join(TASKS)}")
-    if os.path.exists(path) and os.listdir(path):
-        raise ModelFormatError(f"{path} already exists and is not empty: choose a new directory")
     model, tokenizer, source = _components(transformers_model)
     if task == "llm/v1/chat":
         require_chat_template(tokenizer, "save_model")
     name = source_model_name or source or getattr(getattr(model, "config", None), "_name_or_path", None) or "model"
     config_dict = _config_of(model, source)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    with new_model_directory(path) as tmp:
         flavor: dict[str, Any] = {
             "code": None, "components": ["tokenizer"], "framework": "pt", "instance_type": "TextGenerationPipeline",
             "pipeline_model_type": (config_dict.get("architectures") or [type(model).__name__ if model is not None else "AutoModelForCausalLM"])[0],
@@ -93,32 +84,8 @@ def save_model(
         else:
             flavor["source_model_revision"] = source_model_revision
         tokenizer.save_pretrained(os.path.join(tmp, TOKENIZER_DIR))
-        pyfunc = {"env": {"conda": "conda.yaml", "virtualenv": "python_env.yaml"}, "loader_module": LOADER_MODULE,
-                  "python_version": platform.python_version(), "streamable": task == "llm/v1/chat"}
-        if model_config:
-            pyfunc["config"] = dict(model_config)
-        meta = dict(metadata or {})
-        if task == "llm/v1/chat":
-            meta.setdefault("task", task)
-            signature = signature or ModelSignature(schema_from_pydantic_fields(ChatCompletionRequest, exclude=("model",)), schema_from_pydantic_fields(ChatCompletionResponse))
-            example = CHAT_EXAMPLE if input_example is None else input_example
-        else:
-            signature = signature or ModelSignature(Schema((ColSpec(Scalar("string")),)), Schema((ColSpec(Scalar("string")),)))
-            example = input_example
-        info = _write_example(tmp, example) if example is not None else None
-        model_meta = Model(signature=signature, saved_input_example_info=info, metadata=meta or None)
-        model_meta.add_flavor("python_function", **pyfunc)
-        model_meta.add_flavor(FLAVOR_NAME, **flavor)
-        requirements = merge_requirements(requirements_for_modules(["torch", "transformers", "tokenizers", "safetensors"]), pip_requirements, extra_pip_requirements)
-        write_environment(tmp, requirements)
-        model_meta.save(tmp)
-        model_meta.model_size_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(tmp) for f in fs)
-        model_meta.save(tmp)
-        os.replace(tmp, path) if not os.path.exists(path) else (os.rmdir(path), os.replace(tmp, path))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return model_meta
+        return write_llm_metadata(tmp, task, FLAVOR_NAME, flavor, LOADER_MODULE, ["torch", "transformers", "tokenizers", "safetensors"], model_config,
+                                  signature, input_example, pip_requirements, extra_pip_requirements, metadata)
 
 
 def _config_of(model: Any, source: Optional[str]) -> dict[str, Any]:
@@ -139,14 +106,6 @@ def _save_weights(model: Any, source: Optional[str], target: str) -> None:
         src = os.path.join(source, entry)
         if os.path.isfile(src) and entry not in _TOKENIZER_FILES and not entry.startswith("servelm-"):
             shutil.copy2(src, os.path.join(target, entry))
-
-
-def _write_example(tmp: str, example: Any) -> dict[str, Any]:
-    with open(os.path.join(tmp, INPUT_EXAMPLE_FILE), "w") as f:
-        json.dump(example, f)
-    with open(os.path.join(tmp, SERVING_INPUT_FILE), "w") as f:
-        json.dump(example if isinstance(example, dict) else {"inputs": example}, f, indent=2)
-    return {"artifact_path": INPUT_EXAMPLE_FILE, "serving_input_path": SERVING_INPUT_FILE, "type": "json_object"}
 
 
 def load_components(path: str, device: Optional[str] = None, threads: Optional[int] = None) -> tuple[Any, Any, Model]:

@@ -1,0 +1,89 @@
+"""What both LLM flavors write besides their weights: the python_function block, the chat (or text)
+signature and input example, the environment files and the MLmodel; and the write-then-rename that
+leaves a model directory complete or absent."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+from typing import Any, Iterator, Optional
+
+from servelm.agents.chat_types import ChatCompletionRequest, ChatCompletionResponse
+
+from .environment import merge_requirements, requirements_for_modules, write_environment
+from .errors import ModelFormatError
+from .model import INPUT_EXAMPLE_FILE, SERVING_INPUT_FILE, Model
+from .signature import ColSpec, ModelSignature, Scalar, Schema, schema_from_pydantic_fields
+
+TASK_CHAT = "llm/v1/chat"
+TASKS = (TASK_CHAT, "text-generation")
+CHAT_EXAMPLE = {"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16, "temperature": 0.0}
+
+
+@contextlib.contextmanager
+def new_model_directory(path: str) -> Iterator[str]:
+    """Yield a scratch directory that becomes ``path`` when the block succeeds (removed when it fails)."""
+    if os.path.exists(path) and os.listdir(path):
+        raise ModelFormatError(f"{path} already exists and is not empty: choose a new directory")
+    tmp = f"{os.path.abspath(path)}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        if os.path.exists(path):
+            os.rmdir(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_llm_metadata(
+    directory: str,
+    task: str,
+    flavor_name: str,
+    flavor: dict[str, Any],
+    loader_module: str,
+    modules: list[str],
+    model_config: Optional[dict[str, Any]] = None,
+    signature: Optional[ModelSignature] = None,
+    input_example: Any = None,
+    pip_requirements: Optional[list[str]] = None,
+    extra_pip_requirements: Optional[list[str]] = None,
+    metadata: Optional[dict[str, Any]] = None,
+) -> Model:
+    """Write the MLmodel (the flavor's block and a python_function block), signature, input example and
+    environment of an LLM directory; ``modules`` are what its requirements pin."""
+    if task not in TASKS:
+        raise ModelFormatError(f"task {task!r} is not supported; use one of {', '.join(TASKS)}")
+    pyfunc: dict[str, Any] = {"env": {"conda": "conda.yaml", "virtualenv": "python_env.yaml"}, "loader_module": loader_module,
+                              "python_version": platform.python_version(), "streamable": task == TASK_CHAT}
+    if model_config:
+        pyfunc["config"] = dict(model_config)
+    meta = dict(metadata or {})
+    if task == TASK_CHAT:
+        meta.setdefault("task", task)
+        signature = signature or ModelSignature(schema_from_pydantic_fields(ChatCompletionRequest, exclude=("model",)), schema_from_pydantic_fields(ChatCompletionResponse))
+        example = CHAT_EXAMPLE if input_example is None else input_example
+    else:
+        signature = signature or ModelSignature(Schema((ColSpec(Scalar("string")),)), Schema((ColSpec(Scalar("string")),)))
+        example = input_example
+    info = _write_example(directory, example) if example is not None else None
+    model = Model(signature=signature, saved_input_example_info=info, metadata=meta or None)
+    model.add_flavor("python_function", **pyfunc)
+    model.add_flavor(flavor_name, **flavor)
+    write_environment(directory, merge_requirements(requirements_for_modules(modules), pip_requirements, extra_pip_requirements))
+    model.model_size_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(directory) for f in fs)
+    model.save(directory)
+    return model
+
+
+def _write_example(directory: str, example: Any) -> dict[str, Any]:
+    with open(os.path.join(directory, INPUT_EXAMPLE_FILE), "w") as f:
+        json.dump(example, f)
+    with open(os.path.join(directory, SERVING_INPUT_FILE), "w") as f:
+        json.dump(example if isinstance(example, dict) else {"inputs": example}, f, indent=2)
+    return {"artifact_path": INPUT_EXAMPLE_FILE, "serving_input_path": SERVING_INPUT_FILE, "type": "json_object"}
