@@ -200,15 +200,17 @@ def start(system: System, work: str) -> tuple[subprocess.Popen[bytes], str, str]
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + system.startup_timeout
+    healthy = 0  # consecutive healthy answers: with several workers, each must have loaded its model
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{system.name} exited with {proc.returncode} while starting; log: {_tail(log_path)}")
         try:
-            if httpx.get(base + system.health, timeout=2).status_code == 200:
-                return proc, base, log_path
+            healthy = healthy + 1 if httpx.get(base + system.health, timeout=2, headers={"Connection": "close"}).status_code == 200 else 0
         except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
+            healthy = 0
+        if healthy >= 20:
+            return proc, base, log_path
+        time.sleep(0.05 if healthy else 0.25)
     stop(proc)
     raise RuntimeError(f"{system.name} was not healthy after {system.startup_timeout:g} s; log: {_tail(log_path)}")
 
@@ -332,7 +334,7 @@ def markdown(report: dict[str, Any]) -> str:
     rows, top = report["rows"], max(report["settings"]["concurrency"])
     out = [f"# servelm vs vLLM vs MLflow ({report['date']})", "",
            f"Machine: {report['machine']}. Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v) + ".",
-           f"Load: benchmarks/serve.py (aiohttp, same process for every system), {report['settings']['requests']} requests per level, "
+           f"Load: benchmarks/serve.py (aiohttp, a fresh client process per level, the same for every system), {report['settings']['requests']} requests per level, "
            f"prompt of {len(PROMPT.split())} words, max_tokens {report['settings']['max_tokens']} with ignore_eos where supported, temperature 0.",
            "Systems ran one after another in this one run. TTFT for MLflow (no streaming) is its whole reply's latency (marked *).",
            "The trivial agents are loaded with wrk (C, one thread) when it is installed, else with the same aiohttp client.", "",

@@ -8,10 +8,10 @@ build this object on the thread that will step it.
 
 On exports without paged attention (every CPU export) onnxruntime-genai 0.18's Engine batches statically:
 it runs at most 4 requests at once (a constant in its scheduler) and a newcomer waits until that whole
-batch has finished. So this batcher keeps a pool of Engines, enough for ``max_batch_size`` sequences,
-and gives each new request to the least busy one: requests start at the next step instead of queueing
-behind other batches, and each step advances every Engine with work. A dynamically batching export
-(paged attention, CUDA) needs only one Engine.
+batch has finished. So this batcher keeps a pool of Engines (at most one per allowed sequence) and puts
+a newcomer where it starts at the next step: beside others whose batch has not started yet, else in an
+idle Engine; each step advances every Engine with work. A dynamically batching export (paged
+attention, CUDA) needs only one Engine.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ class _EngineSlot:
 
     engine: Any
     buffer: Any
-    load: int = 0
+    load: int = 0  # sequences it holds
+    started: bool = False  # its current batch has run a step (a static batch takes no one after that)
 
 
 class GenaiBatcher:
@@ -75,7 +76,7 @@ class GenaiBatcher:
         self.og = import_genai()
         self.genai = genai
         self.context_length = genai.context_length
-        self.pool_size = 1 if genai.dynamic_batching else max(1, -(-genai.max_batch_size // STATIC_BATCH))
+        self.pool_size = 1 if genai.dynamic_batching else max(1, genai.max_batch_size)
         self.slots: list[_EngineSlot] = []
         self.live: dict[Any, GenaiSequence] = {}  # og.Request -> sequence
         self.seeded: list[GenaiSequence] = []  # sequences on their own Generator
@@ -124,10 +125,15 @@ class GenaiBatcher:
         return seq
 
     def _least_busy(self) -> _EngineSlot:
-        """The Engine with the fewest sequences; a new one while the pool is not full and all are busy."""
-        best = min(self.slots, key=lambda s: s.load, default=None)
-        if best is not None and (best.load == 0 or len(self.slots) >= self.pool_size):
-            return best
+        """Where a newcomer starts soonest: an Engine whose batch has not started and has room (they start
+        together), else an idle one, else a new one while the pool has room, else the least loaded."""
+        if self.pool_size == 1 and self.slots:
+            return self.slots[0]
+        joinable = [s for s in self.slots if not s.started and s.load < STATIC_BATCH]
+        if joinable:
+            return max(joinable, key=lambda s: s.load)
+        if len(self.slots) >= self.pool_size:
+            return min(self.slots, key=lambda s: s.load)
         engine = self.og.Engine(self.genai.model)
         self.slots.append(_EngineSlot(engine, engine.create_event_buffer(_EVENT_CAPACITY)))
         return self.slots[-1]
@@ -163,6 +169,7 @@ class GenaiBatcher:
         for slot in self.slots:
             if slot.load == 0:
                 continue
+            slot.started = True
             for event in slot.engine.run(slot.buffer):
                 seq = self.live.get(event.request)
                 if seq is None or seq.finish_reason is not None:
@@ -232,6 +239,8 @@ class GenaiBatcher:
             return
         if self.live.pop(seq.request, None) is not None:
             seq.slot.load -= 1
+            if seq.slot.load == 0:
+                seq.slot.started = False  # its batch is over: the next newcomers start a fresh one
         if cancel:
             seq.request.cancel_turn(seq.turn)
         seq.request.close()
