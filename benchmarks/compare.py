@@ -259,9 +259,18 @@ def measure_with_wrk(system: System, base: str, clients: int, seconds: float, wo
     return row
 
 
-def measure(system: System, base: str, levels: list[int], requests: int) -> list[dict[str, Any]]:
+def measure(system: System, base: str, levels: list[int], requests: int, repeat: int = 1) -> list[dict[str, Any]]:
     """benchmarks/serve.py in a fresh process per level (this one holds torch and the exporters: a
-    client sharing its heap would spend its time in the garbage collector)."""
+    client sharing its heap would spend its time in the garbage collector). With ``repeat`` > 1 the
+    levels run that many times over and each level's row is the run with the median throughput (all
+    runs are kept under ``runs``)."""
+    if repeat > 1:
+        rounds = [measure(system, base, levels, requests) for _ in range(repeat)]
+        rows = []
+        for i in range(len(levels)):
+            runs = sorted((r[i] for r in rounds), key=lambda r: r["output_throughput"] or r["request_throughput"])
+            rows.append({**runs[len(runs) // 2], "runs": [{k: r[k] for k in ("output_throughput", "request_throughput", "ttft_p50_s") if k in r} for r in runs]})
+        return rows
     rows = []
     for level in levels:
         argv = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve.py"), "--url", base, "--path", system.path,
@@ -335,7 +344,8 @@ def markdown(report: dict[str, Any]) -> str:
     out = [f"# servelm vs vLLM vs MLflow ({report['date']})", "",
            f"Machine: {report['machine']}. Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v) + ".",
            f"Load: benchmarks/serve.py (aiohttp, a fresh client process per level, the same for every system), {report['settings']['requests']} requests per level, "
-           f"prompt of {len(PROMPT.split())} words, max_tokens {report['settings']['max_tokens']} with ignore_eos where supported, temperature 0.",
+           f"prompt of {len(PROMPT.split())} words, max_tokens {report['settings']['max_tokens']} with ignore_eos where supported, temperature 0"
+           + (f"; each level run {report['settings'].get('repeat')} times, the median kept." if report["settings"].get("repeat", 1) > 1 else "."),
            "Systems ran one after another in this one run. TTFT for MLflow (no streaming) is its whole reply's latency (marked *).",
            "The trivial agents are loaded with wrk (C, one thread) when it is installed, else with the same aiohttp client.", "",
            "## Tiny LLM (streamed chat completions)", "",
@@ -407,6 +417,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--agent-seconds", type=float, default=8.0, help="duration of the trivial-agent level under wrk")
     parser.add_argument("--no-wrk", action="store_true", help="load the trivial agents with the aiohttp client even when wrk is installed")
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=1, help="run each LLM level this many times and keep the median (noisy machines)")
     parser.add_argument("--workers", default="1", help="servelm worker processes; a list (1,2) runs each servelm system once per value")
     parser.add_argument("--vllm-python", help="python of a venv with vllm (default: $SERVELM_VLLM_PYTHON, else this one)")
     parser.add_argument("--mlflow-python", help="python of a venv with mlflow (default: $SERVELM_MLFLOW_PYTHON, else this one)")
@@ -437,7 +448,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                      "transformers": version_of(sys.executable, "transformers"), "vllm": version_of(pythons["vllm"], "vllm"),
                      "mlflow": version_of(pythons["mlflow"], "mlflow")},
         "settings": {"concurrency": levels, "requests": args.requests, "agent_requests": args.agent_requests, "max_tokens": args.max_tokens,
-                     "workers": args.workers},
+                     "workers": args.workers, "repeat": args.repeat},
         "rows": [], "skipped": skipped,
     }
     try:
@@ -454,7 +465,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                     continue
                 try:
                     if system.kind == "llm":
-                        report["rows"] += measure(system, base, levels, args.requests)
+                        report["rows"] += measure(system, base, levels, args.requests, args.repeat)
                     elif shutil.which("wrk") and not args.no_wrk:
                         report["rows"].append(measure_with_wrk(system, base, args.agent_concurrency, args.agent_seconds, work))
                     else:

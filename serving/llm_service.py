@@ -82,18 +82,24 @@ class LLMService(ModelService):
 
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletionResponse:
         prompt_len, submitted = self._submit(request)
+        texts: list[list[str]] = [[] for _ in submitted]
+        finals: list[Delta] = [Delta("", False)] * len(submitted)
+
+        async def collect(i: int, req: EngineRequest) -> None:
+            while True:
+                delta = await req.queue.get()
+                if delta.error:
+                    raise APIError(400 if delta.finish_reason == "error" else 500, delta.error)
+                texts[i].append(delta.text)
+                if delta.finished:
+                    finals[i] = delta
+                    return
+
         try:
-            texts: list[list[str]] = [[] for _ in submitted]
-            finals: list[Delta] = [Delta("", False)] * len(submitted)
-            for i, req in enumerate(submitted):
-                while True:
-                    delta = await req.queue.get()
-                    if delta.error:
-                        raise APIError(400 if delta.finish_reason == "error" else 500, delta.error)
-                    texts[i].append(delta.text)
-                    if delta.finished:
-                        finals[i] = delta
-                        break
+            if len(submitted) == 1:
+                await collect(0, submitted[0])
+            else:  # the choices' queues are read together (an engine may produce only as they are read)
+                await asyncio.gather(*(collect(i, req) for i, req in enumerate(submitted)))
         finally:
             for req in submitted:
                 self.engine.abort(req)

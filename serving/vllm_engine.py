@@ -45,7 +45,6 @@ class VLLMEngine:
         self.context_length = 0
         self.on_step: Optional[Callable[[int], None]] = None  # vLLM schedules internally: no per-step hook
         self._ids = itertools.count(1)
-        self._tasks: dict[int, asyncio.Task[None]] = {}
         self._merged: Any = None  # TemporaryDirectory joining weights and tokenizer, when they live apart
         self._SamplingParams: Any = None
         self._DELTA: Any = None
@@ -83,8 +82,6 @@ class VLLMEngine:
         return self._merged.name
 
     async def stop(self) -> None:
-        for task in list(self._tasks.values()):
-            task.cancel()
         engine, self.engine = self.engine, None
         if engine is not None:
             await asyncio.to_thread(engine.shutdown)
@@ -93,13 +90,11 @@ class VLLMEngine:
             self._merged.cleanup()
 
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> EngineRequest:
-        """Start generating; read Deltas from ``request.queue``."""
-        loop = asyncio.get_running_loop()
-        request = EngineRequest(prompt_ids, params, loop)
+        """Queue a generation; read its Deltas from ``request.queue`` (reading drives vLLM's stream, with
+        no task of its own: vLLM already joins the deltas a slow reader has not taken yet)."""
+        request = EngineRequest(prompt_ids, params, asyncio.get_running_loop())
         request.seq = f"servelm-{next(self._ids)}-{os.getpid()}"  # the vLLM request id
-        task = loop.create_task(self._generate(request))
-        self._tasks[id(request)] = task
-        task.add_done_callback(lambda _: self._tasks.pop(id(request), None))
+        request.queue = _DeltaStream(self, request)  # type: ignore[assignment]
         return request
 
     def abort(self, request: EngineRequest) -> None:
@@ -107,30 +102,59 @@ class VLLMEngine:
         if request.aborted:
             return
         request.aborted = True
-        task = self._tasks.get(id(request))
-        if task is not None and not task.done():
-            task.cancel()  # AsyncLLM.generate aborts the request when its consumer is cancelled
-            asyncio.get_running_loop().create_task(self.engine.abort(request.seq))
+        stream = request.queue
+        if isinstance(stream, _DeltaStream) and stream.started:
+            asyncio.get_running_loop().create_task(stream.close())
 
-    async def _generate(self, request: EngineRequest) -> None:
-        p = request.params
-        sampling = self._SamplingParams(
-            max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k if p.top_k > 0 else -1, seed=p.seed,
-            stop=p.stop or None, ignore_eos=p.ignore_eos, output_kind=self._DELTA)
-        tokens = 0
+    def sampling(self, p: SamplingParams) -> Any:
+        """vLLM's SamplingParams for ours, streaming deltas."""
+        return self._SamplingParams(max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k if p.top_k > 0 else -1,
+                                    seed=p.seed, stop=p.stop or None, ignore_eos=p.ignore_eos, output_kind=self._DELTA)
+
+
+class _DeltaStream:
+    """A request's output as the queue LLMService reads: ``get`` pulls the next vLLM delta."""
+
+    def __init__(self, engine: VLLMEngine, request: EngineRequest):
+        self.engine = engine
+        self.request = request
+        self.outputs: Any = None
+        self.started = False
+        self.tokens = 0
+
+    def empty(self) -> bool:
+        return True
+
+    def get_nowait(self) -> Delta:
+        raise asyncio.QueueEmpty
+
+    async def get(self) -> Delta:
+        request = self.request
+        if self.outputs is None:
+            self.outputs = self.engine.engine.generate({"prompt_token_ids": request.prompt_ids}, self.engine.sampling(request.params), request.seq)
+            self.started = True
         try:
-            async for out in self.engine.generate({"prompt_token_ids": request.prompt_ids}, sampling, request.seq):
-                piece = out.outputs[0] if out.outputs else None
-                if piece is not None:
-                    tokens += len(piece.token_ids)
-                finished = bool(out.finished)
-                reason = (piece.finish_reason if piece is not None else None) or ("stop" if finished else None)
-                request.queue.put_nowait(Delta(piece.text if piece is not None else "", finished, reason, tokens))
-                if finished:
-                    request.aborted = True  # nothing left to abort
-                    return
-        except asyncio.CancelledError:
-            raise
+            out = await self.outputs.__anext__()
+        except StopAsyncIteration:
+            return Delta("", True, "abort", self.tokens)
         except Exception as exc:  # a failed request fails alone; its client gets a 500 / error event
             log.exception("vLLM request %s failed", request.seq)
-            request.queue.put_nowait(Delta("", True, None, tokens, error=f"vLLM: {type(exc).__name__}: {exc}"))
+            request.aborted = True
+            return Delta("", True, None, self.tokens, error=f"vLLM: {type(exc).__name__}: {exc}")
+        piece = out.outputs[0] if out.outputs else None
+        if piece is not None:
+            self.tokens += len(piece.token_ids)
+        finished = bool(out.finished)
+        if finished:
+            request.aborted = True  # nothing left to abort
+        reason = (piece.finish_reason if piece is not None else None) or ("stop" if finished else None)
+        return Delta(piece.text if piece is not None else "", finished, reason, self.tokens)
+
+    async def close(self) -> None:
+        """Stop reading and abort the request in vLLM (closing its stream aborts it too)."""
+        if self.outputs is not None:
+            try:
+                await self.outputs.aclose()
+            except Exception:  # already finished or failed: nothing to abort
+                pass
+        await self.engine.engine.abort(self.request.seq)
