@@ -315,7 +315,8 @@ def target_lines(rows: list[dict[str, Any]], top: int) -> list[str]:
         lines.append(f"- {what}: {a} / {b} = **{value:.2f}x** at {top} clients (target >= {need:g}x: {verdict}){extra}")
 
     engines = [s for s in sorted({r["system"] for r in rows}) if s.startswith("servelm-") and s != "servelm-agent" and not s.startswith("servelm-agent")]
-    best = max((s for s in engines if _at(rows, s, top)), key=lambda s: _at(rows, s, top)["output_throughput"], default=None)  # type: ignore[index]
+    own = [s for s in engines if not s.startswith("servelm-vllm")]  # servelm's own engines (servelm-vllm is vLLM underneath)
+    best = max((s for s in own if _at(rows, s, top)), key=lambda s: _at(rows, s, top)["output_throughput"], default=None)  # type: ignore[index]
     if best:
         ratio(best, "vllm", 2.0, "best servelm engine vs vLLM", "lower")
     for engine in engines:

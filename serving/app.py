@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -78,6 +79,10 @@ def create_app(model_or_path: Any, **settings: Any) -> FastAPI:
             if hasattr(service, "bind_metrics"):
                 service.bind_metrics(state.metrics)
             await service.start()
+            # Everything loaded so far (torch, transformers, vLLM, the model) lives as long as the server:
+            # freeze it out of the cyclic collector, whose full passes over that heap stall the event loop.
+            gc.collect()
+            gc.freeze()
             state.service = service
             log.info("model %s ready (%s)", state.model_name, service.kind)
         except Exception as exc:  # reported on /health and in the log; the server stays up to say so
