@@ -42,6 +42,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health poll
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve import PROMPT  # noqa: E402
 
+PYTHON = os.path.abspath(sys.executable)  # children run in other directories: never a relative interpreter path
 LLM_SYSTEMS = ("servelm-transformers", "servelm-onnx", "servelm-vllm", "vllm", "mlflow-transformers")
 AGENT_SYSTEMS = ("servelm-agent", "mlflow-agent")
 VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_HOST_IP": "127.0.0.1"}
@@ -98,7 +99,7 @@ class System:
 
 def python_with(module: str, given: Optional[str], env_var: str) -> Optional[str]:
     """An interpreter that can import ``module``: the one given, $env_var, or this one; None if none can."""
-    for candidate in (given, os.environ.get(env_var), sys.executable):
+    for candidate in (given, os.environ.get(env_var), PYTHON):
         if candidate and subprocess.run([candidate, "-c", f"import {module}"], capture_output=True).returncode == 0:
             return candidate
     return None
@@ -157,7 +158,7 @@ def build_system(name: str, models: dict[str, str], args: argparse.Namespace, py
     llm_body = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": args.max_tokens, "temperature": 0.0, "ignore_eos": True,
                 "stream": True, "stream_options": {"include_usage": True}}
     agent_body = {"messages": [{"role": "user", "content": "Say hello to the benchmark."}]}
-    servelm = [sys.executable, "-m", "servelm.serving.cli", "serve", "--log-level", "warning", "--workers", str(workers)]
+    servelm = [PYTHON, "-m", "servelm.serving.cli", "serve", "--log-level", "warning", "--workers", str(workers)]
     one_thread = {"OMP_NUM_THREADS": "1"}
     label = f"{name} ({workers} workers)" if workers > 1 else name
     if name == "servelm-transformers":
@@ -174,7 +175,7 @@ def build_system(name: str, models: dict[str, str], args: argparse.Namespace, py
         argv = [pythons["vllm"] or "", "-m", "vllm.entrypoints.openai.api_server", "--model", models["hf"], "--served-model-name", "tiny",
                 "--host", "127.0.0.1"]
         return System(name, "llm", argv, "/v1/chat/completions", {**llm_body, "model": "tiny"}, True, dict(VLLM_ENV), startup_timeout=300)
-    mlflow_env = {"PATH": os.path.dirname(pythons["mlflow"] or sys.executable) + os.pathsep + os.environ.get("PATH", "")}  # it execs `uvicorn`
+    mlflow_env = {"PATH": os.path.dirname(pythons["mlflow"] or PYTHON) + os.pathsep + os.environ.get("PATH", "")}  # it execs `uvicorn`
     if name == "mlflow-transformers":  # MLflow cannot stream, and its sampler refuses temperature 0
         argv = [pythons["mlflow"] or "", "-m", "mlflow", "models", "serve", "-m", models["mlflow-transformers"], "--env-manager", "local", "-h", "127.0.0.1"]
         return System(name, "llm", argv, "/invocations", {"messages": llm_body["messages"], "max_tokens": args.max_tokens}, False, {**one_thread, **mlflow_env}, "/ping", 180)
@@ -273,7 +274,7 @@ def measure(system: System, base: str, levels: list[int], requests: int, repeat:
         return rows
     rows = []
     for level in levels:
-        argv = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve.py"), "--url", base, "--path", system.path,
+        argv = [PYTHON, os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve.py"), "--url", base, "--path", system.path,
                 "--concurrency", str(level), "--requests", str(max(requests, level)), "--body", json.dumps(system.body)] + (["--stream"] if system.stream else [])
         out = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
         if out.returncode != 0:
@@ -445,8 +446,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "date": datetime.date.today().isoformat(), "argv": argv if argv is not None else sys.argv[1:],
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.system()}, Python {platform.python_version()}",
-        "versions": {"servelm": servelm.agents.__version__, "onnxruntime-genai": version_of(sys.executable, "onnxruntime_genai"),
-                     "transformers": version_of(sys.executable, "transformers"), "vllm": version_of(pythons["vllm"], "vllm"),
+        "versions": {"servelm": servelm.agents.__version__, "onnxruntime-genai": version_of(PYTHON, "onnxruntime_genai"),
+                     "transformers": version_of(PYTHON, "transformers"), "vllm": version_of(pythons["vllm"], "vllm"),
                      "mlflow": version_of(pythons["mlflow"], "mlflow")},
         "settings": {"concurrency": levels, "requests": args.requests, "agent_requests": args.agent_requests, "max_tokens": args.max_tokens,
                      "workers": args.workers, "repeat": args.repeat},

@@ -93,7 +93,7 @@ def chat_model_code(tmp_path: Path) -> str:
 
 def run_python(code: str, cwd: str | None = None) -> str:
     """Run code in a fresh interpreter (a real subprocess) and return its stdout; fail with its stderr."""
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=cwd, timeout=120,
+    proc = subprocess.run([os.path.abspath(sys.executable), "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=cwd, timeout=120,
                           env={**os.environ, "PYTHONPATH": ""})
     assert proc.returncode == 0, proc.stderr
     return proc.stdout

@@ -9,12 +9,13 @@ import pytest
 
 from conftest import running_server
 
+PYTHON = os.path.abspath(sys.executable)  # the scripts run in benchmarks/: a relative interpreter path would break
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 pytest.importorskip("aiohttp")
 
 
 def run_script(*args, timeout=240):
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=BENCH)
+    proc = subprocess.run([PYTHON, *args], capture_output=True, text=True, timeout=timeout, cwd=BENCH)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
@@ -45,7 +46,7 @@ def test_serve_py_streams_an_llm(tmp_path, tiny_llama):
 def test_compare_py_runs_systems_and_writes_results(tmp_path, tiny_llama):
     systems = "servelm-transformers,servelm-agent" + (",servelm-onnx" if _has("onnxruntime_genai") else "")
     run_script("compare.py", "--systems", systems + ",vllm", "--concurrency", "1,2", "--requests", "4", "--agent-requests", "16", "--agent-seconds", "1", "--max-tokens", "4",
-               "--out-dir", str(tmp_path), "--name", "t", "--vllm-python", sys.executable, timeout=600)
+               "--out-dir", str(tmp_path), "--name", "t", "--vllm-python", PYTHON, timeout=600)
     report = json.loads((tmp_path / "t.json").read_text())
     names = {r["system"] for r in report["rows"]}
     assert {"servelm-transformers", "servelm-agent"} <= names and all(r["failures"] == 0 for r in report["rows"])
