@@ -97,9 +97,9 @@ class System:
     startup_timeout: float = 120.0  # seconds
 
 
-def python_with(module: str, given: Optional[str], env_var: str) -> Optional[str]:
+def python_with(module: str, given: Optional[str] = None, env_var: Optional[str] = None) -> Optional[str]:
     """An interpreter that can import ``module``: the one given, $env_var, or this one; None if none can."""
-    for candidate in (given, os.environ.get(env_var), PYTHON):
+    for candidate in (given, os.environ.get(env_var) if env_var else None, PYTHON):
         if candidate and subprocess.run([candidate, "-c", f"import {module}"], capture_output=True).returncode == 0:
             return candidate
     return None
@@ -433,11 +433,11 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     for name in wanted:
         if name in ("vllm", "servelm-vllm") and pythons["vllm"] is None:
             skipped[name] = "vllm is not installed (give --vllm-python)"
-        elif name == "servelm-vllm" and python_with("servelm.serving", pythons["vllm"], "_") != pythons["vllm"]:
+        elif name == "servelm-vllm" and python_with("servelm.serving", pythons["vllm"]) != pythons["vllm"]:
             skipped[name] = "servelm is not installed in the vllm venv (pip install -e . there)"
         if name.startswith("mlflow") and pythons["mlflow"] is None:
             skipped[name] = "mlflow is not installed (give --mlflow-python)"
-        if name == "servelm-onnx" and python_with("onnxruntime_genai", None, "_") is None:
+        if name == "servelm-onnx" and python_with("onnxruntime_genai") is None:
             skipped[name] = "onnxruntime-genai is not installed (pip install 'servelm[onnx]')"
     runnable = [n for n in wanted if n not in skipped]
     import servelm.agents
