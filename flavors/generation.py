@@ -10,6 +10,29 @@ from servelm.agents import ChatCompletionRequest
 from servelm.agents.chat_types import content_text
 
 
+@dataclass
+class Sequence:
+    """One generation as a batcher tracks it: prompt, parameters, progress (engines add their own state)."""
+
+    prompt_ids: list[int]
+    params: "SamplingParams"
+    seq_id: int = 0
+    generated: list[int] = field(default_factory=list)
+    finish_reason: Optional[str] = None
+    aborted: bool = False
+    text: str = ""
+    stopper: Optional["StopChecker"] = None
+
+
+@dataclass
+class StepOutput:
+    """What one step produced for one sequence: new text (may be empty) and whether it finished."""
+
+    seq: Sequence
+    text: str
+    finished: bool
+
+
 def template_inputs(request: ChatCompletionRequest) -> tuple[list[dict[str, Any]], Optional[list[dict[str, Any]]]]:
     """(messages, tools) as chat templates take them: plain dicts, text content, tool calls kept."""
     messages = []

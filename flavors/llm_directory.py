@@ -1,44 +1,26 @@
 """What both LLM flavors write besides their weights: the python_function block, the chat (or text)
-signature and input example, the environment files and the MLmodel; and the write-then-rename that
-leaves a model directory complete or absent."""
+signature and input example, the environment files and the MLmodel."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
-import shutil
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from servelm.agents.chat_types import ChatCompletionRequest, ChatCompletionResponse
 
 from .environment import merge_requirements, requirements_for_modules, write_environment
+from .directory import new_model_directory
 from .errors import ModelFormatError
+
+__all__ = ["CHAT_EXAMPLE", "TASKS", "new_model_directory", "write_llm_metadata"]
 from .model import INPUT_EXAMPLE_FILE, SERVING_INPUT_FILE, Model
 from .signature import ColSpec, ModelSignature, Scalar, Schema, schema_from_pydantic_fields
 
 TASK_CHAT = "llm/v1/chat"
 TASKS = (TASK_CHAT, "text-generation")
 CHAT_EXAMPLE = {"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16, "temperature": 0.0}
-
-
-@contextlib.contextmanager
-def new_model_directory(path: str) -> Iterator[str]:
-    """Yield a scratch directory that becomes ``path`` when the block succeeds (removed when it fails)."""
-    if os.path.exists(path) and os.listdir(path):
-        raise ModelFormatError(f"{path} already exists and is not empty: choose a new directory")
-    tmp = f"{os.path.abspath(path)}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
-        yield tmp
-        if os.path.exists(path):
-            os.rmdir(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_llm_metadata(

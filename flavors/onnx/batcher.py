@@ -17,12 +17,12 @@ attention, CUDA) needs only one Engine.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 
-from ..generation import IncrementalDetokenizer, SamplingParams, StopChecker
+from ..generation import IncrementalDetokenizer, SamplingParams, Sequence, StepOutput, StopChecker
 from .runtime import GenaiModel, import_genai
 
 _EVENT_CAPACITY = 1024  # events one Engine.run may return (at most one token per running request)
@@ -30,33 +30,16 @@ STATIC_BATCH = 4  # requests onnxruntime-genai's static scheduler runs together 
 
 
 @dataclass
-class GenaiSequence:
-    """One generation: prompt, parameters, progress, and its Engine request."""
+class GenaiSequence(Sequence):
+    """One generation on onnxruntime-genai: its Engine request (or Generator) and decoder."""
 
-    prompt_ids: list[int]
-    params: SamplingParams
-    seq_id: int = 0
-    generated: list[int] = field(default_factory=list)
-    finish_reason: Optional[str] = None
-    aborted: bool = False
-    text: str = ""
     error: Optional[str] = None
     request: Any = None
     turn: int = 0
     stream: Any = None  # _TextStream
-    stopper: Optional[StopChecker] = None
     slot: Any = None  # the _EngineSlot running it
     generator: Any = None  # og.Generator, for a seeded sampled sequence
     max_tokens: int = 0
-
-
-@dataclass
-class StepOutput:
-    """What one step produced for one sequence: new text (may be empty) and whether it finished."""
-
-    seq: GenaiSequence
-    text: str
-    finished: bool
 
 
 @dataclass

@@ -27,6 +27,7 @@ from ..environment import (
     requirements_for_modules,
     write_environment,
 )
+from ..directory import new_model_directory
 from ..errors import ModelFormatError
 from ..model import INPUT_EXAMPLE_FILE, SERVING_INPUT_FILE, Model
 from ..signature import ModelSignature, Schema, params_schema_from_dict, schema_from_example, schema_from_pydantic_fields, schema_from_type_hint
@@ -73,18 +74,8 @@ def save_model(
         raise ModelFormatError(f"{path} already exists and is not empty: choose a new directory")
     if (python_model is None) == (loader_module is None):
         raise ModelFormatError("pass exactly one of python_model or loader_module")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
-        model = _write(tmp, python_model, artifacts, code_paths, model_config, signature, input_example, pip_requirements, extra_pip_requirements, metadata, streamable, loader_module, data_path)
-        if os.path.exists(path):
-            os.rmdir(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return model
+    with new_model_directory(path) as tmp:
+        return _write(tmp, python_model, artifacts, code_paths, model_config, signature, input_example, pip_requirements, extra_pip_requirements, metadata, streamable, loader_module, data_path)
 
 
 def _write(

@@ -12,36 +12,20 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from .sampling import SamplingParams, sample_next
-from ..generation import IncrementalDetokenizer, StopChecker
+from ..generation import IncrementalDetokenizer, StepOutput, StopChecker
+from ..generation import Sequence as BaseSequence
 
 
 @dataclass
-class Sequence:
-    """One generation: its prompt, parameters, and progress."""
+class Sequence(BaseSequence):
+    """One generation on the transformers batcher."""
 
-    prompt_ids: list[int]
-    params: SamplingParams
-    seq_id: int = 0
-    generated: list[int] = field(default_factory=list)
-    finish_reason: Optional[str] = None
-    aborted: bool = False
     detokenizer: Optional[IncrementalDetokenizer] = None
-    stopper: Optional[StopChecker] = None
     generator: Any = None  # torch.Generator when seeded
-    text: str = ""
-
-
-@dataclass
-class StepOutput:
-    """What one step produced for one sequence: new text (may be empty) and whether it finished."""
-
-    seq: Sequence
-    text: str
-    finished: bool
 
 
 class ContinuousBatcher:
