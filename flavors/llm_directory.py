@@ -11,16 +11,19 @@ from typing import Any, Optional
 from servelm.agents.chat_types import ChatCompletionRequest, ChatCompletionResponse
 
 from .environment import merge_requirements, requirements_for_modules, write_environment
-from .directory import new_model_directory
 from .errors import ModelFormatError
-
-__all__ = ["CHAT_EXAMPLE", "TASKS", "new_model_directory", "write_llm_metadata"]
 from .model import INPUT_EXAMPLE_FILE, SERVING_INPUT_FILE, Model
 from .signature import ColSpec, ModelSignature, Scalar, Schema, schema_from_pydantic_fields
 
 TASK_CHAT = "llm/v1/chat"
 TASKS = (TASK_CHAT, "text-generation")
 CHAT_EXAMPLE = {"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16, "temperature": 0.0}
+
+
+def check_task(task: str) -> None:
+    """A clear error for a task the LLM flavors do not save (called before any file is written)."""
+    if task not in TASKS:
+        raise ModelFormatError(f"task {task!r} is not supported; use one of {', '.join(TASKS)}")
 
 
 def write_llm_metadata(
@@ -38,9 +41,8 @@ def write_llm_metadata(
     metadata: Optional[dict[str, Any]] = None,
 ) -> Model:
     """Write the MLmodel (the flavor's block and a python_function block), signature, input example and
-    environment of an LLM directory; ``modules`` are what its requirements pin."""
-    if task not in TASKS:
-        raise ModelFormatError(f"task {task!r} is not supported; use one of {', '.join(TASKS)}")
+    environment of an LLM directory; ``modules`` are what its requirements pin. ``task`` is one of TASKS
+    (see ``check_task``)."""
     pyfunc: dict[str, Any] = {"env": {"conda": "conda.yaml", "virtualenv": "python_env.yaml"}, "loader_module": loader_module,
                               "python_version": platform.python_version(), "streamable": task == TASK_CHAT}
     if model_config:

@@ -111,6 +111,10 @@ class Model:
         with open(os.path.join(path, info["artifact_path"])) as f:
             return json.load(f)
 
+    def pyfunc_config(self) -> dict[str, Any]:
+        """A copy of the python_function block's saved ``config`` (model_config at save time), or {}."""
+        return dict(self.flavors.get("python_function", {}).get("config") or {})
+
     @property
     def task(self) -> Optional[str]:
         """The model's task (``agent/v2/chat``, ``llm/v1/chat``...), from metadata."""

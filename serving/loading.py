@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Optional
 
@@ -90,7 +91,7 @@ def transformers_service(path: str, settings: ServerSettings) -> ModelService:
     except ImportError:
         raise ModelFormatError("the transformers engine needs torch and transformers: pip install 'servelm[transformers]'") from None
     from servelm.flavors.transformers.batcher import ContinuousBatcher
-    from servelm.flavors.transformers.chat import prompt_ids, render_prompt, require_chat_template
+    from servelm.flavors.transformers.chat import encode_chat, require_chat_template
     from servelm.flavors.transformers.device import choose_device
     from servelm.flavors.transformers.flavor import load_components
 
@@ -101,7 +102,7 @@ def transformers_service(path: str, settings: ServerSettings) -> ModelService:
     defaults: dict[str, Any] = {}
     if os.path.isfile(os.path.join(path, "MLmodel")):
         model, tokenizer, meta = load_components(path, options.get("device"), options.get("threads"))
-        defaults = dict(meta.flavors.get("python_function", {}).get("config") or {})
+        defaults = meta.pyfunc_config()
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -112,7 +113,7 @@ def transformers_service(path: str, settings: ServerSettings) -> ModelService:
     max_num_seqs = int(options.get("max_num_seqs") or 64)
     context_length = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
     engine = GenerationEngine(lambda: ContinuousBatcher(model, tokenizer, max_num_seqs), context_length, max_num_seqs)
-    return LLMService(engine, lambda request: prompt_ids(tokenizer, render_prompt(tokenizer, request)), "llm/v1/chat (transformers engine)", defaults)
+    return LLMService(engine, functools.partial(encode_chat, tokenizer), "llm/v1/chat (transformers engine)", defaults)
 
 
 def onnx_service(path: str, settings: ServerSettings) -> ModelService:
@@ -130,7 +131,7 @@ def onnx_service(path: str, settings: ServerSettings) -> ModelService:
     defaults: dict[str, Any] = {}
     if os.path.isfile(os.path.join(path, "MLmodel")):
         genai, meta = load_genai(path, provider, max_num_seqs, options.get("threads"))
-        defaults = dict(meta.flavors.get("python_function", {}).get("config") or {})
+        defaults = meta.pyfunc_config()
     elif os.path.isfile(os.path.join(path, GENAI_CONFIG)):
         genai = open_genai(path, provider, max_num_seqs, options.get("threads"))
     else:
@@ -152,7 +153,7 @@ def vllm_service(path: str, settings: ServerSettings) -> ModelService:
         from transformers import AutoTokenizer
     except ImportError:
         raise ModelFormatError("the vllm engine needs transformers (vLLM installs it)") from None
-    from servelm.flavors.transformers.chat import prompt_ids, render_prompt, require_chat_template
+    from servelm.flavors.transformers.chat import encode_chat, require_chat_template
 
     defaults: dict[str, Any] = {}
     if os.path.isfile(os.path.join(path, "MLmodel")):
@@ -162,7 +163,7 @@ def vllm_service(path: str, settings: ServerSettings) -> ModelService:
         flavor = meta.flavor("transformers")
         weights = os.path.join(path, flavor["model_binary"]) if flavor.get("model_binary") else flavor["source_model_name"]
         tokenizer_dir = os.path.join(path, "components", "tokenizer")
-        defaults = dict(meta.flavors.get("python_function", {}).get("config") or {})
+        defaults = meta.pyfunc_config()
     elif os.path.isfile(os.path.join(path, "config.json")):
         weights = tokenizer_dir = path
     else:
@@ -170,4 +171,4 @@ def vllm_service(path: str, settings: ServerSettings) -> ModelService:
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     require_chat_template(tokenizer, path)
     engine = VLLMEngine(weights, tokenizer_dir, settings.served_model_name or default_model_name(path), settings.engine_options)
-    return LLMService(engine, lambda request: prompt_ids(tokenizer, render_prompt(tokenizer, request)), "llm/v1/chat (vLLM engine)", defaults)
+    return LLMService(engine, functools.partial(encode_chat, tokenizer), "llm/v1/chat (vLLM engine)", defaults)

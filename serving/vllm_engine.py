@@ -118,9 +118,12 @@ class _DeltaStream:
     def __init__(self, engine: VLLMEngine, request: EngineRequest):
         self.engine = engine
         self.request = request
-        self.outputs: Any = None
-        self.started = False
+        self.outputs: Any = None  # vLLM's output stream, opened by the first get()
         self.tokens = 0
+
+    @property
+    def started(self) -> bool:
+        return self.outputs is not None
 
     def empty(self) -> bool:
         return True
@@ -132,7 +135,6 @@ class _DeltaStream:
         request = self.request
         if self.outputs is None:
             self.outputs = self.engine.engine.generate({"prompt_token_ids": request.prompt_ids}, self.engine.sampling(request.params), request.seq)
-            self.started = True
         try:
             out = await self.outputs.__anext__()
         except StopAsyncIteration:

@@ -9,7 +9,8 @@ import shutil
 from typing import Any, Optional
 
 from ..errors import ModelFormatError
-from ..llm_directory import TASKS, new_model_directory, write_llm_metadata
+from ..directory import new_model_directory
+from ..llm_directory import check_task, write_llm_metadata
 from ..model import Model
 from ..signature import ModelSignature
 from .export import EXPORT_INFO
@@ -51,8 +52,7 @@ def save_model(
     ``task="llm/v1/chat"`` needs a chat template in the folder (checked now).
     """
     og = import_genai()
-    if task not in TASKS:
-        raise ModelFormatError(f"task {task!r} is not supported; use one of {', '.join(TASKS)}")
+    check_task(task)
     if not os.path.isfile(os.path.join(onnx_model_dir, GENAI_CONFIG)):
         raise ModelFormatError(f"{onnx_model_dir} is not an onnxruntime-genai folder (no {GENAI_CONFIG}); create one with servelm.flavors.onnx.export")
     if task == "llm/v1/chat" and not has_chat_template(onnx_model_dir):
@@ -100,13 +100,8 @@ def genai_dir_of(path: str) -> tuple[str, Model]:
 def load_genai(path: str, execution_provider: Optional[str] = None, max_batch_size: int = 64, threads: Optional[int] = None) -> tuple[GenaiModel, Model]:
     """Open an onnx-flavor directory on its provider: the one asked for, else the saved one when available, else cpu."""
     folder, meta = genai_dir_of(path)
-    if execution_provider is None:
-        saved = (meta.flavor(FLAVOR_NAME).get("providers") or [None])[0]
-        og = import_genai()
-        from .runtime import provider_available
-
-        execution_provider = saved if saved and provider_available(og, saved) else None
-    return open_genai(folder, execution_provider, max_batch_size, threads), meta
+    saved = (meta.flavor(FLAVOR_NAME).get("providers") or [None])[0]
+    return open_genai(folder, execution_provider, max_batch_size, threads, saved=saved), meta
 
 
 def load_model(path: str, return_type: str = "model", execution_provider: Optional[str] = None) -> Any:

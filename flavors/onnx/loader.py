@@ -13,5 +13,5 @@ def _load_pyfunc(data_path: str, model_config: Optional[dict[str, Any]] = None) 
     """Load the model directory ``data_path`` as a chat (or text-generation) pyfunc model."""
     config = dict(model_config or {})
     genai, meta = load_genai(data_path, config.pop("execution_provider", None))
-    config = {**(meta.flavors.get("python_function", {}).get("config") or {}), **config}
+    config = {**meta.pyfunc_config(), **config}
     return OnnxPyfunc(genai, meta.task or "text-generation", os.path.basename(os.path.normpath(data_path)), config)

@@ -37,10 +37,15 @@ def provider_available(og: Any, provider: str) -> bool:
     return provider == "cpu" or (check is not None and bool(getattr(og, check)()))
 
 
-def saved_provider(genai_dir: str) -> str:
-    """The provider a genai folder was exported for (the first in its decoder's provider_options)."""
+def read_genai_config(genai_dir: str) -> dict[str, Any]:
+    """The folder's genai_config.json, parsed."""
     with open(os.path.join(genai_dir, GENAI_CONFIG)) as f:
-        config = json.load(f)
+        return json.load(f)
+
+
+def saved_provider(genai_dir: str, config: Optional[dict[str, Any]] = None) -> str:
+    """The provider a genai folder was exported for (the first in its decoder's provider_options)."""
+    config = config if config is not None else read_genai_config(genai_dir)
     options = config.get("model", {}).get("decoder", {}).get("session_options", {}).get("provider_options") or []
     for entry in options:
         for name in entry:
@@ -48,10 +53,10 @@ def saved_provider(genai_dir: str) -> str:
     return "cpu"
 
 
-def choose_provider(og: Any, genai_dir: str, requested: Optional[str] = None) -> str:
-    """The execution provider to run: the one asked for (an error if it is not available), else the one the
-    folder was exported for when available, else cpu. Never a silent fall back from a requested GPU."""
-    exported = saved_provider(genai_dir)
+def choose_provider(og: Any, defaults: list[str], requested: Optional[str] = None) -> str:
+    """The execution provider to run: the one asked for (an error if it is not available), else the first
+    of ``defaults`` (the saved one, the exported one) that is available, else cpu. Never a silent fall
+    back from a requested GPU."""
     if requested:
         name = requested.lower().split(":")[0]
         if name not in PROVIDERS:
@@ -60,9 +65,10 @@ def choose_provider(og: Any, genai_dir: str, requested: Optional[str] = None) ->
             raise ModelFormatError(f"execution provider {name!r} is not available in this onnxruntime-genai build "
                                    f"(install onnxruntime-genai-cuda for cuda), or choose cpu")
         return name
-    if provider_available(og, exported):
-        return exported
-    log.warning("model exported for %s, which is not available here: running on cpu", exported)
+    for name in defaults:
+        if provider_available(og, name):
+            return name
+    log.warning("model made for %s, which is not available here: running on cpu", defaults[0])
     return "cpu"
 
 
@@ -92,12 +98,16 @@ class GenaiModel:
         return self.tokenizer.encode(text).tolist()
 
 
-def open_genai(genai_dir: str, provider: Optional[str] = None, max_batch_size: int = 64, threads: Optional[int] = None) -> GenaiModel:
-    """Load a genai folder on the chosen provider with the Engine's batch size and CPU threads set."""
+def open_genai(genai_dir: str, provider: Optional[str] = None, max_batch_size: int = 64, threads: Optional[int] = None,
+               saved: Optional[str] = None) -> GenaiModel:
+    """Load a genai folder on the chosen provider (``provider``, else ``saved`` or the exported one when
+    available, else cpu) with the Engine's batch size and CPU threads set."""
     og = import_genai()
     if not os.path.isfile(os.path.join(genai_dir, GENAI_CONFIG)):
         raise ModelFormatError(f"{genai_dir} is not an onnxruntime-genai folder (no {GENAI_CONFIG})")
-    name = choose_provider(og, genai_dir, provider)
+    saved_config = read_genai_config(genai_dir)
+    dynamic = "dynamic_batching" in (saved_config.get("engine") or {})
+    name = choose_provider(og, [p for p in (saved, saved_provider(genai_dir, saved_config)) if p], provider)
     config = og.Config(genai_dir)
     config.clear_providers()
     if name != "cpu":
@@ -105,25 +115,17 @@ def open_genai(genai_dir: str, provider: Optional[str] = None, max_batch_size: i
     session: dict[str, Any] = {}
     if name == "cpu":
         session = {"intra_op_num_threads": threads or max(1, (os.cpu_count() or 2) // 2), "inter_op_num_threads": 1}
-    batching = {} if "dynamic_batching" in _engine_section(genai_dir) else {"engine": {"static_batching": {"max_batch_size": int(max_batch_size)}}}
+    batching = {} if dynamic else {"engine": {"static_batching": {"max_batch_size": int(max_batch_size)}}}
     config.overlay(json.dumps({**batching, "model": {"decoder": {"session_options": session}}}))
     model = og.Model(config)
     tokenizer = og.Tokenizer(model)
-    with open(os.path.join(genai_dir, GENAI_CONFIG)) as f:
-        saved = json.load(f)
-    meta = saved["model"]
-    dynamic = "dynamic_batching" in (saved.get("engine") or {})
+    meta = saved_config["model"]
     eos = meta.get("eos_token_id")
     eos_ids = frozenset(eos if isinstance(eos, list) else [eos] if eos is not None else []) | frozenset(int(i) for i in tokenizer.eos_token_ids)
     log.info("onnxruntime-genai %s: running %s on %s%s", og.__version__ if hasattr(og, "__version__") else "", os.path.basename(genai_dir.rstrip("/")),
              name, f" with {session['intra_op_num_threads']} threads" if session else "")
     return GenaiModel(model, tokenizer, name, int(meta.get("context_length") or 2048), eos_ids, genai_dir, int(meta.get("vocab_size") or 0),
                       _text_tokenizer(genai_dir), int(max_batch_size), dynamic)
-
-
-def _engine_section(genai_dir: str) -> dict[str, Any]:
-    with open(os.path.join(genai_dir, GENAI_CONFIG)) as f:
-        return json.load(f).get("engine") or {}
 
 
 def _text_tokenizer(genai_dir: str) -> Any:

@@ -10,7 +10,7 @@ from servelm.agents import ChatCompletionRequest
 from ..errors import ModelFormatError
 from ..generation import sampling_params, template_inputs
 
-__all__ = ["prompt_ids", "render_prompt", "require_chat_template", "sampling_params"]
+__all__ = ["encode_chat", "prompt_ids", "render_prompt", "require_chat_template", "sampling_params"]
 
 
 def require_chat_template(tokenizer: Any, where: str) -> None:
@@ -30,3 +30,8 @@ def render_prompt(tokenizer: Any, request: ChatCompletionRequest) -> str:
 def prompt_ids(tokenizer: Any, text: str) -> list[int]:
     """Token ids of an already templated prompt (the template added any special tokens)."""
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def encode_chat(tokenizer: Any, request: ChatCompletionRequest) -> list[int]:
+    """Token ids of a chat request rendered with the tokenizer's chat template."""
+    return prompt_ids(tokenizer, render_prompt(tokenizer, request))

@@ -9,7 +9,8 @@ import shutil
 from typing import Any, Optional
 
 from ..errors import ModelFormatError
-from ..llm_directory import CHAT_EXAMPLE, TASKS, new_model_directory, write_llm_metadata
+from ..directory import new_model_directory
+from ..llm_directory import CHAT_EXAMPLE, check_task, write_llm_metadata
 from ..model import Model
 from ..signature import ModelSignature
 from .chat import require_chat_template
@@ -63,8 +64,7 @@ def save_model(
     """
     import transformers
 
-    if task not in TASKS:
-        raise ModelFormatError(f"task {task!r} is not supported; use one of {', '.join(TASKS)}")
+    check_task(task)
     model, tokenizer, source = _components(transformers_model)
     if task == "llm/v1/chat":
         require_chat_template(tokenizer, "save_model")

@@ -12,6 +12,6 @@ from .pyfunc import TransformersPyfunc
 def _load_pyfunc(data_path: str, model_config: Optional[dict[str, Any]] = None) -> TransformersPyfunc:
     """Load the model directory ``data_path`` as a chat (or text-generation) pyfunc model."""
     model, tokenizer, meta = load_components(data_path)
-    config = {**(meta.flavors.get("python_function", {}).get("config") or {}), **(model_config or {})}
+    config = {**meta.pyfunc_config(), **(model_config or {})}
     task = meta.task or "text-generation"
     return TransformersPyfunc(model, tokenizer, task, os.path.basename(os.path.normpath(data_path)), config)

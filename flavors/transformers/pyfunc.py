@@ -12,7 +12,7 @@ from servelm.agents import ChatCompletionRequest
 
 from ..llm_pyfunc import TASK_CHAT, ChatLLMPyfunc
 from .batcher import ContinuousBatcher
-from .chat import prompt_ids, render_prompt
+from .chat import encode_chat
 
 __all__ = ["TASK_CHAT", "TransformersPyfunc"]
 
@@ -30,7 +30,7 @@ class TransformersPyfunc(ChatLLMPyfunc):
         return ContinuousBatcher(self.model, self.tokenizer, self.max_num_seqs)
 
     def chat_prompt_ids(self, chat: ChatCompletionRequest) -> list[int]:
-        return prompt_ids(self.tokenizer, render_prompt(self.tokenizer, chat))
+        return encode_chat(self.tokenizer, chat)
 
     def text_prompt_ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
