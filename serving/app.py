@@ -129,11 +129,14 @@ def create_app(model_or_path: Any, **settings: Any) -> FastAPI:
         if state.service is None:
             detail = state.load_error or "loading"
             return JSONResponse({"status": "error" if state.load_error else "loading", "detail": detail}, status_code=503)
+        broken = state.service.health_error()
+        if broken:
+            return JSONResponse({"status": "error", "detail": broken}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     @app.get("/ping")
     async def ping() -> Response:
-        return PlainTextResponse("\n", status_code=200 if state.service is not None else 503)
+        return PlainTextResponse("\n", status_code=200 if state.service is not None and not state.service.health_error() else 503)
 
     @app.get("/version")
     async def version() -> Response:

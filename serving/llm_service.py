@@ -51,7 +51,11 @@ class LLMService(ModelService):
         if asyncio.iscoroutinefunction(self.engine.start):
             await self.engine.start()
         else:
-            self.engine.start()
+            await asyncio.to_thread(self.engine.start)  # may load the model: keep /health answering meanwhile
+
+    def health_error(self) -> Optional[str]:
+        check = getattr(self.engine, "health_error", None)
+        return check() if check is not None else None
 
     async def stop(self) -> None:
         if asyncio.iscoroutinefunction(self.engine.stop):

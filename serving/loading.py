@@ -84,36 +84,51 @@ def build_service(model_or_path: Any, settings: ServerSettings) -> ModelService:
 
 
 def transformers_service(path: str, settings: ServerSettings) -> ModelService:
-    """A transformers-flavor directory or a bare Hugging Face checkpoint, served by the transformers engine."""
+    """A transformers-flavor directory or a bare Hugging Face checkpoint, served by the transformers engine.
+
+    The model is loaded and stepped in an engine process of its own (``engine_options["process"]``,
+    default on); this process keeps only the tokenizer, for chat templates.
+    """
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError:
         raise ModelFormatError("the transformers engine needs torch and transformers: pip install 'servelm[transformers]'") from None
-    from servelm.flavors.transformers.batcher import ContinuousBatcher
     from servelm.flavors.transformers.chat import encode_chat, require_chat_template
-    from servelm.flavors.transformers.device import choose_device
-    from servelm.flavors.transformers.flavor import load_components
+    from servelm.flavors.transformers.flavor import context_length, load_tokenizer, locate_checkpoint
 
     from .llm_service import LLMService
-    from .generation_engine import GenerationEngine
 
     options = settings.engine_options
-    defaults: dict[str, Any] = {}
-    if os.path.isfile(os.path.join(path, "MLmodel")):
-        model, tokenizer, meta = load_components(path, options.get("device"), options.get("threads"))
-        defaults = meta.pyfunc_config()
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        device, dtype = choose_device(options.get("dtype"), options.get("device"), options.get("threads"))
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    checkpoint = locate_checkpoint(path)
+    tokenizer = load_tokenizer(checkpoint)
     require_chat_template(tokenizer, path)
     max_num_seqs = int(options.get("max_num_seqs") or 64)
-    context_length = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
-    engine = GenerationEngine(lambda: ContinuousBatcher(model, tokenizer, max_num_seqs), context_length, max_num_seqs)
+    make_batcher = functools.partial(transformers_batcher, path, options.get("device"), options.get("threads"), options.get("dtype"), max_num_seqs)
+    engine = new_engine(make_batcher, context_length(checkpoint), max_num_seqs, options.get("process", True))
+    defaults = checkpoint.meta.pyfunc_config() if checkpoint.meta is not None else {}
     return LLMService(engine, functools.partial(encode_chat, tokenizer), "llm/v1/chat (transformers engine)", defaults)
+
+
+def transformers_batcher(path: str, device: Optional[str], threads: Optional[int], dtype: Optional[str], max_num_seqs: int) -> Any:
+    """Load the model at ``path`` and wrap it in a ContinuousBatcher (called where the engine runs)."""
+    from servelm.flavors.transformers.batcher import ContinuousBatcher
+    from servelm.flavors.transformers.flavor import load_checkpoint, locate_checkpoint
+
+    model, tokenizer = load_checkpoint(locate_checkpoint(path), device, threads, dtype)
+    return ContinuousBatcher(model, tokenizer, max_num_seqs)
+
+
+def new_engine(make_batcher: Any, context_length: int, max_num_seqs: int, own_process: bool) -> Any:
+    """The engine that drives ``make_batcher``'s batcher: in a child process (picklable factory), or on a
+    thread of this one."""
+    if own_process:
+        from .engine_process import ProcessEngine
+
+        return ProcessEngine(make_batcher, context_length, max_num_seqs)
+    from .generation_engine import GenerationEngine
+
+    return GenerationEngine(make_batcher, context_length, max_num_seqs)
 
 
 def onnx_service(path: str, settings: ServerSettings) -> ModelService:

@@ -80,6 +80,10 @@ class ModelService:
     async def stop(self) -> None:
         """Stop background work; called on shutdown after in-flight requests drained."""
 
+    def health_error(self) -> Optional[str]:
+        """Why the loaded model cannot serve any more (e.g. its engine process died), or None."""
+        return None
+
 
 def responses_as_chat_request(request: ResponsesAgentRequest, model: str) -> ChatCompletionRequest:
     """A Responses request as the equivalent chat-completions request."""

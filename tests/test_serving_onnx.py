@@ -99,9 +99,9 @@ def test_disconnect_aborts_the_request(onnx_server):
         lines = resp.iter_lines()
         next(lines)
     deadline = time.monotonic() + 5
-    while (engine.batcher.has_work() or app.state.servelm.admission.running) and time.monotonic() < deadline:
+    while (engine.has_work() or app.state.servelm.admission.running) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not engine.batcher.has_work() and app.state.servelm.admission.running == 0
+    assert not engine.has_work() and app.state.servelm.admission.running == 0
 
 
 def test_prompt_over_context_is_400(onnx_server):

@@ -81,9 +81,9 @@ def test_disconnect_aborts_the_sequence(llm_server):
         lines = resp.iter_lines()
         next(lines)
     deadline = time.monotonic() + 5
-    while (engine.batcher.running or app.state.servelm.admission.running) and time.monotonic() < deadline:
+    while (engine.has_work() or app.state.servelm.admission.running) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not engine.batcher.running and app.state.servelm.admission.running == 0
+    assert not engine.has_work() and app.state.servelm.admission.running == 0
 
 
 def test_prompt_over_context_is_400(llm_server):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..errors import ModelFormatError
@@ -20,7 +21,7 @@ LOADER_MODULE = "servelm.flavors.transformers.loader"
 MODEL_DIR = "model"
 TOKENIZER_DIR = os.path.join("components", "tokenizer")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")
-__all__ = ["CHAT_EXAMPLE", "load_components", "load_model", "save_model"]
+__all__ = ["CHAT_EXAMPLE", "Checkpoint", "context_length", "load_checkpoint", "load_components", "load_model", "load_tokenizer", "locate_checkpoint", "save_model"]
 
 
 def _components(transformers_model: Any) -> tuple[Any, Any, Optional[str]]:
@@ -108,30 +109,72 @@ def _save_weights(model: Any, source: Optional[str], target: str) -> None:
             shutil.copy2(src, os.path.join(target, entry))
 
 
-def load_components(path: str, device: Optional[str] = None, threads: Optional[int] = None) -> tuple[Any, Any, Model]:
-    """(model on its device in eval mode, tokenizer, Model metadata) of a transformers-flavor directory."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+@dataclass
+class Checkpoint:
+    """Where a servable causal LM's parts are: weights (a local dir or a hub id), tokenizer dir, metadata."""
 
-    from .device import choose_device
+    weights: str
+    revision: Optional[str]
+    tokenizer_dir: str
+    torch_dtype: Optional[str]
+    meta: Optional[Model]  # None for a bare Hugging Face checkpoint directory
 
-    hf_logging.disable_progress_bar()  # progress bars are noise in server logs
+
+def locate_checkpoint(path: str) -> Checkpoint:
+    """The parts of a transformers-flavor directory, or of a bare local Hugging Face checkpoint."""
+    if not os.path.isfile(os.path.join(path, "MLmodel")):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ModelFormatError(f"{path} is neither a transformers-flavor directory nor a Hugging Face checkpoint (no MLmodel, no config.json)")
+        return Checkpoint(path, None, path, None, None)
     meta = Model.load(path)
     flavor = meta.flavor(FLAVOR_NAME)
     tokenizer_dir = os.path.join(path, TOKENIZER_DIR)
     if not os.path.isdir(tokenizer_dir):
         raise ModelFormatError(f"{tokenizer_dir} is missing: the tokenizer component was not saved")
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     if flavor.get("model_binary"):
         weights = os.path.join(path, flavor["model_binary"])
         if not os.path.isdir(weights):
             raise ModelFormatError(f"{weights} is missing: the model weights were not saved")
-        revision = None
-    else:
-        weights, revision = flavor["source_model_name"], flavor.get("source_model_revision")
-    torch_device, dtype = choose_device(flavor.get("torch_dtype"), device, threads)
-    model = AutoModelForCausalLM.from_pretrained(weights, revision=revision, dtype=dtype).to(torch_device).eval()
-    return model, tokenizer, meta
+        return Checkpoint(weights, None, tokenizer_dir, flavor.get("torch_dtype"), meta)
+    return Checkpoint(flavor["source_model_name"], flavor.get("source_model_revision"), tokenizer_dir, flavor.get("torch_dtype"), meta)
+
+
+def load_tokenizer(checkpoint: Checkpoint) -> Any:
+    """The checkpoint's tokenizer (no weights loaded)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(checkpoint.tokenizer_dir)
+
+
+def context_length(checkpoint: Checkpoint) -> int:
+    """Tokens the model can attend to (its config's max_position_embeddings; 2048 when it has none)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(checkpoint.weights, revision=checkpoint.revision)
+    return int(getattr(config, "max_position_embeddings", 0) or 2048)
+
+
+def load_checkpoint(checkpoint: Checkpoint, device: Optional[str] = None, threads: Optional[int] = None, dtype: Optional[str] = None) -> tuple[Any, Any]:
+    """(model on its device in eval mode, tokenizer); ``dtype`` overrides the saved torch_dtype."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from .device import choose_device
+
+    hf_logging.disable_progress_bar()  # progress bars are noise in server logs
+    tokenizer = load_tokenizer(checkpoint)
+    torch_device, torch_dtype = choose_device(dtype or checkpoint.torch_dtype, device, threads)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint.weights, revision=checkpoint.revision, dtype=torch_dtype).to(torch_device).eval()
+    return model, tokenizer
+
+
+def load_components(path: str, device: Optional[str] = None, threads: Optional[int] = None) -> tuple[Any, Any, Model]:
+    """(model on its device in eval mode, tokenizer, Model metadata) of a transformers-flavor directory."""
+    checkpoint = locate_checkpoint(path)
+    if checkpoint.meta is None:
+        raise ModelFormatError(f"{path} has no MLmodel file: not a transformers-flavor directory")
+    model, tokenizer = load_checkpoint(checkpoint, device, threads)
+    return model, tokenizer, checkpoint.meta
 
 
 def load_model(path: str, return_type: str = "pipeline", device: Optional[str] = None) -> Any:

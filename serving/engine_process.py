@@ -1,0 +1,192 @@
+"""The generation engine in a child process of its own (vLLM's engine-core split, for our batchers).
+
+Why: the HTTP side (parsing, chat templates, SSE framing) and the batcher's per-step Python (the model's
+forward, sampling, detokenizing) both need the GIL, so on one process they take turns on one core however
+many the machine has. Here the child owns the batcher (built there from a picklable factory: the model is
+loaded in the child, never in the server process) and the server process keeps the event loop.
+
+Two one-way pipes: requests go down as ("add", id, prompt ids, SamplingParams) / ("abort", id) /
+("stop",); each step comes back as ("step", batch size, [(id, text, finished, finish_reason, tokens,
+error)], whether the batcher still holds sequences), read by one thread that hands the Deltas to the event loop. The child exits when the server
+process goes away (its request pipe reaches EOF). If the child dies, every open request ends with an
+error and ``health_error`` says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import multiprocessing
+import threading
+from multiprocessing.connection import Connection
+from typing import Any, Callable, Optional
+
+from servelm.flavors.generation import SamplingParams
+
+from .generation_engine import BatcherDriver, Delta, EngineRequest, RequestTable
+
+log = logging.getLogger("servelm.engine")
+
+
+class ProcessEngine:
+    """Same face as ``GenerationEngine`` (submit / abort / start / stop), with the batcher in a child process.
+
+    ``make_batcher`` must be picklable (a module-level function or a functools.partial of one): it is
+    called in the child.
+    """
+
+    def __init__(self, make_batcher: Callable[[], Any], context_length: int, max_num_seqs: int = 64, on_step: Optional[Callable[[int], None]] = None):
+        self.make_batcher = make_batcher
+        self.context_length = context_length
+        self.max_num_seqs = max_num_seqs
+        self.on_step = on_step
+        self.requests = RequestTable()
+        self._process: Any = None
+        self._to_child: Optional[Connection] = None
+        self._from_child: Optional[Connection] = None
+        self._send_lock = threading.Lock()
+        self._reader: Optional[threading.Thread] = None
+        self._dead: Optional[str] = None
+        self._stopping = False
+        self._busy = False  # the child's batcher held sequences after its last step
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Start the child and wait (off the event loop) until its batcher is built; raises its error."""
+        await asyncio.to_thread(self._start)
+
+    def _start(self) -> None:
+        context = multiprocessing.get_context("spawn")  # a fork would copy the server's threads and locks
+        requests_in, requests_out = context.Pipe(duplex=False)
+        outputs_in, outputs_out = context.Pipe(duplex=False)
+        self._process = context.Process(target=engine_main, args=(self.make_batcher, requests_in, outputs_out), name="servelm-engine")
+        self._process.start()
+        requests_in.close()
+        outputs_out.close()
+        self._to_child, self._from_child = requests_out, outputs_in
+        while not outputs_in.poll(0.5):
+            if not self._process.is_alive():
+                raise RuntimeError(f"the engine process exited with code {self._process.exitcode} while loading the model")
+        try:
+            kind, detail = outputs_in.recv()
+        except EOFError:
+            raise RuntimeError(f"the engine process exited while loading the model (code {self._process.exitcode})") from None
+        if kind != "ready":
+            self._process.join(timeout=10)
+            raise RuntimeError(detail)
+        log.info("engine process %d ready", self._process.pid)
+        self._reader = threading.Thread(target=self._read, name="servelm-engine-reader", daemon=True)
+        self._reader.start()
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._stop)
+
+    def _stop(self) -> None:
+        if self._process is None:
+            return
+        self._stopping = True
+        try:
+            self._send(("stop",))
+        except OSError:
+            pass
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(timeout=5)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+
+    def health_error(self) -> Optional[str]:
+        """Why the engine cannot serve, or None."""
+        return self._dead
+
+    def has_work(self) -> bool:
+        """Whether the child's batcher held any sequence after its last step (aborted rows included)."""
+        return self._busy and self._dead is None
+
+    # ------------------------------------------------------------------ requests
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> EngineRequest:
+        """Queue a sequence; read its Deltas from ``request.queue``."""
+        request = self.requests.new(prompt_ids, params)
+        if self._dead is not None:
+            self.requests.deliver([(request.rid, Delta("", True, None, error=self._dead))])
+            return request
+        try:
+            self._send(("add", request.rid, prompt_ids, params))
+        except OSError as exc:
+            self.requests.deliver([(request.rid, Delta("", True, None, error=f"the engine process is gone: {exc}"))])
+        return request
+
+    def abort(self, request: EngineRequest) -> None:
+        """Free the request's row at the child's next step (nothing if it already finished)."""
+        if self.requests.close(request) and self._dead is None:
+            try:
+                self._send(("abort", request.rid))
+            except OSError:
+                pass
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        assert self._to_child is not None, "the engine is not started"
+        with self._send_lock:
+            self._to_child.send(message)
+
+    # ------------------------------------------------------------------ reader thread
+    def _read(self) -> None:
+        assert self._from_child is not None
+        while True:
+            try:
+                message = self._from_child.recv()
+            except (EOFError, OSError):
+                break
+            _, batch, items, self._busy = message
+            if self.on_step is not None and batch:
+                self.on_step(batch)
+            self.requests.deliver([(rid, Delta(text, finished, reason, tokens, error)) for rid, text, finished, reason, tokens, error in items])
+        code = self._process.exitcode if self._process is not None else None
+        self._dead = "the engine process has stopped" if self._stopping else f"the engine process died (exit code {code}); restart the server"
+        if not self._stopping:
+            log.error("%s", self._dead)
+        self.requests.fail_all(self._dead)
+
+
+# ---------------------------------------------------------------------- the child
+def engine_main(make_batcher: Callable[[], Any], requests: Connection, outputs: Connection) -> None:
+    """The child process: build the batcher, then take requests and step until told to stop (or orphaned)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    try:
+        driver = BatcherDriver(make_batcher)
+    except BaseException as exc:
+        outputs.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    gc.collect()
+    gc.freeze()  # the model and libraries live as long as the process: keep them out of the cyclic collector's passes
+    outputs.send(("ready", None))
+    while True:
+        wait: Optional[float] = 0.0 if driver.has_work() else None  # block when idle, only peek when busy
+        try:
+            while requests.poll(wait):
+                message = requests.recv()
+                wait = 0.0
+                if message[0] == "add":
+                    _, rid, prompt_ids, params = message
+                    refused = driver.add(rid, prompt_ids, params)
+                    if refused is not None:
+                        outputs.send(("step", 0, [_wire(rid, refused)], driver.has_work()))  # (OSError: the server is gone, below)
+                elif message[0] == "abort":
+                    driver.abort(message[1])
+                else:  # "stop"
+                    return
+        except (EOFError, OSError):  # the server process is gone
+            return
+        if driver.has_work():
+            batch, items = driver.step()
+            try:
+                outputs.send(("step", batch, [_wire(rid, delta) for rid, delta in items], driver.has_work()))
+            except OSError:  # the server process is gone
+                return
+
+
+def _wire(rid: int, delta: Delta) -> tuple[int, str, bool, Optional[str], int, Optional[str]]:
+    """A Delta as a plain tuple: cheaper to pickle than the dataclass."""
+    return rid, delta.text, delta.finished, delta.finish_reason, delta.completion_tokens, delta.error
