@@ -7,7 +7,8 @@ loaded in the child, never in the server process) and the server process keeps t
 
 Two one-way pipes: requests go down as ("add", id, prompt ids, SamplingParams) / ("abort", id) /
 ("stop",); each step comes back as ("step", batch size, [(id, text, finished, finish_reason, tokens,
-error)], whether the batcher still holds sequences), read by one thread that hands the Deltas to the event loop. The child exits when the server
+error)], whether the batcher still holds sequences), read on the event loop itself whenever the pipe is
+readable (no reader thread: a thread would have to win the GIL from a busy loop before every hand-off). The child exits when the server
 process goes away (its request pipe reaches EOF). If the child dies, every open request ends with an
 error and ``health_error`` says so.
 """
@@ -46,15 +47,19 @@ class ProcessEngine:
         self._to_child: Optional[Connection] = None
         self._from_child: Optional[Connection] = None
         self._send_lock = threading.Lock()
-        self._reader: Optional[threading.Thread] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._dead: Optional[str] = None
         self._stopping = False
         self._busy = False  # the child's batcher held sequences after its last step
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Start the child and wait (off the event loop) until its batcher is built; raises its error."""
+        """Start the child, wait (off the event loop) until its batcher is built, then read its steps on
+        this event loop; raises the child's error."""
         await asyncio.to_thread(self._start)
+        assert self._from_child is not None
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._from_child.fileno(), self._read)
 
     def _start(self) -> None:
         context = multiprocessing.get_context("spawn")  # a fork would copy the server's threads and locks
@@ -76,26 +81,23 @@ class ProcessEngine:
             self._process.join(timeout=10)
             raise RuntimeError(detail)
         log.info("engine process %d ready", self._process.pid)
-        self._reader = threading.Thread(target=self._read, name="servelm-engine-reader", daemon=True)
-        self._reader.start()
 
     async def stop(self) -> None:
-        await asyncio.to_thread(self._stop)
-
-    def _stop(self) -> None:
+        self._stopping = True
         if self._process is None:
             return
-        self._stopping = True
         try:
             self._send(("stop",))
         except OSError:
             pass
+        await asyncio.to_thread(self._join)
+        self._read()  # the child's last steps, then its EOF: fails what is still open
+
+    def _join(self) -> None:
         self._process.join(timeout=10)
         if self._process.is_alive():
             self._process.kill()
             self._process.join(timeout=5)
-        if self._reader is not None:
-            self._reader.join(timeout=5)
 
     def health_error(self) -> Optional[str]:
         """Why the engine cannot serve, or None."""
@@ -131,18 +133,24 @@ class ProcessEngine:
         with self._send_lock:
             self._to_child.send(message)
 
-    # ------------------------------------------------------------------ reader thread
+    # ------------------------------------------------------------------ the child's steps, on the event loop
     def _read(self) -> None:
-        assert self._from_child is not None
-        while True:
-            try:
-                message = self._from_child.recv()
-            except (EOFError, OSError):
-                break
-            _, batch, items, self._busy = message
-            if self.on_step is not None and batch:
-                self.on_step(batch)
-            self.requests.deliver([(rid, Delta(text, finished, reason, tokens, error)) for rid, text, finished, reason, tokens, error in items])
+        """Take every step the child has sent so far (called by the loop when the pipe is readable)."""
+        connection = self._from_child
+        if connection is None or self._loop is None or self._dead is not None:
+            return
+        try:
+            while connection.poll():
+                _, batch, items, self._busy = connection.recv()
+                if self.on_step is not None and batch:
+                    self.on_step(batch)
+                self.requests.deliver_here([(rid, Delta(text, finished, reason, tokens, error)) for rid, text, finished, reason, tokens, error in items])
+        except (EOFError, OSError):
+            self._died()
+
+    def _died(self) -> None:
+        assert self._loop is not None and self._from_child is not None
+        self._loop.remove_reader(self._from_child.fileno())
         code = self._process.exitcode if self._process is not None else None
         self._dead = "the engine process has stopped" if self._stopping else f"the engine process died (exit code {code}); restart the server"
         if not self._stopping:

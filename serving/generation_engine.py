@@ -128,6 +128,16 @@ class RequestTable:
         request.aborted = True
         return self._open.pop(request.rid, None) is not None
 
+    def deliver_here(self, items: list[tuple[int, Delta]]) -> None:
+        """Put Deltas on their requests' queues; call on the loop the requests belong to."""
+        for rid, delta in items:
+            request = self._open.get(rid)
+            if request is None:
+                continue
+            if delta.finished:
+                del self._open[rid]
+            request.queue.put_nowait(delta)
+
     def deliver(self, items: list[tuple[int, Delta]]) -> None:
         """Hand Deltas to their requests' loops (safe from any thread); finished requests are forgotten."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[EngineRequest, Delta]]] = {}

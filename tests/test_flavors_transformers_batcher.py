@@ -42,6 +42,33 @@ def test_greedy_matches_generate_with_mid_batch_joins(lm):
     assert max(sizes) == 3
 
 
+def test_greedy_parity_through_gathered_prefills_lazy_repacks_and_buffer_growth(lm):
+    """Newcomers gathered while the batch is busy, rows finishing at different steps (left in the batch
+    until a repack), and a sequence longer than the cache's spare columns: every row still decodes
+    exactly what generate() gives it alone."""
+    model, tokenizer = lm
+    texts = ["hello world", "the model server is fast today", "a", "many questions at once, please", "b c d e f g", "stop"]
+    budgets = [70, 5, 9, 14, 3, 20]
+    prompts = [prompt(tokenizer, t) for t in texts]
+    reference = [model.generate(torch.tensor([p]), max_new_tokens=n, do_sample=False)[0][len(p):].tolist() for p, n in zip(prompts, budgets)]
+    batcher = ContinuousBatcher(model, tokenizer, max_num_seqs=8, prefill_interval=3, busy_rows=1)
+    seqs = {}
+    arrivals = {0: [0, 1], 2: [2], 3: [3, 4], 7: [5]}  # step -> sequences that arrive before it
+    step = 0
+    sizes = []
+    while step < 8 or batcher.has_work():
+        for i in arrivals.get(step, []):
+            seqs[i] = batcher.add(prompts[i], SamplingParams(max_tokens=budgets[i], temperature=0, ignore_eos=True))
+        batcher.step()
+        sizes.append(len(batcher.running))
+        step += 1
+    for i, ref in enumerate(reference):
+        assert seqs[i].generated == ref, texts[i]
+        assert seqs[i].finish_reason == "length"
+    assert not batcher.running and batcher._cache is None
+    assert max(sizes) >= 4
+
+
 def test_abort_frees_the_row_and_others_continue(lm):
     model, tokenizer = lm
     batcher = ContinuousBatcher(model, tokenizer, max_num_seqs=4)

@@ -8,7 +8,7 @@ from typing import Any
 from servelm.agents import ChatCompletionRequest
 
 from ..errors import ModelFormatError
-from ..generation import sampling_params, template_inputs
+from ..generation import rust_tokenizer, sampling_params, template_inputs
 
 __all__ = ["encode_chat", "prompt_ids", "render_prompt", "require_chat_template", "sampling_params"]
 
@@ -28,7 +28,14 @@ def render_prompt(tokenizer: Any, request: ChatCompletionRequest) -> str:
 
 
 def prompt_ids(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of an already templated prompt (the template added any special tokens)."""
+    """Token ids of an already templated prompt (the template added any special tokens).
+
+    A fast tokenizer's Rust backend encodes directly (transformers' ``__call__`` costs several times the
+    encoding itself) unless the backend carries truncation or padding settings, which ``__call__`` resets.
+    """
+    backend = rust_tokenizer(tokenizer)
+    if backend is not None and backend.truncation is None and backend.padding is None:
+        return list(backend.encode(text, add_special_tokens=False).ids)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
