@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 
 from servelm.flavors.generation import SamplingParams
 
+from .errors import APIError
 from .generation_engine import BatcherDriver, Delta, EngineRequest, RequestTable
 
 log = logging.getLogger("servelm.engine")
@@ -110,10 +111,9 @@ class ProcessEngine:
     # ------------------------------------------------------------------ requests
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> EngineRequest:
         """Queue a sequence; read its Deltas from ``request.queue``."""
-        request = self.requests.new(prompt_ids, params)
         if self._dead is not None:
-            self.requests.deliver([(request.rid, Delta("", True, None, error=self._dead))])
-            return request
+            raise APIError(503, self._dead, code="engine_unavailable")
+        request = self.requests.new(prompt_ids, params)
         try:
             self._send(("add", request.rid, prompt_ids, params))
         except OSError as exc:
