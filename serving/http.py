@@ -102,12 +102,17 @@ async def guard_request(request: Request, work: Callable[[], Awaitable[R]], time
 
 class SlotEventSourceResponse(EventSourceResponse):
     """An SSE response that closes its generator and releases its admission slot however it ends
-    (finished, failed, client gone, or never started)."""
+    (finished, failed, client gone, or never started).
+
+    The slot is released as soon as the last event is sent, not after sse-starlette has torn down its
+    helper tasks: under load that teardown takes several event-loop turns, and a client that sends its
+    next request at once would otherwise wait for a slot its previous request no longer uses.
+    """
 
     def __init__(self, events: AsyncIterator[dict[str, Any]], on_close: Callable[[], None], **kwargs: Any):
         super().__init__(events, ping=15, **kwargs)
         self._events = events
-        self._on_close = on_close
+        self._on_close: Optional[Callable[[], None]] = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -116,7 +121,18 @@ class SlotEventSourceResponse(EventSourceResponse):
             try:
                 await self._events.aclose()  # type: ignore[attr-defined]
             finally:
-                self._on_close()
+                self._release()
+
+    async def _stream_response(self, send: Send) -> None:
+        try:
+            await super()._stream_response(send)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
         # Without a send timeout there is nothing to time: skip the cancel scope sse-starlette opens

@@ -114,10 +114,11 @@ class ContinuousBatcher:
         the batcher's tokens/s and costs a newcomer at most ``prefill_interval - 1`` steps.
         """
         self._steps_since_prefill += 1
-        room = min(self.max_num_seqs - len(self.running), self.max_prefill_seqs)
+        live = sum(1 for s in self.running if s.finish_reason is None)  # finished rows wait for the repack, but hold no room
+        room = min(self.max_num_seqs - live, self.max_prefill_seqs)
         if not self.waiting or room <= 0:
             return []
-        busy = len(self.running) >= self.busy_rows
+        busy = live >= self.busy_rows
         if busy and self._steps_since_prefill < self.prefill_interval and len(self.waiting) < self.busy_rows:
             return []
         newcomers = []
