@@ -92,8 +92,7 @@ class VLLMEngine:
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> EngineRequest:
         """Queue a generation; read its Deltas from ``request.queue`` (reading drives vLLM's stream, with
         no task of its own: vLLM already joins the deltas a slow reader has not taken yet)."""
-        request = EngineRequest(prompt_ids, params, asyncio.get_running_loop())
-        request.seq = f"servelm-{next(self._ids)}-{os.getpid()}"  # the vLLM request id
+        request = EngineRequest(next(self._ids), prompt_ids, params, asyncio.get_running_loop())
         request.queue = _DeltaStream(self, request)  # type: ignore[assignment]
         return request
 
@@ -118,6 +117,7 @@ class _DeltaStream:
     def __init__(self, engine: VLLMEngine, request: EngineRequest):
         self.engine = engine
         self.request = request
+        self.vllm_id = f"servelm-{request.rid}-{os.getpid()}"  # the request id vLLM knows it by
         self.outputs: Any = None  # vLLM's output stream, opened by the first get()
         self.tokens = 0
 
@@ -134,13 +134,13 @@ class _DeltaStream:
     async def get(self) -> Delta:
         request = self.request
         if self.outputs is None:
-            self.outputs = self.engine.engine.generate({"prompt_token_ids": request.prompt_ids}, self.engine.sampling(request.params), request.seq)
+            self.outputs = self.engine.engine.generate({"prompt_token_ids": request.prompt_ids}, self.engine.sampling(request.params), self.vllm_id)
         try:
             out = await self.outputs.__anext__()
         except StopAsyncIteration:
             return Delta("", True, "abort", self.tokens)
         except Exception as exc:  # a failed request fails alone; its client gets a 500 / error event
-            log.exception("vLLM request %s failed", request.seq)
+            log.exception("vLLM request %s failed", self.vllm_id)
             request.aborted = True
             return Delta("", True, None, self.tokens, error=f"vLLM: {type(exc).__name__}: {exc}")
         piece = out.outputs[0] if out.outputs else None
@@ -159,4 +159,4 @@ class _DeltaStream:
                 await self.outputs.aclose()
             except Exception:  # already finished or failed: nothing to abort
                 pass
-        await self.engine.engine.abort(self.request.seq)
+        await self.engine.engine.abort(self.vllm_id)
