@@ -117,3 +117,13 @@ def test_raw_stream_is_shaped_like_openai(llm_server):
         assert all("role" not in m["delta"] for m in mine[1:])
         assert mine[-1]["finish_reason"] == "length" and all(m["finish_reason"] is None for m in mine[:-1])
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 12
+
+
+def test_engine_on_a_thread_when_asked(tmp_path, tiny_llama):
+    """engine_options={"process": False}: the same engine on a thread of the server process."""
+    from servelm.serving.generation_engine import GenerationEngine
+
+    with running_server(tiny_llama, engine_options={"process": False}) as (base, app):
+        assert isinstance(app.state.servelm.service.engine, GenerationEngine)
+        reply = client(base).chat.completions.create(model=tiny_llama.rsplit("/", 1)[-1], messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0)
+        assert reply.usage.completion_tokens <= 4 and reply.choices[0].finish_reason in ("length", "stop")
