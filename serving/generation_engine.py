@@ -130,29 +130,31 @@ class RequestTable:
 
     def deliver_here(self, items: list[tuple[int, Delta]]) -> None:
         """Put Deltas on their requests' queues; call on the loop the requests belong to."""
-        for rid, delta in items:
-            request = self._open.get(rid)
-            if request is None:
-                continue
-            if delta.finished:
-                del self._open[rid]
+        for request, delta in self._take(items):
             request.queue.put_nowait(delta)
 
     def deliver(self, items: list[tuple[int, Delta]]) -> None:
-        """Hand Deltas to their requests' loops (safe from any thread); finished requests are forgotten."""
+        """Hand Deltas to their requests' loops (safe from any thread)."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[EngineRequest, Delta]]] = {}
-        for rid, delta in items:
-            request = self._open.get(rid)
-            if request is None:
-                continue
-            if delta.finished:
-                self._open.pop(rid, None)
+        for request, delta in self._take(items):
             by_loop.setdefault(request.loop, []).append((request, delta))
         for loop, deliveries in by_loop.items():
             mailbox = self._mailboxes.get(loop)
             if mailbox is None:
                 mailbox = self._mailboxes[loop] = _Mailbox(loop)
             mailbox.post(deliveries)
+
+    def _take(self, items: list[tuple[int, Delta]]) -> list[tuple[EngineRequest, Delta]]:
+        """The open requests the Deltas belong to (closed ones dropped); finished requests are forgotten."""
+        taken = []
+        for rid, delta in items:
+            request = self._open.get(rid)
+            if request is None:
+                continue
+            if delta.finished:
+                self._open.pop(rid, None)
+            taken.append((request, delta))
+        return taken
 
     def fail_all(self, message: str) -> None:
         """End every open request with an error."""

@@ -165,25 +165,17 @@ def vllm_service(path: str, settings: ServerSettings) -> ModelService:
     if not vllm_available():
         raise ModelFormatError(INSTALL_HINT)
     try:
-        from transformers import AutoTokenizer
+        import transformers  # noqa: F401
     except ImportError:
         raise ModelFormatError("the vllm engine needs transformers (vLLM installs it)") from None
     from servelm.flavors.transformers.chat import encode_chat, require_chat_template
+    from servelm.flavors.transformers.flavor import FLAVOR_NAME, load_tokenizer, locate_checkpoint
 
-    defaults: dict[str, Any] = {}
-    if os.path.isfile(os.path.join(path, "MLmodel")):
-        meta = Model.load(path)
-        if "transformers" not in meta.flavors:
-            raise ModelFormatError(f"{path}: the vllm engine serves transformers-flavor directories and Hugging Face checkpoints")
-        flavor = meta.flavor("transformers")
-        weights = os.path.join(path, flavor["model_binary"]) if flavor.get("model_binary") else flavor["source_model_name"]
-        tokenizer_dir = os.path.join(path, "components", "tokenizer")
-        defaults = meta.pyfunc_config()
-    elif os.path.isfile(os.path.join(path, "config.json")):
-        weights = tokenizer_dir = path
-    else:
-        raise ModelFormatError(f"{path} is neither a transformers-flavor directory nor a Hugging Face checkpoint")
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if os.path.isfile(os.path.join(path, "MLmodel")) and FLAVOR_NAME not in Model.load(path).flavors:
+        raise ModelFormatError(f"{path}: the vllm engine serves transformers-flavor directories and Hugging Face checkpoints")
+    checkpoint = locate_checkpoint(path)
+    tokenizer = load_tokenizer(checkpoint)
     require_chat_template(tokenizer, path)
-    engine = VLLMEngine(weights, tokenizer_dir, settings.served_model_name or default_model_name(path), settings.engine_options)
+    defaults = checkpoint.meta.pyfunc_config() if checkpoint.meta is not None else {}
+    engine = VLLMEngine(checkpoint.weights, checkpoint.tokenizer_dir, settings.served_model_name or default_model_name(path), settings.engine_options)
     return LLMService(engine, functools.partial(encode_chat, tokenizer), "llm/v1/chat (vLLM engine)", defaults)
