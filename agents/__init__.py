@@ -3,6 +3,7 @@
 from .chat_agent import ChatAgent
 from .chat_agent_types import ChatAgentChunk, ChatAgentMessage, ChatAgentRequest, ChatAgentResponse, ChatContext
 from .chat_model import ChatModel
+from .completion_types import CompletionRequest
 from .chat_types import (
     ChatChoice,
     ChatChoiceDelta,
@@ -34,7 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChatAgent", "ChatAgentChunk", "ChatAgentMessage", "ChatAgentRequest", "ChatAgentResponse", "ChatContext",
-    "ChatModel", "ChatChoice", "ChatChoiceDelta", "ChatChunkChoice", "ChatCompletionChunk", "ChatCompletionRequest",
+    "ChatModel", "CompletionRequest", "ChatChoice", "ChatChoiceDelta", "ChatChunkChoice", "ChatCompletionChunk", "ChatCompletionRequest",
     "ChatCompletionResponse", "ChatMessage", "ChatParams", "FunctionCall", "FunctionToolDefinition",
     "TokenUsageStats", "ToolCall", "ToolCallDelta", "ToolCallFunctionDelta", "ToolDefinition",
     "FunctionPythonModel", "PythonModel", "PythonModelContext", "ResponsesAgent", "ResponsesAgentRequest",

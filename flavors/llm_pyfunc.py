@@ -1,31 +1,20 @@
 """The python_function face shared by the LLM flavors: OpenAI chat request in, OpenAI chat response out.
 
-A flavor supplies its batcher (``add`` / ``step`` / ``has_work``, the contract the serving engines drive
-too) and its prompt encoding; everything a client sees — n choices, usage in tokens, finish reasons,
+A flavor supplies its batcher (``generation.Batcher``, the contract the serving engines drive too) and its prompt encoding; everything a client sees — n choices, usage in tokens, finish reasons,
 streamed chunks, a list of requests generated as one batch, ``text-generation`` prompt -> text — is here.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Protocol
+from typing import Any, Iterator, Optional
 
 from servelm.agents import ChatCompletionRequest
 from servelm.agents.ids import new_id, now_seconds
 
-from .generation import SamplingParams, sampling_params
+from .generation import Batcher, SamplingParams, sampling_params
 from .pyfunc.wrappers import request_dict
 
 TASK_CHAT = "llm/v1/chat"
-
-
-class Batcher(Protocol):
-    """What a flavor's batcher offers: queue a sequence, advance every sequence one step, say if busy."""
-
-    def add(self, prompt_ids: list[int], params: SamplingParams) -> Any: ...
-
-    def step(self) -> list[Any]: ...
-
-    def has_work(self) -> bool: ...
 
 
 class ChatLLMPyfunc:

@@ -1,100 +1,152 @@
-"""The ``servelm`` command line: ``serve`` a model directory, run the ``demo``, print the ``version``."""
+"""The ``servelm`` command line: ``serve`` a model directory, run the ``demo``; ``--version``.
+
+``serve``'s flags are generated from ``ServerOptions`` and ``EngineOptions`` (serving/options.py), the
+one place their names, types, defaults and help live.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
-import logging
 import os
 import signal
+import sys
+import tempfile
 from typing import Any, Optional
 
 import typer
 
+from .options import EngineOptions, ServerOptions, cli_parameters, split_options
+
 app = typer.Typer(help="servelm: serve LLMs and agents behind an OpenAI-compatible API.", no_args_is_help=True, add_completion=False)
-_SETTINGS_ENV = "SERVELM_SERVE_SETTINGS"
+_SPEC_ENV = "SERVELM_SERVE_SPEC"  # how `serve --workers N` hands the model and options to its workers
 
 
-@app.command()
-def serve(
-    model: str = typer.Option(..., "-m", "--model", help="Model directory: a servelm/MLflow model, or a Hugging Face checkpoint."),
-    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
-    port: int = typer.Option(8000, help="Port to listen on."),
-    api_key: Optional[str] = typer.Option(None, help="Require 'Authorization: Bearer KEY' (default: env SERVELM_API_KEY)."),
-    served_model_name: Optional[str] = typer.Option(None, help="Model name clients use (default: the directory name)."),
-    max_concurrency: int = typer.Option(64, help="Requests running at once."),
-    max_queue: int = typer.Option(256, help="Requests waiting for a slot before 429."),
-    timeout: float = typer.Option(600.0, help="Seconds a request may take before 504."),
-    workers: int = typer.Option(1, help="Server processes (each loads the model)."),
-    engine: Optional[str] = typer.Option(None, help="Force an engine: pyfunc, transformers, onnx, vllm."),
-    max_num_seqs: int = typer.Option(64, help="LLM engines: sequences decoded together in one batch."),
-    device: Optional[str] = typer.Option(None, help="LLM engines: cpu or cuda[:N] (default: cuda when available); for onnx the execution provider (cpu, cuda, dml, ...)."),
-    threads: Optional[int] = typer.Option(None, help="LLM engines on CPU: torch or onnxruntime threads (default: half the cores)."),
-    max_model_len: Optional[int] = typer.Option(None, help="vllm engine: context length to serve (default: the model's)."),
-    gpu_memory_utilization: Optional[float] = typer.Option(None, help="vllm engine: share of GPU memory vLLM may take."),
-    dtype: Optional[str] = typer.Option(None, help="vllm / transformers engines: weight dtype (auto, float16, bfloat16, float32)."),
-    tensor_parallel_size: Optional[int] = typer.Option(None, help="vllm engine: GPUs to shard the model over."),
-    enforce_eager: bool = typer.Option(False, help="vllm engine: skip graph capture / compilation (faster start, slower steps)."),
-    graceful_timeout: float = typer.Option(30.0, help="Seconds to finish in-flight requests on SIGTERM."),
-    log_level: str = typer.Option("info", help="Log level: debug, info, warning, error."),
-) -> None:
-    """Serve a model directory on /v1/chat/completions, /v1/responses, /v1/models and /invocations."""
-    import uvicorn
+def _print_version(value: bool) -> None:
+    if value:
+        from servelm.agents import __version__
 
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print servelm's version and exit.")) -> None:
+    """servelm: serve LLMs and agents behind an OpenAI-compatible API."""
+
+
+def serve(model: str, **given: Any) -> None:
+    """Serve a model directory on /v1/chat/completions, /v1/completions, /v1/responses, /v1/models and /invocations."""
     from servelm.flavors import ModelFormatError
 
-    from .loading import choose_engine
+    from .logs import configure_logging
+    from .services.loading import choose_engine
 
     try:
-        chosen = choose_engine(os.path.abspath(model), engine)  # fail fast on a bad directory, before binding a port
+        server, engine = split_options(**{k: v for k, v in given.items() if v is not None})
+        path = os.path.abspath(model)
+        chosen = choose_engine(path, engine.engine)  # fail fast on a bad directory, before binding a port
         if chosen == "vllm":
-            from .vllm_engine import INSTALL_HINT, vllm_available
+            from .engines.vllm import INSTALL_HINT, vllm_available
 
             if not vllm_available():
                 raise ModelFormatError(INSTALL_HINT)
-    except ModelFormatError as exc:
+    except (ModelFormatError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    settings = {"served_model_name": served_model_name, "api_key": api_key or os.environ.get("SERVELM_API_KEY"), "max_concurrency": max_concurrency,
-                "max_queue": max_queue, "timeout": timeout, "engine": engine,
-                "engine_options": {"max_num_seqs": max_num_seqs, "device": device, "threads": threads, "max_model_len": max_model_len,
-                                   "gpu_memory_utilization": gpu_memory_utilization, "dtype": dtype, "tensor_parallel_size": tensor_parallel_size,
-                                   "enforce_eager": enforce_eager or None}}
-    os.environ[_SETTINGS_ENV] = json.dumps({"model": os.path.abspath(model), "settings": settings})
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(server.log_level)
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: handle it so a drained
     # shutdown exits 0, as process managers expect.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run("servelm.serving.cli:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level,
-                timeout_graceful_shutdown=graceful_timeout, access_log=log_level == "debug")
+    failure = _serve_one(path, server, engine) if server.workers == 1 else _serve_workers(path, server, engine)
+    if failure:
+        typer.echo(f"error: model failed to load: {failure}", err=True)
+        raise typer.Exit(1)
+
+
+serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                       default=typer.Option(..., "-m", "--model", help="Model directory: a servelm/MLflow model, or a Hugging Face checkpoint."))]
+    + cli_parameters(ServerOptions, EngineOptions))
+serve.__annotations__ = {p.name: p.annotation for p in serve.__signature__.parameters.values()}  # type: ignore[attr-defined]
+app.command()(serve)
+
+
+def _uvicorn_config(app_or_factory: Any, server: ServerOptions, **extra: Any) -> Any:
+    import uvicorn
+
+    from .logs import log_config
+
+    return uvicorn.Config(app_or_factory, host=server.host, port=server.port, log_config=log_config(server.log_level),
+                          timeout_graceful_shutdown=server.graceful_timeout, access_log=False, **extra)
+
+
+def _serve_one(path: str, server: ServerOptions, engine: EngineOptions) -> Optional[str]:
+    """Serve in this process; the load error when the model failed to load (the server then stops)."""
+    import uvicorn
+
+    from .app import create_app
+
+    failed: list[str] = []
+    uv: Optional[uvicorn.Server] = None
+
+    def on_load_error(reason: str) -> None:
+        failed.append(reason)
+        if uv is not None:
+            uv.should_exit = True
+
+    web = create_app(path, server, engine, on_load_error=None if server.stay_up_on_load_error else on_load_error)
+    uv = uvicorn.Server(_uvicorn_config(web, server))
+    uv.run()
+    return failed[0] if failed else None
+
+
+def _serve_workers(path: str, server: ServerOptions, engine: EngineOptions) -> Optional[str]:
+    """Serve with ``server.workers`` processes (uvicorn's supervisor); each worker rebuilds the options
+    from JSON. A worker whose model fails to load writes why and exits with uvicorn's startup-failure
+    code, which stops the supervisor."""
+    from uvicorn.supervisors import Multiprocess
+
+    with tempfile.NamedTemporaryFile("r", prefix="servelm-load-error-", delete=False) as marker:
+        failure_file = marker.name
+    try:
+        os.environ[_SPEC_ENV] = json.dumps({"model": path, "server": server.model_dump(), "engine": engine.model_dump(), "failure_file": failure_file})
+        config = _uvicorn_config("servelm.serving.cli:app_from_env", server, factory=True, workers=server.workers)
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        with open(failure_file) as f:
+            return f.read().strip() or None
+    finally:
+        os.unlink(failure_file)
 
 
 def app_from_env() -> Any:
     """The app factory uvicorn calls in each worker, configured through the environment."""
     from .app import create_app
 
-    spec = json.loads(os.environ[_SETTINGS_ENV])
-    return create_app(spec["model"], **spec["settings"])
+    spec = json.loads(os.environ[_SPEC_ENV])
+    server, engine = ServerOptions.model_validate(spec["server"]), EngineOptions.model_validate(spec["engine"])
+
+    def on_load_error(reason: str) -> None:
+        with open(spec["failure_file"], "w") as f:
+            f.write(reason)
+        sys.stderr.flush()
+        os._exit(3)  # uvicorn's STARTUP_FAILURE: the supervisor stops every worker instead of restarting this one
+
+    return create_app(spec["model"], server, engine, on_load_error=None if server.stay_up_on_load_error else on_load_error)
 
 
 @app.command()
 def demo(
     port: int = typer.Option(0, help="Port for the demo server (0: a free one)."),
-    question: str = typer.Option("Hello from the servelm quickstart!", help="What to ask the example agent."),
-    llm: bool = typer.Option(True, help="Also build, package and serve a tiny LLM (needs servelm[transformers])."),
-    hf_model: Optional[str] = typer.Option(None, help="Use this Hugging Face model id or local checkpoint instead of the tiny LLM (needs network for a hub id)."),
+    question: str = typer.Option("What is the capital of France?", help="What to ask the example agent and the LLM."),
+    llm: bool = typer.Option(True, help="Also package and serve an LLM (needs servelm[transformers])."),
+    model: Optional[str] = typer.Option(None, "--model", help="LLM to serve: a local checkpoint directory or .gguf file "
+                                                              "(default: the tiny local model)."),
 ) -> None:
-    """Save an example agent and a tiny LLM, serve each on loopback, and ask them through the openai client."""
+    """Save an example agent and an LLM, serve each on loopback, and ask them through the openai client."""
     from .demo import run_demo
 
-    run_demo(port, question, llm, hf_model)
-
-
-@app.command()
-def version() -> None:
-    """Print servelm's version."""
-    from servelm.agents import __version__
-
-    typer.echo(__version__)
+    run_demo(port, question, llm, model)
 
 
 def main() -> None:

@@ -41,11 +41,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_demo(port: int, question: str, llm: bool = True, hf_model: Optional[str] = None) -> None:
-    """Save, serve and query the example agent, then (with torch installed) a tiny LLM; prints each step."""
+def run_demo(port: int, question: str, llm: bool = True, model: Optional[str] = None) -> None:
+    """Save, serve and query the example agent, then (with torch installed) an LLM; prints each step.
+    Everything it writes lives in a temporary directory removed at the end."""
+    with tempfile.TemporaryDirectory(prefix="servelm-demo-") as scratch:
+        _run_demo(Path(scratch), port, question, llm, model)
+
+
+def _run_demo(workdir: Path, port: int, question: str, llm: bool, model: Optional[str]) -> None:
     from servelm.flavors.pyfunc import save_model
 
-    workdir = Path(tempfile.mkdtemp(prefix="servelm-demo-"))
     code = workdir / "reverse_agent.py"
     code.write_text(textwrap.dedent(EXAMPLE_AGENT))
     model_dir = workdir / "reverse-agent"
@@ -63,7 +68,7 @@ def run_demo(port: int, question: str, llm: bool = True, hf_model: Optional[str]
     from servelm.flavors.transformers import save_model as save_llm
     from servelm.flavors.transformers import tiny_model
 
-    source = hf_model or tiny_model("llama")
+    source = model or tiny_model("llama")
     llm_dir = workdir / "tiny-llm"
     print(f"\npackaging {source} with the transformers flavor into {llm_dir}")
     save_llm(source, str(llm_dir))
@@ -84,7 +89,7 @@ def _serving(model_dir: str, port: int) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base, timeout=300)
-        print(f"serving {os.path.basename(model_dir)} on {base}/v1 (try: curl {base}/v1/models)")
+        print(f"serving {os.path.basename(model_dir)} on {base}/v1")
         yield base
     finally:
         server.should_exit = True

@@ -1,13 +1,20 @@
-"""OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}}`` with the right status."""
+"""OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}}`` with the right status, and
+the one mapping from whatever a route or a model raised to such an error."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
 from pydantic import ValidationError
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error",
-          429: "rate_limit_error", 500: "server_error", 503: "service_unavailable", 504: "timeout_error"}
+from servelm.flavors import SchemaEnforcementError
+
+log = logging.getLogger("servelm.serving")
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+          405: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error",
+          429: "rate_limit_error", 499: "invalid_request_error", 500: "server_error", 503: "service_unavailable", 504: "timeout_error"}
 
 
 class APIError(Exception):
@@ -40,3 +47,18 @@ def validation_error(exc: ValidationError, prefix: str = "") -> APIError:
     if extra:
         text += f" (and {extra} more error{'s' if extra > 1 else ''})"
     return APIError(400, text, param=param, code="invalid_value" if first.get("type") != "missing" else "missing_required_parameter")
+
+
+def as_api_error(exc: BaseException, during: str = "model") -> APIError:
+    """What the client is told for ``exc``: APIErrors as they are, bad input as 400, a timeout as 504,
+    anything else as a 500 that names the exception (logged with its traceback here, never sent)."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, SchemaEnforcementError):
+        return APIError(400, f"input does not match the model signature: {exc}", code="invalid_input")
+    if isinstance(exc, ValidationError):
+        return validation_error(exc)
+    if isinstance(exc, TimeoutError):
+        return APIError(504, "the model did not answer in time", code="timeout")
+    log.error("%s error: %s: %s", during, type(exc).__name__, exc, exc_info=exc)
+    return APIError(500, f"{during} error: {type(exc).__name__}: {exc}", code=f"{during}_error")

@@ -1,22 +1,21 @@
 """HTTP plumbing shared by the routes: JSON bodies with limits, auth, SSE responses that release
-their slot, cancellation on client disconnect, and per-route status counting."""
+their slot, and cancellation on client disconnect or timeout."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 import json
-import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from .errors import APIError, validation_error
-from .metrics import ServerMetrics
+from .logs import note_error
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -61,6 +60,8 @@ def check_api_key(request: Request, api_key: Optional[str]) -> None:
 
 
 def error_response(exc: APIError) -> JSONResponse:
+    """The JSON response for an APIError (its message also goes to the request's access line)."""
+    note_error(exc.message)
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
@@ -110,7 +111,7 @@ class SlotEventSourceResponse(EventSourceResponse):
     """
 
     def __init__(self, events: AsyncIterator[dict[str, Any]], on_close: Callable[[], None], **kwargs: Any):
-        super().__init__(events, ping=15, **kwargs)
+        super().__init__(events, ping=15, sep="\n", **kwargs)  # events end with "\n\n", as OpenAI's do
         self._events = events
         self._on_close: Optional[Callable[[], None]] = on_close
 
@@ -141,33 +142,3 @@ class SlotEventSourceResponse(EventSourceResponse):
             await send(message)
         else:
             await super()._send_with_timeout(send, message)
-
-
-class StatusCounter:
-    """ASGI middleware counting responses by route and status (streaming-safe, unlike BaseHTTPMiddleware)."""
-
-    def __init__(self, app: ASGIApp, metrics: ServerMetrics, routes: set[str]):
-        self.app = app
-        self.metrics = metrics
-        self.routes = routes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope.get("path", "")
-        route = path if path in self.routes else "other"
-        status = {"code": 500}
-        start = time.perf_counter()
-
-        async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, counting_send)
-        finally:
-            self.metrics.requests.labels(route=route, status=str(status["code"])).inc()
-            if route.startswith("/v1/") or route == "/invocations":
-                self.metrics.e2e.observe(time.perf_counter() - start)

@@ -3,7 +3,7 @@
 import pytest
 
 from servelm.flavors.generation import StopChecker
-from servelm.flavors.transformers.text import IncrementalDetokenizer
+from servelm.flavors.generation import IncrementalDetokenizer
 
 
 def test_detokenizer_never_splits_characters(tiny_llama):

@@ -13,14 +13,14 @@ from openai import OpenAI  # noqa: E402
 
 from conftest import running_server  # noqa: E402
 from servelm.flavors.onnx import save_model  # noqa: E402
-from servelm.serving.loading import choose_engine  # noqa: E402
+from servelm.serving.services.loading import choose_engine  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def onnx_server(tmp_path_factory, tiny_llama_genai):
     path = tmp_path_factory.mktemp("onnx-serve") / "tiny"
     save_model(tiny_llama_genai, str(path))
-    with running_server(str(path), engine_options={"max_num_seqs": 32}) as (base, app):
+    with running_server(str(path), max_num_seqs=32) as (base, app):
         yield base, app
 
 

@@ -18,7 +18,7 @@ from servelm.flavors.transformers import save_model  # noqa: E402
 def llm_server(tmp_path_factory, tiny_llama):
     path = tmp_path_factory.mktemp("llm") / "tiny"
     save_model(tiny_llama, str(path))
-    with running_server(str(path), engine_options={"max_num_seqs": 32}) as (base, app):
+    with running_server(str(path), max_num_seqs=32) as (base, app):
         yield base, app
 
 
@@ -120,10 +120,10 @@ def test_raw_stream_is_shaped_like_openai(llm_server):
 
 
 def test_engine_on_a_thread_when_asked(tmp_path, tiny_llama):
-    """engine_options={"process": False}: the same engine on a thread of the server process."""
-    from servelm.serving.generation_engine import GenerationEngine
+    """engine_process=False: the same engine on a thread of the server process."""
+    from servelm.serving.engines.thread import ThreadEngine
 
-    with running_server(tiny_llama, engine_options={"process": False}) as (base, app):
-        assert isinstance(app.state.servelm.service.engine, GenerationEngine)
+    with running_server(tiny_llama, engine_process=False) as (base, app):
+        assert isinstance(app.state.servelm.service.engine, ThreadEngine)
         reply = client(base).chat.completions.create(model=tiny_llama.rsplit("/", 1)[-1], messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0)
         assert reply.usage.completion_tokens <= 4 and reply.choices[0].finish_reason in ("length", "stop")

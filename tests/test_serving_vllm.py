@@ -29,7 +29,7 @@ def vllm_server(tmp_path_factory, tiny_llama):
     path = work / "tiny"
     save_model(tiny_llama, str(path))
     with running_server(str(path), engine="vllm", startup_timeout=240,
-                        engine_options={"max_num_seqs": 32, "enforce_eager": True, "max_model_len": 1024}) as (base, app):
+                        max_num_seqs=32, enforce_eager=True, max_model_len=1024) as (base, app):
         yield base, app
 
 

@@ -33,7 +33,6 @@ STATIC_BATCH = 4  # requests onnxruntime-genai's static scheduler runs together 
 class GenaiSequence(Sequence):
     """One generation on onnxruntime-genai: its Engine request (or Generator) and decoder."""
 
-    error: Optional[str] = None
     request: Any = None
     turn: int = 0
     stream: Any = None  # _TextStream

@@ -10,7 +10,7 @@ from servelm.agents import ChatCompletionRequest
 from ..errors import ModelFormatError
 from ..generation import rust_tokenizer, sampling_params, template_inputs
 
-__all__ = ["encode_chat", "prompt_ids", "render_prompt", "require_chat_template", "sampling_params"]
+__all__ = ["encode_chat", "encode_text", "prompt_ids", "render_prompt", "require_chat_template", "sampling_params"]
 
 
 def require_chat_template(tokenizer: Any, where: str) -> None:
@@ -37,6 +37,11 @@ def prompt_ids(tokenizer: Any, text: str) -> list[int]:
     if backend is not None and backend.truncation is None and backend.padding is None:
         return list(backend.encode(text, add_special_tokens=False).ids)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a plain prompt, with the special tokens the tokenizer adds (a BOS, for many models)."""
+    return list(tokenizer(text)["input_ids"])
 
 
 def encode_chat(tokenizer: Any, request: ChatCompletionRequest) -> list[int]:

@@ -23,25 +23,26 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Optional
 
-from servelm.flavors.generation import SamplingParams
+from servelm.flavors.generation import Batcher, SamplingParams
 
-from .errors import APIError
-from .generation_engine import BatcherDriver, Delta, EngineRequest, RequestTable
+from ..errors import APIError
+from .base import Delta, StepObserver
+from .driver import BatcherDriver
+from .requests import EngineRequest, RequestTable
 
 log = logging.getLogger("servelm.engine")
 
 
 class ProcessEngine:
-    """Same face as ``GenerationEngine`` (submit / abort / start / stop), with the batcher in a child process.
+    """An ``Engine`` whose batcher runs in a child process.
 
     ``make_batcher`` must be picklable (a module-level function or a functools.partial of one): it is
     called in the child.
     """
 
-    def __init__(self, make_batcher: Callable[[], Any], context_length: int, max_num_seqs: int = 64, on_step: Optional[Callable[[int], None]] = None):
+    def __init__(self, make_batcher: Callable[[], Batcher], context_length: int, on_step: Optional[StepObserver] = None):
         self.make_batcher = make_batcher
         self.context_length = context_length
-        self.max_num_seqs = max_num_seqs
         self.on_step = on_step
         self.requests = RequestTable()
         self._process: Any = None
@@ -110,7 +111,7 @@ class ProcessEngine:
 
     # ------------------------------------------------------------------ requests
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> EngineRequest:
-        """Queue a sequence; read its Deltas from ``request.queue``."""
+        """Queue a sequence; read its Deltas from the returned stream."""
         if self._dead is not None:
             raise APIError(503, self._dead, code="engine_unavailable")
         request = self.requests.new(prompt_ids, params)
@@ -120,11 +121,11 @@ class ProcessEngine:
             self.requests.deliver([(request.rid, Delta("", True, None, error=f"the engine process is gone: {exc}"))])
         return request
 
-    def abort(self, request: EngineRequest) -> None:
+    def abort(self, stream: Any) -> None:
         """Free the request's row at the child's next step (nothing if it already finished)."""
-        if self.requests.close(request) and self._dead is None:
+        if self.requests.close(stream) and self._dead is None:
             try:
-                self._send(("abort", request.rid))
+                self._send(("abort", stream.rid))
             except OSError:
                 pass
 

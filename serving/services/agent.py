@@ -34,8 +34,7 @@ from servelm.agents.python_model import iterate_in_thread, overrides
 from servelm.flavors.pyfunc import PyFuncModel
 from servelm.flavors.pyfunc.wrappers import plain
 
-from .batching import DynamicBatcher
-from .conversions import (
+from ..conversions import (
     agent_messages_to_output_items,
     agent_response_to_chat,
     chat_to_agent_messages,
@@ -44,9 +43,13 @@ from .conversions import (
     responses_output_to_chat_message,
     responses_to_agent_messages,
 )
-from .errors import APIError
-from .responses_stream import ResponsesStreamBuilder
-from .service import ModelService
+from ..errors import APIError
+from ..responses_stream import ResponsesStreamBuilder
+from .base import CHAT, COMPLETIONS, INVOCATIONS, RESPONSES, Capabilities, ModelService
+from .dynamic_batching import DynamicBatcher
+
+
+_CHATTY = Capabilities(frozenset({CHAT, COMPLETIONS, RESPONSES, INVOCATIONS}))
 
 
 class AgentService(ModelService):
@@ -64,16 +67,16 @@ class AgentService(ModelService):
         agent = self.agent
         if isinstance(agent, ChatAgent):
             self.base: type = ChatAgent
-            self.kind, self.routes = "agent/v2/chat", frozenset({"chat", "responses", "invocations"})
+            self.kind, self.capabilities = "agent/v2/chat", _CHATTY
         elif isinstance(agent, ChatModel):
             self.base = ChatModel
-            self.kind, self.routes = "agent/v1/chat", frozenset({"chat", "responses", "invocations"})
+            self.kind, self.capabilities = "agent/v1/chat", _CHATTY
         elif isinstance(agent, ResponsesAgent):
             self.base = ResponsesAgent
-            self.kind, self.routes = "agent/v1/responses", frozenset({"chat", "responses", "invocations"})
+            self.kind, self.capabilities = "agent/v1/responses", _CHATTY
         else:
             self.base = PythonModel
-            self.kind, self.routes = "python_function", frozenset({"invocations"})
+            self.kind, self.capabilities = "python_function", Capabilities(frozenset({INVOCATIONS}))
         # Which methods the agent implements itself: fixed for its class, so decided once here.
         self._native = {name: agent is not None and overrides(agent, self.base, name) for name in ("predict_stream", "apredict", "apredict_stream")}
         self._streams = self._native["predict_stream"] or self._native["apredict_stream"]
@@ -128,7 +131,7 @@ class AgentService(ModelService):
 
     # ------------------------------------------------------------------ chat completions
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletionResponse:
-        self._require("chat")
+        self.require(CHAT)
         result = await self._call(*self._agent_args(request))
         if isinstance(self.agent, ChatAgent):
             return agent_response_to_chat(_typed(result, ChatAgentResponse), model)
@@ -144,7 +147,7 @@ class AgentService(ModelService):
         return ChatCompletionResponse(model=model, choices=[ChatChoice(message=message, finish_reason=finish)], usage=usage, custom_outputs=response.custom_outputs)
 
     async def chat_stream(self, request: ChatCompletionRequest, model: str) -> AsyncIterator[ChatCompletionChunk]:
-        self._require("chat")
+        self.require(CHAT)
         if not self._streams:
             response = await self.chat(request, model)
             choice = response.choices[0]
@@ -167,7 +170,7 @@ class AgentService(ModelService):
 
     # ------------------------------------------------------------------ responses
     async def responses(self, request: ResponsesAgentRequest, model: str) -> dict[str, Any]:
-        self._require("responses")
+        self.require(RESPONSES)
         if isinstance(self.agent, ResponsesAgent):
             body = _typed(await self._call(request), ResponsesAgentResponse).model_dump(exclude_none=True)
             body["model"] = model
@@ -184,7 +187,7 @@ class AgentService(ModelService):
         return await super().responses(request, model)
 
     async def responses_stream(self, request: ResponsesAgentRequest, model: str) -> AsyncIterator[dict[str, Any]]:
-        self._require("responses")
+        self.require(RESPONSES)
         if isinstance(self.agent, ResponsesAgent) and self._streams:
             builder = ResponsesStreamBuilder(model)
             for event in builder.start():
@@ -271,9 +274,6 @@ class AgentService(ModelService):
     async def _predict_batch(self, rows: list[Any]) -> list[Any]:
         return list(await self._in_thread(self.model.predict, rows, None))
 
-    def _require(self, route: str) -> None:
-        if route not in self.routes:
-            raise APIError(404, f"this model ({self.kind}) does not answer this endpoint; use /invocations", code="unsupported_endpoint")
 
 
 def _typed(obj: Any, cls: type) -> Any:

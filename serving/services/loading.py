@@ -11,10 +11,9 @@ from servelm.flavors import Model, ModelFormatError
 from servelm.flavors.pyfunc import PyFuncModel, load_model
 from servelm.flavors.pyfunc.wrappers import task_of, wrap_python_model
 
-from .service import ModelService
-from .settings import ServerSettings
-
-ENGINES = ("pyfunc", "transformers", "onnx", "vllm")
+from ..metrics import ServerMetrics
+from ..options import ENGINES, EngineOptions, ServerOptions
+from .base import ModelService
 
 
 def default_model_name(model_or_path: Any) -> str:
@@ -60,54 +59,54 @@ def in_memory_pyfunc(python_model: PythonModel) -> PyFuncModel:
     return PyFuncModel(metadata, wrap_python_model(python_model, context), {}, "", python_model)
 
 
-def build_service(model_or_path: Any, settings: ServerSettings) -> ModelService:
+def build_service(model_or_path: Any, server: ServerOptions, engine: EngineOptions, metrics: ServerMetrics) -> ModelService:
     """Load the model and wrap it in the service of its engine (this may take a while for LLMs)."""
-    from .agent_service import AgentService
+    from .agent import AgentService
 
     if isinstance(model_or_path, ModelService):
         return model_or_path
     if isinstance(model_or_path, PyFuncModel):
-        return AgentService(model_or_path, settings.max_threads)
+        return AgentService(model_or_path, server.max_threads)
     if isinstance(model_or_path, PythonModel):
-        return AgentService(in_memory_pyfunc(model_or_path), settings.max_threads)
+        return AgentService(in_memory_pyfunc(model_or_path), server.max_threads)
     path = os.path.abspath(os.fspath(model_or_path))
-    engine = choose_engine(path, settings.engine)
-    if engine == "pyfunc":
-        return AgentService(load_model(path), settings.max_threads)
-    if engine == "transformers":
-        return transformers_service(path, settings)
-    if engine == "onnx":
-        return onnx_service(path, settings)
-    if engine == "vllm":
-        return vllm_service(path, settings)
-    raise ModelFormatError(f"the {engine} engine is not available in this build of servelm yet")
+    chosen = choose_engine(path, engine.engine)
+    if chosen == "pyfunc":
+        return AgentService(load_model(path), server.max_threads)
+    if chosen == "transformers":
+        return transformers_service(path, engine, metrics)
+    if chosen == "onnx":
+        return onnx_service(path, engine, metrics)
+    return vllm_service(path, server, engine, metrics)
 
 
-def transformers_service(path: str, settings: ServerSettings) -> ModelService:
+def transformers_service(path: str, options: EngineOptions, metrics: ServerMetrics) -> ModelService:
     """A transformers-flavor directory or a bare Hugging Face checkpoint, served by the transformers engine.
 
-    The model is loaded and stepped in an engine process of its own (``engine_options["process"]``,
-    default on); this process keeps only the tokenizer, for chat templates.
+    The model is loaded and stepped in an engine process of its own (``options.engine_process``, default
+    on); this process keeps only the tokenizer, for chat templates.
     """
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError:
         raise ModelFormatError("the transformers engine needs torch and transformers: pip install 'servelm[transformers]'") from None
-    from servelm.flavors.transformers.chat import encode_chat, require_chat_template
+    from servelm.flavors.transformers.chat import encode_chat, encode_text, require_chat_template
     from servelm.flavors.transformers.flavor import context_length, load_tokenizer, locate_checkpoint
 
-    from .llm_service import LLMService
+    from ..engines.process import ProcessEngine
+    from ..engines.thread import ThreadEngine
+    from .llm import LLMService
 
-    options = settings.engine_options
     checkpoint = locate_checkpoint(path)
     tokenizer = load_tokenizer(checkpoint)
     require_chat_template(tokenizer, path)
-    max_num_seqs = int(options.get("max_num_seqs") or 64)
-    make_batcher = functools.partial(transformers_batcher, path, options.get("device"), options.get("threads"), options.get("dtype"), max_num_seqs)
-    engine = new_engine(make_batcher, context_length(checkpoint), max_num_seqs, options.get("process", True))
+    make_batcher = functools.partial(transformers_batcher, path, options.device, options.threads, options.dtype, options.max_num_seqs)
+    engine_class = ProcessEngine if options.engine_process else ThreadEngine
+    engine = engine_class(make_batcher, context_length(checkpoint), on_step=metrics.batch_size.observe)
     defaults = checkpoint.meta.pyfunc_config() if checkpoint.meta is not None else {}
-    return LLMService(engine, functools.partial(encode_chat, tokenizer), "llm/v1/chat (transformers engine)", defaults)
+    return LLMService(engine, functools.partial(encode_chat, tokenizer), "llm/v1/chat (transformers engine)", defaults, metrics,
+                      functools.partial(encode_text, tokenizer))
 
 
 def transformers_batcher(path: str, device: Optional[str], threads: Optional[int], dtype: Optional[str], max_num_seqs: int) -> Any:
@@ -119,48 +118,34 @@ def transformers_batcher(path: str, device: Optional[str], threads: Optional[int
     return ContinuousBatcher(model, tokenizer, max_num_seqs)
 
 
-def new_engine(make_batcher: Any, context_length: int, max_num_seqs: int, own_process: bool) -> Any:
-    """The engine that drives ``make_batcher``'s batcher: in a child process (picklable factory), or on a
-    thread of this one."""
-    if own_process:
-        from .engine_process import ProcessEngine
-
-        return ProcessEngine(make_batcher, context_length, max_num_seqs)
-    from .generation_engine import GenerationEngine
-
-    return GenerationEngine(make_batcher, context_length, max_num_seqs)
-
-
-def onnx_service(path: str, settings: ServerSettings) -> ModelService:
+def onnx_service(path: str, options: EngineOptions, metrics: ServerMetrics) -> ModelService:
     """An onnx-flavor directory (or a bare onnxruntime-genai folder) served by onnxruntime-genai's Engine."""
     from servelm.flavors.onnx.batcher import GenaiBatcher
     from servelm.flavors.onnx.flavor import has_chat_template, load_genai
     from servelm.flavors.onnx.runtime import GENAI_CONFIG, open_genai
 
-    from .generation_engine import GenerationEngine
-    from .llm_service import LLMService
+    from ..engines.thread import ThreadEngine
+    from .llm import LLMService
 
-    options = settings.engine_options
-    max_num_seqs = int(options.get("max_num_seqs") or 64)
-    provider = options.get("device")
     defaults: dict[str, Any] = {}
     if os.path.isfile(os.path.join(path, "MLmodel")):
-        genai, meta = load_genai(path, provider, max_num_seqs, options.get("threads"))
+        genai, meta = load_genai(path, options.device, options.max_num_seqs, options.threads)
         defaults = meta.pyfunc_config()
     elif os.path.isfile(os.path.join(path, GENAI_CONFIG)):
-        genai = open_genai(path, provider, max_num_seqs, options.get("threads"))
+        genai = open_genai(path, options.device, options.max_num_seqs, options.threads)
     else:
         raise ModelFormatError(f"{path} is neither an onnx-flavor model directory nor an onnxruntime-genai folder")
     if not has_chat_template(genai.path):
         raise ModelFormatError(f"{genai.path} has no chat template: the onnx engine serves chat models")
-    engine = GenerationEngine(lambda: GenaiBatcher(genai), genai.context_length, max_num_seqs)
-    return LLMService(engine, genai.chat_prompt_ids, f"llm/v1/chat (onnxruntime-genai engine on {genai.provider})", defaults)
+    engine = ThreadEngine(lambda: GenaiBatcher(genai), genai.context_length, on_step=metrics.batch_size.observe)
+    return LLMService(engine, genai.chat_prompt_ids, f"llm/v1/chat (onnxruntime-genai engine on {genai.provider})", defaults, metrics,
+                      genai.text_prompt_ids)
 
 
-def vllm_service(path: str, settings: ServerSettings) -> ModelService:
+def vllm_service(path: str, server: ServerOptions, options: EngineOptions, metrics: ServerMetrics) -> ModelService:
     """A transformers-flavor directory (its weights) or a bare Hugging Face checkpoint, served by vLLM."""
-    from .llm_service import LLMService
-    from .vllm_engine import INSTALL_HINT, VLLMEngine, vllm_available
+    from ..engines.vllm import INSTALL_HINT, VLLMEngine, vllm_available
+    from .llm import LLMService
 
     if not vllm_available():
         raise ModelFormatError(INSTALL_HINT)
@@ -168,7 +153,7 @@ def vllm_service(path: str, settings: ServerSettings) -> ModelService:
         import transformers  # noqa: F401
     except ImportError:
         raise ModelFormatError("the vllm engine needs transformers (vLLM installs it)") from None
-    from servelm.flavors.transformers.chat import encode_chat, require_chat_template
+    from servelm.flavors.transformers.chat import encode_chat, encode_text, require_chat_template
     from servelm.flavors.transformers.flavor import FLAVOR_NAME, load_tokenizer, locate_checkpoint
 
     if os.path.isfile(os.path.join(path, "MLmodel")) and FLAVOR_NAME not in Model.load(path).flavors:
@@ -177,5 +162,6 @@ def vllm_service(path: str, settings: ServerSettings) -> ModelService:
     tokenizer = load_tokenizer(checkpoint)
     require_chat_template(tokenizer, path)
     defaults = checkpoint.meta.pyfunc_config() if checkpoint.meta is not None else {}
-    engine = VLLMEngine(checkpoint.weights, checkpoint.tokenizer_dir, settings.served_model_name or default_model_name(path), settings.engine_options)
-    return LLMService(engine, functools.partial(encode_chat, tokenizer), "llm/v1/chat (vLLM engine)", defaults)
+    engine = VLLMEngine(checkpoint.weights, checkpoint.tokenizer_dir, server.served_model_name or default_model_name(path), options)
+    return LLMService(engine, functools.partial(encode_chat, tokenizer), "llm/v1/chat (vLLM engine)", defaults, metrics,
+                      functools.partial(encode_text, tokenizer))

@@ -1,0 +1,78 @@
+"""The request flow every model route shares: admission, then either a JSON answer or an SSE stream,
+with one error mapping, disconnect handling and the timeout.
+
+A stream is primed before its headers are sent: its first event is awaited under the same disconnect
+watch and timeout as a JSON answer, so anything that fails before the first token (a prompt too long,
+a bad parameter, an engine refusing the request) is an HTTP error status, not an error event after a 200.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .errors import APIError, as_api_error
+from .http import SlotEventSourceResponse, guard_request
+from .state import ServerState
+
+#: SSE events that end a stream after an error (OpenAI's shape for the route)
+ErrorEvents = Callable[[APIError], list[dict[str, Any]]]
+
+
+async def run_json(request: Request, state: ServerState, work: Callable[[], Awaitable[Any]]) -> Response:
+    """Admit, run ``work`` under the disconnect watch and timeout, answer its result as JSON."""
+    await state.admission.acquire()
+    try:
+        result = await guard_request(request, work, state.server.timeout)
+    except Exception as exc:
+        raise as_api_error(exc) from None
+    finally:
+        state.admission.release()
+    return JSONResponse(result)
+
+
+async def run_stream(request: Request, state: ServerState, events: AsyncIterator[dict[str, Any]], on_error: ErrorEvents) -> Response:
+    """Admit, wait for the first event (errors before it are HTTP errors), then stream the rest as SSE.
+    The admission slot is released when the stream ends, however it ends."""
+    await state.admission.acquire()
+    start = time.perf_counter()
+    try:
+        first = await guard_request(request, events.__anext__, state.server.timeout)
+    except StopAsyncIteration:
+        first = None
+    except BaseException as exc:
+        state.admission.release()
+        await events.aclose()  # type: ignore[attr-defined]
+        if isinstance(exc, Exception):
+            raise as_api_error(exc) from None
+        raise
+    state.metrics.ttft.observe(time.perf_counter() - start)
+    remaining = state.server.timeout - (time.perf_counter() - start)  # seconds
+    return SlotEventSourceResponse(_rest(first, events, remaining, state, on_error), state.admission.release)
+
+
+async def _rest(first: Any, events: AsyncIterator[dict[str, Any]], timeout: float, state: ServerState, on_error: ErrorEvents) -> AsyncIterator[dict[str, Any]]:
+    """The primed first event, then the others (inter-token latency observed), errors as events."""
+    if first is None:
+        return
+    last = time.perf_counter()
+    try:
+        yield first
+        with anyio.fail_after(max(timeout, 0.001)):
+            async for event in events:
+                now = time.perf_counter()
+                state.metrics.itl.observe(now - last)
+                last = now
+                yield event
+    except TimeoutError:
+        for event in on_error(APIError(504, f"the model did not finish within {state.server.timeout:g} s", code="timeout")):
+            yield event
+    except Exception as exc:
+        for event in on_error(as_api_error(exc, "model")):
+            yield event
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,53 @@
+"""``POST /v1/chat/completions``."""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from servelm.agents import ChatCompletionRequest
+
+from ..errors import APIError
+from ..flow import run_json, run_stream
+from ..framing import dumps
+from ..http import check_api_key, parse_body, read_json
+from ..services.base import CHAT
+from ..state import ServerState
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    state: ServerState = request.app.state.servelm
+    check_api_key(request, state.server.api_key)
+    service = state.ready()
+    chat = parse_body(ChatCompletionRequest, await read_json(request, state.server.max_body_bytes))
+    state.check_model(chat.model)
+    service.require(CHAT)
+    if (chat.n or 1) > 1 and not service.capabilities.n:
+        raise APIError(400, "n > 1 is not supported by this model", param="n", code="unsupported_value")
+    if chat.stream:
+        include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+        return await run_stream(request, state, _sse(service.chat_events(chat, state.model_name, include_usage)), chat_error_events)
+
+    async def answer() -> Any:
+        response = await service.chat(chat, state.model_name)
+        return response.model_dump(exclude_none=True)
+
+    return await run_json(request, state, answer)
+
+
+async def _sse(chunks: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+    """JSON chunk texts as SSE ``data`` events, then ``[DONE]``."""
+    async for data in chunks:
+        yield {"data": data}
+    yield {"data": "[DONE]"}
+
+
+def chat_error_events(exc: APIError) -> list[dict[str, Any]]:
+    """How a chat stream that already started reports an error: the error body, then ``[DONE]``."""
+    return [{"data": dumps(exc.body())}, {"data": "[DONE]"}]

@@ -1,0 +1,74 @@
+"""``ServerState``: one server's model service (once loaded) or why it failed, with its options,
+admission limits and metrics. Routes reach it as ``request.app.state.servelm``."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from typing import Any, Callable, Optional
+
+from servelm.agents.ids import now_seconds
+
+from .admission import Admission
+from .errors import APIError
+from .metrics import ServerMetrics
+from .options import EngineOptions, ServerOptions
+from .services.base import ModelService
+from .services.loading import build_service
+
+log = logging.getLogger("servelm.serving")
+
+#: called with the reason when the model fails to load (the CLI exits; tests may record it)
+LoadErrorHandler = Callable[[str], None]
+
+
+class ServerState:
+    """The model service once loaded (or the load error), plus options, limits and metrics."""
+
+    def __init__(self, server: ServerOptions, engine: EngineOptions, model_name: str):
+        self.server = server
+        self.engine = engine
+        self.model_name = model_name
+        self.metrics = ServerMetrics(model_name)
+        self.admission = Admission(server.max_concurrency, server.max_queue, self.metrics)
+        self.service: Optional[ModelService] = None
+        self.load_error: Optional[str] = None
+        self.created = now_seconds()
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``loading`` or ``error`` (the model failed to load, or its engine died)."""
+        if self.service is None:
+            return "error" if self.load_error else "loading"
+        return "error" if self.service.health_error() else "ok"
+
+    def ready(self) -> ModelService:
+        """The service, or a 503 saying why there is none (still loading, failed, engine gone)."""
+        if self.service is None:
+            message = f"model failed to load: {self.load_error}" if self.load_error else "model is still loading"
+            raise APIError(503, message, code="model_not_ready", headers={"Retry-After": "1"})
+        return self.service
+
+    def check_model(self, name: Optional[str]) -> None:
+        """404 when a request names another model than the one served."""
+        if name and name != self.model_name:
+            raise APIError(404, f"The model `{name}` does not exist; this server serves `{self.model_name}`.", param="model", code="model_not_found")
+
+    async def load(self, model_or_path: Any, on_error: Optional[LoadErrorHandler] = None) -> None:
+        """Load the model (off the event loop) and start its service; a failure is logged on one line,
+        kept for /health, and handed to ``on_error``."""
+        try:
+            service = await asyncio.to_thread(build_service, model_or_path, self.server, self.engine, self.metrics)
+            await service.start()
+            # Everything loaded so far (torch, transformers, vLLM, the model) lives as long as the server:
+            # freeze it out of the cyclic collector, whose full passes over that heap stall the event loop.
+            gc.collect()
+            gc.freeze()
+            self.service = service
+            log.info("model %s ready (%s)", self.model_name, service.kind)
+        except Exception as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+            log.error("model failed to load: %s", self.load_error)
+            if on_error is not None:
+                on_error(self.load_error)
