@@ -62,7 +62,7 @@ def export(
         shutil.rmtree(tmp, ignore_errors=True)
         chatter = io.StringIO()
         try:
-            with contextlib.redirect_stdout(chatter), _quiet_progress_bars():  # the builder prints progress
+            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), _quiet_progress_bars():  # the builder prints progress
                 prepared = builder.parse_extra_options(None, source, tmp, precision, target, cache, options)
                 builder.create_model(None, source, tmp, precision, target, cache, **prepared)
         except Exception as exc:
@@ -85,11 +85,27 @@ def export(
 
 @contextlib.contextmanager
 def _quiet_progress_bars() -> Iterator[None]:
+    """No progress bars (tqdm's, transformers' weight loading) and no per-node INFO lines from
+    onnxruntime's quantizer (hundreds on a real model) while the builder runs."""
     previous = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"
+    quantizer = logging.getLogger("onnxruntime.quantization")
+    level = quantizer.level
+    quantizer.setLevel(logging.WARNING)
+    bars = None
+    try:
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     try:
         yield
     finally:
+        quantizer.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()
         if previous is None:
             os.environ.pop("TQDM_DISABLE", None)
         else:

@@ -13,6 +13,7 @@ Synchronous and single-threaded: the server drives it from one engine thread or 
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections import deque
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ class ContinuousBatcher:
         self._positions: Any = None  # [batch] next position per row
         self._pending: list[int] = []  # per running row: the sampled token not yet in the cache
         self.last_batch_size = 0
+        # transformers 5.24 renamed forward's past_key_values to cache (the old name warns): use what this version takes
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     # ------------------------------------------------------------------ requests
     def add(self, prompt_ids: list[int], params: SamplingParams) -> Sequence:
@@ -142,11 +145,12 @@ class ContinuousBatcher:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         from transformers import DynamicCache
 
+        cache = DynamicCache()
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), position_ids=positions.to(self.device),
-                         past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1)
+                         use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache})
         tokens = sample_next(out.logits[:, -1, :], [s.params for s in seqs], [s.generator for s in seqs])
         next_positions = torch.tensor([len(s.prompt_ids) for s in seqs], device=self.device)
-        self._repack(keep, (seqs, out.past_key_values, mask.to(self.device).bool(), next_positions, tokens))
+        self._repack(keep, (seqs, cache, mask.to(self.device).bool(), next_positions, tokens))
         self.last_batch_size = len(seqs)
         return [self._accept(seq, token) for seq, token in zip(seqs, tokens)]
 
@@ -156,7 +160,7 @@ class ContinuousBatcher:
         ids = torch.tensor(self._pending, dtype=torch.long, device=self.device).unsqueeze(1)  # [batch, 1]
         self._mask = torch.cat([self._mask, torch.ones((batch, 1), dtype=torch.bool, device=self.device)], dim=1)  # [batch, columns]
         mask = self._mask[:, None, None, :] if self._mask_4d else self._mask  # [batch, 1, 1, columns]: used as is, not rebuilt
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=self._positions.unsqueeze(1), past_key_values=self._cache, use_cache=True)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=self._positions.unsqueeze(1), use_cache=True, **{self._cache_kwarg: self._cache})
         self._positions = self._positions + 1
         tokens = sample_next(out.logits[:, -1, :], [s.params for s in self.running], [s.generator for s in self.running])
         self._pending = tokens
