@@ -140,8 +140,8 @@ def demo(
     port: int = typer.Option(0, help="Port for the demo server (0: a free one)."),
     question: str = typer.Option("What is the capital of France?", help="What to ask the example agent and the LLM."),
     llm: bool = typer.Option(True, help="Also package and serve an LLM (needs servelm[transformers])."),
-    model: Optional[str] = typer.Option(None, "--model", help="LLM to serve: a local checkpoint directory or .gguf file "
-                                                              "(default: the tiny local model)."),
+    model: Optional[str] = typer.Option(None, "--model", help="LLM to serve: a local checkpoint directory or .gguf file, or 'tiny' "
+                                                              "for a random tiny model (default: SmolLM2-135M-Instruct from the package index)."),
 ) -> None:
     """Save an example agent and an LLM, serve each on loopback, and ask them through the openai client."""
     from .demo import run_demo

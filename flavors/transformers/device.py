@@ -1,5 +1,10 @@
-"""Where a model runs: CUDA when available (dtype from the config, else bf16), else CPU with a deliberate
-thread count (on 2 busy cores, torch's default threads ran 5-10x slower than one thread)."""
+"""Where and in what precision a model runs: CUDA when available, else CPU with a deliberate thread
+count (on 2 busy cores, torch's default threads ran 5-10x slower than one thread).
+
+``dtype="auto"`` (the default) follows vLLM: on a GPU the checkpoint's bf16 / fp16, and bf16 for fp32
+checkpoints (fp16 where bf16 is not supported); on a CPU bf16 when it computes bf16 natively
+(AVX512-BF16 or AMX), else fp32. Any other value is used as given.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import os
 from typing import Any, Optional
 
 log = logging.getLogger("servelm.device")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def cpu_threads() -> int:
@@ -15,16 +21,41 @@ def cpu_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-def choose_device(torch_dtype: Optional[str] = None, device: Optional[str] = None, threads: Optional[int] = None) -> tuple[Any, Any]:
-    """(torch device, torch dtype) to load a model with; logs the choice."""
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (oneDNN's check: AVX512-BF16 or AMX)."""
     import torch
 
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and "bf16" in _cpu_flags()
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return ""
+
+
+def choose_device(dtype: Optional[str] = None, device: Optional[str] = None, threads: Optional[int] = None,
+                  checkpoint_dtype: Optional[str] = None) -> tuple[Any, Any]:
+    """(torch device, torch dtype) to run a model with; logs the choice."""
+    import torch
+
+    if dtype not in (None, *DTYPES):
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
     name = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    requested = getattr(torch, dtype) if dtype and dtype != "auto" else None
     if name.startswith("cuda"):
-        dtype = getattr(torch, torch_dtype) if torch_dtype and torch_dtype != "auto" else torch.bfloat16
-        log.info("running on %s (%s), dtype %s", name, torch.cuda.get_device_name(torch.device(name)), dtype)
-    else:
-        dtype = getattr(torch, torch_dtype) if torch_dtype and torch_dtype not in ("auto", "float16", "bfloat16") else torch.float32
-        torch.set_num_threads(threads or cpu_threads())
-        log.info("running on cpu with %d torch threads, dtype %s", torch.get_num_threads(), dtype)
-    return torch.device(name), dtype
+        if requested is None:
+            saved = checkpoint_dtype if checkpoint_dtype in ("bfloat16", "float16") else "bfloat16"
+            requested = getattr(torch, saved) if saved == "float16" or torch.cuda.is_bf16_supported() else torch.float16
+        log.info("running on %s (%s), dtype %s", name, torch.cuda.get_device_name(torch.device(name)), requested)
+        return torch.device(name), requested
+    if requested is None:
+        requested = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    torch.set_num_threads(threads or cpu_threads())
+    log.info("running on cpu with %d torch threads, dtype %s", torch.get_num_threads(), requested)
+    return torch.device(name), requested

@@ -15,6 +15,7 @@ from ..llm_directory import CHAT_EXAMPLE, check_task, write_llm_metadata
 from ..model import Model
 from ..signature import ModelSignature
 from .chat import require_chat_template
+from .gguf import gguf_checkpoint, is_gguf
 
 FLAVOR_NAME = "transformers"
 LOADER_MODULE = "servelm.flavors.transformers.loader"
@@ -28,6 +29,8 @@ def _components(transformers_model: Any) -> tuple[Any, Any, Optional[str]]:
     """(model or None, tokenizer, local source dir or None) from a pipeline, a dict, or a checkpoint path."""
     if isinstance(transformers_model, (str, os.PathLike)):
         source = os.fspath(transformers_model)
+        if is_gguf(source):
+            source = gguf_checkpoint(source)
         if not os.path.isfile(os.path.join(source, "config.json")):
             raise ModelFormatError(f"{source} is not a Hugging Face checkpoint directory (no config.json)")
         from transformers import AutoTokenizer
@@ -57,7 +60,8 @@ def save_model(
     source_model_name: Optional[str] = None,
     source_model_revision: Optional[str] = None,
 ) -> Model:
-    """Save a causal LM (pipeline, ``{"model", "tokenizer"}`` dict, or local checkpoint path) at ``path``.
+    """Save a causal LM (pipeline, ``{"model", "tokenizer"}`` dict, local checkpoint path, or a GGUF file
+    or a directory with one) at ``path``.
 
     ``task="llm/v1/chat"`` serves OpenAI chat and needs a chat template (checked now);
     ``"text-generation"`` keeps prompt -> text. ``save_pretrained=False`` stores only the source name
@@ -155,7 +159,7 @@ def context_length(checkpoint: Checkpoint) -> int:
 
 
 def load_checkpoint(checkpoint: Checkpoint, device: Optional[str] = None, threads: Optional[int] = None, dtype: Optional[str] = None) -> tuple[Any, Any]:
-    """(model on its device in eval mode, tokenizer); ``dtype`` overrides the saved torch_dtype."""
+    """(model on its device in eval mode, tokenizer), in ``dtype`` (default "auto": see ``device.py``)."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -163,23 +167,23 @@ def load_checkpoint(checkpoint: Checkpoint, device: Optional[str] = None, thread
 
     hf_logging.disable_progress_bar()  # progress bars are noise in server logs
     tokenizer = load_tokenizer(checkpoint)
-    torch_device, torch_dtype = choose_device(dtype or checkpoint.torch_dtype, device, threads)
+    torch_device, torch_dtype = choose_device(dtype, device, threads, checkpoint.torch_dtype)
     model = AutoModelForCausalLM.from_pretrained(checkpoint.weights, revision=checkpoint.revision, dtype=torch_dtype).to(torch_device).eval()
     return model, tokenizer
 
 
-def load_components(path: str, device: Optional[str] = None, threads: Optional[int] = None) -> tuple[Any, Any, Model]:
+def load_components(path: str, device: Optional[str] = None, threads: Optional[int] = None, dtype: Optional[str] = None) -> tuple[Any, Any, Model]:
     """(model on its device in eval mode, tokenizer, Model metadata) of a transformers-flavor directory."""
     checkpoint = locate_checkpoint(path)
     if checkpoint.meta is None:
         raise ModelFormatError(f"{path} has no MLmodel file: not a transformers-flavor directory")
-    model, tokenizer = load_checkpoint(checkpoint, device, threads)
+    model, tokenizer = load_checkpoint(checkpoint, device, threads, dtype)
     return model, tokenizer, checkpoint.meta
 
 
-def load_model(path: str, return_type: str = "pipeline", device: Optional[str] = None) -> Any:
+def load_model(path: str, return_type: str = "pipeline", device: Optional[str] = None, dtype: Optional[str] = None) -> Any:
     """The native objects: a text-generation pipeline, or ``{"model", "tokenizer"}`` with return_type="components"."""
-    model, tokenizer, _ = load_components(path, device)
+    model, tokenizer, _ = load_components(path, device, dtype=dtype)
     if return_type == "components":
         return {"model": model, "tokenizer": tokenizer}
     if return_type != "pipeline":

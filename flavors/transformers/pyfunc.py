@@ -11,7 +11,7 @@ from typing import Any, Optional
 from servelm.agents import ChatCompletionRequest
 
 from ..llm_pyfunc import TASK_CHAT, ChatLLMPyfunc
-from .batcher import ContinuousBatcher
+from .batcher import ContinuousBatcher, model_runner_factory
 from .chat import encode_chat
 
 __all__ = ["TASK_CHAT", "TransformersPyfunc"]
@@ -25,9 +25,10 @@ class TransformersPyfunc(ChatLLMPyfunc):
         self.model = model
         self.tokenizer = tokenizer
         self.max_num_seqs = max_num_seqs
+        self.runners = model_runner_factory(model)  # the weights laid out once; each predict gets its own cache
 
     def new_batcher(self) -> ContinuousBatcher:
-        return ContinuousBatcher(self.model, self.tokenizer, self.max_num_seqs)
+        return ContinuousBatcher(self.model, self.tokenizer, self.max_num_seqs, runners=self.runners)
 
     def chat_prompt_ids(self, chat: ChatCompletionRequest) -> list[int]:
         return encode_chat(self.tokenizer, chat)

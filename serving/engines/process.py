@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional
 from servelm.flavors.generation import Batcher, SamplingParams
 
 from ..errors import APIError
+from ..logs import configure_logging
 from .base import Delta, StepObserver
 from .driver import BatcherDriver
 from .requests import EngineRequest, RequestTable
@@ -67,7 +68,8 @@ class ProcessEngine:
         context = multiprocessing.get_context("spawn")  # a fork would copy the server's threads and locks
         requests_in, requests_out = context.Pipe(duplex=False)
         outputs_in, outputs_out = context.Pipe(duplex=False)
-        self._process = context.Process(target=engine_main, args=(self.make_batcher, requests_in, outputs_out), name="servelm-engine")
+        level = logging.getLevelName(logging.getLogger("servelm").getEffectiveLevel()).lower()
+        self._process = context.Process(target=engine_main, args=(self.make_batcher, requests_in, outputs_out, level), name="servelm-engine")
         self._process.start()
         requests_in.close()
         outputs_out.close()
@@ -160,9 +162,9 @@ class ProcessEngine:
 
 
 # ---------------------------------------------------------------------- the child
-def engine_main(make_batcher: Callable[[], Any], requests: Connection, outputs: Connection) -> None:
+def engine_main(make_batcher: Callable[[], Any], requests: Connection, outputs: Connection, log_level: str = "info") -> None:
     """The child process: build the batcher, then take requests and step until told to stop (or orphaned)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    configure_logging(log_level)
     try:
         driver = BatcherDriver(make_batcher)
     except BaseException as exc:

@@ -19,7 +19,8 @@ from .base import ModelService
 def default_model_name(model_or_path: Any) -> str:
     """The name /v1/models shows when none is given: the directory's name, or the class name."""
     if isinstance(model_or_path, (str, os.PathLike)):
-        return os.path.basename(os.path.normpath(os.fspath(model_or_path))) or "model"
+        name = os.path.basename(os.path.normpath(os.fspath(model_or_path))) or "model"
+        return name[: -len(".gguf")] if name.endswith(".gguf") else name
     if isinstance(model_or_path, PyFuncModel):
         return os.path.basename(model_or_path.path) or "model"
     return type(model_or_path).__name__
@@ -32,8 +33,10 @@ def choose_engine(path: str, forced: Optional[str]) -> str:
         if forced not in ENGINES:
             raise ModelFormatError(f"unknown engine {forced!r}; choose one of {', '.join(ENGINES)}")
         return forced
+    if path.endswith(".gguf") and os.path.isfile(path):
+        return "transformers"  # converted to a checkpoint when served (servelm.flavors.transformers.gguf)
     if not os.path.isdir(path):
-        raise ModelFormatError(f"{path} is not a directory")
+        raise ModelFormatError(f"{path} is not a directory (or a .gguf file)")
     if os.path.isfile(os.path.join(path, "MLmodel")):
         flavors = Model.load(path).flavors
         if "transformers" in flavors:
@@ -45,9 +48,17 @@ def choose_engine(path: str, forced: Optional[str]) -> str:
         raise ModelFormatError(f"{os.path.join(path, 'MLmodel')}: no servable flavor (found {', '.join(flavors) or 'none'})")
     if os.path.isfile(os.path.join(path, "genai_config.json")):
         return "onnx"
-    if os.path.isfile(os.path.join(path, "config.json")):
+    if os.path.isfile(os.path.join(path, "config.json")) or any(f.endswith(".gguf") for f in os.listdir(path)):
         return "transformers"
-    raise ModelFormatError(f"{path} has no MLmodel file and is not a Hugging Face checkpoint (no config.json)")
+    raise ModelFormatError(f"{path} has no MLmodel file and is not a Hugging Face checkpoint (no config.json) or a GGUF file")
+
+
+def _is_gguf(path: str) -> bool:
+    if not (path.endswith(".gguf") or os.path.isdir(path)):
+        return False
+    from servelm.flavors.transformers.gguf import is_gguf
+
+    return is_gguf(path)
 
 
 def in_memory_pyfunc(python_model: PythonModel) -> PyFuncModel:
@@ -71,6 +82,10 @@ def build_service(model_or_path: Any, server: ServerOptions, engine: EngineOptio
         return AgentService(in_memory_pyfunc(model_or_path), server.max_threads)
     path = os.path.abspath(os.fspath(model_or_path))
     chosen = choose_engine(path, engine.engine)
+    if chosen in ("transformers", "vllm") and _is_gguf(path):
+        from servelm.flavors.transformers.gguf import gguf_checkpoint
+
+        path = gguf_checkpoint(path)
     if chosen == "pyfunc":
         return AgentService(load_model(path), server.max_threads)
     if chosen == "transformers":
@@ -101,21 +116,32 @@ def transformers_service(path: str, options: EngineOptions, metrics: ServerMetri
     checkpoint = locate_checkpoint(path)
     tokenizer = load_tokenizer(checkpoint)
     require_chat_template(tokenizer, path)
-    make_batcher = functools.partial(transformers_batcher, path, options.device, options.threads, options.dtype, options.max_num_seqs)
+    defaults = checkpoint.meta.pyfunc_config() if checkpoint.meta is not None else {}
+    dtype = options.dtype or defaults.pop("dtype", None)  # a dtype saved in model_config applies when none is asked for
+    make_batcher = functools.partial(transformers_batcher, path, options.device, options.threads, dtype, options.max_num_seqs)
     engine_class = ProcessEngine if options.engine_process else ThreadEngine
     engine = engine_class(make_batcher, context_length(checkpoint), on_step=metrics.batch_size.observe)
-    defaults = checkpoint.meta.pyfunc_config() if checkpoint.meta is not None else {}
     return LLMService(engine, functools.partial(encode_chat, tokenizer), "llm/v1/chat (transformers engine)", defaults, metrics,
                       functools.partial(encode_text, tokenizer))
 
 
-def transformers_batcher(path: str, device: Optional[str], threads: Optional[int], dtype: Optional[str], max_num_seqs: int) -> Any:
-    """Load the model at ``path`` and wrap it in a ContinuousBatcher (called where the engine runs)."""
-    from servelm.flavors.transformers.batcher import ContinuousBatcher
+@functools.lru_cache(maxsize=4)
+def _loaded(path: str, device: Optional[str], threads: Optional[int], dtype: Optional[str]) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, runner factory), loaded once per process: a batcher rebuilt after a failed step
+    reuses them."""
+    from servelm.flavors.transformers.batcher import model_runner_factory
     from servelm.flavors.transformers.flavor import load_checkpoint, locate_checkpoint
 
     model, tokenizer = load_checkpoint(locate_checkpoint(path), device, threads, dtype)
-    return ContinuousBatcher(model, tokenizer, max_num_seqs)
+    return model, tokenizer, model_runner_factory(model)
+
+
+def transformers_batcher(path: str, device: Optional[str], threads: Optional[int], dtype: Optional[str], max_num_seqs: int) -> Any:
+    """The batcher of the model at ``path`` (called where the engine runs: the model loads there)."""
+    from servelm.flavors.transformers.batcher import ContinuousBatcher
+
+    model, tokenizer, runners = _loaded(path, device, threads, dtype)
+    return ContinuousBatcher(model, tokenizer, max_num_seqs, runners=runners)
 
 
 def onnx_service(path: str, options: EngineOptions, metrics: ServerMetrics) -> ModelService:

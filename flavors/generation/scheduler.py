@@ -1,0 +1,279 @@
+"""Continuous batching over a ``ModelRunner``: the ``Batcher`` the LLM flavors share.
+
+Sequences wait, then take a row of the runner's KV cache and are prefilled in chunks (at most
+``prefill_tokens`` prompt tokens per step, so a long prompt never stalls running streams for long), then
+decode one token per step together with every other running sequence, and free their row when done.
+
+Rows: the decoding sequences always occupy rows ``0 .. n-1`` (one batched decode call over a contiguous
+block of the cache); sequences still prefilling sit above them. A finished row is filled by moving the
+last decoding row into it, and a sequence whose prefill completes moves to row ``n``: one sequence's KV
+copied, never the whole cache.
+
+Prompts that start like an earlier prompt reuse its KV (``prefix_cache.py``): a shared system prompt is
+computed once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Optional, Protocol
+
+from .batcher import Sequence, StepOutput
+from .detokenizer import IncrementalDetokenizer
+from .prefix_cache import PrefixCache, block_keys
+from .sampling import SamplingParams
+from .stop import StopChecker
+
+
+class ModelRunner(Protocol):
+    """A model's forward passes over a KV cache of rows (one sequence per row, positions left-aligned)."""
+
+    #: tokens a sequence may hold, prompt and output together
+    context_length: int
+
+    def ensure(self, rows: int, length: int) -> None:
+        """Make room for ``rows`` rows of ``length`` positions each (growing, keeping what is cached)."""
+        ...
+
+    def release(self) -> None:
+        """Free the cache (no sequence holds a row any more)."""
+        ...
+
+    def prefill(self, row: int, token_ids: list[int], start: int) -> Any:
+        """Compute ``token_ids`` at positions ``start ..`` of ``row`` (attending to positions before
+        ``start`` already cached), write their KV; return the logits of the last one, [1, vocab]."""
+        ...
+
+    def decode(self, tokens: list[int], positions: list[int]) -> Any:
+        """One token for each row ``0 .. len(tokens)-1`` at its position; return logits [rows, vocab]."""
+        ...
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        """Copy the first ``length`` positions of row ``src`` to row ``dst``."""
+        ...
+
+    def swap(self, a: int, b: int, length: int) -> None:
+        """Exchange the first ``length`` positions of rows ``a`` and ``b``."""
+        ...
+
+    def save_block(self, row: int, start: int, size: int) -> tuple[Any, int]:
+        """A copy of positions ``start .. start+size`` of ``row`` (for the prefix cache) and its size in bytes."""
+        ...
+
+    def load_block(self, block: Any, row: int, start: int) -> None:
+        """Write a saved block back at ``start`` of ``row``."""
+        ...
+
+    def generator(self, seed: int) -> Any:
+        """A seeded random generator for one sequence's sampling."""
+        ...
+
+    def sample(self, logits: Any, params: list[SamplingParams], generators: list[Any]) -> list[int]:
+        """The next token of each row of ``logits`` [rows, vocab], each with its own parameters."""
+        ...
+
+
+@dataclass
+class ScheduledSequence(Sequence):
+    """A sequence on the scheduler: its row, how much of it is cached, its decoder and sampler state."""
+
+    row: int = -1
+    computed: int = 0  # tokens whose KV is in the cache
+    pending: int = -1  # the last sampled token, fed to the next decode step
+    keys: list[int] = field(default_factory=list)  # prefix-cache keys of its prompt's full blocks
+    detokenizer: Optional[IncrementalDetokenizer] = None
+    generator: Any = None
+
+
+class Scheduler:
+    """A ``Batcher`` over any ``ModelRunner``.
+
+    ``tokenizer`` decodes output text; ``eos_ids`` end a sequence (unless its params ignore EOS);
+    ``max_num_seqs`` bounds the rows; ``prefill_tokens`` bounds the prompt tokens computed per step;
+    ``prefix_cache_bytes`` bounds the prefix cache (0 turns it off).
+    """
+
+    def __init__(self, runner: ModelRunner, tokenizer: Any, eos_ids: set[int], max_num_seqs: int = 64, prefill_tokens: int = 512,
+                 prefix_cache_bytes: int = 512 * 1024 * 1024, block_size: int = 32):
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.eos_ids = set(eos_ids)
+        self.context_length = runner.context_length
+        self.max_num_seqs = max_num_seqs
+        self.prefill_tokens = max(1, prefill_tokens)
+        self.prefix_cache = PrefixCache(block_size, prefix_cache_bytes) if prefix_cache_bytes > 0 else None
+        self.waiting: deque[ScheduledSequence] = deque()
+        self.rows: list[Optional[ScheduledSequence]] = []  # by row; decoding rows first
+        self.decoding = 0  # rows 0 .. decoding-1 decode this step
+        self.prefilling: deque[ScheduledSequence] = deque()  # in arrival order
+        self.last_batch_size = 0
+        self._ids = itertools.count(1)
+
+    # ------------------------------------------------------------------ requests
+    def add(self, prompt_ids: list[int], params: SamplingParams) -> ScheduledSequence:
+        """Queue a sequence; it takes a row at the next step with room."""
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        if len(prompt_ids) >= self.context_length:
+            raise ValueError(f"the prompt has {len(prompt_ids)} tokens; this model's context is {self.context_length}")
+        seq = ScheduledSequence(list(prompt_ids), params, next(self._ids))
+        seq.detokenizer = IncrementalDetokenizer(self.tokenizer)
+        seq.stopper = StopChecker(params.stop)
+        if params.seed is not None and params.temperature > 0:
+            seq.generator = self.runner.generator(params.seed)
+        self.waiting.append(seq)
+        return seq
+
+    def abort(self, seq: Sequence) -> None:
+        """Stop ``seq``; its row is freed at the next step."""
+        seq.aborted = True
+
+    def has_work(self) -> bool:
+        return bool(self.waiting) or any(s is not None for s in self.rows)
+
+    # ------------------------------------------------------------------ the step
+    def step(self) -> list[StepOutput]:
+        """Free aborted rows, admit waiting sequences, prefill up to the token budget, then decode one
+        token for every running sequence."""
+        for seq in [s for s in self.rows if s is not None and s.aborted]:
+            seq.finish_reason = seq.finish_reason or "abort"
+            self._free(seq)
+        self._admit()
+        outputs = self._prefill()
+        if self.decoding:
+            outputs += self._decode()
+        self.last_batch_size = len(outputs)
+        if not any(s is not None for s in self.rows):
+            self.rows, self.decoding = [], 0
+            self.runner.release()
+        return outputs
+
+    def _admit(self) -> None:
+        while self.waiting and sum(s is not None for s in self.rows) < self.max_num_seqs:
+            seq = self.waiting.popleft()
+            if seq.aborted:
+                continue
+            row = next((r for r in range(self.decoding, len(self.rows)) if self.rows[r] is None), len(self.rows))
+            if row == len(self.rows):
+                self.rows.append(None)
+            self.runner.ensure(len(self.rows), self._room_for(len(seq.prompt_ids) + 1))
+            seq.row = row
+            self.rows[row] = seq
+            self._load_prefix(seq)
+            self.prefilling.append(seq)
+
+    def _room_for(self, length: int) -> int:
+        return min(self.context_length, length)
+
+    def _load_prefix(self, seq: ScheduledSequence) -> None:
+        cache = self.prefix_cache
+        if cache is None:
+            return
+        seq.keys = block_keys(seq.prompt_ids, cache.block_size)
+        for i, block in enumerate(cache.lookup(seq.keys, seq.prompt_ids)):
+            self.runner.load_block(block, seq.row, i * cache.block_size)
+            seq.computed = (i + 1) * cache.block_size
+
+    def _save_prefix(self, seq: ScheduledSequence) -> None:
+        cache = self.prefix_cache
+        if cache is None:
+            return
+        size = cache.block_size
+        for i in cache.missing(seq.keys):
+            block, nbytes = self.runner.save_block(seq.row, i * size, size)
+            cache.save(seq.keys[i], seq.prompt_ids[i * size : (i + 1) * size], block, nbytes)
+
+    def _prefill(self) -> list[StepOutput]:
+        """Prompt chunks, oldest sequence first, up to the step's token budget; a sequence whose prompt
+        is complete samples its first token and joins the decoding rows."""
+        outputs = []
+        budget = self.prefill_tokens
+        while self.prefilling and budget > 0:
+            seq = self.prefilling[0]
+            take = min(budget, len(seq.prompt_ids) - seq.computed)
+            logits = self.runner.prefill(seq.row, seq.prompt_ids[seq.computed : seq.computed + take], seq.computed)
+            seq.computed += take
+            budget -= take
+            if seq.computed < len(seq.prompt_ids):
+                break
+            self.prefilling.popleft()
+            self._save_prefix(seq)
+            token = self.runner.sample(logits, [seq.params], [seq.generator])[0]
+            self._join_decoding(seq)
+            outputs.append(self._accept(seq, token))
+        return outputs
+
+    def _decode(self) -> list[StepOutput]:
+        running = self.rows[: self.decoding]
+        longest = max(s.computed for s in running if s is not None) + 1
+        self.runner.ensure(len(self.rows), self._room_for(longest + 32))
+        logits = self.runner.decode([s.pending for s in running], [s.computed for s in running])  # type: ignore[union-attr]
+        for seq in running:
+            seq.computed += 1  # type: ignore[union-attr]
+        tokens = self.runner.sample(logits, [s.params for s in running], [s.generator for s in running])  # type: ignore[union-attr]
+        return [self._accept(seq, token) for seq, token in zip(running, tokens)]  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ tokens -> text
+    def _accept(self, seq: ScheduledSequence, token: int) -> StepOutput:
+        """Record a sampled token: text, stop strings, EOS and length limits; free the row when done."""
+        assert seq.detokenizer is not None and seq.stopper is not None
+        if token in self.eos_ids and not seq.params.ignore_eos:
+            return self._finish(seq, "stop", self._final_text(seq))
+        seq.generated.append(token)
+        seq.pending = token
+        text, hit = seq.stopper.feed(seq.detokenizer.add(token))
+        seq.text += text
+        if hit:
+            return self._finish(seq, "stop", text)
+        if len(seq.generated) >= seq.params.max_tokens or len(seq.prompt_ids) + len(seq.generated) >= self.context_length:
+            return self._finish(seq, "length", text + self._final_text(seq))
+        return StepOutput(seq, text, False)
+
+    def _final_text(self, seq: ScheduledSequence) -> str:
+        assert seq.detokenizer is not None and seq.stopper is not None
+        tail, hit = seq.stopper.feed(seq.detokenizer.flush())
+        rest = "" if hit else seq.stopper.flush()
+        seq.text += tail + rest
+        return tail + rest
+
+    def _finish(self, seq: ScheduledSequence, reason: str, text: str) -> StepOutput:
+        seq.finish_reason = reason
+        self._free(seq)
+        return StepOutput(seq, text, True)
+
+    # ------------------------------------------------------------------ rows
+    def _join_decoding(self, seq: ScheduledSequence) -> None:
+        """Move a sequence whose prompt is cached to row ``decoding`` (swapping with whoever is there)."""
+        target = self.decoding
+        if seq.row != target:
+            other = self.rows[target]
+            if other is None:
+                self.runner.move(seq.row, target, seq.computed)
+                self.rows[seq.row] = None
+            else:
+                self.runner.swap(seq.row, target, max(seq.computed, other.computed))
+                self.rows[seq.row], other.row = other, seq.row
+            self.rows[target], seq.row = seq, target
+        self.decoding += 1
+
+    def _free(self, seq: ScheduledSequence) -> None:
+        """Give a sequence's row back; the last decoding row moves into a hole it leaves."""
+        row = seq.row
+        if row < 0:
+            return
+        seq.row = -1
+        if row >= self.decoding:  # still prefilling
+            self.rows[row] = None
+            if seq in self.prefilling:
+                self.prefilling.remove(seq)
+            return
+        last = self.decoding - 1
+        if row != last:
+            moved = self.rows[last]
+            assert moved is not None
+            self.runner.move(last, row, moved.computed)
+            self.rows[row], moved.row = moved, row
+        self.rows[last] = None
+        self.decoding -= 1

@@ -1,0 +1,91 @@
+"""GGUF files (llama.cpp's format) as a source of Hugging Face checkpoints.
+
+transformers reads a GGUF file's weights (dequantized) and its tokenizer with chat template; the result
+is written once as a plain checkpoint directory in the cache (keyed by the file's name, size and time),
+so ``save_model("x.gguf", ...)`` and ``servelm serve -m x.gguf`` pay the conversion once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+from typing import Any
+
+from ..errors import ModelFormatError
+from .tiny import default_cache_dir
+
+log = logging.getLogger("servelm.transformers")
+GGUF_SUFFIX = ".gguf"
+
+
+def is_gguf(path: str) -> bool:
+    """Whether ``path`` is a .gguf file, or a directory holding exactly one (and no config.json)."""
+    if os.path.isfile(path):
+        return path.endswith(GGUF_SUFFIX)
+    return os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")) and len(_gguf_files(path)) == 1
+
+
+def _gguf_files(directory: str) -> list[str]:
+    return sorted(f for f in os.listdir(directory) if f.endswith(GGUF_SUFFIX))
+
+
+def gguf_file(path: str) -> str:
+    """The GGUF file ``path`` names (the file itself, or the one in a directory)."""
+    if os.path.isfile(path):
+        return path
+    files = _gguf_files(path) if os.path.isdir(path) else []
+    if len(files) != 1:
+        raise ModelFormatError(f"{path} should be a .gguf file or a directory with exactly one (found {len(files)})")
+    return os.path.join(path, files[0])
+
+
+def load_gguf(path: str) -> tuple[Any, Any]:
+    """(model in fp32, tokenizer) read from a GGUF file; needs the ``gguf`` package."""
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise ModelFormatError("reading GGUF files needs the gguf package: pip install 'servelm[transformers]'") from None
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    file = gguf_file(path)
+    folder, name = os.path.dirname(os.path.abspath(file)), os.path.basename(file)
+    hf_logging.disable_progress_bar()
+    with contextlib.redirect_stderr(io.StringIO()):  # transformers' dequantization progress bar
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # the weights are dequantized: the model is a plain one now, and save_pretrained must see it so
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model.eval(), tokenizer
+
+
+def gguf_checkpoint(path: str, cache_dir: str | None = None) -> str:
+    """A Hugging Face checkpoint directory converted from the GGUF file at ``path``, cached."""
+    file = gguf_file(path)
+    stat = os.stat(file)
+    key = hashlib.sha256(f"{os.path.abspath(file)}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = os.path.join(cache_dir or default_cache_dir(), "gguf", f"{os.path.basename(file)[: -len(GGUF_SUFFIX)]}-{key}")
+    marker = os.path.join(target, "servelm-gguf.json")
+    if os.path.isfile(marker):
+        return target
+    log.info("converting %s to a transformers checkpoint (once; cached in %s)", file, target)
+    model, tokenizer = load_gguf(file)
+    tmp = f"{target}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    with open(os.path.join(tmp, "servelm-gguf.json"), "w") as f:
+        json.dump({"source": os.path.abspath(file), "size": stat.st_size}, f)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,261 @@
+"""The transformers engine's model runner: a Llama-family decoder's forward pass written directly in torch
+over the weights of a loaded Hugging Face model, with a KV cache of rows (the ``ModelRunner`` the
+scheduler drives).
+
+Why not the model's own forward: on a small model most of a decode step is Python (module calls, mask
+and cache bookkeeping), not arithmetic. Here a layer is a dozen tensor ops; on CPUs with native bf16 the
+linear layers run oneDNN kernels on weights packed once at load, and attention reads an fp32 KV cache
+(the CPU's fp32 attention kernels are several times faster than its bf16 ones for one query token).
+
+Covers the architectures whose layers are RMSNorm -> GQA attention with rotary embeddings -> gated
+SiLU MLP: Llama (SmolLM, TinyLlama...), Mistral without sliding windows, Qwen2 (q/k/v biases) and Phi3
+(fused projections). ``unsupported_reason`` says why another model falls back to ``batcher.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ..generation import SamplingParams
+from .sampling import sample_next
+
+ARCHITECTURES = ("llama", "mistral", "qwen2", "phi3")
+_LENGTH_STEP = 256  # positions are allocated in multiples of this
+_ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # fixed frequencies, computed once by transformers
+
+
+def text_config(config: Any) -> Any:
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def unsupported_reason(model: Any) -> Optional[str]:
+    """Why this runner cannot run ``model`` (None when it can)."""
+    config = text_config(model.config)
+    if config.model_type not in ARCHITECTURES:
+        return f"architecture {config.model_type!r} (the runner covers {', '.join(ARCHITECTURES)})"
+    if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or []):
+        return "sliding-window layers"
+    window = getattr(config, "sliding_window", None)
+    if window is not None and getattr(config, "use_sliding_window", True) and window < config.max_position_embeddings:
+        return "a sliding window"
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    kind = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
+    if kind not in _ROPE_TYPES:
+        return f"rope type {kind!r}"
+    rotary = getattr(getattr(model, "model", None), "rotary_emb", None)
+    if rotary is None or not hasattr(rotary, "inv_freq"):
+        return "no rotary embedding module to read frequencies from"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"activation {config.hidden_act!r}"
+    return None
+
+
+class LlamaWeights:
+    """The weights of a loaded Llama-family model, laid out for the runner (shared by every runner of
+    the model; read-only). ``dtype`` is the compute dtype of the linear layers."""
+
+    def __init__(self, model: Any, dtype: Any):
+        import torch
+
+        self.torch = torch
+        config = text_config(model.config)
+        self.device = next(model.parameters()).device
+        self.dtype = dtype
+        self.heads = config.num_attention_heads
+        self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.hidden = config.hidden_size
+        self.eps = config.rms_norm_eps
+        self.context_length = int(getattr(config, "max_position_embeddings", 0) or 2048)
+        on_cpu = self.device.type == "cpu"
+        self.packed = on_cpu and dtype == torch.bfloat16 and _mkldnn_linear_available()
+        # fp32 attention on CPU (its fp32 kernels are much faster for one query); the model dtype elsewhere
+        self.cache_dtype = torch.float32 if on_cpu else dtype
+        self.layers = [self._layer(layer) for layer in model.model.layers]
+        self.embed = model.get_input_embeddings().weight.detach().to(dtype)  # [vocab, hidden]
+        self.norm = model.model.norm.weight.detach().to(dtype)
+        self.lm_head = self._linear(model.get_output_embeddings().weight, None)
+        rotary = model.model.rotary_emb
+        inv_freq = rotary.inv_freq.detach().float().to(self.device)  # [rotary_dim / 2]
+        positions = torch.arange(self.context_length, device=self.device, dtype=torch.float32)
+        angles = torch.outer(positions, inv_freq)  # [context, rotary_dim / 2]
+        scale = float(getattr(rotary, "attention_scaling", 1.0))
+        self.cos = (torch.cat([angles.cos(), angles.cos()], dim=-1) * scale).to(self.cache_dtype)  # [context, rotary_dim]
+        self.sin = (torch.cat([angles.sin(), angles.sin()], dim=-1) * scale).to(self.cache_dtype)
+        self.rotary_dim = self.cos.shape[-1]
+
+    def _linear(self, weight: Any, bias: Any) -> tuple[Any, Any]:
+        """(weight, bias) in the form ``linear`` takes: packed for oneDNN, else the plain tensor."""
+        weight = weight.detach().to(self.dtype).contiguous()
+        bias = bias.detach().to(self.dtype) if bias is not None else None
+        if self.packed:
+            return self.torch.ops.mkldnn._reorder_linear_weight(weight, 1), bias
+        return weight, bias
+
+    def linear(self, x: Any, weight: tuple[Any, Any]) -> Any:
+        if self.packed:
+            return self.torch.ops.mkldnn._linear_pointwise(x, weight[0], weight[1], "none", [], "")
+        return self.torch.nn.functional.linear(x, weight[0], weight[1])
+
+    def _layer(self, layer: Any) -> dict[str, Any]:
+        torch = self.torch
+        attn, mlp = layer.self_attn, layer.mlp
+        if hasattr(attn, "qkv_proj"):  # Phi3: q, k and v in one projection
+            qkv = self._linear(attn.qkv_proj.weight, attn.qkv_proj.bias)
+        else:
+            biases = [p.bias for p in (attn.q_proj, attn.k_proj, attn.v_proj)]
+            bias = torch.cat(biases) if all(b is not None for b in biases) else None
+            qkv = self._linear(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]), bias)
+        if hasattr(mlp, "gate_up_proj"):  # Phi3: gate and up in one projection
+            gate_up = self._linear(mlp.gate_up_proj.weight, None)
+        else:
+            gate_up = self._linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), None)
+        return {"norm1": layer.input_layernorm.weight.detach().to(self.dtype), "qkv": qkv, "o": self._linear(attn.o_proj.weight, attn.o_proj.bias),
+                "norm2": layer.post_attention_layernorm.weight.detach().to(self.dtype), "gate_up": gate_up,
+                "down": self._linear(mlp.down_proj.weight, None)}
+
+
+def _mkldnn_linear_available() -> bool:
+    import torch
+
+    try:
+        weight = torch.ops.mkldnn._reorder_linear_weight(torch.zeros(8, 8, dtype=torch.bfloat16), 1)
+        torch.ops.mkldnn._linear_pointwise(torch.zeros(1, 8, dtype=torch.bfloat16), weight, None, "none", [], "")
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class TorchRunner:
+    """A ``ModelRunner`` over ``LlamaWeights``: its own KV cache, per layer [rows, kv_heads, positions,
+    head_dim], grown as sequences need room and freed when none is left."""
+
+    def __init__(self, weights: LlamaWeights, max_rows: int):
+        self.w = weights
+        self.torch = weights.torch
+        self.context_length = weights.context_length
+        self.max_rows = max_rows
+        self.keys: list[Any] = []
+        self.values: list[Any] = []
+        self.rows = 0  # allocated
+        self.length = 0  # allocated positions per row
+
+    # ------------------------------------------------------------------ the cache
+    def ensure(self, rows: int, length: int) -> None:
+        """Grow to at least ``rows`` rows (doubling, up to ``max_rows``) of ``length`` positions (in steps of 256)."""
+        wanted = min(self.max_rows, rows)
+        rows = min(self.max_rows, max(wanted, 2 * self.rows)) if wanted > self.rows else self.rows
+        length = max(self.length, min(self.context_length, -(-length // _LENGTH_STEP) * _LENGTH_STEP))
+        if rows == self.rows and length == self.length:
+            return
+        w, torch = self.w, self.torch
+        shape = (rows, w.kv_heads, length, w.head_dim)
+        keys = [torch.zeros(shape, dtype=w.cache_dtype, device=w.device) for _ in w.layers]
+        values = [torch.zeros(shape, dtype=w.cache_dtype, device=w.device) for _ in w.layers]
+        for old, new in zip(self.keys + self.values, keys + values):
+            new[: self.rows, :, : self.length] = old
+        self.keys, self.values, self.rows, self.length = keys, values, rows, length
+
+    def release(self) -> None:
+        self.keys, self.values, self.rows, self.length = [], [], 0, 0
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        for cache in self.keys + self.values:
+            cache[dst, :, :length] = cache[src, :, :length]
+
+    def swap(self, a: int, b: int, length: int) -> None:
+        for cache in self.keys + self.values:
+            kept = cache[a, :, :length].clone()
+            cache[a, :, :length] = cache[b, :, :length]
+            cache[b, :, :length] = kept
+
+    def save_block(self, row: int, start: int, size: int) -> tuple[Any, int]:
+        block = self.torch.stack([c[row, :, start : start + size] for c in self.keys + self.values])  # [2 * layers, kv_heads, size, head_dim]
+        return block, block.numel() * block.element_size()
+
+    def load_block(self, block: Any, row: int, start: int) -> None:
+        size = block.shape[2]
+        for cache, part in zip(self.keys + self.values, block):
+            cache[row, :, start : start + size] = part
+
+    # ------------------------------------------------------------------ forward passes
+    def prefill(self, row: int, token_ids: list[int], start: int) -> Any:
+        torch, w = self.torch, self.w
+        count = len(token_ids)
+        with torch.inference_mode():
+            ids = torch.tensor(token_ids, device=w.device)
+            positions = torch.arange(start, start + count, device=w.device)
+            end = start + count
+            mask = None
+            if start:  # the chunk attends to the cached positions before it, and causally within itself
+                mask = torch.arange(end, device=w.device)[None, :] <= positions[:, None]  # [count, end]
+            x = w.embed[ids]  # [count, hidden]
+            cos, sin = w.cos[positions][:, None, :], w.sin[positions][:, None, :]  # [count, 1, rotary_dim]
+            for i, layer in enumerate(w.layers):
+                q, k, v = self._qkv(x, layer, cos, sin)  # [count, heads | kv_heads, head_dim]
+                self.keys[i][row, :, start:end] = k.transpose(0, 1)
+                self.values[i][row, :, start:end] = v.transpose(0, 1)
+                attended = torch.nn.functional.scaled_dot_product_attention(
+                    q.transpose(0, 1)[None], self.keys[i][row : row + 1, :, :end], self.values[i][row : row + 1, :, :end],
+                    attn_mask=mask, is_causal=mask is None, enable_gqa=True)  # [1, heads, count, head_dim]
+                x = self._rest_of_layer(x, attended[0].transpose(0, 1).reshape(count, -1), layer)
+            return w.linear(_rms_norm(torch, x[-1:], w.norm, w.eps), w.lm_head)  # [1, vocab]
+
+    def decode(self, tokens: list[int], positions: list[int]) -> Any:
+        torch, w = self.torch, self.w
+        count = len(tokens)
+        with torch.inference_mode():
+            ids = torch.tensor(tokens, device=w.device)
+            where = torch.tensor(positions, device=w.device)
+            end = max(positions) + 1
+            mask = None
+            if min(positions) != end - 1:  # rows of different lengths: each attends to its own positions
+                mask = (torch.arange(end, device=w.device)[None, :] <= where[:, None])[:, None, None, :]  # [rows, 1, 1, end]
+            rows = torch.arange(count, device=w.device)
+            x = w.embed[ids]  # [rows, hidden]
+            cos, sin = w.cos[where][:, None, :], w.sin[where][:, None, :]  # [rows, 1, rotary_dim]
+            for i, layer in enumerate(w.layers):
+                q, k, v = self._qkv(x, layer, cos, sin)  # [rows, heads | kv_heads, head_dim]
+                self.keys[i][rows, :, where] = k
+                self.values[i][rows, :, where] = v
+                attended = torch.nn.functional.scaled_dot_product_attention(
+                    q[:, :, None, :], self.keys[i][:count, :, :end], self.values[i][:count, :, :end], attn_mask=mask,
+                    enable_gqa=True)  # [rows, heads, 1, head_dim]
+                x = self._rest_of_layer(x, attended.reshape(count, -1), layer)
+            return w.linear(_rms_norm(torch, x, w.norm, w.eps), w.lm_head)  # [rows, vocab]
+
+    def _qkv(self, x: Any, layer: dict[str, Any], cos: Any, sin: Any) -> tuple[Any, Any, Any]:
+        """Queries and keys (rotated) and values of one layer, in the cache dtype."""
+        w = self.w
+        tokens = x.shape[0]
+        qkv = w.linear(_rms_norm(self.torch, x, layer["norm1"], w.eps), layer["qkv"]).to(w.cache_dtype)
+        split = (w.heads + w.kv_heads) * w.head_dim
+        qk = _rotate(self.torch, qkv[:, :split].view(tokens, w.heads + w.kv_heads, w.head_dim), cos, sin, w.rotary_dim)
+        return qk[:, : w.heads], qk[:, w.heads :], qkv[:, split:].view(tokens, w.kv_heads, w.head_dim)
+
+    def _rest_of_layer(self, x: Any, attended: Any, layer: dict[str, Any]) -> Any:
+        """Output projection and residual, then the gated MLP and residual."""
+        w, torch = self.w, self.torch
+        x = x + w.linear(attended.to(w.dtype), layer["o"])
+        gate, up = w.linear(_rms_norm(torch, x, layer["norm2"], w.eps), layer["gate_up"]).chunk(2, dim=-1)
+        return x + w.linear(torch.nn.functional.silu(gate) * up, layer["down"])
+
+    # ------------------------------------------------------------------ sampling
+    def generator(self, seed: int) -> Any:
+        return self.torch.Generator(device=self.w.device).manual_seed(seed)
+
+    def sample(self, logits: Any, params: list[SamplingParams], generators: list[Any]) -> list[int]:
+        return sample_next(logits, params, generators)
+
+
+def _rms_norm(torch: Any, x: Any, weight: Any, eps: float) -> Any:
+    return torch.nn.functional.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
+def _rotate(torch: Any, x: Any, cos: Any, sin: Any, rotary_dim: int) -> Any:
+    """Rotary position embedding (the half-split convention of Hugging Face checkpoints) on the first
+    ``rotary_dim`` features of each head of ``x`` [tokens, heads, head_dim]."""
+    if rotary_dim < x.shape[-1]:
+        return torch.cat([_rotate(torch, x[..., :rotary_dim], cos, sin, rotary_dim), x[..., rotary_dim:]], dim=-1)
+    half = rotary_dim // 2
+    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
