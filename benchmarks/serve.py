@@ -6,7 +6,12 @@
 The client is aiohttp (httpx's own overhead capped a 2-core machine before the servers did). Metrics as vLLM's ``bench serve`` defines them: TTFT (first chunk with content), TPOT per request
 ((e2e - ttft) / (output tokens - 1)), ITL pooled over all gaps between content chunks, end-to-end latency;
 mean, p50 and p99 (seconds); request/s and output tokens/s (from the server's usage counts). Each level
-warms up with one request per client first. The prompt is fixed (stated in the output row).
+warms up with one request per client first.
+
+Workloads (``--workload``): ``fixed`` sends one short prompt every time; ``real`` a distinct prompt of
+about 250 tokens per request; ``long`` distinct prompts of about 1500 tokens; ``agent`` a shared system
+prompt of about 1000 tokens followed by a short distinct user turn (what an agent framework sends).
+Prompts are made of common words drawn from a seeded generator, distinct from their first word.
 """
 
 from __future__ import annotations
@@ -22,6 +27,41 @@ from typing import Any, Optional
 import aiohttp
 
 PROMPT = "Write a short story about a small model server that answers many questions at once."
+WORKLOADS = ("fixed", "real", "long", "agent")
+_WORDS = ("time year people way day man thing woman life child world school state family student group country problem hand part "
+          "place case week company system program question work government number night point home water room mother area money story "
+          "fact month lot right study book eye job word business issue side kind head house service friend father power hour game line "
+          "end member law car city community name president team minute idea kid body information back parent face others level office "
+          "door health person art war history party result change morning reason research girl guy moment air teacher force education "
+          "foot boy age policy music market sense nation plan college interest death experience effect use class control care field "
+          "development role effort rate heart drug show leader light voice wife police mind price report decision son view relationship "
+          "town road arm difference value building action model season society tax director position player record paper space ground "
+          "form event official matter center couple site project activity star table need court american oil situation cost industry "
+          "figure street image phone data picture practice piece land product doctor wall patient worker news test movie north love "
+          "support technology step baby computer type attention film tree source organization hair window evidence population site "
+          "small large new old good great high different important public bad same able local sure free better best early young").split()
+
+
+def _text(rng: "random.Random", words: int) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(words))
+
+
+def workload_messages(workload: str, index: int) -> list[dict[str, str]]:
+    """The chat messages of request ``index`` of a workload (distinct per index, the same across runs)."""
+    import random
+
+    if workload == "fixed":
+        return [{"role": "user", "content": PROMPT}]
+    rng = random.Random(f"{workload}-{index}")
+    if workload == "real":
+        return [{"role": "user", "content": f"Summarize this in one sentence: {_text(rng, 213)}"}]
+    if workload == "long":
+        return [{"role": "user", "content": f"Summarize this in one sentence: {_text(rng, 1460)}"}]
+    if workload == "agent":
+        shared = random.Random("agent-system-prompt")
+        system = "You are a helpful assistant for a logistics company. Follow these notes: " + _text(shared, 950)
+        return [{"role": "system", "content": system}, {"role": "user", "content": f"Question {index}: {_text(rng, 12)}?"}]
+    raise ValueError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
 
 
 @dataclass
@@ -31,6 +71,7 @@ class Result:
     ttft: Optional[float] = None  # seconds
     gaps: list[float] = field(default_factory=list)  # seconds between content chunks
     output_tokens: int = 0
+    prompt_tokens: int = 0
 
 
 def percentile(values: list[float], q: float) -> Optional[float]:
@@ -73,6 +114,7 @@ async def one_request(session: "aiohttp.ClientSession", url: str, body: dict[str
                 payload = json.loads(line[5:])
                 if payload.get("usage"):
                     result.output_tokens = int(payload["usage"].get("completion_tokens", 0))
+                    result.prompt_tokens = int(payload["usage"].get("prompt_tokens", 0))
                 if _content_of(payload):
                     now = time.perf_counter()
                     if result.ttft is None:
@@ -93,18 +135,22 @@ def _stats(prefix: str, values: list[float]) -> dict[str, Optional[float]]:
             f"{prefix}_p99_s": round(percentile(values, 0.99) or 0, 5)}
 
 
-async def run_level(url: str, body: dict[str, Any], concurrency: int, requests: int, stream: bool) -> dict[str, Any]:
+async def run_level(url: str, body: dict[str, Any], concurrency: int, requests: int, stream: bool, workload: str = "fixed") -> dict[str, Any]:
     """``requests`` requests from ``concurrency`` clients (after a warm-up); one result row."""
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as client:
-        await asyncio.gather(*(one_request(client, url, body, stream) for _ in range(concurrency)))
+
+    def body_for(index: int) -> dict[str, Any]:
+        return body if workload == "fixed" or "messages" not in body else {**body, "messages": workload_messages(workload, index)}
+
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=3600)) as client:
+        await asyncio.gather(*(one_request(client, url, body_for(-1 - i), stream) for i in range(concurrency)))
         todo = list(range(requests))
         results: list[Result] = []
 
         async def worker() -> None:
             while todo:
-                todo.pop()
-                results.append(await one_request(client, url, body, stream))
+                index = todo.pop()
+                results.append(await one_request(client, url, body_for(index), stream))
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -112,7 +158,8 @@ async def run_level(url: str, body: dict[str, Any], concurrency: int, requests: 
     ok = [r for r in results if r.ok]
     tokens = sum(r.output_tokens for r in ok)
     row: dict[str, Any] = {"concurrency": concurrency, "requests": len(results), "failures": len(results) - len(ok), "duration_s": round(duration, 3),
-                           "request_throughput": round(len(ok) / duration, 2), "output_tokens": tokens, "output_throughput": round(tokens / duration, 1)}
+                           "request_throughput": round(len(ok) / duration, 2), "output_tokens": tokens, "output_throughput": round(tokens / duration, 1),
+                           "workload": workload, "prompt_tokens_mean": round(statistics.mean(r.prompt_tokens for r in ok), 1) if ok else None}
     row.update(_stats("e2e", [r.e2e for r in ok]))
     if stream:
         row.update(_stats("ttft", [r.ttft for r in ok if r.ttft is not None]))
@@ -147,13 +194,16 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--ignore-eos", action="store_true", help="ask for exactly max_tokens per request")
     parser.add_argument("--body", help="send this JSON body as is (instead of building one from the flags above)")
+    parser.add_argument("--workload", default="fixed", choices=WORKLOADS, help="the prompts: one fixed prompt, or distinct ones per request")
     parser.add_argument("--label", default="", help="system name recorded with the results")
     parser.add_argument("--out", help="append result rows as JSON lines to this file")
     args = parser.parse_args()
     body = json.loads(args.body) if args.body else request_body(args.path, args.model, args.max_tokens, args.stream, args.ignore_eos)
     for level in (int(c) for c in args.concurrency.split(",")):
-        row = asyncio.run(run_level(args.url.rstrip("/") + args.path, body, level, args.requests, args.stream))
-        row.update(system=args.label, max_tokens=args.max_tokens, prompt=PROMPT, stream=args.stream)
+        row = asyncio.run(run_level(args.url.rstrip("/") + args.path, body, level, args.requests, args.stream, args.workload))
+        row.update(system=args.label, max_tokens=args.max_tokens, stream=args.stream)
+        if args.workload == "fixed":
+            row["prompt"] = PROMPT
         print(json.dumps(row))
         if args.out:
             with open(args.out, "a") as f:
