@@ -14,6 +14,7 @@ from ..llm_directory import check_task, write_llm_metadata
 from ..model import Model
 from ..signature import ModelSignature
 from .export import EXPORT_INFO
+from .model import OnnxModel, chosen_provider
 from .runtime import GENAI_CONFIG, GenaiModel, import_genai, open_genai, saved_provider
 
 FLAVOR_NAME = "onnx"
@@ -97,8 +98,27 @@ def genai_dir_of(path: str) -> tuple[str, Model]:
     return folder, meta
 
 
+def locate_folder(path: str) -> tuple[str, Optional[str], dict[str, Any], Optional[Model]]:
+    """(genai folder, saved provider, saved model_config, MLmodel) of an onnx-flavor directory or a bare genai folder."""
+    if os.path.isfile(os.path.join(path, "MLmodel")):
+        folder, meta = genai_dir_of(path)
+        return folder, (meta.flavor(FLAVOR_NAME).get("providers") or [None])[0], meta.pyfunc_config(), meta
+    if os.path.isfile(os.path.join(path, GENAI_CONFIG)):
+        return path, None, {}, None
+    raise ModelFormatError(f"{path} is neither an onnx-flavor model directory nor an onnxruntime-genai folder")
+
+
+def load_onnx(path: str, execution_provider: Optional[str] = None, max_batch_size: int = 64, threads: Optional[int] = None) -> tuple[OnnxModel, Model]:
+    """Open an onnx-flavor directory for generation on its provider: the one asked for, else the saved one
+    when available, else cpu."""
+    folder, saved, _, meta = locate_folder(path)
+    if meta is None:
+        raise ModelFormatError(f"{path} has no MLmodel file: not an onnx-flavor directory")
+    return OnnxModel(folder, chosen_provider(folder, execution_provider, saved), max_batch_size, threads), meta
+
+
 def load_genai(path: str, execution_provider: Optional[str] = None, max_batch_size: int = 64, threads: Optional[int] = None) -> tuple[GenaiModel, Model]:
-    """Open an onnx-flavor directory on its provider: the one asked for, else the saved one when available, else cpu."""
+    """onnxruntime-genai's own objects for an onnx-flavor directory, on its provider."""
     folder, meta = genai_dir_of(path)
     saved = (meta.flavor(FLAVOR_NAME).get("providers") or [None])[0]
     return open_genai(folder, execution_provider, max_batch_size, threads, saved=saved), meta

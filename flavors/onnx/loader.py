@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from .flavor import load_genai
+from .flavor import load_onnx
 from .pyfunc import OnnxPyfunc
 
 
 def _load_pyfunc(data_path: str, model_config: Optional[dict[str, Any]] = None) -> OnnxPyfunc:
     """Load the model directory ``data_path`` as a chat (or text-generation) pyfunc model."""
     config = dict(model_config or {})
-    genai, meta = load_genai(data_path, config.pop("execution_provider", None))
+    provider, threads = config.pop("execution_provider", None), config.pop("threads", None)
+    model, meta = load_onnx(data_path, provider, threads=threads)
     config = {**meta.pyfunc_config(), **config}
-    return OnnxPyfunc(genai, meta.task or "text-generation", os.path.basename(os.path.normpath(data_path)), config)
+    return OnnxPyfunc(model, meta.task or "text-generation", os.path.basename(os.path.normpath(data_path)), config)

@@ -1,7 +1,8 @@
-"""The python_function face of an onnx-flavor model: OpenAI chat in, OpenAI chat out, on onnxruntime-genai.
+"""The python_function face of an onnx-flavor model: OpenAI chat in, OpenAI chat out.
 
-Each predict builds its own Engine on the calling thread (about a millisecond; an Engine is tied to the
-thread that made it), so concurrent predicts from a server's thread pool do not share one.
+Each predict builds its own batcher on the calling thread (its own KV cache over the one loaded model;
+onnxruntime-genai's Engine is tied to the thread that made it), so concurrent predicts from a server's
+thread pool do not share one.
 """
 
 from __future__ import annotations
@@ -10,23 +11,23 @@ from typing import Any, Optional
 
 from servelm.agents import ChatCompletionRequest
 
+from ..generation import Batcher
 from ..llm_pyfunc import ChatLLMPyfunc
-from .batcher import GenaiBatcher
-from .runtime import GenaiModel
+from .model import OnnxModel
 
 
 class OnnxPyfunc(ChatLLMPyfunc):
-    """Chat (or text-generation) predict over a loaded onnxruntime-genai model."""
+    """Chat (or text-generation) predict over a loaded onnx-flavor model."""
 
-    def __init__(self, genai: GenaiModel, task: str, model_name: str, config: Optional[dict[str, Any]] = None):
-        super().__init__(task, model_name, genai.context_length, config)
-        self.genai = genai
+    def __init__(self, model: OnnxModel, task: str, model_name: str, config: Optional[dict[str, Any]] = None):
+        super().__init__(task, model_name, model.context_length, config)
+        self.model = model
 
-    def new_batcher(self) -> GenaiBatcher:
-        return GenaiBatcher(self.genai)
+    def new_batcher(self) -> Batcher:
+        return self.model.new_batcher()
 
     def chat_prompt_ids(self, chat: ChatCompletionRequest) -> list[int]:
-        return self.genai.chat_prompt_ids(chat)
+        return self.model.chat_prompt_ids(chat)
 
     def text_prompt_ids(self, text: str) -> list[int]:
-        return self.genai.text_prompt_ids(text)
+        return self.model.text_prompt_ids(text)

@@ -10,10 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from servelm.agents import ChatCompletionRequest
-
 from ..errors import ModelFormatError
-from ..generation import template_inputs
 
 log = logging.getLogger("servelm.onnx")
 GENAI_CONFIG = "genai_config.json"
@@ -86,16 +83,6 @@ class GenaiModel:
     text_tokenizer: Any = None  # tokenizers.Tokenizer from tokenizer.json: decodes exactly as transformers does
     max_batch_size: int = 64  # sequences generated at once
     dynamic_batching: bool = False  # the folder's Engine joins requests into a running batch (paged-attention exports)
-
-    def chat_prompt_ids(self, request: ChatCompletionRequest) -> list[int]:
-        """Token ids of a chat request rendered with the folder's chat template (tools passed through)."""
-        messages, tools = template_inputs(request)
-        kwargs: dict[str, Any] = {"tools": json.dumps(tools)} if tools else {}
-        text = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True, **kwargs)
-        return self.tokenizer.encode(text).tolist()
-
-    def text_prompt_ids(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text).tolist()
 
 
 def open_genai(genai_dir: str, provider: Optional[str] = None, max_batch_size: int = 64, threads: Optional[int] = None,

@@ -145,27 +145,25 @@ def transformers_batcher(path: str, device: Optional[str], threads: Optional[int
 
 
 def onnx_service(path: str, options: EngineOptions, metrics: ServerMetrics) -> ModelService:
-    """An onnx-flavor directory (or a bare onnxruntime-genai folder) served by onnxruntime-genai's Engine."""
-    from servelm.flavors.onnx.batcher import GenaiBatcher
-    from servelm.flavors.onnx.flavor import has_chat_template, load_genai
-    from servelm.flavors.onnx.runtime import GENAI_CONFIG, open_genai
+    """An onnx-flavor directory (or a bare onnxruntime-genai folder) served by the onnx engine: the model
+    loads and steps in an engine process (``options.engine_process``); this process keeps the tokenizer
+    and chat template."""
+    from servelm.flavors.onnx.flavor import locate_folder
+    from servelm.flavors.onnx.model import OnnxPrompts, chosen_provider, onnx_batcher
 
+    from ..engines.process import ProcessEngine
     from ..engines.thread import ThreadEngine
     from .llm import LLMService
 
-    defaults: dict[str, Any] = {}
-    if os.path.isfile(os.path.join(path, "MLmodel")):
-        genai, meta = load_genai(path, options.device, options.max_num_seqs, options.threads)
-        defaults = meta.pyfunc_config()
-    elif os.path.isfile(os.path.join(path, GENAI_CONFIG)):
-        genai = open_genai(path, options.device, options.max_num_seqs, options.threads)
-    else:
-        raise ModelFormatError(f"{path} is neither an onnx-flavor model directory nor an onnxruntime-genai folder")
-    if not has_chat_template(genai.path):
-        raise ModelFormatError(f"{genai.path} has no chat template: the onnx engine serves chat models")
-    engine = ThreadEngine(lambda: GenaiBatcher(genai), genai.context_length, on_step=metrics.batch_size.observe)
-    return LLMService(engine, genai.chat_prompt_ids, f"llm/v1/chat (onnxruntime-genai engine on {genai.provider})", defaults, metrics,
-                      genai.text_prompt_ids)
+    folder, saved, defaults, _ = locate_folder(path)
+    prompts = OnnxPrompts.read(folder)
+    if prompts.template is None:
+        raise ModelFormatError(f"{folder} has no chat template: the onnx engine serves chat models")
+    provider = chosen_provider(folder, options.device, saved)
+    make_batcher = functools.partial(onnx_batcher, folder, provider, options.threads, options.max_num_seqs)
+    engine_class = ProcessEngine if options.engine_process else ThreadEngine
+    engine = engine_class(make_batcher, prompts.context_length, on_step=metrics.batch_size.observe)
+    return LLMService(engine, prompts.chat_prompt_ids, f"llm/v1/chat (onnx engine on {provider})", defaults, metrics, prompts.text_prompt_ids)
 
 
 def vllm_service(path: str, server: ServerOptions, options: EngineOptions, metrics: ServerMetrics) -> ModelService:

@@ -1,0 +1,122 @@
+"""An onnx-flavor model opened for generation.
+
+``OnnxPrompts`` is what turns requests into token ids (the folder's tokenizer.json and chat template,
+no model weights): the serving process keeps only this. ``OnnxModel`` adds the batcher: on CPU the
+shared scheduler over ``OrtRunner`` (onnxruntime driven directly), on other execution providers
+onnxruntime-genai's own Engine (``batcher.py``), which batches dynamically there.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from servelm.agents import ChatCompletionRequest
+
+from ..errors import ModelFormatError
+from ..generation import Batcher, template_inputs
+from ..generation.chat_template import ChatTemplate
+from ..generation.scheduler import Scheduler
+from .runtime import GENAI_CONFIG, choose_provider, import_genai, open_genai, read_genai_config, saved_provider
+
+
+@dataclass
+class OnnxPrompts:
+    """A genai folder's tokenizer and chat template, with its context length and end-of-sequence ids."""
+
+    path: str
+    tokenizer: Any  # tokenizers.Tokenizer
+    template: Optional[ChatTemplate]
+    context_length: int
+    eos_ids: frozenset[int]
+
+    @classmethod
+    def read(cls, genai_dir: str) -> "OnnxPrompts":
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise ModelFormatError("the onnx flavor needs tokenizers: pip install 'servelm[onnx]'") from None
+        if not os.path.isfile(os.path.join(genai_dir, GENAI_CONFIG)):
+            raise ModelFormatError(f"{genai_dir} is not an onnxruntime-genai folder (no {GENAI_CONFIG})")
+        tokenizer_file = os.path.join(genai_dir, "tokenizer.json")
+        if not os.path.isfile(tokenizer_file):
+            raise ModelFormatError(f"{genai_dir} has no tokenizer.json")
+        meta = read_genai_config(genai_dir)["model"]
+        eos = meta.get("eos_token_id")
+        eos_ids = frozenset(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        return cls(genai_dir, Tokenizer.from_file(tokenizer_file), ChatTemplate.from_folder(genai_dir), int(meta.get("context_length") or 2048), eos_ids)
+
+    def chat_prompt_ids(self, request: ChatCompletionRequest) -> list[int]:
+        """Token ids of a chat request rendered with the folder's chat template (tools passed through)."""
+        if self.template is None:
+            raise ModelFormatError(f"{self.path} has no chat template")
+        messages, tools = template_inputs(request)
+        return list(self.tokenizer.encode(self.template.render(messages, tools), add_special_tokens=False).ids)
+
+    def text_prompt_ids(self, text: str) -> list[int]:
+        """Token ids of a plain prompt, with the special tokens the tokenizer adds."""
+        return list(self.tokenizer.encode(text).ids)
+
+
+def runs_on_ort_directly(genai_dir: str) -> bool:
+    """Whether the folder's decoder uses GroupQueryAttention (what ``OrtRunner`` drives: past and present
+    KV in one buffer, each row's length from its attention mask)."""
+    import onnx
+
+    config = read_genai_config(genai_dir)
+    model = onnx.load(os.path.join(genai_dir, config["model"]["decoder"]["filename"]), load_external_data=False)
+    return any(node.op_type == "GroupQueryAttention" for node in model.graph.node)
+
+
+def chosen_provider(genai_dir: str, requested: Optional[str] = None, saved: Optional[str] = None) -> str:
+    """The execution provider to run the folder on (see ``runtime.choose_provider``)."""
+    return choose_provider(import_genai(), [p for p in (saved, saved_provider(genai_dir)) if p], requested)
+
+
+class OnnxModel:
+    """A genai folder opened on its provider: prompts, and fresh batchers over one loaded model."""
+
+    def __init__(self, genai_dir: str, provider: str, max_batch_size: int = 64, threads: Optional[int] = None):
+        self.prompts = OnnxPrompts.read(genai_dir)
+        self.provider = provider
+        self.max_batch_size = max_batch_size
+        self.path = genai_dir
+        self.context_length = self.prompts.context_length
+        self.decoder: Any = None
+        self.genai: Any = None
+        if provider == "cpu" and runs_on_ort_directly(genai_dir):
+            from .runner import OrtDecoder
+
+            self.decoder = OrtDecoder(genai_dir, read_genai_config(genai_dir), threads or max(1, (os.cpu_count() or 2) // 2))
+        else:
+            self.genai = open_genai(genai_dir, provider, max_batch_size, threads)
+
+    def new_batcher(self, max_num_seqs: Optional[int] = None) -> Batcher:
+        """A fresh batcher (its own KV cache) over the loaded model; build it on the thread that steps it."""
+        if self.decoder is not None:
+            from .runner import OrtRunner
+
+            return Scheduler(OrtRunner(self.decoder, max_num_seqs or self.max_batch_size), self.prompts.tokenizer, set(self.prompts.eos_ids),
+                             max_num_seqs or self.max_batch_size)
+        from .batcher import GenaiBatcher
+
+        return GenaiBatcher(self.genai)
+
+    def chat_prompt_ids(self, request: ChatCompletionRequest) -> list[int]:
+        return self.prompts.chat_prompt_ids(request)
+
+    def text_prompt_ids(self, text: str) -> list[int]:
+        return self.prompts.text_prompt_ids(text)
+
+
+@functools.lru_cache(maxsize=4)
+def opened(genai_dir: str, provider: str, max_batch_size: int, threads: Optional[int]) -> OnnxModel:
+    """One OnnxModel per folder and settings in this process (an engine rebuilding its batcher reuses it)."""
+    return OnnxModel(genai_dir, provider, max_batch_size, threads)
+
+
+def onnx_batcher(genai_dir: str, provider: str, threads: Optional[int], max_num_seqs: int) -> Batcher:
+    """The batcher of a genai folder (a picklable factory: called where the engine runs, which loads the model there)."""
+    return opened(genai_dir, provider, max_num_seqs, threads).new_batcher(max_num_seqs)
