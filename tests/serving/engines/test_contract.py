@@ -1,0 +1,153 @@
+"""What every LLM engine behind the server does the same, through the official openai client: greedy chat
+and its stream (usage included), n choices, reproducible seeds, stop strings, the Responses API, streams
+shaped like OpenAI's, concurrent streams sharing steps, a disconnect freeing the row, prompts past the
+context refused.
+
+One suite, parametrized over the engines: ``transformers`` (in its engine process, the default),
+``transformers-thread`` (``engine_process=False``: on a thread of the server) and ``onnx``. Engine-specific
+behaviour lives beside it (test_process.py; the vLLM engine, in its own venv, in test_vllm.py).
+"""
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+pytest.importorskip("torch")
+
+
+@dataclass
+class Served:
+    """One engine serving the tiny Llama as model ``tiny``."""
+
+    engine: str
+    base: str
+    app: Any
+    shared_steps: float  # a batch-size bucket that concurrent streams' steps must exceed
+
+
+ENGINES = ["transformers", "transformers-thread", "onnx"]
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def llm(request, serve):
+    """The engine named by the parameter, serving on loopback (one at a time: pytest groups the tests by engine)."""
+    engine = request.param
+    if engine == "onnx":
+        pytest.importorskip("onnxruntime_genai")
+        path, options, shared_steps = request.getfixturevalue("tiny_onnx_dir"), {}, 1.0
+    else:
+        path, options, shared_steps = request.getfixturevalue("tiny_llama_dir"), {"engine_process": engine == "transformers"}, 8.0
+    with serve(path, max_num_seqs=32, **options) as (base, app):
+        yield Served(engine, base, app, shared_steps)
+
+
+@pytest.fixture
+def client(llm, openai_client):
+    return openai_client(llm.base)
+
+
+def batch_buckets(base):
+    """The cumulative ``servelm_batch_size`` histogram buckets: upper bound -> steps."""
+    metrics = httpx.get(f"{base}/metrics").text
+    return {line.split('le="')[1].split('"')[0]: float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("servelm_batch_size_bucket")}
+
+
+def test_the_engine_asked_for_serves(llm):
+    from servelm.serving.engines.process import ProcessEngine
+    from servelm.serving.engines.thread import ThreadEngine
+
+    service = llm.app.state.servelm.service
+    kind, engine_class = {"transformers": ("transformers engine", ProcessEngine), "transformers-thread": ("transformers engine", ThreadEngine),
+                          "onnx": ("onnx engine on cpu", ProcessEngine)}[llm.engine]
+    assert kind in service.kind and isinstance(service.engine, engine_class)
+
+
+def test_chat_stream_and_usage(client):
+    reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0)
+    assert reply.usage.completion_tokens <= 8 and reply.usage.prompt_tokens > 0
+    assert reply.choices[0].finish_reason in ("length", "stop")
+    chunks = list(client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == reply.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
+
+
+def test_n_and_seed(client):
+    ask = dict(model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=6, temperature=1.0, seed=3, n=2)
+    a, b = client.chat.completions.create(**ask), client.chat.completions.create(**ask)
+    assert len(a.choices) == 2 and [ch.message.content for ch in a.choices] == [ch.message.content for ch in b.choices]
+
+
+def test_stop_string_and_ignore_eos(client):
+    ask = dict(model="tiny", messages=[{"role": "user", "content": "y"}], max_tokens=16, temperature=0, extra_body={"ignore_eos": True})
+    full = client.chat.completions.create(**ask)
+    assert full.usage.completion_tokens == 16
+    text = full.choices[0].message.content
+    stop = text[3:5]
+    cut = client.chat.completions.create(**ask, stop=[stop]).choices[0]
+    assert cut.finish_reason == "stop" and cut.message.content == text[: text.index(stop)]
+
+
+def test_responses_api_and_its_stream(client):
+    response = client.responses.create(model="tiny", input="hi", max_output_tokens=5, temperature=0)
+    assert response.status == "completed" and response.usage.output_tokens <= 5
+    events = [e.type for e in client.responses.create(model="tiny", input="hi", max_output_tokens=5, temperature=0, stream=True)]
+    assert events[0] == "response.created" and events[-1] == "response.completed"
+
+
+def test_raw_stream_is_shaped_like_openai(llm, sse_lines):
+    import json
+
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6, "temperature": 0, "stream": True, "n": 2,
+            "stream_options": {"include_usage": True}}
+    lines = sse_lines(llm.base, "/v1/chat/completions", body)
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert len({c["id"] for c in chunks}) == 1 and len({c["created"] for c in chunks}) == 1
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    for index in (0, 1):
+        mine = [c["choices"][0] for c in chunks if c["choices"] and c["choices"][0]["index"] == index]
+        assert mine[0]["delta"]["role"] == "assistant" and "content" in mine[0]["delta"]
+        assert all("role" not in m["delta"] for m in mine[1:])
+        assert mine[-1]["finish_reason"] == "length" and all(m["finish_reason"] is None for m in mine[:-1])
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 12
+
+
+def test_concurrent_streams_share_steps(llm, client):
+    before = batch_buckets(llm.base)
+    barrier = threading.Barrier(16)
+    texts = {}
+
+    def stream(i):
+        barrier.wait()
+        chunks = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": f"question {i}"}], max_tokens=24, temperature=0,
+                                                stream=True, extra_body={"ignore_eos": True})
+        texts[i] = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(16)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(texts) == 16
+    after = batch_buckets(llm.base)
+    # steps that ran more than ``shared_steps`` sequences together happened: the streams shared engine steps
+    bucket = f"{llm.shared_steps:.1f}"
+    assert (after["+Inf"] - after[bucket]) - (before["+Inf"] - before[bucket]) > 0
+
+
+def test_disconnect_frees_the_row(llm, wait_until):
+    engine = llm.app.state.servelm.service.engine
+    admission = llm.app.state.servelm.admission
+    body = {"messages": [{"role": "user", "content": "long"}], "max_tokens": 1500, "temperature": 0, "stream": True, "ignore_eos": True}
+    with httpx.stream("POST", f"{llm.base}/v1/chat/completions", json=body, timeout=30) as resp:
+        lines = resp.iter_lines()
+        next(lines)
+    wait_until(lambda: not engine.has_work() and not admission.running)
+    assert not engine.has_work() and admission.running == 0
+
+
+def test_prompt_over_context_is_400(llm):
+    resp = httpx.post(f"{llm.base}/v1/chat/completions", json={"messages": [{"role": "user", "content": "word " * 3000}]}, timeout=30)
+    assert resp.status_code == 400 and "context" in resp.json()["error"]["message"]

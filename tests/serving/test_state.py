@@ -1,0 +1,41 @@
+"""``ServerState``: loading / ok / error, a 503 saying why there is no model, a 404 for another model's name."""
+
+import pytest
+
+from servelm.serving.errors import APIError
+from servelm.serving.options import EngineOptions, ServerOptions
+from servelm.serving.state import ServerState
+
+
+def test_unknown_model_is_404(limited_server, post_chat, chat_body, assert_error):
+    base, _, _ = limited_server
+    assert_error(post_chat(base, {**chat_body, "model": "gpt-9"}), 404, "gpt-9")
+
+
+def test_status_and_ready_before_and_after_a_failed_load():
+    state = ServerState(ServerOptions(), EngineOptions(), "m")
+    assert state.status == "loading"
+    with pytest.raises(APIError) as info:
+        state.ready()
+    assert info.value.status == 503 and info.value.message == "model is still loading" and info.value.headers == {"Retry-After": "1"}
+    state.load_error = "OSError: gone"
+    assert state.status == "error"
+    with pytest.raises(APIError, match="model failed to load: OSError: gone"):
+        state.ready()
+
+
+def test_check_model_accepts_none_and_its_own_name():
+    state = ServerState(ServerOptions(), EngineOptions(), "m")
+    state.check_model(None)
+    state.check_model("m")
+    with pytest.raises(APIError) as info:
+        state.check_model("other")
+    assert (info.value.status, info.value.param, info.value.code) == (404, "model", "model_not_found")
+
+
+async def test_load_failure_is_kept_and_reported(tmp_path):
+    state = ServerState(ServerOptions(), EngineOptions(), "m")
+    reasons = []
+    await state.load(str(tmp_path / "does-not-exist"), reasons.append)
+    assert state.service is None and state.status == "error"
+    assert reasons == [state.load_error] and "not a directory" in state.load_error and "\n" not in state.load_error
