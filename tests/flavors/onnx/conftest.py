@@ -16,13 +16,14 @@ def onnx_dir(tmp_path_factory, tiny_llama_genai):
 
 @pytest.fixture(scope="session")
 def transformers_pyfunc(tmp_path_factory, tiny_llama):
-    """The same checkpoint through the transformers flavor's pyfunc."""
+    """The same checkpoint through the transformers flavor's pyfunc, in float32 like the export (its "auto"
+    dtype is bf16 on CPUs with native bf16: greedy text would drift apart after a few tokens)."""
     from servelm.flavors.pyfunc import load_model
     from servelm.flavors.transformers import save_model
 
     path = str(tmp_path_factory.mktemp("tf") / "tiny-tf")
     save_model(tiny_llama, path)
-    return load_model(path)
+    return load_model(path, model_config={"dtype": "float32"})
 
 
 @pytest.fixture(scope="session")

