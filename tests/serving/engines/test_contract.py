@@ -1,7 +1,7 @@
 """What every LLM engine behind the server does the same, through the official openai client: greedy chat
-and its stream (usage included), n choices, reproducible seeds, stop strings, the Responses API, streams
-shaped like OpenAI's, concurrent streams sharing steps, a disconnect freeing the row, prompts past the
-context refused.
+and its stream (usage included), n choices, reproducible seeds, stop strings, text completions, the
+Responses API, streams shaped like OpenAI's, concurrent streams sharing steps, a disconnect freeing the
+row, prompts past the context refused.
 
 One suite, parametrized over the engines: ``transformers`` (in its engine process, the default),
 ``transformers-thread`` (``engine_process=False``: on a thread of the server) and ``onnx``. Engine-specific
@@ -89,6 +89,19 @@ def test_stop_string_and_ignore_eos(client):
     stop = text[3:5]
     cut = client.chat.completions.create(**ask, stop=[stop]).choices[0]
     assert cut.finish_reason == "stop" and cut.message.content == text[: text.index(stop)]
+
+
+def test_text_completions_and_their_stream(client):
+    ask = dict(model="tiny", prompt="the model", max_tokens=6, temperature=0, extra_body={"ignore_eos": True})
+    reply = client.completions.create(**ask)
+    assert reply.object == "text_completion" and reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == 6 and reply.usage.prompt_tokens > 0
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    chunks = list(client.completions.create(**ask, stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == reply.choices[0].text
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 6
+    two = client.completions.create(model="tiny", prompt=["a", "b"], max_tokens=3, temperature=0, n=2, extra_body={"ignore_eos": True})
+    assert len(two.choices) == 4 and two.usage.completion_tokens == 12
 
 
 def test_responses_api_and_its_stream(client):
