@@ -144,7 +144,7 @@ class Scheduler:
         outputs = self._prefill()
         if self.decoding:
             outputs += self._decode()
-        self.last_batch_size = len(outputs)
+        self.last_batch_size = len({id(out.seq) for out in outputs})  # a sequence whose prefill completes also decodes this step
         if not any(s is not None for s in self.rows):
             self.rows, self.decoding = [], 0
             self.runner.release()

@@ -48,8 +48,6 @@ def test_greedy_matches_generate_with_mid_batch_joins(lm):
     assert max(sizes) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="production bug: Scheduler.step sets last_batch_size to its outputs, so a sequence whose prefill "
-                                       "completes and that decodes in the same step counts twice (the Batcher contract: sequences advanced)")
 def test_last_batch_size_counts_the_sequences_a_step_advanced(lm):
     model, tokenizer = lm
     batcher = ContinuousBatcher(model, tokenizer, max_num_seqs=8)
