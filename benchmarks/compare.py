@@ -88,7 +88,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--workers", default="1", help="servelm worker processes; a list (1,2) runs each servelm system once per value")
     parser.add_argument("--servelm-threads", type=int, default=None, help="servelm serve --threads for its CPU engines (default: servelm's)")
     parser.add_argument("--onnx-precision", default="fp32", help="precision of the onnx export (fp32, int8, int4)")
-    parser.add_argument("--vllm-kv-gib", type=float, default=4.0, help="VLLM_CPU_KVCACHE_SPACE for vLLM on CPU")
+    parser.add_argument("--vllm-kv-gib", type=int, default=4, help="VLLM_CPU_KVCACHE_SPACE for vLLM on CPU (GiB)")
     parser.add_argument("--max-model-len", type=int, default=None, help="--max-model-len for vLLM (default: the model's)")
     parser.add_argument("--vllm-python", help="python of a venv with vllm (default: $SERVELM_VLLM_PYTHON, else this one)")
     parser.add_argument("--mlflow-python", help="python of a venv with mlflow (default: $SERVELM_MLFLOW_PYTHON, else this one)")

@@ -81,7 +81,10 @@ class System:
 def python_with(module: str, given: Optional[str] = None, env_var: Optional[str] = None) -> Optional[str]:
     """An interpreter that can import ``module``: the one given, $env_var, or this one; None if none can."""
     for candidate in (given, os.environ.get(env_var) if env_var else None, PYTHON):
-        if candidate and subprocess.run([candidate, "-c", f"import {module}"], capture_output=True).returncode == 0:
+        if not candidate:
+            continue
+        candidate = os.path.abspath(candidate) if os.sep in candidate else candidate  # children run in other directories
+        if subprocess.run([candidate, "-c", f"import {module}"], capture_output=True).returncode == 0:
             return candidate
     return None
 

@@ -48,7 +48,8 @@ class EngineOptions(BaseModel):
     max_num_seqs: int = Field(64, ge=1, description="LLM engines: sequences decoded together in one batch.")
     device: Optional[str] = Field(None, description="LLM engines: cpu or cuda[:N] (default: cuda when available); "
                                                     "for onnx the execution provider (cpu, cuda, dml, ...).")
-    threads: Optional[int] = Field(None, ge=1, description="LLM engines on CPU: torch or onnxruntime threads (default: half the cores).")
+    threads: Optional[int] = Field(None, ge=1, description="LLM engines on CPU: torch or onnxruntime threads (default: every core for models "
+                                                          "with 64 MiB of weights or more, half the cores for smaller ones).")
     dtype: Optional[str] = Field(None, description="transformers / vllm engines: weight dtype (auto, float32, bfloat16, float16).")
     engine_process: bool = Field(True, description="transformers engine: run the model in an engine process of its own "
                                                    "(off: on a thread of the server process).")

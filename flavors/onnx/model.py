@@ -19,6 +19,7 @@ from ..errors import ModelFormatError
 from ..generation import Batcher, template_inputs
 from ..generation.chat_template import ChatTemplate
 from ..generation.scheduler import Scheduler
+from ..generation.threads import default_threads
 from .runtime import GENAI_CONFIG, choose_provider, import_genai, open_genai, read_genai_config, saved_provider
 
 
@@ -89,7 +90,8 @@ class OnnxModel:
         if provider == "cpu" and runs_on_ort_directly(genai_dir):
             from .runner import OrtDecoder
 
-            self.decoder = OrtDecoder(genai_dir, read_genai_config(genai_dir), threads or max(1, (os.cpu_count() or 2) // 2))
+            weights = sum(os.path.getsize(os.path.join(genai_dir, f)) for f in os.listdir(genai_dir) if f.endswith((".onnx", ".data")))
+            self.decoder = OrtDecoder(genai_dir, read_genai_config(genai_dir), threads or default_threads(weights))
         else:
             self.genai = open_genai(genai_dir, provider, max_batch_size, threads)
 

@@ -11,12 +11,14 @@ from its attention mask), so a step copies no cache.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from ..generation import SamplingParams
 from ..generation.numpy_sampling import numpy_generator, sample_numpy
+from ..cache import default_cache_dir
+from .last_token import last_token_decoder
 
 _LENGTH_STEP = 256  # positions are allocated in multiples of this (attention cost grows with the buffer)
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -26,7 +28,7 @@ class OrtDecoder:
     """An exported decoder opened for the runner: the session, its input and output names, cache shape
     (shared by every runner of the model; read-only)."""
 
-    def __init__(self, genai_dir: str, config: dict[str, Any], threads: int):
+    def __init__(self, genai_dir: str, config: dict[str, Any], threads: int, cache_dir: Optional[str] = None):
         import onnxruntime as ort
 
         self.ort = ort
@@ -34,9 +36,11 @@ class OrtDecoder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(os.path.join(genai_dir, decoder["filename"]), options, providers=["CPUExecutionProvider"])
         names = decoder["inputs"]
         outputs = decoder["outputs"]
+        model_path = os.path.join(genai_dir, decoder["filename"])
+        model_path = last_token_decoder(model_path, outputs["logits"], cache_dir or default_cache_dir()) or model_path
+        self.session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
         self.layers = int(decoder["num_hidden_layers"])
         self.kv_heads = int(decoder.get("num_key_value_heads") or decoder["num_attention_heads"])
         self.head_dim = int(decoder["head_size"])
@@ -105,7 +109,7 @@ class OrtRunner:
         count = len(token_ids)
         mask = np.ones((1, start + count), np.int64)
         positions = np.arange(start, start + count, dtype=np.int64)[None]
-        logits = self._run(np.asarray([token_ids], np.int64), mask, positions, slice(row, row + 1))  # [1, count, vocab]
+        logits = self._run(np.asarray([token_ids], np.int64), mask, positions, slice(row, row + 1))  # [1, 1 or count, vocab]
         return logits[:, -1]
 
     def decode(self, tokens: list[int], positions: list[int]) -> Any:

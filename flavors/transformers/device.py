@@ -57,5 +57,5 @@ def choose_device(dtype: Optional[str] = None, device: Optional[str] = None, thr
     if requested is None:
         requested = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     torch.set_num_threads(threads or cpu_threads())
-    log.info("running on cpu with %d torch threads, dtype %s", torch.get_num_threads(), requested)
+    log.info("running on cpu, dtype %s", requested)
     return torch.device(name), requested

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from ..signature import ModelSignature
 from .chat import require_chat_template
 from .gguf import gguf_checkpoint, is_gguf
 
+log = logging.getLogger("servelm.transformers")
 FLAVOR_NAME = "transformers"
 LOADER_MODULE = "servelm.flavors.transformers.loader"
 MODEL_DIR = "model"
@@ -159,16 +161,22 @@ def context_length(checkpoint: Checkpoint) -> int:
 
 
 def load_checkpoint(checkpoint: Checkpoint, device: Optional[str] = None, threads: Optional[int] = None, dtype: Optional[str] = None) -> tuple[Any, Any]:
-    """(model on its device in eval mode, tokenizer), in ``dtype`` (default "auto": see ``device.py``)."""
+    """(model on its device in eval mode, tokenizer), in ``dtype`` (default "auto": see ``device.py``). On
+    CPU without ``threads``, large models compute on every core (``generation/threads.py``)."""
+    import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
+    from ..generation.threads import default_threads
     from .device import choose_device
 
     hf_logging.disable_progress_bar()  # progress bars are noise in server logs
     tokenizer = load_tokenizer(checkpoint)
     torch_device, torch_dtype = choose_device(dtype, device, threads, checkpoint.torch_dtype)
     model = AutoModelForCausalLM.from_pretrained(checkpoint.weights, revision=checkpoint.revision, dtype=torch_dtype).to(torch_device).eval()
+    if torch_device.type == "cpu" and threads is None:
+        torch.set_num_threads(default_threads(sum(p.numel() * p.element_size() for p in model.parameters())))
+        log.info("computing with %d torch threads", torch.get_num_threads())
     return model, tokenizer
 
 

@@ -17,7 +17,7 @@ import shutil
 from typing import Any
 
 from ..errors import ModelFormatError
-from .tiny import default_cache_dir
+from ..cache import default_cache_dir
 
 log = logging.getLogger("servelm.transformers")
 GGUF_SUFFIX = ".gguf"

