@@ -100,6 +100,32 @@ class StreamOptions(BaseModel):
     include_usage: Optional[bool] = None
 
 
+class JsonSchemaFormat(BaseModel):
+    """``response_format.json_schema``: a named JSON schema the answer must satisfy."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True)
+
+    name: str = "response"
+    description: Optional[str] = None
+    schema_: Optional[dict[str, Any]] = Field(default=None, alias="schema")
+    strict: Optional[bool] = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's ``response_format``: free text, any JSON object, or JSON that satisfies a schema."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: Optional[JsonSchemaFormat] = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> "ResponseFormat":
+        if self.type == "json_schema" and (self.json_schema is None or self.json_schema.schema_ is None):
+            raise ValueError("response_format of type json_schema needs json_schema.schema")
+        return self
+
+
 class ChatParams(BaseModel):
     """Sampling and control parameters of a chat request (MLflow's ChatParams plus OpenAI's extras)."""
 
@@ -119,6 +145,12 @@ class ChatParams(BaseModel):
     seed: Optional[int] = None
     tools: Optional[list[ToolDefinition]] = None
     tool_choice: Optional[Union[str, dict[str, Any]]] = None
+    parallel_tool_calls: Optional[bool] = None
+    response_format: Optional[ResponseFormat] = None
+    logprobs: Optional[bool] = None
+    top_logprobs: Optional[int] = Field(default=None, ge=0, le=20)
+    logit_bias: Optional[dict[str, float]] = None
+    metadata: Optional[dict[str, Any]] = None
     user: Optional[str] = None
     custom_inputs: Optional[dict[str, Any]] = None
 

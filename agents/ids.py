@@ -7,8 +7,9 @@ import time
 
 
 def new_id(prefix: str) -> str:
-    """A fresh OpenAI-style id such as ``chatcmpl-9f3c...``; random, not time-ordered."""
-    return f"{prefix}-{os.urandom(12).hex()}"
+    """A fresh OpenAI-style id, random, not time-ordered: ``chatcmpl-9f3c...`` and ``cmpl-...`` for
+    completions, ``resp_...``, ``msg_...``, ``fc_...``, ``call_...`` for the rest (OpenAI's separators)."""
+    return f"{prefix}{'-' if prefix in ('chatcmpl', 'cmpl') else '_'}{os.urandom(12).hex()}"
 
 
 def now_seconds() -> int:

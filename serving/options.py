@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 ENGINES = ("pyfunc", "transformers", "onnx", "vllm")
 LogLevel = Literal["debug", "info", "warning", "error"]
 EngineName = Literal["pyfunc", "transformers", "onnx", "vllm"]
+ToolParserName = Literal["hermes", "llama3_json", "mistral"]
 
 
 class ServerOptions(BaseModel):
@@ -51,6 +52,8 @@ class EngineOptions(BaseModel):
     threads: Optional[int] = Field(None, ge=1, description="LLM engines on CPU: torch or onnxruntime threads (default: every core for models "
                                                           "with 64 MiB of weights or more, half the cores for smaller ones).")
     dtype: Optional[str] = Field(None, description="transformers / vllm engines: weight dtype (auto, float32, bfloat16, float16).")
+    tool_call_parser: Optional[ToolParserName] = Field(None, description="LLM engines: the syntax the model writes tool calls in "
+                                                                          "(hermes, llama3_json, mistral; default: read from its chat template).")
     engine_process: bool = Field(True, description="transformers engine: run the model in an engine process of its own "
                                                    "(off: on a thread of the server process).")
     max_model_len: Optional[int] = Field(None, ge=1, description="vllm engine: context length to serve (default: the model's).")

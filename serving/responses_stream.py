@@ -25,6 +25,8 @@ class ResponsesStreamBuilder:
         self.items: list[dict[str, Any]] = []
         self._index: dict[str, int] = {}
         self._open_text: dict[str, str] = {}
+        self._open_calls: dict[str, str] = {}
+        self._logprobs: dict[str, list[dict[str, Any]]] = {}
         self._seq = 0
         self.custom_outputs: Optional[dict[str, Any]] = None
 
@@ -54,19 +56,42 @@ class ResponsesStreamBuilder:
         self.items.append(item)
         return [self._event("response.output_item.added", output_index=self._index[item_id], item=dict(item))]
 
-    def text_delta(self, item_id: str, delta: str) -> list[dict[str, Any]]:
-        """Events for a piece of assistant text (opening the message item on its first piece)."""
+    def text_delta(self, item_id: str, delta: str, logprobs: Optional[list[dict[str, Any]]] = None) -> list[dict[str, Any]]:
+        """Events for a piece of assistant text (opening the message item on its first piece); ``logprobs``
+        are the piece's token log-probabilities (kept for the final text part too)."""
         events: list[dict[str, Any]] = []
         if item_id not in self._index:
             events += self._add_item({"id": item_id, "type": "message", "role": "assistant", "status": "in_progress", "content": []})
             events.append(self._event("response.content_part.added", item_id=item_id, output_index=self._index[item_id], content_index=0,
                                       part={"type": "output_text", "text": "", "annotations": [], "logprobs": []}))
             self._open_text[item_id] = ""
+            self._logprobs[item_id] = []
         if item_id not in self._open_text:
             return events  # the item was already completed: a late delta is dropped
         self._open_text[item_id] += delta
-        events.append(self._event("response.output_text.delta", item_id=item_id, output_index=self._index[item_id], content_index=0, delta=delta, logprobs=[]))
+        self._logprobs[item_id] += logprobs or []
+        events.append(self._event("response.output_text.delta", item_id=item_id, output_index=self._index[item_id], content_index=0, delta=delta,
+                                  logprobs=logprobs or []))
         return events
+
+    def call_added(self, item_id: str, call_id: str, name: str) -> list[dict[str, Any]]:
+        """Events opening a function call item whose arguments stream next."""
+        self._open_calls[item_id] = ""
+        return self._add_item({"id": item_id, "type": "function_call", "call_id": call_id, "name": name, "arguments": "", "status": "in_progress"})
+
+    def call_arguments(self, item_id: str, delta: str) -> list[dict[str, Any]]:
+        """A piece of an open function call's arguments."""
+        self._open_calls[item_id] += delta
+        return [self._event("response.function_call_arguments.delta", item_id=item_id, output_index=self._index[item_id], delta=delta)]
+
+    def call_done(self, item_id: str) -> list[dict[str, Any]]:
+        """Events closing a function call item: its whole arguments, then the item."""
+        arguments = self._open_calls.pop(item_id)
+        index = self._index[item_id]
+        item = {**self.items[index], "arguments": arguments, "status": "completed"}
+        self.items[index] = item
+        return [self._event("response.function_call_arguments.done", item_id=item_id, output_index=index, name=item["name"], arguments=arguments),
+                self._event("response.output_item.done", output_index=index, item=dict(item))]
 
     def item_added(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         """Events for an item the agent announced itself (a message opens for text deltas)."""
@@ -91,7 +116,7 @@ class ResponsesStreamBuilder:
             text = self._open_text.pop(item_id)
             final_text = _item_text(item)
             text = final_text if final_text is not None else text
-            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": self._logprobs.pop(item_id, [])}
             events.append(self._event("response.output_text.done", item_id=item_id, output_index=index, content_index=0, text=text, logprobs=[]))
             events.append(self._event("response.content_part.done", item_id=item_id, output_index=index, content_index=0, part=part))
             if item.get("type") == "message" and not item.get("content"):
@@ -107,20 +132,22 @@ class ResponsesStreamBuilder:
             fields.setdefault("output_index", self._index[fields["item_id"]])
         return [self._event(event["type"], **fields)]
 
-    def finish(self, usage: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
-        """Close items left open, then ``response.completed``."""
+    def finish(self, usage: Optional[dict[str, Any]] = None, incomplete: Optional[str] = None) -> list[dict[str, Any]]:
+        """Close items left open, then ``response.completed`` (``response.incomplete`` with the reason, e.g.
+        "max_output_tokens", when the answer was cut)."""
         events: list[dict[str, Any]] = []
+        for item_id in list(self._open_calls):
+            events += self.call_done(item_id)
         for item_id in list(self._open_text):
             item = dict(self.items[self._index[item_id]])
-            item["status"] = "completed"
+            item["status"] = "incomplete" if incomplete else "completed"
             events += self.item_done(item)
-        extra = {"usage": usage} if usage else {}
-        events.append(self._event("response.completed", response=self.response("completed", **extra)))
+        extra: dict[str, Any] = {"usage": usage} if usage else {}
+        if incomplete:
+            events.append(self._event("response.incomplete", response=self.response("incomplete", incomplete_details={"reason": incomplete}, **extra)))
+        else:
+            events.append(self._event("response.completed", response=self.response("completed", **extra)))
         return events
-
-    def fail(self, message: str, code: str = "server_error") -> list[dict[str, Any]]:
-        """``response.failed`` carrying the error (the stream then ends)."""
-        return [self._event("response.failed", response=self.response("failed", error={"code": code, "message": message}))]
 
 
 def _item_text(item: dict[str, Any]) -> Optional[str]:

@@ -14,6 +14,7 @@ from .admission import Admission
 from .errors import APIError
 from .metrics import ServerMetrics
 from .options import EngineOptions, ServerOptions
+from .responses_store import ResponseStore
 from .services.base import ModelService
 from .services.loading import build_service
 
@@ -35,6 +36,7 @@ class ServerState:
         self.service: Optional[ModelService] = None
         self.load_error: Optional[str] = None
         self.created = now_seconds()
+        self.responses = ResponseStore()
 
     @property
     def status(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
+from .choice import TokenChoice
 from .sampling import SamplingParams
 from .stop import StopChecker
 
@@ -37,11 +38,13 @@ class Sequence:
 
 @dataclass
 class StepOutput:
-    """What one step produced for one sequence: new text (may be empty) and whether it finished."""
+    """What one step produced for one sequence: new text (may be empty), whether it finished, and the
+    token it sampled with its log-probabilities when the sequence asked for them."""
 
     seq: Sequence
     text: str
     finished: bool
+    choice: Optional[TokenChoice] = None
 
 
 class Batcher(Protocol):

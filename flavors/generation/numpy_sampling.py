@@ -1,13 +1,14 @@
-"""Per-request sampling over a batch of logits in numpy (for runners without torch): greedy,
-temperature, top-k, top-p and seeds, with the same semantics as the torch sampler."""
+"""Per-request sampling over a batch of logits in numpy (for runners without torch), with the same
+semantics as the torch sampler: penalties, logit bias and grammar masks, then greedy, temperature,
+top-k, top-p and seeds; log-probabilities when a row asks for them."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
-from .sampling import SamplingParams
+from .choice import RowSampling, TokenChoice
 
 _unseeded = np.random.default_rng()
 
@@ -17,26 +18,54 @@ def numpy_generator(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def sample_numpy(logits: Any, params: list[SamplingParams], generators: list[Optional[np.random.Generator]]) -> list[int]:
-    """Next token id per row of ``logits`` [batch, vocab], each row with its own parameters."""
+def sample_numpy(logits: Any, rows: list[RowSampling]) -> list[TokenChoice]:
+    """The next token of each row of ``logits`` [batch, vocab], each row with its own parameters."""
     out = []
-    for row, p, rng in zip(logits, params, generators):
-        if p.temperature <= 0:
-            out.append(int(row.argmax()))
-            continue
-        scores = row.astype(np.float64) / p.temperature
-        if p.top_k > 0 or p.top_p < 1.0:
-            order = np.argsort(-scores, kind="stable")
-            ordered = scores[order]
-            keep = len(ordered) if p.top_k <= 0 else min(p.top_k, len(ordered))
-            probs = np.exp(ordered[:keep] - ordered[0])
-            probs /= probs.sum()
-            before = np.cumsum(probs) - probs  # mass strictly before each token
-            keep = max(1, int((before < p.top_p).sum()))
-            candidates, weights = order[:keep], probs[:keep] / probs[:keep].sum()
-        else:
-            weights = np.exp(scores - scores.max())
-            weights /= weights.sum()
-            candidates = np.arange(len(scores))
-        out.append(int(candidates[(rng or _unseeded).choice(len(candidates), p=weights)]))
+    for raw, row in zip(logits, rows):
+        scores = _processed(raw, row)
+        choice = TokenChoice(_draw(scores, row))
+        if row.params.logprobs is not None:
+            shifted = raw.astype(np.float64) - raw.max()
+            logprobs = shifted - np.log(np.exp(shifted).sum())
+            choice.logprob = float(logprobs[choice.token])
+            k = row.params.logprobs
+            top = np.argsort(-logprobs, kind="stable")[:k] if k else []
+            choice.top = [(int(t), float(logprobs[t])) for t in top]
+        out.append(choice)
     return out
+
+
+def _processed(raw: np.ndarray, row: RowSampling) -> np.ndarray:
+    p = row.params
+    if not p.needs_processing:
+        return raw
+    scores = raw.astype(np.float64)
+    if (p.presence_penalty or p.frequency_penalty) and row.history:
+        ids, counts = np.unique(np.asarray(row.history), return_counts=True)
+        scores[ids] -= p.presence_penalty + p.frequency_penalty * counts
+    if p.logit_bias:
+        scores[list(p.logit_bias)] += list(p.logit_bias.values())
+    if row.allowed is not None and row.allowed.any():
+        scores = np.where(row.allowed, scores, -np.inf)
+    return scores
+
+
+def _draw(scores: np.ndarray, row: RowSampling) -> int:
+    p = row.params
+    if p.temperature <= 0:
+        return int(scores.argmax())
+    scores = scores.astype(np.float64) / p.temperature
+    if p.top_k > 0 or p.top_p < 1.0:
+        order = np.argsort(-scores, kind="stable")
+        ordered = scores[order]
+        keep = len(ordered) if p.top_k <= 0 else min(p.top_k, len(ordered))
+        probs = np.exp(ordered[:keep] - ordered[0])
+        probs /= probs.sum()
+        before = np.cumsum(probs) - probs  # mass strictly before each token
+        keep = max(1, int((before < p.top_p).sum()))
+        candidates, weights = order[:keep], probs[:keep] / probs[:keep].sum()
+    else:
+        weights = np.exp(scores - scores.max())
+        weights /= weights.sum()
+        candidates = np.arange(len(scores))
+    return int(candidates[(row.generator or _unseeded).choice(len(candidates), p=weights)])

@@ -7,6 +7,17 @@ from typing import Any, Optional
 
 from servelm.agents import ChatCompletionRequest
 
+
+@dataclass(frozen=True)
+class GuidedDecoding:
+    """A grammar the output must follow: ``kind`` is "json_schema" (``value`` the schema as JSON text),
+    "json_object" (any JSON object), "regex" or "lark" (llguidance's Lark dialect, which can embed JSON
+    schemas: tool calls use it)."""
+
+    kind: str
+    value: str = ""
+
+
 @dataclass
 class SamplingParams:
     """How one sequence picks its tokens and when it stops (OpenAI's parameters)."""
@@ -18,6 +29,16 @@ class SamplingParams:
     seed: Optional[int] = None
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
+    presence_penalty: float = 0.0  # subtracted from the logit of every token already generated
+    frequency_penalty: float = 0.0  # subtracted once per time a token was generated
+    logit_bias: Optional[dict[int, float]] = None  # added to the logits of these token ids
+    logprobs: Optional[int] = None  # None: none; 0: the chosen token's; k: and the k most likely
+    guided: Optional[GuidedDecoding] = None
+
+    @property
+    def needs_processing(self) -> bool:
+        """Whether the logits change before sampling (penalties, bias, a grammar)."""
+        return bool(self.presence_penalty or self.frequency_penalty or self.logit_bias or self.guided)
 
 
 def sampling_params(request: ChatCompletionRequest, prompt_length: int, context_length: int, defaults: Optional[dict[str, Any]] = None) -> SamplingParams:

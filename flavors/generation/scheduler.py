@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
 from .batcher import Sequence, StepOutput
+from .choice import RowSampling, TokenChoice
 from .detokenizer import IncrementalDetokenizer
+from .guided import CLOSING_MARGIN, Grammars, tokenizer_json
 from .prefix_cache import PrefixCache, block_keys
 from .sampling import SamplingParams
 from .stop import StopChecker
@@ -32,6 +34,8 @@ class ModelRunner(Protocol):
 
     #: tokens a sequence may hold, prompt and output together
     context_length: int
+    #: entries of a logits row
+    vocab_size: int
 
     def ensure(self, rows: int, length: int) -> None:
         """Make room for ``rows`` rows of ``length`` positions each (growing, keeping what is cached)."""
@@ -70,8 +74,9 @@ class ModelRunner(Protocol):
         """A seeded random generator for one sequence's sampling."""
         ...
 
-    def sample(self, logits: Any, params: list[SamplingParams], generators: list[Any]) -> list[int]:
-        """The next token of each row of ``logits`` [rows, vocab], each with its own parameters."""
+    def sample(self, logits: Any, rows: list[RowSampling]) -> list[TokenChoice]:
+        """The next token of each row of ``logits`` [rows, vocab], each with its own parameters, history
+        and grammar mask (log-probabilities where asked for)."""
         ...
 
 
@@ -85,6 +90,7 @@ class ScheduledSequence(Sequence):
     keys: list[int] = field(default_factory=list)  # prefix-cache keys of its prompt's full blocks
     detokenizer: Optional[IncrementalDetokenizer] = None
     generator: Any = None
+    matcher: Any = None  # llguidance matcher, under a grammar
 
 
 class Scheduler:
@@ -110,6 +116,7 @@ class Scheduler:
         self.prefilling: deque[ScheduledSequence] = deque()  # in arrival order
         self.last_batch_size = 0
         self._ids = itertools.count(1)
+        self._grammars: Optional[Grammars] = None
 
     # ------------------------------------------------------------------ requests
     def add(self, prompt_ids: list[int], params: SamplingParams) -> ScheduledSequence:
@@ -123,8 +130,18 @@ class Scheduler:
         seq.stopper = StopChecker(params.stop)
         if params.seed is not None and params.temperature > 0:
             seq.generator = self.runner.generator(params.seed)
+        if params.logit_bias and max(params.logit_bias) >= self.runner.vocab_size:
+            raise ValueError(f"logit_bias names token {max(params.logit_bias)}; this model's vocabulary has {self.runner.vocab_size} tokens")
+        if params.guided is not None:
+            seq.matcher = self.grammars().matcher(params.guided)  # ValueError for a grammar that cannot compile
         self.waiting.append(seq)
         return seq
+
+    def grammars(self) -> Grammars:
+        """This batcher's compiled grammars (made on first use: reading the tokenizer takes a moment)."""
+        if self._grammars is None:
+            self._grammars = Grammars(tokenizer_json(self.tokenizer), self.runner.vocab_size, self.eos_ids)
+        return self._grammars
 
     def abort(self, seq: Sequence) -> None:
         """Stop ``seq``; its row is freed at the next step."""
@@ -200,9 +217,9 @@ class Scheduler:
                 break
             self.prefilling.popleft()
             self._save_prefix(seq)
-            token = self.runner.sample(logits, [seq.params], [seq.generator])[0]
+            choice = self._sample(logits, [seq])[0]
             self._join_decoding(seq)
-            outputs.append(self._accept(seq, token))
+            outputs.append(self._accept(seq, choice))
         return outputs
 
     def _decode(self) -> list[StepOutput]:
@@ -212,24 +229,42 @@ class Scheduler:
         logits = self.runner.decode([s.pending for s in running], [s.computed for s in running])  # type: ignore[union-attr]
         for seq in running:
             seq.computed += 1  # type: ignore[union-attr]
-        tokens = self.runner.sample(logits, [s.params for s in running], [s.generator for s in running])  # type: ignore[union-attr]
-        return [self._accept(seq, token) for seq, token in zip(running, tokens)]  # type: ignore[arg-type]
+        choices = self._sample(logits, running)  # type: ignore[arg-type]
+        return [self._accept(seq, choice) for seq, choice in zip(running, choices)]  # type: ignore[arg-type]
+
+    def _sample(self, logits: Any, seqs: list[ScheduledSequence]) -> list[TokenChoice]:
+        """The runner's sampler over ``seqs``' rows of ``logits``, with grammar masks for constrained rows."""
+        rows = [RowSampling(s.params, s.generator, s.generated if s.params.presence_penalty or s.params.frequency_penalty else None) for s in seqs]
+        constrained = [i for i, s in enumerate(seqs) if s.matcher is not None]
+        if constrained:
+            closing = [seqs[i].params.max_tokens - len(seqs[i].generated) <= CLOSING_MARGIN for i in constrained]
+            masks = self.grammars().allowed([seqs[i].matcher for i in constrained], closing)  # [constrained, vocab]
+            for i, mask in zip(constrained, masks):
+                rows[i].allowed = mask
+        return self.runner.sample(logits, rows)
 
     # ------------------------------------------------------------------ tokens -> text
-    def _accept(self, seq: ScheduledSequence, token: int) -> StepOutput:
-        """Record a sampled token: text, stop strings, EOS and length limits; free the row when done."""
+    def _accept(self, seq: ScheduledSequence, choice: TokenChoice) -> StepOutput:
+        """Record a sampled token: text, stop strings, EOS, a completed grammar and length limits; free
+        the row when done."""
         assert seq.detokenizer is not None and seq.stopper is not None
-        if token in self.eos_ids and not seq.params.ignore_eos:
+        token = choice.token
+        logged = choice if seq.params.logprobs is not None else None
+        if token in self.eos_ids and (not seq.params.ignore_eos or seq.matcher is not None):
             return self._finish(seq, "stop", self._final_text(seq))
         seq.generated.append(token)
         seq.pending = token
         text, hit = seq.stopper.feed(seq.detokenizer.add(token))
         seq.text += text
         if hit:
-            return self._finish(seq, "stop", text)
+            return self._finish(seq, "stop", text, logged)
+        if seq.matcher is not None:
+            seq.matcher.consume_token(token)
+            if seq.matcher.is_stopped():  # the grammar is complete: nothing may follow
+                return self._finish(seq, "stop", text + self._final_text(seq), logged)
         if len(seq.generated) >= seq.params.max_tokens or len(seq.prompt_ids) + len(seq.generated) >= self.context_length:
-            return self._finish(seq, "length", text + self._final_text(seq))
-        return StepOutput(seq, text, False)
+            return self._finish(seq, "length", text + self._final_text(seq), logged)
+        return StepOutput(seq, text, False, logged)
 
     def _final_text(self, seq: ScheduledSequence) -> str:
         assert seq.detokenizer is not None and seq.stopper is not None
@@ -238,10 +273,10 @@ class Scheduler:
         seq.text += tail + rest
         return tail + rest
 
-    def _finish(self, seq: ScheduledSequence, reason: str, text: str) -> StepOutput:
+    def _finish(self, seq: ScheduledSequence, reason: str, text: str, choice: Optional[TokenChoice] = None) -> StepOutput:
         seq.finish_reason = reason
         self._free(seq)
-        return StepOutput(seq, text, True)
+        return StepOutput(seq, text, True, choice)
 
     # ------------------------------------------------------------------ rows
     def _join_decoding(self, seq: ScheduledSequence) -> None:

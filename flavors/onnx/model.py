@@ -18,6 +18,7 @@ from servelm.agents import ChatCompletionRequest
 from ..errors import ModelFormatError
 from ..generation import Batcher, template_inputs
 from ..generation.chat_template import ChatTemplate
+from ..generation.codec import TokenBytes
 from ..generation.scheduler import Scheduler
 from ..generation.threads import default_threads
 from .runtime import GENAI_CONFIG, choose_provider, import_genai, open_genai, read_genai_config, saved_provider
@@ -25,7 +26,7 @@ from .runtime import GENAI_CONFIG, choose_provider, import_genai, open_genai, re
 
 @dataclass
 class OnnxPrompts:
-    """A genai folder's tokenizer and chat template, with its context length and end-of-sequence ids."""
+    """A genai folder's tokenizer and chat template (a ``ChatCodec``), with its context length and end-of-sequence ids."""
 
     path: str
     tokenizer: Any  # tokenizers.Tokenizer
@@ -49,16 +50,23 @@ class OnnxPrompts:
         eos_ids = frozenset(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         return cls(genai_dir, Tokenizer.from_file(tokenizer_file), ChatTemplate.from_folder(genai_dir), int(meta.get("context_length") or 2048), eos_ids)
 
-    def chat_prompt_ids(self, request: ChatCompletionRequest) -> list[int]:
-        """Token ids of a chat request rendered with the folder's chat template (tools passed through)."""
+    def __post_init__(self) -> None:
+        self.chat_template = self.template.source if self.template is not None else None
+        self.token_bytes = TokenBytes(self.tokenizer)
+
+    def encode_messages(self, messages: list[dict[str, Any]], tools: Optional[list[dict[str, Any]]]) -> list[int]:
+        """Token ids of messages (and tools) rendered with the folder's chat template (a ``ChatCodec``)."""
         if self.template is None:
             raise ModelFormatError(f"{self.path} has no chat template")
-        messages, tools = template_inputs(request)
         return list(self.tokenizer.encode(self.template.render(messages, tools), add_special_tokens=False).ids)
 
-    def text_prompt_ids(self, text: str) -> list[int]:
+    def encode_text(self, text: str) -> list[int]:
         """Token ids of a plain prompt, with the special tokens the tokenizer adds."""
         return list(self.tokenizer.encode(text).ids)
+
+    def chat_prompt_ids(self, request: ChatCompletionRequest) -> list[int]:
+        """Token ids of a chat request rendered with the folder's chat template (tools passed through)."""
+        return self.encode_messages(*template_inputs(request))
 
 
 def runs_on_ort_directly(genai_dir: str) -> bool:
@@ -110,7 +118,7 @@ class OnnxModel:
         return self.prompts.chat_prompt_ids(request)
 
     def text_prompt_ids(self, text: str) -> list[int]:
-        return self.prompts.text_prompt_ids(text)
+        return self.prompts.encode_text(text)
 
 
 @functools.lru_cache(maxsize=4)

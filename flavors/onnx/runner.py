@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..generation import SamplingParams
+from ..generation.choice import RowSampling, TokenChoice
 from ..generation.numpy_sampling import numpy_generator, sample_numpy
 from ..cache import default_cache_dir
 from .last_token import last_token_decoder
@@ -45,6 +45,7 @@ class OrtDecoder:
         self.kv_heads = int(decoder.get("num_key_value_heads") or decoder["num_attention_heads"])
         self.head_dim = int(decoder["head_size"])
         self.context_length = int(config["model"].get("context_length") or 2048)
+        self.vocab_size = int(config["model"]["vocab_size"])
         self.input_ids, self.attention_mask = names["input_ids"], names["attention_mask"]
         self.past = [(names["past_key_names"] % i, names["past_value_names"] % i) for i in range(self.layers)]
         self.present = [(outputs["present_key_names"] % i, outputs["present_value_names"] % i) for i in range(self.layers)]
@@ -60,6 +61,7 @@ class OrtRunner:
     def __init__(self, decoder: OrtDecoder, max_rows: int):
         self.d = decoder
         self.context_length = decoder.context_length
+        self.vocab_size = decoder.vocab_size
         self.max_rows = max_rows
         self.keys: list[np.ndarray] = []
         self.values: list[np.ndarray] = []
@@ -140,5 +142,5 @@ class OrtRunner:
     def generator(self, seed: int) -> Any:
         return numpy_generator(seed)
 
-    def sample(self, logits: Any, params: list[SamplingParams], generators: list[Any]) -> list[int]:
-        return sample_numpy(logits, params, generators)
+    def sample(self, logits: Any, rows: list[RowSampling]) -> list[TokenChoice]:
+        return sample_numpy(logits, rows)

@@ -1,5 +1,5 @@
-"""OpenAI chat requests for a Hugging Face LM: prompt rendering with the tokenizer's chat template, and
-the mapping of request parameters to SamplingParams. Shared by the pyfunc model and the served engine."""
+"""Chat requests for a Hugging Face LM: the chat template checked at save and load, and prompts rendered
+with it (the pyfunc model's encoding; the server encodes through ``generation.codec.HFCodec`` too)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Any
 from servelm.agents import ChatCompletionRequest
 
 from ..errors import ModelFormatError
-from ..generation import rust_tokenizer, sampling_params, template_inputs
+from ..generation import template_inputs
+from ..generation.codec import HFCodec
 
-__all__ = ["encode_chat", "encode_text", "prompt_ids", "render_prompt", "require_chat_template", "sampling_params"]
+__all__ = ["encode_chat", "require_chat_template"]
 
 
 def require_chat_template(tokenizer: Any, where: str) -> None:
@@ -20,30 +21,6 @@ def require_chat_template(tokenizer: Any, where: str) -> None:
                                "'chat_template'); set tokenizer.chat_template or save with task='text-generation'")
 
 
-def render_prompt(tokenizer: Any, request: ChatCompletionRequest) -> str:
-    """The prompt text for a chat request: the tokenizer's template, tools passed through, generation prompt on."""
-    messages, tools = template_inputs(request)
-    kwargs: dict[str, Any] = {"tools": tools} if tools else {}
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kwargs)
-
-
-def prompt_ids(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of an already templated prompt (the template added any special tokens).
-
-    A fast tokenizer's Rust backend encodes directly (transformers' ``__call__`` costs several times the
-    encoding itself) unless the backend carries truncation or padding settings, which ``__call__`` resets.
-    """
-    backend = rust_tokenizer(tokenizer)
-    if backend is not None and backend.truncation is None and backend.padding is None:
-        return list(backend.encode(text, add_special_tokens=False).ids)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def encode_text(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of a plain prompt, with the special tokens the tokenizer adds (a BOS, for many models)."""
-    return list(tokenizer(text)["input_ids"])
-
-
 def encode_chat(tokenizer: Any, request: ChatCompletionRequest) -> list[int]:
-    """Token ids of a chat request rendered with the tokenizer's chat template."""
-    return prompt_ids(tokenizer, render_prompt(tokenizer, request))
+    """Token ids of a chat request rendered with the tokenizer's chat template (tools passed through)."""
+    return HFCodec(tokenizer).encode_messages(*template_inputs(request))

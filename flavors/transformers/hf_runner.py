@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..generation import SamplingParams
+from ..generation.choice import RowSampling, TokenChoice
 from .sampling import sample_next
 
 
@@ -23,6 +23,7 @@ class HFRunner:
         self.device = next(model.parameters()).device
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 2048)
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.caches: list[Any] = []
         # transformers 5.24 renamed forward's past_key_values to cache (the old name warns): use what this version takes
         self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -67,5 +68,5 @@ class HFRunner:
     def generator(self, seed: int) -> Any:
         return self.torch.Generator(device=self.device).manual_seed(seed)
 
-    def sample(self, logits: Any, params: list[SamplingParams], generators: list[Any]) -> list[int]:
-        return sample_next(logits, params, generators)
+    def sample(self, logits: Any, rows: list[RowSampling]) -> list[TokenChoice]:
+        return sample_next(logits, rows)

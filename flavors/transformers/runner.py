@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..generation import SamplingParams
+from ..generation.choice import RowSampling, TokenChoice
 from .sampling import sample_next
 
 ARCHITECTURES = ("llama", "mistral", "qwen2", "phi3")
@@ -75,6 +75,7 @@ class LlamaWeights:
         self.embed = model.get_input_embeddings().weight.detach().to(dtype)  # [vocab, hidden]
         self.norm = model.model.norm.weight.detach().to(dtype)
         self.lm_head = self._linear(model.get_output_embeddings().weight, None)
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         rotary = model.model.rotary_emb
         inv_freq = rotary.inv_freq.detach().float().to(self.device)  # [rotary_dim / 2]
         positions = torch.arange(self.context_length, device=self.device, dtype=torch.float32)
@@ -134,6 +135,7 @@ class TorchRunner:
         self.w = weights
         self.torch = weights.torch
         self.context_length = weights.context_length
+        self.vocab_size = weights.vocab_size
         self.max_rows = max_rows
         self.keys: list[Any] = []
         self.values: list[Any] = []
@@ -244,8 +246,8 @@ class TorchRunner:
     def generator(self, seed: int) -> Any:
         return self.torch.Generator(device=self.w.device).manual_seed(seed)
 
-    def sample(self, logits: Any, params: list[SamplingParams], generators: list[Any]) -> list[int]:
-        return sample_next(logits, params, generators)
+    def sample(self, logits: Any, rows: list[RowSampling]) -> list[TokenChoice]:
+        return sample_next(logits, rows)
 
 
 def _rms_norm(torch: Any, x: Any, weight: Any, eps: float) -> Any:

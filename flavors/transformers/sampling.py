@@ -1,4 +1,5 @@
-"""Per-request sampling over a batch of logits: greedy, temperature, top-k, top-p and seeds.
+"""Per-request sampling over a batch of logits in torch: penalties, logit bias and grammar masks, then
+greedy, temperature, top-k, top-p and seeds; log-probabilities when a row asks for them.
 
 Every tensor it makes lives on the logits' device, so the same code samples on CPU and GPU; a seeded
 row draws from its own generator (made on that device), the others in one vectorized draw.
@@ -9,26 +10,62 @@ from __future__ import annotations
 from typing import Any
 
 from ..generation import SamplingParams
+from ..generation.choice import RowSampling, TokenChoice
 
 __all__ = ["SamplingParams", "sample_next"]
 
 
-def sample_next(logits: Any, params: list[SamplingParams], generators: list[Any]) -> list[int]:
-    """Next token id per row of ``logits`` [batch, vocab], each row with its own parameters.
-
-    Greedy rows take the argmax; the others are sampled after temperature, top-k and top-p, with the
-    row's seeded ``torch.Generator`` when it has one.
-    """
+def sample_next(logits: Any, rows: list[RowSampling]) -> list[TokenChoice]:
+    """The next token of each row of ``logits`` [batch, vocab], each row with its own parameters."""
     import torch
 
+    scores = _processed(torch, logits, rows)
+    tokens = _draw(torch, scores, rows)
+    choices = [TokenChoice(token) for token in tokens]
+    wanted = [i for i, row in enumerate(rows) if row.params.logprobs is not None]
+    if wanted:
+        index = torch.tensor(wanted, device=logits.device)
+        logprobs = logits.index_select(0, index).float().log_softmax(dim=-1)  # [wanted, vocab]
+        most = max(rows[i].params.logprobs or 0 for i in wanted)
+        top_values, top_ids = logprobs.topk(most, dim=-1) if most else (None, None)
+        chosen = logprobs.gather(1, torch.tensor([[tokens[i]] for i in wanted], device=logits.device)).squeeze(1).tolist()
+        for j, i in enumerate(wanted):
+            k = rows[i].params.logprobs or 0
+            choices[i].logprob = chosen[j]
+            choices[i].top = list(zip(top_ids[j, :k].tolist(), top_values[j, :k].tolist())) if k else []
+    return choices
+
+
+def _processed(torch: Any, logits: Any, rows: list[RowSampling]) -> Any:
+    """The logits after each row's penalties, bias and grammar mask (the input itself when no row has any)."""
+    if not any(row.params.needs_processing for row in rows):
+        return logits
+    scores = logits.float().clone()  # [batch, vocab]
     device = logits.device
+    for i, row in enumerate(rows):
+        p = row.params
+        if (p.presence_penalty or p.frequency_penalty) and row.history:
+            ids, counts = torch.tensor(row.history, device=device).unique(return_counts=True)
+            scores[i, ids] -= p.presence_penalty + p.frequency_penalty * counts.float()
+        if p.logit_bias:
+            ids = torch.tensor(list(p.logit_bias), device=device)
+            scores[i, ids] += torch.tensor(list(p.logit_bias.values()), device=device, dtype=scores.dtype)
+        if row.allowed is not None and row.allowed.any():
+            scores[i].masked_fill_(~torch.from_numpy(row.allowed).to(device), float("-inf"))
+    return scores
+
+
+def _draw(torch: Any, logits: Any, rows: list[RowSampling]) -> list[int]:
+    """Greedy rows take the argmax; the others are sampled after temperature, top-k and top-p."""
+    device = logits.device
+    params = [row.params for row in rows]
     choice = logits.argmax(dim=-1)  # [batch]
     sampled = [i for i, p in enumerate(params) if p.temperature > 0]
     if not sampled:
         return choice.tolist()
-    rows = torch.tensor(sampled, device=device)
+    index = torch.tensor(sampled, device=device)
     temperatures = torch.tensor([params[i].temperature for i in sampled], device=device, dtype=torch.float32)
-    scores = logits[rows].float() / temperatures.unsqueeze(1)  # [n, vocab]
+    scores = logits.index_select(0, index).float() / temperatures.unsqueeze(1)  # [n, vocab]
     top_k = [params[i].top_k for i in sampled]
     top_p = [params[i].top_p for i in sampled]
     if any(k > 0 for k in top_k) or any(p < 1.0 for p in top_p):
@@ -43,14 +80,14 @@ def sample_next(logits: Any, params: list[SamplingParams], generators: list[Any]
         scores = torch.full_like(scores, float("-inf")).scatter(1, order, ordered)
     probs = scores.softmax(dim=-1)
     picks = [0] * len(sampled)
-    free = [j for j, i in enumerate(sampled) if generators[i] is None]
+    free = [j for j, i in enumerate(sampled) if rows[i].generator is None]
     if free:
         drawn = torch.multinomial(probs[free], 1).squeeze(1).tolist()
         for j, token in zip(free, drawn):
             picks[j] = token
     for j, i in enumerate(sampled):
-        if generators[i] is not None:
-            picks[j] = int(torch.multinomial(probs[j], 1, generator=generators[i]).item())
+        if rows[i].generator is not None:
+            picks[j] = int(torch.multinomial(probs[j], 1, generator=rows[i].generator).item())
     out = choice.tolist()
     for j, i in enumerate(sampled):
         out[i] = picks[j]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
 from servelm.flavors.generation import SamplingParams
+from servelm.flavors.generation.choice import TokenChoice
 
 #: called after every engine step with the number of sequences it advanced (the batch-size metric)
 StepObserver = Callable[[int], None]
@@ -34,6 +35,7 @@ class Delta:
     finish_reason: Optional[str] = None
     completion_tokens: int = 0
     error: Optional[str] = None
+    logprobs: Optional[list[TokenChoice]] = None  # the tokens behind ``text``, when the request asked for log-probabilities
 
 
 class RequestStream(Protocol):

@@ -53,7 +53,8 @@ class BatcherDriver:
             rid = self._rids.get(out.seq.seq_id)
             if rid is None:
                 continue
-            items.append((rid, Delta(out.text, out.finished, out.seq.finish_reason, len(out.seq.generated))))
+            items.append((rid, Delta(out.text, out.finished, out.seq.finish_reason, len(out.seq.generated),
+                                     logprobs=[out.choice] if out.choice is not None else None)))
             if out.finished:
                 del self._rids[out.seq.seq_id]
                 self._seqs.pop(rid, None)

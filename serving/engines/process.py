@@ -7,7 +7,7 @@ loaded in the child, never in the server process) and the server process keeps t
 
 Two one-way pipes: requests go down as ("add", id, prompt ids, SamplingParams) / ("abort", id) /
 ("stop",); each step comes back as ("step", batch size, [(id, text, finished, finish_reason, tokens,
-error)], whether the batcher still holds sequences), read on the event loop itself whenever the pipe is
+error, logprobs)], whether the batcher still holds sequences), read on the event loop itself whenever the pipe is
 readable (no reader thread: a thread would have to win the GIL from a busy loop before every hand-off). The child exits when the server
 process goes away (its request pipe reaches EOF). If the child dies, every open request ends with an
 error and ``health_error`` says so.
@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Optional
 
 from servelm.flavors.generation import Batcher, SamplingParams
+from servelm.flavors.generation.choice import TokenChoice
 
 from ..errors import APIError
 from ..logs import configure_logging
@@ -69,7 +70,8 @@ class ProcessEngine:
         requests_in, requests_out = context.Pipe(duplex=False)
         outputs_in, outputs_out = context.Pipe(duplex=False)
         level = logging.getLevelName(logging.getLogger("servelm").getEffectiveLevel()).lower()
-        self._process = context.Process(target=engine_main, args=(self.make_batcher, requests_in, outputs_out, level), name="servelm-engine")
+        self._process = context.Process(target=engine_main, args=(self.make_batcher, requests_in, outputs_out, level), name="servelm-engine",
+                                        daemon=True)  # never outlives the server process, however that one ends
         self._process.start()
         requests_in.close()
         outputs_out.close()
@@ -147,7 +149,8 @@ class ProcessEngine:
                 _, batch, items, self._busy = connection.recv()
                 if self.on_step is not None and batch:
                     self.on_step(batch)
-                self.requests.deliver_here([(rid, Delta(text, finished, reason, tokens, error)) for rid, text, finished, reason, tokens, error in items])
+                self.requests.deliver_here([(rid, Delta(text, finished, reason, tokens, error, _choices(logprobs)))
+                                            for rid, text, finished, reason, tokens, error, logprobs in items])
         except (EOFError, OSError):
             self._died()
 
@@ -198,6 +201,11 @@ def engine_main(make_batcher: Callable[[], Any], requests: Connection, outputs: 
                 return
 
 
-def _wire(rid: int, delta: Delta) -> tuple[int, str, bool, Optional[str], int, Optional[str]]:
+def _wire(rid: int, delta: Delta) -> tuple[Any, ...]:
     """A Delta as a plain tuple: cheaper to pickle than the dataclass."""
-    return rid, delta.text, delta.finished, delta.finish_reason, delta.completion_tokens, delta.error
+    logprobs = [(c.token, c.logprob, c.top) for c in delta.logprobs] if delta.logprobs else None
+    return rid, delta.text, delta.finished, delta.finish_reason, delta.completion_tokens, delta.error, logprobs
+
+
+def _choices(wired: Optional[list[tuple[Any, ...]]]) -> Optional[list[TokenChoice]]:
+    return [TokenChoice(*c) for c in wired] if wired else None

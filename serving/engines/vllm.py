@@ -16,6 +16,7 @@ import os
 from typing import Any, Optional
 
 from servelm.flavors.generation import SamplingParams
+from servelm.flavors.generation.choice import TokenChoice
 
 from ..options import EngineOptions
 from .base import Delta
@@ -61,9 +62,14 @@ class VLLMEngine:
             from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as exc:
             raise RuntimeError(f"{INSTALL_HINT} ({exc})") from None
-        self._SamplingParams, self._DELTA = VSamplingParams, RequestOutputKind.DELTA
+        from vllm.config import StructuredOutputsConfig
+        from vllm.sampling_params import StructuredOutputsParams
+
+        self._SamplingParams, self._DELTA, self._Structured = VSamplingParams, RequestOutputKind.DELTA, StructuredOutputsParams
         model = self._model_dir()
-        args = AsyncEngineArgs(model=model, tokenizer=model, served_model_name=[self.served_model_name], **self.options)
+        # llguidance (vLLM's "guidance" backend) reads the Lark grammars servelm writes for tool calls
+        args = AsyncEngineArgs(model=model, tokenizer=model, served_model_name=[self.served_model_name],
+                               structured_outputs_config=StructuredOutputsConfig(backend="guidance"), **self.options)
         log.info("starting vLLM for %s with %s", self.model, self.options or "its defaults")
         self.engine = AsyncLLM.from_engine_args(args)
         self.context_length = int(self.engine.model_config.max_model_len)
@@ -112,9 +118,16 @@ class VLLMEngine:
             asyncio.get_running_loop().create_task(stream.close())
 
     def sampling(self, p: SamplingParams) -> Any:
-        """vLLM's SamplingParams for ours, streaming deltas."""
+        """vLLM's SamplingParams for ours, streaming deltas: grammars go to vLLM's structured outputs."""
+        structured = None
+        if p.guided is not None:
+            kind, value = p.guided.kind, p.guided.value
+            structured = self._Structured(json=value if kind == "json_schema" else None, json_object=True if kind == "json_object" else None,
+                                          regex=value if kind == "regex" else None, grammar=value if kind == "lark" else None)
         return self._SamplingParams(max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k if p.top_k > 0 else -1,
-                                    seed=p.seed, stop=p.stop or None, ignore_eos=p.ignore_eos, output_kind=self._DELTA)
+                                    seed=p.seed, stop=p.stop or None, ignore_eos=p.ignore_eos, output_kind=self._DELTA,
+                                    presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty, logit_bias=p.logit_bias,
+                                    logprobs=p.logprobs, structured_outputs=structured)
 
 
 class VLLMStream:
@@ -155,7 +168,7 @@ class VLLMStream:
         if finished:
             self.done = True
         reason = (piece.finish_reason if piece is not None else None) or ("stop" if finished else None)
-        return Delta(piece.text if piece is not None else "", finished, reason, self.tokens)
+        return Delta(piece.text if piece is not None else "", finished, reason, self.tokens, logprobs=_choices(piece, self.params.logprobs))
 
     async def close(self) -> None:
         """Stop reading and abort the request in vLLM (closing its stream aborts it too)."""
@@ -165,3 +178,15 @@ class VLLMStream:
             except Exception:  # already finished or failed: nothing to abort
                 pass
         await self.engine.engine.abort(self.vllm_id)
+
+
+def _choices(piece: Any, top: Optional[int]) -> Optional[list[TokenChoice]]:
+    """vLLM's per-token log-probabilities ({token id: Logprob} per new token) as TokenChoices."""
+    if piece is None or top is None or not getattr(piece, "logprobs", None):
+        return None
+    choices = []
+    for token, alternatives in zip(piece.token_ids, piece.logprobs):
+        ranked = sorted(alternatives.items(), key=lambda kv: kv[1].rank if kv[1].rank is not None else 1 << 30)
+        choices.append(TokenChoice(token, alternatives[token].logprob if token in alternatives else None,
+                                   [(t, lp.logprob) for t, lp in ranked[:top]]))
+    return choices

@@ -30,6 +30,8 @@ async def chat_completions(request: Request) -> Response:
     service.require(CHAT)
     if (chat.n or 1) > 1 and not service.capabilities.n:
         raise APIError(400, "n > 1 is not supported by this model", param="n", code="unsupported_value")
+    if chat.logprobs and not service.capabilities.logprobs:
+        raise APIError(400, f"logprobs are not available from this model ({service.kind})", param="logprobs", code="unsupported_value")
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         return await run_stream(request, state, _sse(service.chat_events(chat, state.model_name, include_usage)), chat_error_events)

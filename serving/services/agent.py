@@ -115,8 +115,7 @@ class AgentService(ModelService):
 
     def _agent_args(self, request: ChatCompletionRequest) -> tuple[Any, ...]:
         if isinstance(self.agent, ChatAgent):
-            context = ChatContext(user_id=request.user) if request.user else None
-            return (chat_to_agent_messages(request.messages), context, request.custom_inputs)
+            return (chat_to_agent_messages(request.messages), chat_context(request), request.custom_inputs)
         if isinstance(self.agent, ChatModel):
             return (self.model_context(), request.messages, request.params())
         return (self._responses_request(request),)
@@ -274,6 +273,18 @@ class AgentService(ModelService):
     async def _predict_batch(self, rows: list[Any]) -> list[Any]:
         return list(await self._in_thread(self.model.predict, rows, None))
 
+
+
+def chat_context(request: ChatCompletionRequest) -> Optional[ChatContext]:
+    """A ChatAgent's ``context`` from a chat completions request: a ``context`` body field
+    (``{"conversation_id", "user_id"}``) when given, else ``metadata.conversation_id`` / ``metadata.user_id``,
+    with ``user`` as the user id."""
+    given = (request.model_extra or {}).get("context")
+    if given is not None:
+        return ChatContext.model_validate(given)
+    metadata = request.metadata or {}
+    conversation, user = metadata.get("conversation_id"), metadata.get("user_id") or request.user
+    return ChatContext(conversation_id=conversation, user_id=user) if conversation or user else None
 
 
 def _typed(obj: Any, cls: type) -> Any:

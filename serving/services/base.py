@@ -11,11 +11,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Optional
 
+from pydantic import ValidationError
+
 from servelm.agents import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, ResponsesAgentRequest
 from servelm.agents.ids import new_id
 
 from ..conversions import chat_message_to_output_items, responses_to_chat_messages
-from ..errors import APIError
+from ..errors import APIError, validation_error
 from ..framing import CompletionChunkFramer, dumps, openai_chat_chunks
 from ..responses_stream import ResponsesStreamBuilder
 
@@ -24,10 +26,12 @@ CHAT, COMPLETIONS, RESPONSES, INVOCATIONS = "chat", "completions", "responses", 
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a service answers: its routes, and whether chat requests may ask for several choices."""
+    """What a service answers: its routes, whether requests may ask for several choices, and whether
+    they may ask for token log-probabilities."""
 
     routes: frozenset[str]
     n: bool = False  # n > 1 choices per request
+    logprobs: bool = False
 
 
 class ModelService:
@@ -104,27 +108,39 @@ class ModelService:
 
     # ------------------------------------------------------------------ responses
     async def responses(self, request: ResponsesAgentRequest, model: str) -> dict[str, Any]:
-        """A Responses answer computed through chat completions (for chat-speaking services)."""
-        chat = await self.chat(responses_as_chat_request(request, model), model)
+        """A Responses answer computed through chat completions (for chat-speaking services); cut by
+        ``max_output_tokens``, it is ``incomplete``."""
+        chat_request = responses_as_chat_request(request, model)
+        chat = await self.chat(chat_request, model)
         builder = ResponsesStreamBuilder(model)
-        builder.items = chat_message_to_output_items(chat.choices[0].message) if chat.choices else []
+        choice = chat.choices[0] if chat.choices else None
+        builder.items = chat_message_to_output_items(choice.message) if choice is not None else []
+        if choice is not None and choice.logprobs is not None:
+            for item in builder.items:
+                for part in item.get("content") or []:
+                    part["logprobs"] = [entry.model_dump(exclude_none=True) for entry in choice.logprobs.content or []]
         builder.custom_outputs = chat.custom_outputs
-        return builder.response("completed", usage=responses_usage(chat.usage.model_dump()) if chat.usage else None)
+        usage = responses_usage(chat.usage.model_dump()) if chat.usage else None
+        if choice is not None and choice.finish_reason == "length":
+            return builder.response("incomplete", usage=usage, incomplete_details={"reason": "max_output_tokens"})
+        return builder.response("completed", usage=usage)
 
     async def responses_stream(self, request: ResponsesAgentRequest, model: str) -> AsyncIterator[dict[str, Any]]:
-        """A Responses event stream computed from the chat stream. The first chat chunk is awaited before
-        ``response.created``, so that a request the model refuses fails before any event is sent."""
+        """A Responses event stream computed from the chat stream: text deltas, function calls with their
+        argument deltas. The first chat chunk is awaited before ``response.created``, so that a request the
+        model refuses fails before any event is sent."""
         builder = ResponsesStreamBuilder(model)
         chunks = self.chat_stream(responses_as_chat_request(request, model), model)
         try:
-            first = await chunks.__anext__()
+            first: Optional[ChatCompletionChunk] = await chunks.__anext__()
         except StopAsyncIteration:
             first = None
         for event in builder.start():
             yield event
         text_id = new_id("msg")
-        calls: dict[int, dict[str, Any]] = {}
+        calls: dict[int, str] = {}  # chat tool call index -> function_call item id
         usage = None
+        incomplete = None
 
         async def rest() -> AsyncIterator[ChatCompletionChunk]:
             if first is not None:
@@ -138,18 +154,22 @@ class ModelService:
             if chunk.custom_outputs:
                 builder.custom_outputs = chunk.custom_outputs
             for choice in chunk.choices[:1]:
+                logprobs = [e.model_dump(exclude_none=True) for e in choice.logprobs.content or []] if choice.logprobs is not None else None
                 if choice.delta.content:
-                    for event in builder.text_delta(text_id, choice.delta.content):
+                    for event in builder.text_delta(text_id, choice.delta.content, logprobs):
                         yield event
                 for call in choice.delta.tool_calls or []:
-                    slot = calls.setdefault(call.index, {"type": "function_call", "id": new_id("fc"), "call_id": call.id or new_id("call"), "name": "", "arguments": ""})
-                    if call.function is not None:
-                        slot["name"] += call.function.name or ""
-                        slot["arguments"] += call.function.arguments or ""
-        for index in sorted(calls):
-            for event in builder.item_done(calls[index]):
-                yield event
-        for event in builder.finish(usage):
+                    if call.index not in calls:
+                        calls[call.index] = new_id("fc")
+                        function = call.function
+                        for event in builder.call_added(calls[call.index], call.id or new_id("call"), function.name or "" if function else ""):
+                            yield event
+                    if call.function is not None and call.function.arguments:
+                        for event in builder.call_arguments(calls[call.index], call.function.arguments):
+                            yield event
+                if choice.finish_reason == "length":
+                    incomplete = "max_output_tokens"
+        for event in builder.finish(usage, incomplete):
             yield event
 
     # ------------------------------------------------------------------ /invocations
@@ -161,18 +181,55 @@ class ModelService:
 
 
 def responses_as_chat_request(request: ResponsesAgentRequest, model: str) -> ChatCompletionRequest:
-    """A Responses request as the equivalent chat-completions request."""
-    tools = [{"type": "function", "function": {k: v for k, v in t.items() if k != "type"}} for t in request.tools or [] if t.get("type") == "function"]
-    return ChatCompletionRequest(
-        model=model, messages=responses_to_chat_messages(request), temperature=request.temperature, top_p=request.top_p,
-        max_tokens=request.max_output_tokens, tools=tools or None, custom_inputs=request.custom_inputs, user=request.user,
-    )
+    """A Responses request as the equivalent chat-completions request (tools, tool_choice, text.format,
+    logprobs and the sampling options carried over); 400 for what has no chat equivalent here."""
+    tools = []
+    for tool in request.tools or []:
+        if tool.get("type") != "function":
+            raise APIError(400, f"tools: tools of type {tool.get('type')!r} are not supported here (function tools are)", param="tools",
+                           code="unsupported_value")
+        tools.append({"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}})
+    choice = request.tool_choice
+    if isinstance(choice, dict):
+        if choice.get("type") != "function" or not choice.get("name"):
+            raise APIError(400, "tool_choice: only function tool choices are supported", param="tool_choice", code="unsupported_value")
+        choice = {"type": "function", "function": {"name": choice["name"]}}
+    if request.reasoning and any(v is not None for v in request.reasoning.values()):
+        raise APIError(400, "reasoning: this model does not reason in separate steps", param="reasoning", code="unsupported_parameter")
+    fields: dict[str, Any] = {
+        "model": model, "messages": [m.model_dump(exclude_none=True) for m in responses_to_chat_messages(request)],
+        "temperature": request.temperature, "top_p": request.top_p, "max_tokens": request.max_output_tokens, "tools": tools or None,
+        "tool_choice": choice, "parallel_tool_calls": request.parallel_tool_calls, "custom_inputs": request.custom_inputs, "user": request.user,
+        "metadata": request.metadata, "response_format": _text_format(request.text),
+    }
+    extra = request.model_extra or {}
+    wants_logprobs = "message.output_text.logprobs" in (extra.get("include") or [])
+    top = extra.get("top_logprobs")
+    if "ignore_eos" in extra:  # vLLM's extension, as on chat requests
+        fields["ignore_eos"] = extra["ignore_eos"]
+    if wants_logprobs or top:
+        fields.update(logprobs=True, top_logprobs=top)
+    try:
+        return ChatCompletionRequest.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def _text_format(text: Any) -> Optional[dict[str, Any]]:
+    """The Responses ``text.format`` as a chat ``response_format``."""
+    fmt = (text or {}).get("format") if isinstance(text, dict) else None
+    if not fmt or fmt.get("type") in (None, "text"):
+        return None
+    if fmt.get("type") == "json_schema":
+        schema = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
+        return {"type": "json_schema", "json_schema": schema}
+    return {"type": fmt["type"]}
 
 
 def responses_usage(usage: dict[str, int]) -> dict[str, Any]:
     """Chat usage counts in the Responses API's shape."""
     return {"input_tokens": usage.get("prompt_tokens", 0), "output_tokens": usage.get("completion_tokens", 0), "total_tokens": usage.get("total_tokens", 0),
-            "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
 
 
 def _text_prompts(request: CompletionRequest) -> list[str]:

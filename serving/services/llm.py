@@ -1,32 +1,38 @@
 """``LLMService``: OpenAI chat and text completions (and, through the shared conversions, Responses and
-/invocations) on top of an ``Engine``, with token usage and n choices.
+/invocations) on top of an ``Engine``: token usage, n choices, tool calls in the model's own syntax,
+grammar-constrained answers, log-probabilities.
 
-Everything that can be checked before generating (the prompt renders and fits, ``max_tokens`` fits
-beside it) is checked when a request is prepared, so the routes refuse it before any response bytes.
+Everything that can be checked before generating (the prompt renders and fits, ``max_tokens`` fits beside
+it, every parameter can be honoured) is checked when a request is prepared (``llm_requests.py``), so the
+routes refuse it before any response bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
-from typing import Any, AsyncIterator, Callable, Optional, Union
+from typing import Any, AsyncIterator, NamedTuple, Optional, Union
 
 from pydantic import ValidationError
 
 from servelm.agents import (
     ChatChoice,
-    ChatChoiceDelta,
-    ChatChunkChoice,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChatMessage,
     ChatParams,
     CompletionRequest,
+    FunctionCall,
     TokenUsageStats,
+    ToolCall,
 )
+from servelm.agents.chat_types import ChatChoiceLogProbs, ChatChunkChoice
 from servelm.agents.ids import new_id, now_seconds
-from servelm.flavors.generation import SamplingParams, sampling_params
+from servelm.flavors.generation import SamplingParams, sampling_params, template_inputs
+from servelm.flavors.generation.choice import TokenChoice
+from servelm.flavors.generation.codec import ChatCodec
+from servelm.flavors.generation.tool_calls import ToolCallParser, ToolFormat, parse_tool_calls, prompt_messages, template_takes_tools, tool_format
 
 from ..engines.base import Delta, Engine, RequestStream
 from ..errors import APIError, validation_error
@@ -34,34 +40,47 @@ from ..framing import ChatChunkFramer, CompletionChunkFramer
 from ..logs import note_usage
 from ..metrics import ServerMetrics
 from .base import CHAT, COMPLETIONS, INVOCATIONS, RESPONSES, Capabilities, ModelService
+from .llm_outputs import completion_logprobs, token_logprobs, tool_call_delta
+from .llm_requests import guided_decoding, logit_bias, refuse_unsupported, tool_plan
 
-#: (choice index, text, finished, finish_reason, completion tokens); index -1 ends the stream with the prompt tokens
-Piece = tuple[int, str, bool, Optional[str], int]
+
+class Piece(NamedTuple):
+    """Output of one choice as it streams; ``index`` -1 ends the stream (``tokens`` = prompt tokens)."""
+
+    index: int
+    text: str
+    finished: bool
+    finish_reason: Optional[str]
+    tokens: int  # the choice's completion tokens, on its last piece
+    logprobs: Optional[list[TokenChoice]]
 
 
 @dataclass
 class Generation:
-    """A request ready for the engine: the prompt's token ids and each choice's SamplingParams."""
+    """A request ready for the engine: the prompt's token ids, each choice's SamplingParams, and the tool
+    call format to read the output with (None: the output is plain text)."""
 
     prompt_ids: list[int]
     choices: list[SamplingParams]
+    tool_format: Optional[ToolFormat] = None
+    parallel_tool_calls: bool = True
 
 
 class LLMService(ModelService):
-    """Serves a causal LM through an ``Engine``. ``encode_chat`` renders a chat request with the model's
-    chat template and tokenizes it; ``encode_text`` tokenizes a plain prompt (special tokens added)."""
+    """Serves a causal LM through an ``Engine``; ``codec`` renders and tokenizes prompts (the model's chat
+    template and tokenizer); ``tool_parser`` names the tool call format (default: the template's)."""
 
-    capabilities = Capabilities(frozenset({CHAT, COMPLETIONS, RESPONSES, INVOCATIONS}), n=True)
+    capabilities = Capabilities(frozenset({CHAT, COMPLETIONS, RESPONSES, INVOCATIONS}), n=True, logprobs=True)
 
-    def __init__(self, engine: Engine, encode_chat: Callable[[ChatCompletionRequest], list[int]], kind: str = "llm/v1/chat",
-                 defaults: Optional[dict[str, Any]] = None, metrics: Optional[ServerMetrics] = None,
-                 encode_text: Optional[Callable[[str], list[int]]] = None):
+    def __init__(self, engine: Engine, codec: ChatCodec, kind: str = "llm/v1/chat", defaults: Optional[dict[str, Any]] = None,
+                 metrics: Optional[ServerMetrics] = None, tool_parser: Optional[str] = None):
         self.engine = engine
-        self.encode_chat = encode_chat
-        self.encode_text = encode_text
+        self.codec = codec
         self.kind = kind
         self.defaults = defaults or {}
         self.metrics = metrics
+        self.tool_format = tool_format(tool_parser, codec.chat_template)
+        self.template_tools = template_takes_tools(codec.chat_template)
 
     async def start(self) -> None:
         await self.engine.start()
@@ -75,29 +94,32 @@ class LLMService(ModelService):
     # ------------------------------------------------------------------ requests -> generations
     def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
         """The chat request's prompt ids and sampling parameters; a 400 naming the field when it cannot run."""
+        refuse_unsupported(request)
+        plan = tool_plan(request)
+        messages, _ = template_inputs(request)
+        messages, template_tools = prompt_messages(messages, plan.offered, self.tool_format, self.template_tools)
         try:
-            ids = self.encode_chat(request)
+            ids = self.codec.encode_messages(messages, template_tools)
         except Exception as exc:
             raise APIError(400, f"messages could not be rendered with the model's chat template: {exc}", param="messages") from None
-        return self._generation(ids, request, "messages")
+        guided = guided_decoding(request, plan, self.tool_format)
+        generation = self._generation(ids, request, "messages", guided)
+        if plan.offered:
+            generation.tool_format, generation.parallel_tool_calls = self.tool_format, plan.parallel
+        return generation
 
     def prepare_text(self, request: CompletionRequest) -> list[Generation]:
         """One Generation per prompt of a completions request (texts tokenized, token ids taken as they are)."""
         generations = []
+        limited = request if request.token_limit() is not None else request.model_copy(update={"max_tokens": 16})  # OpenAI's default
         for prompt in request.prompts():
-            if isinstance(prompt, str):
-                if self.encode_text is None:
-                    raise APIError(400, "this model takes chat requests only", param="prompt")
-                ids = self.encode_text(prompt)
-            else:
-                ids = list(prompt)
+            ids = self.codec.encode_text(prompt) if isinstance(prompt, str) else list(prompt)
             if not ids:
                 raise APIError(400, "the prompt is empty", param="prompt")
-            limited = request if request.token_limit() is not None else request.model_copy(update={"max_tokens": 16})  # OpenAI's default
-            generations.append(self._generation(ids, limited, "prompt"))
+            generations.append(self._generation(ids, limited, "prompt", None, logprobs=request.logprobs))
         return generations
 
-    def _generation(self, ids: list[int], request: ChatParams, prompt_field: str) -> Generation:
+    def _generation(self, ids: list[int], request: ChatParams, prompt_field: str, guided: Any, logprobs: Optional[int] = None) -> Generation:
         context = self.engine.context_length
         if len(ids) >= context:
             raise APIError(400, f"This model's maximum context length is {context} tokens; the {prompt_field} take {len(ids)}. "
@@ -109,10 +131,14 @@ class LLMService(ModelService):
                                 f"({len(ids)} in the {prompt_field}, {asked} in the completion). Please reduce the length of the "
                                 f"{prompt_field} or completion.", param=field, code="context_length_exceeded")
         params = sampling_params(request, len(ids), context, self.defaults)  # type: ignore[arg-type]
+        if logprobs is None and isinstance(request.logprobs, bool) and request.logprobs:
+            logprobs = request.top_logprobs or 0
+        params = replace(params, guided=guided, logprobs=logprobs, presence_penalty=request.presence_penalty or 0.0,
+                         frequency_penalty=request.frequency_penalty or 0.0, logit_bias=logit_bias(request))
         seeds = [params.seed + i if params.seed is not None else None for i in range(request.n or 1)]
         return Generation(ids, [replace(params, seed=seed) for seed in seeds])
 
-    # ------------------------------------------------------------------ generations -> text
+    # ------------------------------------------------------------------ generations -> pieces
     def _submit(self, generation: Generation) -> list[RequestStream]:
         if self.metrics is not None:
             self.metrics.prompt_tokens.inc(len(generation.prompt_ids))
@@ -123,10 +149,11 @@ class LLMService(ModelService):
         if self.metrics is not None and completion_tokens:
             self.metrics.generation_tokens.inc(completion_tokens)
 
-    async def _collect(self, generation: Generation) -> list[tuple[str, Delta]]:
-        """Every choice's whole text and last Delta."""
+    async def _collect(self, generation: Generation) -> list[tuple[str, Delta, list[TokenChoice]]]:
+        """Every choice's whole text, last Delta and token log-probabilities."""
         submitted = self._submit(generation)
         texts: list[list[str]] = [[] for _ in submitted]
+        logprobs: list[list[TokenChoice]] = [[] for _ in submitted]
         finals: list[Delta] = [Delta("", False)] * len(submitted)
 
         async def collect(i: int, stream: RequestStream) -> None:
@@ -135,6 +162,7 @@ class LLMService(ModelService):
                 if delta.error:
                     raise _engine_error(delta)
                 texts[i].append(delta.text)
+                logprobs[i] += delta.logprobs or []
                 if delta.finished:
                     finals[i] = delta
                     return
@@ -148,13 +176,12 @@ class LLMService(ModelService):
             for stream in submitted:
                 self.engine.abort(stream)
         self._count(len(generation.prompt_ids), sum(d.completion_tokens for d in finals))
-        return [("".join(t), final) for t, final in zip(texts, finals)]
+        return [("".join(t), final, lp) for t, final, lp in zip(texts, finals, logprobs)]
 
     async def _pieces(self, generation: Generation) -> AsyncIterator[Piece]:
-        """(choice index, text, finished, finish_reason, tokens) as generated, then a last
-        (-1, "", True, None, prompt tokens) item. When the client reads slower than the engine produces,
-        the deltas waiting for a choice come out joined (as vLLM does), so a busy server spends its time
-        generating rather than framing one event per token."""
+        """Each choice's output as generated, then a last Piece with index -1. When the client reads slower
+        than the engine produces, the deltas waiting for a choice come out joined (as vLLM does), so a busy
+        server spends its time generating rather than framing one event per token."""
         submitted = self._submit(generation)
         merged: asyncio.Queue[tuple[int, Delta]] = asyncio.Queue()
         pumps: list[asyncio.Task[None]] = []
@@ -170,55 +197,90 @@ class LLMService(ModelService):
                         ready.append(merged.get_nowait())
                 else:
                     ready = [(0, delta) for delta in [await submitted[0].get(), *submitted[0].get_ready()]]
-                for item in _coalesce(ready):
-                    if item[2]:
+                for piece in _coalesce(ready):
+                    if piece.finished:
                         open_choices -= 1
-                        completion += item[4]
-                    if item[1] or item[2]:
-                        yield item
+                        completion += piece.tokens
+                    if piece.text or piece.finished or piece.logprobs:
+                        yield piece
             self._count(len(generation.prompt_ids), completion)
-            yield -1, "", True, None, len(generation.prompt_ids)
+            yield Piece(-1, "", True, None, len(generation.prompt_ids), None)
         finally:
             for pump in pumps:
                 pump.cancel()
             for stream in submitted:
                 self.engine.abort(stream)
 
+    async def _chat_deltas(self, generation: Generation) -> AsyncIterator[tuple[int, dict[str, Any], Optional[str], Optional[dict[str, Any]]]]:
+        """(choice index, delta, finish_reason, logprobs) per piece, tool calls parsed out of the text;
+        a last (-1, {"prompt_tokens", "completion_tokens"}, None, None)."""
+        parsers = [ToolCallParser(generation.tool_format) for _ in generation.choices] if generation.tool_format else []
+        called: set[int] = set()
+        completion = 0
+        async for piece in self._pieces(generation):
+            if piece.index < 0:
+                yield -1, {"prompt_tokens": piece.tokens, "completion_tokens": completion}, None, None
+                return
+            delta: dict[str, Any] = {}
+            if parsers:
+                parser = parsers[piece.index]
+                events = parser.feed(piece.text) + (parser.finish() if piece.finished else [])
+                content = "".join(e.content for e in events)
+                calls = [d for d in map(tool_call_delta, events) if d is not None and (generation.parallel_tool_calls or d["index"] == 0)]
+                if calls:
+                    delta["tool_calls"] = calls
+                    called.add(piece.index)
+            else:
+                content = piece.text
+            if content:
+                delta["content"] = content
+            if piece.finished:
+                completion += piece.tokens
+            finish = ("tool_calls" if piece.index in called else piece.finish_reason) if piece.finished else None
+            logprobs = {"content": token_logprobs(piece.logprobs, self.codec.token_bytes)} if piece.logprobs else None
+            if delta or finish or logprobs:
+                yield piece.index, delta, finish, logprobs
+
     # ------------------------------------------------------------------ chat completions
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletionResponse:
         generation = self.prepare_chat(request)
         results = await self._collect(generation)
-        completion = sum(final.completion_tokens for _, final in results)
+        completion = sum(final.completion_tokens for _, final, _ in results)
         prompt = len(generation.prompt_ids)
-        choices = [ChatChoice(index=i, message=ChatMessage(role="assistant", content=text), finish_reason=final.finish_reason)
-                   for i, (text, final) in enumerate(results)]
+        choices = []
+        for i, (text, final, logprobs) in enumerate(results):
+            message, reason = ChatMessage(role="assistant", content=text), final.finish_reason
+            if generation.tool_format is not None:
+                content, calls = parse_tool_calls(text, generation.tool_format)
+                calls = calls if generation.parallel_tool_calls else calls[:1]
+                if calls:
+                    tool_calls = [ToolCall(id=c.id, function=FunctionCall(name=c.name or "", arguments=c.arguments)) for c in calls]
+                    message, reason = ChatMessage(role="assistant", content=content or None, tool_calls=tool_calls), "tool_calls"
+            lp = ChatChoiceLogProbs.model_validate({"content": token_logprobs(logprobs, self.codec.token_bytes)}) if generation.choices[i].logprobs is not None else None
+            choices.append(ChatChoice(index=i, message=message, finish_reason=reason, logprobs=lp))
         return ChatCompletionResponse(model=model, choices=choices, usage=TokenUsageStats(prompt_tokens=prompt, completion_tokens=completion,
                                                                                           total_tokens=prompt + completion))
 
     async def chat_stream(self, request: ChatCompletionRequest, model: str) -> AsyncIterator[ChatCompletionChunk]:
-        completion = 0
-        async for index, text, finished, finish_reason, tokens in self._pieces(self.prepare_chat(request)):
+        async for index, delta, finish, logprobs in self._chat_deltas(self.prepare_chat(request)):
             if index < 0:
-                yield ChatCompletionChunk(model=model, usage=TokenUsageStats(prompt_tokens=tokens, completion_tokens=completion, total_tokens=tokens + completion))
+                usage = TokenUsageStats(prompt_tokens=delta["prompt_tokens"], completion_tokens=delta["completion_tokens"],
+                                        total_tokens=delta["prompt_tokens"] + delta["completion_tokens"])
+                yield ChatCompletionChunk(model=model, usage=usage)
                 return
-            completion += tokens if finished else 0
-            yield ChatCompletionChunk.model_construct(  # trusted values: no validation, no fresh id per chunk
-                id="", object="chat.completion.chunk", created=0, model=model, usage=None, custom_outputs=None,
-                choices=[ChatChunkChoice.model_construct(index=index, delta=ChatChoiceDelta.model_construct(content=text or None),
-                                                         finish_reason=finish_reason if finished else None, logprobs=None)])
+            choice = ChatChunkChoice.model_validate({"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs})
+            yield ChatCompletionChunk.model_construct(  # trusted values: no fresh id per chunk
+                id="", object="chat.completion.chunk", created=0, model=model, usage=None, custom_outputs=None, choices=[choice])
 
     async def chat_events(self, request: ChatCompletionRequest, model: str, include_usage: bool) -> AsyncIterator[str]:
         """The chat stream as OpenAI sends it, written straight to JSON (see ``framing.ChatChunkFramer``)."""
         framer = ChatChunkFramer(model)
-        completion = 0
-        async for index, text, finished, finish_reason, tokens in self._pieces(self.prepare_chat(request)):
+        async for index, delta, finish, logprobs in self._chat_deltas(self.prepare_chat(request)):
             if index < 0:
                 if include_usage:
-                    yield framer.usage(tokens, completion)
+                    yield framer.usage(delta["prompt_tokens"], delta["completion_tokens"])
                 return
-            if finished:
-                completion += tokens
-            yield framer.choice(index, {"content": text} if text else {}, finish_reason if finished else None)
+            yield framer.choice(index, delta, finish, logprobs)
 
     # ------------------------------------------------------------------ text completions
     async def completion(self, request: CompletionRequest, model: str) -> dict[str, Any]:
@@ -229,10 +291,11 @@ class LLMService(ModelService):
         prompt_tokens = completion = 0
         for p, (generation, result) in enumerate(zip(generations, results)):
             prompt_tokens += len(generation.prompt_ids)
-            for text, final in result:
+            for text, final, logprobs in result:
                 completion += final.completion_tokens
                 echo = _echo_text(prompts[p]) if request.echo else ""
-                choices.append({"index": len(choices), "text": echo + text, "logprobs": None, "finish_reason": final.finish_reason})
+                lp = completion_logprobs(logprobs, self.codec.token_bytes, len(echo)) if request.logprobs is not None else None
+                choices.append({"index": len(choices), "text": echo + text, "logprobs": lp, "finish_reason": final.finish_reason})
         return {"id": new_id("cmpl"), "object": "text_completion", "created": now_seconds(), "model": model, "choices": choices,
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}}
 
@@ -242,19 +305,22 @@ class LLMService(ModelService):
             raise APIError(400, "a streamed completion takes one prompt", param="prompt")
         framer = CompletionChunkFramer(model)
         completion = 0
-        echoed: set[int] = set()
+        offsets: dict[int, int] = {}
         prompt = request.prompts()[0]
-        async for index, text, finished, finish_reason, tokens in self._pieces(generations[0]):
-            if index < 0:
+        async for piece in self._pieces(generations[0]):
+            if piece.index < 0:
                 if include_usage:
-                    yield framer.usage(tokens, completion)
+                    yield framer.usage(piece.tokens, completion)
                 return
-            if request.echo and index not in echoed:
-                echoed.add(index)
+            text = piece.text
+            if request.echo and piece.index not in offsets:
                 text = _echo_text(prompt) + text
-            if finished:
-                completion += tokens
-            yield framer.choice(index, text, finish_reason if finished else None)
+            start = offsets.get(piece.index, len(text) - len(piece.text))
+            offsets[piece.index] = start + len(piece.text)
+            if piece.finished:
+                completion += piece.tokens
+            lp = completion_logprobs(piece.logprobs or [], self.codec.token_bytes, start) if request.logprobs is not None else None
+            yield framer.choice(piece.index, text, piece.finish_reason if piece.finished else None, lp)
 
     # ------------------------------------------------------------------ /invocations
     async def invoke(self, data: Any, params: Optional[dict[str, Any]]) -> Any:
@@ -306,8 +372,10 @@ def _coalesce(ready: list[tuple[int, Delta]]) -> list[Piece]:
     for index, delta in ready:
         if delta.error:
             raise _engine_error(delta)
-        entry = joined.setdefault(index, [[], False, None, 0])
+        entry = joined.setdefault(index, [[], False, None, 0, None])
         entry[0].append(delta.text)
+        if delta.logprobs:
+            entry[4] = (entry[4] or []) + delta.logprobs
         if delta.finished:
             entry[1], entry[2], entry[3] = True, delta.finish_reason, delta.completion_tokens
-    return [(index, "".join(texts), finished, reason, tokens) for index, (texts, finished, reason, tokens) in joined.items()]
+    return [Piece(index, "".join(texts), finished, reason, tokens, logprobs) for index, (texts, finished, reason, tokens, logprobs) in joined.items()]

@@ -106,7 +106,8 @@ def transformers_service(path: str, options: EngineOptions, metrics: ServerMetri
         import transformers  # noqa: F401
     except ImportError:
         raise ModelFormatError("the transformers engine needs torch and transformers: pip install 'servelm[transformers]'") from None
-    from servelm.flavors.transformers.chat import encode_chat, encode_text, require_chat_template
+    from servelm.flavors.generation.codec import HFCodec
+    from servelm.flavors.transformers.chat import require_chat_template
     from servelm.flavors.transformers.flavor import context_length, load_tokenizer, locate_checkpoint
 
     from ..engines.process import ProcessEngine
@@ -121,8 +122,7 @@ def transformers_service(path: str, options: EngineOptions, metrics: ServerMetri
     make_batcher = functools.partial(transformers_batcher, path, options.device, options.threads, dtype, options.max_num_seqs)
     engine_class = ProcessEngine if options.engine_process else ThreadEngine
     engine = engine_class(make_batcher, context_length(checkpoint), on_step=metrics.batch_size.observe)
-    return LLMService(engine, functools.partial(encode_chat, tokenizer), "llm/v1/chat (transformers engine)", defaults, metrics,
-                      functools.partial(encode_text, tokenizer))
+    return LLMService(engine, HFCodec(tokenizer), "llm/v1/chat (transformers engine)", defaults, metrics, options.tool_call_parser)
 
 
 @functools.lru_cache(maxsize=4)
@@ -163,7 +163,7 @@ def onnx_service(path: str, options: EngineOptions, metrics: ServerMetrics) -> M
     make_batcher = functools.partial(onnx_batcher, folder, provider, options.threads, options.max_num_seqs)
     engine_class = ProcessEngine if options.engine_process else ThreadEngine
     engine = engine_class(make_batcher, prompts.context_length, on_step=metrics.batch_size.observe)
-    return LLMService(engine, prompts.chat_prompt_ids, f"llm/v1/chat (onnx engine on {provider})", defaults, metrics, prompts.text_prompt_ids)
+    return LLMService(engine, prompts, f"llm/v1/chat (onnx engine on {provider})", defaults, metrics, options.tool_call_parser)
 
 
 def vllm_service(path: str, server: ServerOptions, options: EngineOptions, metrics: ServerMetrics) -> ModelService:
@@ -177,7 +177,8 @@ def vllm_service(path: str, server: ServerOptions, options: EngineOptions, metri
         import transformers  # noqa: F401
     except ImportError:
         raise ModelFormatError("the vllm engine needs transformers (vLLM installs it)") from None
-    from servelm.flavors.transformers.chat import encode_chat, encode_text, require_chat_template
+    from servelm.flavors.generation.codec import HFCodec
+    from servelm.flavors.transformers.chat import require_chat_template
     from servelm.flavors.transformers.flavor import FLAVOR_NAME, load_tokenizer, locate_checkpoint
 
     if os.path.isfile(os.path.join(path, "MLmodel")) and FLAVOR_NAME not in Model.load(path).flavors:
@@ -187,5 +188,4 @@ def vllm_service(path: str, server: ServerOptions, options: EngineOptions, metri
     require_chat_template(tokenizer, path)
     defaults = checkpoint.meta.pyfunc_config() if checkpoint.meta is not None else {}
     engine = VLLMEngine(checkpoint.weights, checkpoint.tokenizer_dir, server.served_model_name or default_model_name(path), options)
-    return LLMService(engine, functools.partial(encode_chat, tokenizer), "llm/v1/chat (vLLM engine)", defaults, metrics,
-                      functools.partial(encode_text, tokenizer))
+    return LLMService(engine, HFCodec(tokenizer), "llm/v1/chat (vLLM engine)", defaults, metrics, options.tool_call_parser)

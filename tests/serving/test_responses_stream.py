@@ -107,15 +107,33 @@ def test_passthrough_numbers_and_indexes_other_events():
     assert custom[0]["sequence_number"] == 2 and "output_index" not in custom[0]
 
 
-def test_fail_ends_with_the_error(openai_event):
+def test_function_calls_stream_their_arguments(openai_event):
     builder = ResponsesStreamBuilder("m")
-    builder.start()
-    (failed,) = builder.fail("engine died")
-    assert failed["type"] == "response.failed" and failed["sequence_number"] == 2
-    assert failed["response"]["status"] == "failed" and failed["response"]["error"] == {"code": "server_error", "message": "engine died"}
-    assert openai_event(failed).response.error.message == "engine died"
-    (coded,) = builder.fail("engine died", code="engine_unavailable")
-    assert coded["sequence_number"] == 3 and coded["response"]["error"]["code"] == "engine_unavailable"
+    events = builder.start() + builder.call_added("fc_1", "call_1", "get_weather")
+    events += builder.call_arguments("fc_1", '{"city": ') + builder.call_arguments("fc_1", '"Paris"}')
+    events += builder.finish()
+    kinds = [e["type"] for e in events]
+    assert kinds == ["response.created", "response.in_progress", "response.output_item.added", "response.function_call_arguments.delta",
+                     "response.function_call_arguments.delta", "response.function_call_arguments.done", "response.output_item.done",
+                     "response.completed"]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    done = events[-3]
+    assert done["arguments"] == '{"city": "Paris"}' and done["name"] == "get_weather"
+    item = openai_event(events[-2]).item
+    assert item.call_id == "call_1" and item.arguments == '{"city": "Paris"}' and item.status == "completed"
+    for event in events:
+        openai_event(event)
+
+
+def test_a_cut_answer_finishes_incomplete(openai_event):
+    builder = ResponsesStreamBuilder("m")
+    events = builder.start() + builder.text_delta("msg_1", "Hello", [{"token": "Hello", "logprob": -0.5, "bytes": [72], "top_logprobs": []}])
+    events += builder.finish({"input_tokens": 1, "output_tokens": 1, "total_tokens": 2, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                              "output_tokens_details": {"reasoning_tokens": 0}}, incomplete="max_output_tokens")
+    last = openai_event(events[-1])
+    assert last.type == "response.incomplete" and last.response.status == "incomplete"
+    assert last.response.incomplete_details.reason == "max_output_tokens"
+    assert last.response.output[0].content[0].logprobs[0].logprob == -0.5
 
 
 def test_response_carries_request_fields_and_custom_outputs():

@@ -1,0 +1,135 @@
+"""Grammar-constrained decoding with llguidance: the output of a sequence with ``SamplingParams.guided``
+always follows its grammar (a JSON schema, any JSON object, a regex, a Lark grammar).
+
+``Grammars`` belongs to one tokenizer: it compiles each distinct grammar once and hands every sequence a
+copy of that matcher. Each step the scheduler asks every constrained sequence for its bitmask of allowed
+tokens (one bit per vocabulary entry, llguidance's int32 layout), the runner masks those rows' logits,
+and the sampled token is fed back to the matcher. Unconstrained rows pay nothing.
+
+Near its token limit a constrained sequence prefers, among the allowed tokens, the end of the output,
+then tokens that close what is open (a quote, a brace, a bracket), then separators (so a required key
+that is still missing comes next): even a model that would ramble (a random test model) ends with
+complete, valid JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from typing import Any, Optional
+
+import numpy as np
+
+from .sampling import GuidedDecoding
+
+CLOSING_MARGIN = 24  # tokens before the limit from which a constrained sequence prefers closing tokens
+_COMPACT_JSON = {"whitespace_flexible": False}
+
+
+def grammar_text(spec: GuidedDecoding) -> str:
+    """llguidance's grammar for a spec (raises ValueError with a readable message when it is invalid)."""
+    import llguidance
+
+    if spec.kind == "json_schema":
+        return str(llguidance.LLMatcher.grammar_from_json_schema(spec.value, defaults=_COMPACT_JSON))
+    if spec.kind == "json_object":
+        return str(llguidance.LLMatcher.grammar_from_json_schema(json.dumps({"type": "object"}), defaults=_COMPACT_JSON))
+    if spec.kind == "regex":
+        return str(llguidance.LLMatcher.grammar_from_regex(spec.value))
+    if spec.kind == "lark":
+        return str(llguidance.LLMatcher.grammar_from_lark(spec.value))
+    raise ValueError(f"unknown grammar kind {spec.kind!r}")
+
+
+def check_grammar(spec: GuidedDecoding) -> Optional[str]:
+    """Why ``spec`` cannot be compiled (for a 400 before generating), or None."""
+    try:
+        import llguidance
+    except ImportError:
+        return "structured outputs need llguidance: pip install llguidance"
+    try:
+        return str(llguidance.LLMatcher.validate_grammar(grammar_text(spec))).strip() or None  # "" when valid
+    except (ValueError, RuntimeError) as exc:
+        return str(exc)
+
+
+def tokenizer_json(tokenizer: Any) -> str:
+    """The tokenizers-library JSON of a tokenizer (a transformers fast tokenizer or a ``tokenizers.Tokenizer``)."""
+    import copy
+
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    if not hasattr(backend, "to_str"):
+        raise ValueError("structured outputs need a fast (tokenizers-backed) tokenizer")
+    backend = copy.copy(backend)
+    backend.no_padding()
+    backend.no_truncation()
+    return str(backend.to_str())
+
+
+class Grammars:
+    """Compiled grammars for one tokenizer (``tokenizer_json``: its tokenizers JSON), least recently used
+    first out past ``capacity``. Safe to use from the one thread that steps the scheduler."""
+
+    def __init__(self, tokenizer_json: str, vocab_size: int, eos_ids: set[int], capacity: int = 64):
+        import llguidance
+
+        self.llg = llguidance
+        self.vocab_size = vocab_size
+        self.tokenizer = llguidance.LLTokenizer(tokenizer_json, n_vocab=vocab_size, eos_token=sorted(eos_ids) or None)
+        self._prototypes: OrderedDict[GuidedDecoding, Any] = OrderedDict()
+        self.capacity = capacity
+        self.compiled = 0  # grammars compiled (a cached one is copied, not compiled)
+        self._closers: Optional[list[np.ndarray]] = None
+        self._lock = threading.Lock()
+
+    def matcher(self, spec: GuidedDecoding) -> Any:
+        """A fresh matcher for ``spec`` (a copy of the cached compiled one)."""
+        with self._lock:
+            prototype = self._prototypes.get(spec)
+            if prototype is None:
+                prototype = self.llg.LLMatcher(self.tokenizer, grammar_text(spec))
+                error = prototype.get_error()
+                if error:
+                    raise ValueError(f"the grammar cannot be compiled: {error}")
+                self.compiled += 1
+                self._prototypes[spec] = prototype
+                while len(self._prototypes) > self.capacity:
+                    self._prototypes.popitem(last=False)
+            else:
+                self._prototypes.move_to_end(spec)
+            return prototype.deep_copy()
+
+    def allowed(self, matchers: list[Any], closing: list[bool]) -> np.ndarray:
+        """Boolean masks [rows, vocab] of the tokens each matcher allows next; a row in ``closing`` keeps
+        the first non-empty of: its end tokens, its closing tokens, its separators (else all it allows)."""
+        import llguidance.numpy as lln
+
+        words = lln.allocate_token_bitmask(len(matchers), self.vocab_size)  # [rows, ceil(vocab / 32)] int32
+        for row, matcher in enumerate(matchers):
+            lln.fill_next_token_bitmask(matcher, words, row)
+        bits = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")[:, : self.vocab_size].astype(bool)  # [rows, vocab]
+        for row, close in enumerate(closing):
+            if close:
+                for preferred in self._preferences():
+                    narrowed = bits[row] & preferred
+                    if narrowed.any():
+                        bits[row] = narrowed
+                        break
+        return bits
+
+    def _preferences(self) -> list[np.ndarray]:
+        """Token sets a closing row prefers, in order: end of sequence; a quote (ends a string, maybe
+        followed by closing braces and brackets); closing braces and brackets; those with commas or colons."""
+        if self._closers is None:
+            eos = np.zeros(self.vocab_size, dtype=bool)
+            eos[[t for t in self.tokenizer.eos_tokens if t < self.vocab_size]] = True
+            quotes, closers, steps = (np.zeros(self.vocab_size, dtype=bool) for _ in range(3))
+            for token in range(min(self.vocab_size, self.tokenizer.vocab_size)):
+                text = self.tokenizer.decode_str([token]).strip()
+                chars = set(text)
+                quotes[token] = text.startswith('"') and chars <= set('"}]')
+                closers[token] = bool(chars) and chars <= set("}]")
+                steps[token] = bool(chars) and chars <= set('"}],:')
+            self._closers = [eos, quotes, closers, steps]
+        return self._closers
