@@ -46,7 +46,9 @@ def create_app(model_or_path: Any, server_options: Optional[ServerOptions] = Non
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = None
-        if isinstance(model_or_path, (str, bytes)) or hasattr(model_or_path, "__fspath__"):
+        if state.service is not None or state.load_error is not None:
+            pass  # loaded before startup (a Ray replica loads its model while it starts: servelm.serving.ray)
+        elif isinstance(model_or_path, (str, bytes)) or hasattr(model_or_path, "__fspath__"):
             task = asyncio.create_task(state.load(model_or_path, on_load_error))
         else:
             await state.load(model_or_path, on_load_error)

@@ -75,7 +75,9 @@ class RequestLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]  # the app mounted under a prefix (a Ray Serve route_prefix, uvicorn --root-path)
         route = path if path in self.routes else ("/v1/models/{id}" if path.startswith("/v1/models/") else "other")
         status = {"code": 500}
         start = time.perf_counter()

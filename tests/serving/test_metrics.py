@@ -29,3 +29,22 @@ def test_each_server_has_its_own_registry():
     assert a.registry.get_sample_value("servelm_requests_total", {"route": "/health", "status": "200"}) == 1
     assert b.registry.get_sample_value("servelm_requests_total", {"route": "/health", "status": "200"}) is None
     assert b"servelm_num_requests_running" in b.render()
+
+
+def test_routes_are_counted_under_a_root_path():
+    """Mounted under a prefix (a Ray Serve route_prefix, uvicorn --root-path), requests count by their route."""
+    from fastapi.testclient import TestClient
+
+    from servelm.serving import create_app
+
+    from servelm.agents import PythonModel
+
+    class Echo(PythonModel):
+        def predict(self, context, model_input):
+            return model_input
+
+    app = create_app(Echo(), served_model_name="echo")
+    with TestClient(app, root_path="/prefix") as client:
+        assert client.get("/prefix/version").status_code == 200
+    registry = app.state.servelm.metrics.registry
+    assert registry.get_sample_value("servelm_requests_total", {"route": "/version", "status": "200"}) == 1

@@ -39,3 +39,20 @@ async def test_load_failure_is_kept_and_reported(tmp_path):
     await state.load(str(tmp_path / "does-not-exist"), reasons.append)
     assert state.service is None and state.status == "error"
     assert reasons == [state.load_error] and "not a directory" in state.load_error and "\n" not in state.load_error
+
+
+def test_a_state_loaded_before_startup_is_not_loaded_again(tmp_path):
+    """The Ray replica loads its model before the app starts (servelm.serving.ray); startup then loads nothing."""
+    import asyncio
+
+    from fastapi.testclient import TestClient
+
+    from servelm.serving import create_app
+
+    reasons = []
+    path = str(tmp_path / "does-not-exist")
+    app = create_app(path, on_load_error=reasons.append)
+    asyncio.run(app.state.servelm.load(path, reasons.append))
+    with TestClient(app) as client:
+        assert client.get("/health").json()["status"] == "error"
+    assert len(reasons) == 1
