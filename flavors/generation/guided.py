@@ -23,7 +23,13 @@ import numpy as np
 
 from .sampling import GuidedDecoding
 
-CLOSING_MARGIN = 24  # tokens before the limit from which a constrained sequence prefers closing tokens
+CLOSING_MARGIN = 40  # tokens before the limit from which a constrained sequence prefers closing tokens (at least)
+
+
+def closing(max_tokens: int, generated: int) -> bool:
+    """Whether a constrained sequence is near enough its limit to prefer closing what is open: within
+    ``CLOSING_MARGIN`` tokens of it, or within its last fifth for long answers."""
+    return max_tokens - generated <= max(CLOSING_MARGIN, max_tokens // 5)
 _COMPACT_JSON = {"whitespace_flexible": False}
 
 

@@ -23,7 +23,7 @@ from typing import Any, Optional, Protocol
 from .batcher import Sequence, StepOutput
 from .choice import RowSampling, TokenChoice
 from .detokenizer import IncrementalDetokenizer
-from .guided import CLOSING_MARGIN, Grammars, tokenizer_json
+from .guided import Grammars, closing, tokenizer_json
 from .prefix_cache import PrefixCache, block_keys
 from .sampling import SamplingParams
 from .stop import StopChecker
@@ -237,8 +237,8 @@ class Scheduler:
         rows = [RowSampling(s.params, s.generator, s.generated if s.params.presence_penalty or s.params.frequency_penalty else None) for s in seqs]
         constrained = [i for i, s in enumerate(seqs) if s.matcher is not None]
         if constrained:
-            closing = [seqs[i].params.max_tokens - len(seqs[i].generated) <= CLOSING_MARGIN for i in constrained]
-            masks = self.grammars().allowed([seqs[i].matcher for i in constrained], closing)  # [constrained, vocab]
+            near_limit = [closing(seqs[i].params.max_tokens, len(seqs[i].generated)) for i in constrained]
+            masks = self.grammars().allowed([seqs[i].matcher for i in constrained], near_limit)  # [constrained, vocab]
             for i, mask in zip(constrained, masks):
                 rows[i].allowed = mask
         return self.runner.sample(logits, rows)

@@ -187,13 +187,16 @@ class ToolCallParser:
         return [e for e in events if e.content or e.call is not None]
 
     def finish(self) -> list[ToolEvent]:
-        """Events for the end of the output (held-back text, or calls that did not parse, as content)."""
+        """Events for the end of the output: held-back text, or what began like a call but never named
+        one, as content. A call cut short (the output hit its limit) stays a call with the arguments so
+        far, as OpenAI reports one cut by max_tokens."""
         if not self._in_calls:
             text, self._pending = self._pending, ""
             return [ToolEvent(content=text)] if text else []
-        if not self.calls or not all(c.done for c in self.calls):
+        self.calls = [c for c in self.calls if c.name is not None]
+        if not self.calls:
             text = self._raw + self._pending
-            self.calls, self._pending, self._raw = [], "", ""
+            self._pending, self._raw = "", ""
             return [ToolEvent(content=text)] if text else []
         return []
 
@@ -345,10 +348,10 @@ class _ObjectScanner:
 
 
 def parse_tool_calls(text: str, fmt: ToolFormat) -> tuple[str, list[ParsedCall]]:
-    """(content, calls) of a complete output."""
+    """(content, calls) of a complete output (a call cut short included: see ``ToolCallParser.finish``)."""
     parser = ToolCallParser(fmt)
     content = "".join(e.content for e in parser.feed(text) + parser.finish())
-    return content, [c for c in parser.calls if c.done]
+    return content, parser.calls
 
 
 def _partial_marker(text: str, markers: list[str]) -> int:

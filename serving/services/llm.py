@@ -236,7 +236,7 @@ class LLMService(ModelService):
                 delta["content"] = content
             if piece.finished:
                 completion += piece.tokens
-            finish = ("tool_calls" if piece.index in called else piece.finish_reason) if piece.finished else None
+            finish = ("tool_calls" if piece.index in called and piece.finish_reason != "length" else piece.finish_reason) if piece.finished else None
             logprobs = {"content": token_logprobs(piece.logprobs, self.codec.token_bytes)} if piece.logprobs else None
             if delta or finish or logprobs:
                 yield piece.index, delta, finish, logprobs
@@ -255,7 +255,8 @@ class LLMService(ModelService):
                 calls = calls if generation.parallel_tool_calls else calls[:1]
                 if calls:
                     tool_calls = [ToolCall(id=c.id, function=FunctionCall(name=c.name or "", arguments=c.arguments)) for c in calls]
-                    message, reason = ChatMessage(role="assistant", content=content or None, tool_calls=tool_calls), "tool_calls"
+                    message = ChatMessage(role="assistant", content=content or None, tool_calls=tool_calls)
+                    reason = "tool_calls" if reason != "length" else reason
             lp = ChatChoiceLogProbs.model_validate({"content": token_logprobs(logprobs, self.codec.token_bytes)}) if generation.choices[i].logprobs is not None else None
             choices.append(ChatChoice(index=i, message=message, finish_reason=reason, logprobs=lp))
         return ChatCompletionResponse(model=model, choices=choices, usage=TokenUsageStats(prompt_tokens=prompt, completion_tokens=completion,

@@ -168,3 +168,126 @@ def test_disconnect_frees_the_row(llm, wait_until):
 def test_prompt_over_context_is_400(llm):
     resp = httpx.post(f"{llm.base}/v1/chat/completions", json={"messages": [{"role": "user", "content": "word " * 3000}]}, timeout=30)
     assert resp.status_code == 400 and "context" in resp.json()["error"]["message"]
+
+
+# ---------------------------------------------------------------------------------------------- LLMs driving agents
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+                                                           "additionalProperties": False}}}
+PLACE = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}}, "required": ["city", "population"],
+         "additionalProperties": False}
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def strict_chunks(llm, body, sse_lines):
+    """The raw chat stream, each chunk validated by the openai client's own type."""
+    import json
+
+    from openai.types.chat import ChatCompletionChunk
+
+    lines = sse_lines(llm.base, "/v1/chat/completions", {**body, "stream": True})
+    assert lines[-1] == "data: [DONE]"
+    return [ChatCompletionChunk.model_validate(json.loads(line[6:])) for line in lines[:-1]]
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+def test_a_forced_tool_call_is_a_valid_call(client, llm, sse_lines, choice):
+    import json
+
+    reply = client.chat.completions.create(model="tiny", messages=ASK, tools=[WEATHER], tool_choice=choice, temperature=0, max_tokens=150)
+    (call,) = reply.choices[0].message.tool_calls
+    assert reply.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather" and call.id.startswith("call_")
+    assert isinstance(json.loads(call.function.arguments)["city"], str)
+    chunks = strict_chunks(llm, {"model": "tiny", "messages": ASK, "tools": [WEATHER], "tool_choice": choice, "temperature": 0, "max_tokens": 150}, sse_lines)
+    deltas = [c.choices[0].delta.tool_calls[0] for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    assert deltas[0].id.startswith("call_") and deltas[0].function.name == "get_weather" and deltas[0].type == "function"
+    assert all(d.index == 0 and d.id is None and d.function.name is None for d in deltas[1:])
+    assert "".join(d.function.arguments or "" for d in deltas) == call.function.arguments  # greedy: the same call
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_tool_results_go_back_through_the_template(client):
+    first = client.chat.completions.create(model="tiny", messages=ASK, tools=[WEATHER], tool_choice="required", temperature=0, max_tokens=150)
+    call = first.choices[0].message
+    history = ASK + [call.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.tool_calls[0].id, "content": "Sunny, 25 C"}]
+    follow = client.chat.completions.create(model="tiny", messages=history, tools=[WEATHER], temperature=0, max_tokens=8)
+    assert follow.choices[0].message.content and not follow.choices[0].message.tool_calls
+    assert follow.usage.prompt_tokens > first.usage.prompt_tokens + 20  # the call and its result are in the prompt
+    without_tools = client.chat.completions.create(model="tiny", messages=history, tools=[WEATHER], tool_choice="none", temperature=0, max_tokens=8)
+    assert without_tools.usage.prompt_tokens < follow.usage.prompt_tokens  # tool_choice none: the tools are not offered
+
+
+def test_structured_output_always_parses(client):
+    import json
+
+    for temperature in (0, 1.0):
+        reply = client.chat.completions.create(model="tiny", messages=ASK, temperature=temperature, seed=1, max_tokens=150,
+                                               response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": PLACE, "strict": True}})
+        value = json.loads(reply.choices[0].message.content)
+        assert set(value) == {"city", "population"} and isinstance(value["population"], int)
+    anything = client.chat.completions.create(model="tiny", messages=ASK, temperature=1.0, seed=2, max_tokens=100, response_format={"type": "json_object"})
+    assert isinstance(json.loads(anything.choices[0].message.content), dict)
+
+
+def test_logprobs_in_chat_and_completions(client, llm, sse_lines):
+    import math
+
+    reply = client.chat.completions.create(model="tiny", messages=ASK, temperature=0, max_tokens=5, logprobs=True, top_logprobs=3,
+                                           extra_body={"ignore_eos": True})
+    entries = reply.choices[0].logprobs.content
+    assert len(entries) == 5 and "".join(e.token for e in entries) == reply.choices[0].message.content
+    for entry in entries:
+        assert len(entry.top_logprobs) == 3 and entry.top_logprobs[0].logprob >= entry.top_logprobs[-1].logprob
+        assert entry.logprob <= 0 and math.isclose(entry.logprob, entry.top_logprobs[0].logprob, rel_tol=1e-4)  # greedy: the top one
+        assert bytes(entry.bytes).decode(errors="replace") == entry.token
+    chunks = strict_chunks(llm, {"model": "tiny", "messages": ASK, "temperature": 0, "max_tokens": 5, "logprobs": True, "ignore_eos": True}, sse_lines)
+    streamed = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [e.token for e in streamed] == [e.token for e in entries]
+    text = client.completions.create(model="tiny", prompt="hello", max_tokens=4, temperature=0, logprobs=2, extra_body={"ignore_eos": True})
+    lp = text.choices[0].logprobs
+    assert len(lp.tokens) == 4 and len(lp.top_logprobs[0]) == 2 and lp.text_offset[0] == 0 and "".join(lp.tokens) == text.choices[0].text
+
+
+def test_logit_bias_and_penalties_are_applied(client):
+    plain = client.chat.completions.create(model="tiny", messages=ASK, temperature=0, max_tokens=4, logprobs=True, extra_body={"ignore_eos": True})
+    first = plain.choices[0].logprobs.content[0]
+    banned = client.chat.completions.create(model="tiny", messages=ASK, temperature=0, max_tokens=4, logprobs=True, top_logprobs=1,
+                                            extra_body={"ignore_eos": True}, logit_bias={str(_token_id(client, first.token)): -100})
+    assert banned.choices[0].logprobs.content[0].token != first.token
+    repeated = client.chat.completions.create(model="tiny", messages=ASK, temperature=0, max_tokens=30, frequency_penalty=2.0, presence_penalty=2.0,
+                                              logprobs=True, extra_body={"ignore_eos": True})
+    tokens = [e.token for e in repeated.choices[0].logprobs.content]
+    assert len(set(tokens)) >= 20  # penalties keep a greedy random model from looping over the same few tokens
+
+
+def _token_id(client, text):
+    """The id of the tiny model's token for ``text``."""
+    from transformers import AutoTokenizer
+
+    from servelm.flavors.transformers import tiny_model
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model("llama"))
+    return tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))[0]
+
+
+def test_responses_function_calls_and_structured_text(client, llm):
+    import json
+
+    import httpx
+    from openai.types.responses import Response, ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    tool = {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"]}
+    body = {"model": "tiny", "input": "Weather in Paris?", "tools": [tool], "tool_choice": "required", "temperature": 0, "max_output_tokens": 150}
+    response = Response.model_validate(httpx.post(f"{llm.base}/v1/responses", json=body, timeout=60).json())
+    (call,) = response.output
+    assert call.type == "function_call" and call.name == "get_weather" and json.loads(call.arguments) and response.tools[0].name == "get_weather"
+    with httpx.stream("POST", f"{llm.base}/v1/responses", json={**body, "stream": True}, timeout=60) as streamed:
+        events = [TypeAdapter(ResponseStreamEvent).validate_python(json.loads(line[6:])) for line in streamed.iter_lines() if line.startswith("data: ")]
+    kinds = [e.type for e in events]
+    assert "response.function_call_arguments.delta" in kinds and kinds[-1] == "response.completed"
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert done.arguments == call.arguments
+    structured = client.responses.create(model="tiny", input="A place?", temperature=0, max_output_tokens=150,
+                                         text={"format": {"type": "json_schema", "name": "place", "schema": PLACE, "strict": True}})
+    assert set(json.loads(structured.output_text)) == {"city", "population"}
