@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import types
+from builtins import type as type_
 import typing
 from dataclasses import dataclass
 from typing import Any, Optional, Union
@@ -98,13 +99,47 @@ def data_type_from_dict(spec: dict[str, Any]) -> DataType:
 
 
 # ------------------------------------------------------------------------------------------ specs
-@dataclass(frozen=True)
+def _as_data_type(value: Any) -> "DataType":
+    """A DataType from what MLflow's constructors accept: a type object, a name ("double"), or an enum
+    member of ``mlflow.types.DataType`` (its ``name``)."""
+    if isinstance(value, (Scalar, Array, Object, Map, AnyType)):
+        return value
+    if isinstance(value, str):
+        return AnyType() if value == "any" else Scalar(value) if value in SCALAR_TYPES else _unknown_type(value)
+    name = getattr(value, "name", None)
+    if isinstance(name, str):
+        return _as_data_type(name)
+    to_dict = getattr(value, "to_dict", None)
+    if to_dict is not None:  # MLflow's Array / Object / Map
+        return data_type_from_dict(to_dict())
+    raise ValueError(f"unknown signature type {value!r}")
+
+
+def _unknown_type(name: str) -> "DataType":
+    raise ValueError(f"unknown signature type {name!r}; use one of {', '.join(SCALAR_TYPES)}")
+
+
+@dataclass(frozen=True, init=False)
 class ColSpec:
-    """One input/output column: its type, optional name, and whether it is required."""
+    """One input/output column: its type, optional name, and whether it is required.
+
+    ``ColSpec("double", "x")``, ``ColSpec(type="string", name="q", required=False)`` (MLflow's form) and
+    ``ColSpec(Scalar("double"), "x")`` build the same spec.
+    """
 
     dtype: DataType
     name: Optional[str] = None
     required: bool = True
+
+    def __init__(self, type: Any = None, name: Optional[str] = None, optional: Optional[bool] = None, required: bool = True, *, dtype: Any = None):
+        object.__setattr__(self, "dtype", _as_data_type(dtype if dtype is not None else type))
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "required", (not optional) if optional is not None else required)
+
+    @property
+    def type(self) -> DataType:
+        """The column type (MLflow's attribute name)."""
+        return self.dtype
 
     def to_dict(self) -> dict[str, Any]:
         out = self.dtype.to_dict()
@@ -114,13 +149,32 @@ class ColSpec:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class TensorSpec:
-    """A tensor input/output: numpy dtype name and shape (-1 for a variable dimension)."""
+    """A tensor input/output: numpy dtype name and shape (-1 for a variable dimension).
+
+    ``TensorSpec(np.dtype("float32"), (-1, 4), "x")`` (MLflow's form) and ``TensorSpec("float32", [-1, 4])`` both work.
+    """
 
     dtype: str
     shape: tuple[int, ...]
     name: Optional[str] = None
+
+    def __init__(self, type: Any = None, shape: Any = (), name: Optional[str] = None, *, dtype: Any = None):
+        given = dtype if dtype is not None else type
+        kind = getattr(given, "name", None) if not isinstance(given, str) else given
+        if kind is None and isinstance(given, type_):  # a numpy scalar type such as np.float32
+            kind = given.__name__
+        object.__setattr__(self, "dtype", str(kind))
+        object.__setattr__(self, "shape", tuple(int(d) for d in shape))
+        object.__setattr__(self, "name", name)
+
+    @property
+    def type(self) -> Any:
+        """The numpy dtype (MLflow's attribute)."""
+        import numpy as np
+
+        return np.dtype(self.dtype)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "tensor", "tensor-spec": {"dtype": self.dtype, "shape": list(self.shape)}}
@@ -138,6 +192,27 @@ class Schema:
 
     specs: tuple[Spec, ...]
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.specs, tuple):  # MLflow's Schema([...]) takes a list
+            object.__setattr__(self, "specs", tuple(self.specs))
+
+    @property
+    def inputs(self) -> list[Spec]:
+        """The specs (MLflow's attribute name)."""
+        return list(self.specs)
+
+    def input_names(self) -> list[Optional[str]]:
+        return [s.name for s in self.specs]
+
+    def has_input_names(self) -> bool:
+        return bool(self.specs) and all(s.name for s in self.specs)
+
+    def is_tensor_spec(self) -> bool:
+        return self.is_tensor()
+
+    def to_dict(self) -> list[dict[str, Any]]:
+        return [s.to_dict() for s in self.specs]
+
     def to_json(self) -> str:
         return json.dumps([s.to_dict() for s in self.specs])
 
@@ -149,7 +224,7 @@ class Schema:
                 ts = item["tensor-spec"]
                 specs.append(TensorSpec(ts["dtype"], tuple(ts["shape"]), item.get("name")))
             else:
-                specs.append(ColSpec(data_type_from_dict(item), item.get("name"), item.get("required", True)))
+                specs.append(ColSpec(data_type_from_dict(item), item.get("name"), required=item.get("required", True)))
         return cls(tuple(specs))
 
     def is_tensor(self) -> bool:
@@ -168,6 +243,12 @@ class ParamSpec:
     default: Any
     shape: Optional[tuple[int, ...]] = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.dtype, str):  # an mlflow.types.DataType member
+            object.__setattr__(self, "dtype", str(getattr(self.dtype, "name", self.dtype)))
+        if self.shape is not None and not isinstance(self.shape, tuple):
+            object.__setattr__(self, "shape", tuple(self.shape))
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.dtype, "default": self.default, "shape": list(self.shape) if self.shape else None}
 
@@ -177,6 +258,10 @@ class ParamSchema:
     """The params a model accepts at predict, with their defaults."""
 
     params: tuple[ParamSpec, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.params, tuple):  # MLflow's ParamSchema([...]) takes a list
+            object.__setattr__(self, "params", tuple(self.params))
 
     def to_json(self) -> str:
         return json.dumps([p.to_dict() for p in self.params])
@@ -265,7 +350,7 @@ def schema_from_pydantic_fields(model: Any, exclude: tuple[str, ...] = ()) -> Sc
         if name in exclude:
             continue
         dtype, required = data_type_from_hint(info.annotation)
-        cols.append(ColSpec(dtype, name, required and info.is_required()))
+        cols.append(ColSpec(dtype, name, required=required and info.is_required()))
     return Schema(tuple(sorted(cols, key=lambda c: c.name or "")))
 
 

@@ -10,7 +10,9 @@ from typing import Any, Iterator, Optional
 from ..errors import ModelFormatError
 from ..model import Model
 from ..signature import enforce_params, enforce_schema
+from .input_conversion import input_converter
 from .loader import LOADER_MODULES_OF_MLFLOW, load_python_model
+from .mlflow_compat import unwrap
 
 FLAVOR_NAME = "python_function"
 _AGENT_TASKS = ("agent/v1/chat", "agent/v2/chat", "agent/v1/responses")
@@ -19,7 +21,7 @@ _AGENT_TASKS = ("agent/v1/chat", "agent/v2/chat", "agent/v1/responses")
 class PyFuncModel:
     """A loaded model: ``predict`` / ``predict_stream`` with the signature enforced, plus its metadata."""
 
-    def __init__(self, metadata: Model, impl: Any, model_config: dict[str, Any], path: str, python_model: Any = None):
+    def __init__(self, metadata: Model, impl: Any, model_config: dict[str, Any], path: str, python_model: Any = None, convert_inputs: bool = True):
         self.metadata = metadata
         self._impl = impl
         self.model_config = model_config
@@ -27,14 +29,27 @@ class PyFuncModel:
         self._python_model = python_model
         sig = metadata.signature
         # Agent requests are validated by their pydantic types; a second generic check would only cost time.
-        self._input_schema = sig.inputs if sig is not None and metadata.task not in _AGENT_TASKS else None
+        agent = metadata.task in _AGENT_TASKS or _is_agent(python_model)
+        self._input_schema = sig.inputs if sig is not None and not agent else None
         self._params_schema = sig.params if sig is not None else None
+        # What the model's input becomes before it sees it (MLflow's conversions; input_conversion.py):
+        # decided once here, so models that need none pay nothing per call.
+        self._convert = None if agent or not convert_inputs else input_converter(self._input_schema, python_model, metadata.is_signature_from_type_hint)
+        if self._convert is not None and self._input_schema is not None and not _hinted(python_model):
+            self._input_schema = None  # the DataFrame conversion checks the columns itself
         self.predict_fn = impl.predict
+
+    def _prepare(self, data: Any) -> Any:
+        if self._input_schema is not None:
+            data = enforce_schema(data, self._input_schema)
+        if self._convert is not None:
+            data = self._convert(data)
+        return data
 
     def predict(self, data: Any, params: Optional[dict[str, Any]] = None) -> Any:
         """Run the model on ``data`` after checking it against the signature (safe conversions only)."""
-        if self._input_schema is not None:
-            data = enforce_schema(data, self._input_schema)
+        if self._input_schema is not None or self._convert is not None:
+            data = self._prepare(data)
         if self._params_schema is not None:
             params = enforce_params(params, self._params_schema)
         return self._impl.predict(data, params)
@@ -43,8 +58,8 @@ class PyFuncModel:
         """Yield the model's output in pieces; an error if the model cannot stream."""
         if not hasattr(self._impl, "predict_stream"):
             raise ModelFormatError("this model does not support predict_stream")
-        if self._input_schema is not None:
-            data = enforce_schema(data, self._input_schema)
+        if self._input_schema is not None or self._convert is not None:
+            data = self._prepare(data)
         if self._params_schema is not None:
             params = enforce_params(params, self._params_schema)
         return self._impl.predict_stream(data, params)
@@ -55,10 +70,46 @@ class PyFuncModel:
         return self.metadata.load_input_example(self.path)
 
     def unwrap_python_model(self) -> Any:
-        """The user's model object (PythonModel, agent...) behind this wrapper."""
+        """The user's model object (PythonModel, agent, MLflow's classes, callable, runnable...) behind this wrapper."""
+        if self._python_model is None:
+            raise ModelFormatError("this model was loaded by a custom loader_module and has no python_model to unwrap")
+        return unwrap(self._python_model)
+
+    def served_model(self) -> Any:
+        """The servelm model object the server calls: the user's, or servelm's adapter around an MLflow
+        agent, a callable or a LangChain runnable."""
         if self._python_model is None:
             raise ModelFormatError("this model was loaded by a custom loader_module and has no python_model to unwrap")
         return self._python_model
+
+    def get_raw_model(self) -> Any:
+        """The underlying model object (MLflow's ``PyFuncModel.get_raw_model``)."""
+        if self._python_model is not None:
+            return unwrap(self._python_model)
+        raw = getattr(self._impl, "get_raw_model", None)
+        return raw() if callable(raw) else self._impl
+
+    @property
+    def loader_module(self) -> Optional[str]:
+        """The loader_module named in the python_function flavor (MLflow's attribute)."""
+        return self.metadata.flavors.get(FLAVOR_NAME, {}).get("loader_module")
+
+    @property
+    def model_impl(self) -> Any:
+        """The object whose predict this model calls (MLflow's attribute)."""
+        return self._impl
+
+
+def _is_agent(python_model: Any) -> bool:
+    from servelm.agents import ChatAgent, ChatModel, ResponsesAgent
+
+    return isinstance(python_model, (ChatAgent, ChatModel, ResponsesAgent))
+
+
+def _hinted(python_model: Any) -> bool:
+    from .input_conversion import input_hint
+
+    return python_model is not None and input_hint(python_model) not in (None, Any)
 
 
 def load_model(path: str, model_config: Optional[dict[str, Any]] = None) -> PyFuncModel:
@@ -79,7 +130,9 @@ def load_model(path: str, model_config: Optional[dict[str, Any]] = None) -> PyFu
         python_model, impl = load_python_model(path, model_config)
         config = getattr(impl, "context", None)
         return PyFuncModel(metadata, impl, config.model_config if config else {}, path, python_model)
-    return PyFuncModel(metadata, _custom_loader(path, conf, loader, model_config), dict(model_config or {}), path)
+    # servelm's own loaders (the LLM flavors) take JSON input as it is; other loaders get MLflow's conversions
+    return PyFuncModel(metadata, _custom_loader(path, conf, loader, model_config), dict(model_config or {}), path,
+                       convert_inputs=not loader.startswith("servelm."))
 
 
 def _custom_loader(path: str, conf: dict[str, Any], loader: str, model_config: Optional[dict[str, Any]]) -> Any:

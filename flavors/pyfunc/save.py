@@ -32,6 +32,7 @@ from ..errors import ModelFormatError
 from ..model import INPUT_EXAMPLE_FILE, SERVING_INPUT_FILE, Model
 from ..signature import ModelSignature, Schema, params_schema_from_dict, schema_from_example, schema_from_pydantic_fields, schema_from_type_hint
 from .code import load_code_model
+from .mlflow_compat import as_servelm_model, unwrap
 from .wrappers import task_of, wrap_python_model
 
 FLAVOR_NAME = "python_function"
@@ -123,17 +124,17 @@ def _write(
         if not code_file.endswith(".py") or not os.path.isfile(code_file):
             raise ModelFormatError(f"python_model={code_file!r}: a models-from-code path must be an existing .py file")
         with record_secret_env_reads() as secrets:
-            model_obj = load_code_model(code_file, [os.path.join(tmp, CODE_DIR)] if code_paths else [])
+            model_obj = as_servelm_model(load_code_model(code_file, [os.path.join(tmp, CODE_DIR)] if code_paths else []))
         shutil.copy2(code_file, os.path.join(tmp, os.path.basename(code_file)))
         with open(code_file) as f:
             modules |= imported_modules(f.read())
         conf["loader_module"] = LOADER_MODULE
         conf["model_code_path"] = os.path.basename(code_file)
     else:
-        model_obj = python_model if isinstance(python_model, PythonModel) else FunctionPythonModel(python_model)
-        if not isinstance(python_model, PythonModel) and not callable(python_model):
+        model_obj = as_servelm_model(python_model)
+        if not hasattr(model_obj, "predict"):
             raise ModelFormatError(f"python_model must be a PythonModel, a callable or a .py path; got {type(python_model).__name__}")
-        _pickle_model(model_obj, os.path.join(tmp, PICKLE_FILE))
+        _pickle_model(unwrap(model_obj), os.path.join(tmp, PICKLE_FILE))
         modules |= modules_of_object(python_model) | {"cloudpickle"}
         conf["loader_module"] = LOADER_MODULE
         conf["python_model"] = PICKLE_FILE
@@ -144,7 +145,7 @@ def _write(
     metadata = dict(metadata or {})
     type_hinted = False
     if model_obj is not None:
-        if isinstance(model_obj, PythonModel):
+        if hasattr(model_obj, "load_context"):
             model_obj.load_context(context)
         task = task_of(model_obj)
         if task:
@@ -165,6 +166,8 @@ def _write(
     example, example_params = _split_example(input_example)
     if signature is None and example is not None:
         signature = ModelSignature(schema_from_example(example), None, params_schema_from_dict(example_params) if example_params else None)
+    elif signature is not None and signature.params is None and example_params:
+        signature.params = params_schema_from_dict(example_params)  # MLflow infers params from the example too
     conf["streamable"] = bool(streamable)
 
     info = _write_input_example(tmp, example, example_params) if example is not None else None
