@@ -547,20 +547,42 @@ def _enforce_dataframe(frame: Any, specs: list[ColSpec]) -> Any:
 
 
 def _enforce_tensor(data: Any, schema: Schema) -> Any:
+    """One tensor (an array, or JSON lists cast to the spec's dtype), or named tensors as a dict of them."""
+    specs = [s for s in schema.specs if isinstance(s, TensorSpec)]
+    if isinstance(data, dict) and any(s.name for s in specs):
+        missing = [s.name for s in specs if s.name not in data]
+        if missing:
+            raise SchemaEnforcementError(f"missing tensor input(s) {missing}; the input has {sorted(data)}")
+        out = dict(data)
+        for spec in specs:
+            out[spec.name] = _enforce_one_tensor(data[spec.name], spec, f"tensor '{spec.name}'")
+        return out
+    if len(specs) > 1:
+        raise SchemaEnforcementError(f"the model takes {len(specs)} named tensors {[s.name for s in specs]}: send a dict of them")
+    return _enforce_one_tensor(data, specs[0], "tensor input")
+
+
+def _enforce_one_tensor(data: Any, spec: "TensorSpec", what: str) -> Any:
     import numpy as np
 
-    spec = schema.specs[0]
-    assert isinstance(spec, TensorSpec)
-    array = data if isinstance(data, np.ndarray) else np.asarray(data)
+    want_dtype = np.dtype(spec.dtype)
+    if type(data).__name__ == "DataFrame":
+        data = data.to_numpy()
+    if isinstance(data, np.ndarray):
+        array = data
+    else:  # JSON lists and Python values: cast to the spec's dtype, as MLflow's scoring server does
+        try:
+            array = np.asarray(data, dtype=want_dtype)
+        except (TypeError, ValueError) as exc:
+            raise SchemaEnforcementError(f"{what}: cannot be read as {spec.dtype}: {exc}") from None
     if len(spec.shape) != array.ndim:
-        raise SchemaEnforcementError(f"tensor input: expected rank {len(spec.shape)} shape {list(spec.shape)}, got shape {list(array.shape)}")
+        raise SchemaEnforcementError(f"{what}: expected rank {len(spec.shape)} shape {list(spec.shape)}, got shape {list(array.shape)}")
     for want, got in zip(spec.shape, array.shape):
         if want != -1 and want != got:
-            raise SchemaEnforcementError(f"tensor input: expected shape {list(spec.shape)}, got {list(array.shape)}")
-    want_dtype = np.dtype(spec.dtype)
+            raise SchemaEnforcementError(f"{what}: expected shape {list(spec.shape)}, got {list(array.shape)}")
     if array.dtype != want_dtype:
         if not np.can_cast(array.dtype, want_dtype, casting="safe"):
-            raise SchemaEnforcementError(f"tensor input: expected dtype {spec.dtype}, got {array.dtype} (not a safe cast)")
+            raise SchemaEnforcementError(f"{what}: expected dtype {spec.dtype}, got {array.dtype} (not a safe cast)")
         array = array.astype(want_dtype)
     return array
 
