@@ -49,7 +49,7 @@ def parse_invocation(body: Any, schema: Any = None, pandas_format: Optional[str]
         body = {key: body}
     elif isinstance(body, list) and body and all(isinstance(r, dict) for r in body):
         body = {"dataframe_records": body}  # a bare list of records (MLflow 1.x's default orient)
-    elif isinstance(body, dict) and "data" in body and not any(k in body for k in _FORMATS + _RAW_KEYS) and set(body) <= {"columns", "data", "index"}:
+    elif isinstance(body, dict) and "data" in body and "columns" in body and set(body) <= {"columns", "data", "index"}:
         body = {"dataframe_split": body}  # a bare split frame
     if not isinstance(body, dict):
         raise APIError(400, f"/invocations needs a JSON object with one of {', '.join(_FORMATS + _RAW_KEYS)}", code="invalid_format")
