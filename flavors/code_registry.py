@@ -94,3 +94,65 @@ class capture_model:
         if self.model is None or self.model is _MISSING:
             raise ModelFormatError(f"{code_path} did not call servelm.flavors.set_model(model) (or mlflow.models.set_model)")
         return self.model
+
+
+def _current_config() -> Any:
+    stack = getattr(_slots, "configs", None)
+    return stack[-1] if stack else None
+
+
+class ModelConfig:
+    """The model_config of the code file being loaded (MLflow's ``mlflow.models.ModelConfig``).
+
+    ``ModelConfig(development_config="config.yaml")`` reads the saved model_config while servelm loads or
+    saves the model, and ``development_config`` (a dict or a YAML file path) otherwise.
+    """
+
+    def __init__(self, *, development_config: Any = None):
+        config = _current_config()
+        self.config = config if config is not None else development_config
+        if self.config is None:
+            raise FileNotFoundError("no model_config was given at save time and no development_config here")
+        if not isinstance(self.config, dict):
+            import os
+
+            if not os.path.isfile(str(self.config)):
+                raise FileNotFoundError(f"Config file '{self.config}' not found.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole configuration."""
+        if isinstance(self.config, dict):
+            return self.config
+        import yaml
+
+        with open(self.config) as f:
+            return yaml.safe_load(f) or {}
+
+    def get(self, key: str) -> Any:
+        """One value; KeyError naming the keys when it is missing."""
+        data = self.to_dict()
+        if key not in data:
+            raise KeyError(f"Key '{key}' not found in configuration: {data}.")
+        return data[key]
+
+
+class model_config_for_load:
+    """While a code file runs: its model_config for ``ModelConfig`` (servelm's, and MLflow's when installed)."""
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    def __enter__(self) -> "model_config_for_load":
+        if not hasattr(_slots, "configs"):
+            _slots.configs = []
+        _slots.configs.append(self.config)
+        self._mlflow = sys.modules.get("mlflow.models.model_config")
+        if self._mlflow is not None and self.config is not None:
+            self._previous = self._mlflow.__mlflow_model_config__
+            self._mlflow.__mlflow_model_config__ = self.config
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        _slots.configs.pop()
+        if self._mlflow is not None and self.config is not None:
+            self._mlflow.__mlflow_model_config__ = self._previous

@@ -369,6 +369,8 @@ def schema_from_type_hint(hint: Any) -> Optional[Schema]:
 
 def data_type_of_value(value: Any) -> DataType:
     """The signature type of an example value."""
+    if hasattr(value, "dtype") and getattr(value, "ndim", None) == 0:  # a numpy scalar
+        value = value.item()
     if isinstance(value, bool):
         return Scalar("boolean")
     for py_type, name in _PY_SCALARS.items():

@@ -8,15 +8,16 @@ import uuid
 from typing import Any
 
 from ..errors import ModelFormatError
-from ..code_registry import capture_model, install_mlflow_set_model
+from ..code_registry import capture_model, install_mlflow_set_model, model_config_for_load
 from .mlflow_compat import MLFLOW_INSTALL_HINT
 
 
-def load_code_model(code_file: str, extra_sys_path: list[str]) -> Any:
+def load_code_model(code_file: str, extra_sys_path: list[str], model_config: Any = None) -> Any:
     """Execute ``code_file`` as a fresh module and return the object it gave ``set_model``.
 
-    ``extra_sys_path`` entries are put on sys.path first (the model's code_paths); an exception in the
-    file becomes a ModelFormatError naming it.
+    ``extra_sys_path`` entries are put on sys.path first (the model's code_paths); ``model_config`` is
+    what ``ModelConfig()`` (servelm's or MLflow's) reads in the file; an exception in the file becomes a
+    ModelFormatError naming it.
     """
     for entry in reversed(extra_sys_path):
         if entry not in sys.path:
@@ -30,7 +31,7 @@ def load_code_model(code_file: str, extra_sys_path: list[str]) -> Any:
         if "mlflow" in f.read():
             install_mlflow_set_model()  # mlflow.models.set_model(...) lands in servelm's slot
     sys.modules[name] = module  # so cloudpickle and dataclasses can find classes defined there
-    with capture_model() as captured:
+    with capture_model() as captured, model_config_for_load(model_config):
         try:
             spec.loader.exec_module(module)
         except ModuleNotFoundError as exc:

@@ -112,13 +112,20 @@ def _hinted(python_model: Any) -> bool:
     return python_model is not None and input_hint(python_model) not in (None, Any)
 
 
-def load_model(path: str, model_config: Optional[dict[str, Any]] = None) -> PyFuncModel:
+def load_model(path: str, model_config: Any = None) -> PyFuncModel:
     """Load a model directory as a PyFuncModel.
 
-    ``model_config`` overrides the saved config (unknown keys warned and ignored). Any loader_module with
+    ``path`` may be any model URI (``runs:/``, ``models:/``, ``s3://``... through MLflow, see flavors/uri.py).
+    ``model_config`` (a dict or a YAML file path) overrides the saved config (unknown keys warned and ignored). Any loader_module with
     ``_load_pyfunc(data_path, model_config=None)`` is honoured; code_paths go on sys.path first.
     """
-    path = os.path.abspath(os.fspath(path))
+    if model_config is not None and not isinstance(model_config, dict):
+        from .save import read_model_config
+
+        model_config = read_model_config(model_config)  # a YAML / JSON file path, as MLflow accepts
+    from ..uri import resolve_model_uri
+
+    path = os.path.abspath(resolve_model_uri(path))
     if not os.path.isdir(path):
         raise ModelFormatError(f"{path} is not a directory")
     metadata = Model.load(path)
@@ -157,3 +164,18 @@ def _custom_loader(path: str, conf: dict[str, Any], loader: str, model_config: O
         for entry in added:
             sys.path.remove(entry)
         raise
+
+
+def get_model_dependencies(model_uri: str, format: str = "pip") -> str:
+    """The path of the model's requirements.txt (``format="pip"``) or conda.yaml (``"conda"``), as MLflow's
+    ``get_model_dependencies``; ``model_uri`` is a directory or any URI ``resolve_model_uri`` takes."""
+    from ..uri import resolve_model_uri
+
+    path = resolve_model_uri(model_uri)
+    name = {"pip": "requirements.txt", "conda": "conda.yaml"}.get(format)
+    if name is None:
+        raise ValueError(f"format must be 'pip' or 'conda'; got {format!r}")
+    file = os.path.join(path, name)
+    if not os.path.isfile(file):
+        raise ModelFormatError(f"{file} not found: the model directory has no {name}")
+    return file

@@ -54,7 +54,7 @@ def load_python_model(path: str, model_config: Optional[dict[str, Any]] = None) 
                 raise ModelFormatError(f"artifact {name!r} is missing: {artifact} not found")
             artifacts[name] = os.path.abspath(artifact)
         context = PythonModelContext(artifacts, merged_config(conf.get("config"), model_config))
-        python_model = as_servelm_model(_load_object(path, conf))
+        python_model = as_servelm_model(_load_object(path, conf, context.model_config))
         if hasattr(python_model, "load_context"):
             python_model.load_context(context)
     except BaseException:
@@ -64,12 +64,12 @@ def load_python_model(path: str, model_config: Optional[dict[str, Any]] = None) 
     return python_model, wrap_python_model(python_model, context)
 
 
-def _load_object(path: str, conf: dict[str, Any]) -> Any:
+def _load_object(path: str, conf: dict[str, Any], model_config: Optional[dict[str, Any]] = None) -> Any:
     if conf.get("model_code_path"):
         code_file = os.path.join(path, os.path.basename(conf["model_code_path"]))
         if not os.path.isfile(code_file):
             raise ModelFormatError(f"model code file {code_file} is missing")
-        return load_code_model(code_file, [])
+        return load_code_model(code_file, [], model_config)
     if conf.get("python_model"):
         pickle_file = os.path.join(path, conf["python_model"])
         if not os.path.isfile(pickle_file):
