@@ -18,7 +18,6 @@ for models that need no conversion (agents, the server's hot path).
 
 from __future__ import annotations
 
-import inspect
 import typing
 from typing import Any, Callable, Optional
 
@@ -150,19 +149,14 @@ def _check_values(series: Any, dtype: Any, name: str) -> Any:
 
 # ------------------------------------------------------------------------------------------- type hints
 def input_hint(python_model: Any) -> Any:
-    """The type hint on the input parameter of the model's predict (None when there is none)."""
-    from servelm.agents import FunctionPythonModel
+    """The type hint on the input parameter of the model's predict (None when there is none). servelm's
+    PythonModel evaluates it when the class is defined (``_input_type_hint``); other objects (MLflow's
+    PythonModel) are read now."""
+    from servelm.agents.python_model import input_type_hint
 
-    target = python_model.func if isinstance(python_model, FunctionPythonModel) else getattr(type(python_model), "predict", None)
-    target = inspect.unwrap(target) if callable(target) else None
-    if target is None:
-        return None
-    try:
-        hints = typing.get_type_hints(target)
-        params = [p for p in inspect.signature(target).parameters if p not in ("self", "context", "params")]
-    except Exception:
-        return None
-    return hints.get(params[0]) if params else None
+    if "_input_type_hint" in vars(python_model) or hasattr(type(python_model), "_input_type_hint"):
+        return python_model._input_type_hint
+    return input_type_hint(getattr(type(python_model), "predict", None))
 
 
 def _is_pydantic(hint: Any) -> bool:
