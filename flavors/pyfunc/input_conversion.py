@@ -188,6 +188,8 @@ def hint_converter(hint: Any) -> Optional[Callable[[Any], Any]]:
                 data = [element.model_validate(v) if isinstance(v, dict) else v for v in data]
             return data
 
+        if not _is_pydantic(element):
+            to_list.passthrough = (list,)  # type: ignore[attr-defined]  # a list is already what the model takes
         return to_list
     if _is_pydantic(hint):
 

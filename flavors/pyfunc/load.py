@@ -37,19 +37,22 @@ class PyFuncModel:
         self._convert = None if agent or not convert_inputs else input_converter(self._input_schema, python_model, metadata.is_signature_from_type_hint)
         if self._convert is not None and self._input_schema is not None and not _hinted(python_model):
             self._input_schema = None  # the DataFrame conversion checks the columns itself
+        self._passthrough: tuple[type, ...] = getattr(self._convert, "passthrough", ())  # input types it leaves as they are
         self.predict_fn = impl.predict
 
     def _prepare(self, data: Any) -> Any:
         if self._input_schema is not None:
             data = enforce_schema(data, self._input_schema)
-        if self._convert is not None:
+        if self._convert is not None and data.__class__ not in self._passthrough:
             data = self._convert(data)
         return data
 
     def predict(self, data: Any, params: Optional[dict[str, Any]] = None) -> Any:
         """Run the model on ``data`` after checking it against the signature (safe conversions only)."""
-        if self._input_schema is not None or self._convert is not None:
-            data = self._prepare(data)
+        if self._input_schema is not None:
+            data = enforce_schema(data, self._input_schema)
+        if self._convert is not None and data.__class__ not in self._passthrough:
+            data = self._convert(data)
         if self._params_schema is not None:
             params = enforce_params(params, self._params_schema)
         return self._impl.predict(data, params)
