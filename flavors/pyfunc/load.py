@@ -12,7 +12,7 @@ from ..model import Model
 from ..signature import enforce_params, enforce_schema
 from .input_conversion import input_converter
 from .loader import LOADER_MODULES_OF_MLFLOW, load_python_model
-from .mlflow_compat import unwrap
+from .mlflow_compat import MLFLOW_INSTALL_HINT, unwrap
 
 FLAVOR_NAME = "python_function"
 _AGENT_TASKS = ("agent/v1/chat", "agent/v2/chat", "agent/v1/responses")
@@ -136,6 +136,8 @@ def load_model(path: str, model_config: Any = None) -> PyFuncModel:
     loader = conf.get("loader_module")
     if not loader:
         raise ModelFormatError(f"{os.path.join(path, 'MLmodel')}: python_function flavor has no loader_module")
+    if loader == "mlflow.transformers" and "transformers" in metadata.flavors:
+        loader = "servelm.flavors.transformers.loader"  # MLflow's transformers layout is servelm's: no mlflow needed
     if loader in LOADER_MODULES_OF_MLFLOW or loader == "servelm.flavors.pyfunc.loader":
         python_model, impl = load_python_model(path, model_config)
         config = getattr(impl, "context", None)
@@ -153,7 +155,8 @@ def _custom_loader(path: str, conf: dict[str, Any], loader: str, model_config: O
         try:
             module = importlib.import_module(loader)
         except ImportError as exc:
-            raise ModelFormatError(f"{os.path.join(path, 'MLmodel')}: loader_module {loader!r} cannot be imported: {exc}") from exc
+            hint = f" ({MLFLOW_INSTALL_HINT})" if loader.split(".")[0] == "mlflow" else ""
+            raise ModelFormatError(f"{os.path.join(path, 'MLmodel')}: loader_module {loader!r} cannot be imported: {exc}{hint}") from exc
         if not hasattr(module, "_load_pyfunc"):
             raise ModelFormatError(f"loader_module {loader!r} has no _load_pyfunc(data_path, model_config=None)")
         data_path = os.path.join(path, conf["data"]) if conf.get("data") else path

@@ -86,9 +86,3 @@ def json_default(obj: Any) -> Any:
         return base64.b64encode(bytes(obj)).decode()
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
-
-def jsonable(result: Any) -> Any:
-    """``result`` as plain JSON data."""
-    if isinstance(result, (dict, list, str, int, float, bool)) or result is None:
-        return result
-    return json.loads(json.dumps(result, default=json_default))

@@ -159,6 +159,7 @@ def test_transformers_both_ways(tmp_path, tiny_llama, serve, openai_client):
     path = str(tmp_path / "mlflow-llm")
     mlflow.transformers.save_model({"model": model, "tokenizer": tokenizer}, path, task="llm/v1/chat", model_config={"max_new_tokens": 5},
                               pip_requirements=["torch", "transformers"])  # MLflow's inferred ones look for torchvision
+    assert load_model(path).predict({"messages": CHAT["messages"], "max_tokens": 2, "temperature": 0})["choices"][0]["message"]["role"] == "assistant"
     with serve(path, engine_process=False, startup_timeout=120) as (base, _):
         reply = openai_client(base).chat.completions.create(model="mlflow-llm", messages=CHAT["messages"], temperature=0)
         assert reply.usage.completion_tokens <= 5 and reply.choices[0].finish_reason == "length"
