@@ -142,3 +142,21 @@ def test_without_mlflow_a_directory_that_needs_it_says_so(tmp_path, mlflow_refer
     """))
     assert out.split() == ["code", "True", "pickle", "True"]
     assert os.path.isdir(tmp_path / "code")
+
+
+def test_a_column_model_without_pandas_says_so(tmp_path, run_python):
+    """A model with a column signature takes DataFrames: without pandas, loading it says pip install pandas."""
+    from servelm.flavors import ColSpec, ModelSignature, Schema
+
+    save_model(str(tmp_path / "m"), python_model=Echo(), signature=ModelSignature(Schema([ColSpec("string", "q")])))
+    out = run_python(f"""
+        import sys
+        sys.modules["pandas"] = None
+        from servelm.flavors import ModelFormatError
+        from servelm.flavors.pyfunc import load_model
+        try:
+            load_model({str(tmp_path / "m")!r})
+        except ModelFormatError as exc:
+            print("pip install pandas" in str(exc))
+    """)
+    assert out.strip() == "True"
