@@ -49,7 +49,7 @@ async def invocations(request: Request) -> Response:
     async def answer() -> Any:
         result = await service.invoke(invocation.data, invocation.params)
         # numpy, pandas, datetimes and bytes anywhere in the output (MLflow's encoder); one encoding pass
-        body = json.dumps(result if invocation.raw else {"predictions": result}, default=json_default, separators=(",", ":"))
+        body = json.dumps(result if invocation.raw else {"predictions": result}, default=json_default, ensure_ascii=False, separators=(",", ":"))
         return Response(body, media_type="application/json")
 
     return await run_json(request, state, answer)

@@ -83,10 +83,12 @@ def test_dataframe_ndarray_and_bytes_examples(tmp_path):
     assert json.loads((tmp_path / "df" / "serving_input_example.json").read_text())["dataframe_split"]["columns"] == ["x", "s"]
     model = load_model(str(tmp_path / "df"))
     assert model.metadata.signature.inputs.column_names() == ["x", "s"]
+    assert model.input_example.equals(frame)
     assert model.predict({"x": 3.0, "s": "c"}).to_dict(orient="records") == [{"x": 3.0, "s": "c"}]  # a dict becomes a one-row DataFrame
     save_model(str(tmp_path / "nd"), python_model=Echo(), input_example=np.zeros((2, 3), dtype=np.float32))
     assert json.loads((tmp_path / "nd" / "input_example.json").read_text()) == {"inputs": [[0.0] * 3] * 2}
     assert load_model(str(tmp_path / "nd")).predict([[1, 2, 3]]).dtype == np.float32
+    assert load_model(str(tmp_path / "nd")).input_example.tolist() == [[0.0] * 3] * 2
     save_model(str(tmp_path / "b"), python_model=Echo(), input_example={"blob": b"\x00\x01"})
     assert json.loads((tmp_path / "b" / "input_example.json").read_text()) == {"blob": base64.b64encode(b"\x00\x01").decode()}
 
