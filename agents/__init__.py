@@ -1,10 +1,11 @@
 """Typed agent interfaces: protocol types (OpenAI chat, MLflow ChatAgent, OpenAI Responses) and base classes."""
 
 from .chat_agent import ChatAgent
-from .chat_agent_types import ChatAgentChunk, ChatAgentMessage, ChatAgentRequest, ChatAgentResponse, ChatContext
+from .chat_agent_types import CHAT_AGENT_INPUT_EXAMPLE, ChatAgentChunk, ChatAgentMessage, ChatAgentRequest, ChatAgentResponse, ChatContext
 from .chat_model import ChatModel
 from .completion_types import CompletionRequest
 from .chat_types import (
+    CHAT_MODEL_INPUT_EXAMPLE,
     ChatChoice,
     ChatChoiceDelta,
     ChatChunkChoice,
@@ -21,9 +22,11 @@ from .chat_types import (
     ToolCallFunctionDelta,
     ToolDefinition,
 )
+from .protocol_model import ProtocolModel
 from .python_model import FunctionPythonModel, PythonModel, PythonModelContext
 from .responses_agent import ResponsesAgent
 from .responses_types import (
+    RESPONSES_AGENT_INPUT_EXAMPLE,
     ResponsesAgentRequest,
     ResponsesAgentResponse,
     ResponsesAgentStreamEvent,
@@ -34,6 +37,7 @@ from .responses_types import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CHAT_AGENT_INPUT_EXAMPLE", "CHAT_MODEL_INPUT_EXAMPLE", "RESPONSES_AGENT_INPUT_EXAMPLE", "ProtocolModel",
     "ChatAgent", "ChatAgentChunk", "ChatAgentMessage", "ChatAgentRequest", "ChatAgentResponse", "ChatContext",
     "ChatModel", "CompletionRequest", "ChatChoice", "ChatChoiceDelta", "ChatChunkChoice", "ChatCompletionChunk", "ChatCompletionRequest",
     "ChatCompletionResponse", "ChatMessage", "ChatParams", "FunctionCall", "FunctionToolDefinition",

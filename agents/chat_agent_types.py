@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .chat_types import TokenUsageStats, ToolCall, check_role
 from .ids import new_id
+from .protocol_model import ProtocolModel
 
 
-class ChatContext(BaseModel):
+class ChatContext(ProtocolModel):
     """Who is talking, in which conversation."""
 
     conversation_id: Optional[str] = None
     user_id: Optional[str] = None
 
 
-class ChatAgentMessage(BaseModel):
+class ChatAgentMessage(ProtocolModel):
     """One message of a ChatAgent conversation; needs content or tool calls, tool messages a tool_call_id."""
 
     role: str
@@ -39,7 +40,7 @@ class ChatAgentMessage(BaseModel):
         return self
 
 
-class ChatAgentRequest(BaseModel):
+class ChatAgentRequest(ProtocolModel):
     """The request a ChatAgent receives: the conversation, optional context and custom inputs."""
 
     messages: list[ChatAgentMessage] = Field(min_length=1)
@@ -48,7 +49,7 @@ class ChatAgentRequest(BaseModel):
     stream: Optional[bool] = None
 
 
-class ChatAgentResponse(BaseModel):
+class ChatAgentResponse(ProtocolModel):
     """A ChatAgent's answer: one or more messages (ids filled in when the agent left them out)."""
 
     messages: list[ChatAgentMessage]
@@ -64,10 +65,14 @@ class ChatAgentResponse(BaseModel):
         return self
 
 
-class ChatAgentChunk(BaseModel):
+class ChatAgentChunk(ProtocolModel):
     """One streamed piece of a ChatAgent's answer; chunks with the same delta id form one message."""
 
     delta: ChatAgentMessage
     finish_reason: Optional[str] = None
     custom_outputs: Optional[dict[str, Any]] = None
     usage: Optional[TokenUsageStats] = None
+
+
+#: The input example MLflow's ChatAgent docs use (``mlflow.types.agent.CHAT_AGENT_INPUT_EXAMPLE``).
+CHAT_AGENT_INPUT_EXAMPLE = {"messages": [{"role": "user", "content": "Hello!"}]}

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .ids import new_id, now_seconds
+from .protocol_model import ProtocolModel
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
@@ -22,14 +23,14 @@ def check_role(role: str) -> str:
     return role
 
 
-class FunctionCall(BaseModel):
+class FunctionCall(ProtocolModel):
     """The function a tool call invokes; ``arguments`` is a JSON-encoded string, as in OpenAI."""
 
     name: str
     arguments: str = ""
 
 
-class ToolCall(BaseModel):
+class ToolCall(ProtocolModel):
     """One tool call made by the assistant."""
 
     id: str = Field(default_factory=lambda: new_id("call"))
@@ -37,7 +38,7 @@ class ToolCall(BaseModel):
     function: FunctionCall
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(ProtocolModel):
     """One chat message: OpenAI's shape with MLflow's checks (content or tool calls, tool_call_id on tools)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -74,7 +75,7 @@ def content_text(content: Union[str, list[dict[str, Any]], None]) -> str:
     return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
 
 
-class FunctionToolDefinition(BaseModel):
+class FunctionToolDefinition(ProtocolModel):
     """A function the model may call: name, description and JSON-schema parameters."""
 
     model_config = ConfigDict(extra="allow")
@@ -85,14 +86,14 @@ class FunctionToolDefinition(BaseModel):
     strict: Optional[bool] = None
 
 
-class ToolDefinition(BaseModel):
+class ToolDefinition(ProtocolModel):
     """An OpenAI tool definition (``{"type": "function", "function": {...}}``)."""
 
     type: Literal["function"] = "function"
     function: FunctionToolDefinition
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(ProtocolModel):
     """OpenAI's ``stream_options``; ``include_usage`` adds a final usage chunk."""
 
     model_config = ConfigDict(extra="allow")
@@ -100,7 +101,7 @@ class StreamOptions(BaseModel):
     include_usage: Optional[bool] = None
 
 
-class JsonSchemaFormat(BaseModel):
+class JsonSchemaFormat(ProtocolModel):
     """``response_format.json_schema``: a named JSON schema the answer must satisfy."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True)
@@ -111,7 +112,7 @@ class JsonSchemaFormat(BaseModel):
     strict: Optional[bool] = None
 
 
-class ResponseFormat(BaseModel):
+class ResponseFormat(ProtocolModel):
     """OpenAI's ``response_format``: free text, any JSON object, or JSON that satisfies a schema."""
 
     model_config = ConfigDict(extra="allow")
@@ -126,7 +127,7 @@ class ResponseFormat(BaseModel):
         return self
 
 
-class ChatParams(BaseModel):
+class ChatParams(ProtocolModel):
     """Sampling and control parameters of a chat request (MLflow's ChatParams plus OpenAI's extras)."""
 
     model_config = ConfigDict(extra="allow")
@@ -175,7 +176,7 @@ class ChatCompletionRequest(ChatParams):
         return ChatParams.model_validate(self.model_dump(exclude={"messages", "model"}, exclude_none=True))
 
 
-class TopTokenLogProb(BaseModel):
+class TopTokenLogProb(ProtocolModel):
     token: str
     logprob: float
     bytes: Optional[list[int]] = None
@@ -185,11 +186,11 @@ class TokenLogProb(TopTokenLogProb):
     top_logprobs: list[TopTokenLogProb] = Field(default_factory=list)
 
 
-class ChatChoiceLogProbs(BaseModel):
+class ChatChoiceLogProbs(ProtocolModel):
     content: Optional[list[TokenLogProb]] = None
 
 
-class ChatChoice(BaseModel):
+class ChatChoice(ProtocolModel):
     """One completion choice."""
 
     index: int = 0
@@ -198,7 +199,7 @@ class ChatChoice(BaseModel):
     logprobs: Optional[ChatChoiceLogProbs] = None
 
 
-class TokenUsageStats(BaseModel):
+class TokenUsageStats(ProtocolModel):
     """Token counts of one request."""
 
     prompt_tokens: int = 0
@@ -206,7 +207,7 @@ class TokenUsageStats(BaseModel):
     total_tokens: int = 0
 
 
-class ChatCompletionResponse(BaseModel):
+class ChatCompletionResponse(ProtocolModel):
     """A chat-completions response; ``id`` and ``created`` are filled in when omitted."""
 
     id: str = Field(default_factory=lambda: new_id("chatcmpl"))
@@ -218,12 +219,12 @@ class ChatCompletionResponse(BaseModel):
     custom_outputs: Optional[dict[str, Any]] = None
 
 
-class ToolCallFunctionDelta(BaseModel):
+class ToolCallFunctionDelta(ProtocolModel):
     name: Optional[str] = None
     arguments: Optional[str] = None
 
 
-class ToolCallDelta(BaseModel):
+class ToolCallDelta(ProtocolModel):
     """A fragment of a streamed tool call: index/id/name first, argument fragments after."""
 
     index: int = 0
@@ -232,7 +233,7 @@ class ToolCallDelta(BaseModel):
     function: Optional[ToolCallFunctionDelta] = None
 
 
-class ChatChoiceDelta(BaseModel):
+class ChatChoiceDelta(ProtocolModel):
     """The incremental part of a streamed choice."""
 
     role: Optional[str] = None
@@ -241,14 +242,14 @@ class ChatChoiceDelta(BaseModel):
     tool_calls: Optional[list[ToolCallDelta]] = None
 
 
-class ChatChunkChoice(BaseModel):
+class ChatChunkChoice(ProtocolModel):
     index: int = 0
     delta: ChatChoiceDelta
     finish_reason: Optional[str] = None
     logprobs: Optional[ChatChoiceLogProbs] = None
 
 
-class ChatCompletionChunk(BaseModel):
+class ChatCompletionChunk(ProtocolModel):
     """One streamed chat-completions chunk; ``id`` and ``created`` are filled in when omitted."""
 
     id: str = Field(default_factory=lambda: new_id("chatcmpl"))
@@ -258,3 +259,7 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChatChunkChoice] = Field(default_factory=list)
     usage: Optional[TokenUsageStats] = None
     custom_outputs: Optional[dict[str, Any]] = None
+
+
+#: The input example of MLflow's ChatModel (``mlflow.types.llm.CHAT_MODEL_INPUT_EXAMPLE``).
+CHAT_MODEL_INPUT_EXAMPLE = {"messages": [{"role": "user", "content": "Hello!"}], "temperature": 1.0, "max_tokens": 10, "stop": ["\n"], "n": 1, "stream": False}

@@ -31,6 +31,25 @@ def takes_context(method: Callable[..., Any]) -> bool:
     return bool(params) and params[0] == "context"
 
 
+_NO_HINT: Any = None
+
+
+def input_type_hint(func: Any) -> Any:
+    """The type hint on the model-input parameter of a predict function (the first one that is not
+    self / context / params), or None."""
+    import typing
+
+    func = inspect.unwrap(func) if callable(func) else None
+    if func is None:
+        return _NO_HINT
+    try:
+        hints = typing.get_type_hints(func)
+        names = [p for p in inspect.signature(func).parameters if p not in ("self", "context", "params")]
+    except Exception:
+        return _NO_HINT
+    return hints.get(names[0]) if names else _NO_HINT
+
+
 def overrides(instance: Any, base: type, name: str) -> bool:
     """True when ``instance``'s class defines ``name`` itself rather than inheriting ``base``'s."""
     return getattr(type(instance), name, None) is not getattr(base, name, None)
@@ -43,6 +62,13 @@ class PythonModel:
     Async servers call ``apredict`` / ``apredict_stream``; override them for native async code, otherwise
     they run the sync methods in a worker thread.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "predict" in cls.__dict__:
+            # The input's type hint, evaluated now, where the class is defined: a cloudpickled class keeps
+            # it (its predict's globals do not keep the names that string annotations refer to).
+            cls._input_type_hint = input_type_hint(cls.__dict__["predict"])
 
     def load_context(self, context: PythonModelContext) -> None:
         """Load artifacts and settings; called once before the first predict."""
@@ -109,6 +135,7 @@ class FunctionPythonModel(PythonModel):
 
     def __init__(self, func: Callable[[Any], Any]):
         self.func = func
+        self._input_type_hint = input_type_hint(func)
 
     def predict(self, context: Optional[PythonModelContext], model_input: Any, params: Optional[dict[str, Any]] = None) -> Any:
         return self.func(model_input)

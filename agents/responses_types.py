@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .chat_agent_types import ChatContext
 from .chat_types import content_text
 from .ids import new_id
+from .protocol_model import ProtocolModel
 
 
-class ResponsesItem(BaseModel):
+class ResponsesItem(ProtocolModel):
     """An input or output item: a message (role + content), a function call, its output, reasoning..."""
 
     model_config = ConfigDict(extra="allow")
@@ -35,7 +36,7 @@ class ResponsesItem(BaseModel):
         return content_text([p if isinstance(p, dict) else p.model_dump() for p in content])
 
 
-class ResponsesAgentRequest(BaseModel):
+class ResponsesAgentRequest(ProtocolModel):
     """A Responses request: input items plus options; a plain string input becomes one user message."""
 
     model_config = ConfigDict(extra="allow")
@@ -69,7 +70,7 @@ class ResponsesAgentRequest(BaseModel):
         return value
 
 
-class ResponsesUsage(BaseModel):
+class ResponsesUsage(ProtocolModel):
     """Token counts in the Responses API's names."""
 
     input_tokens: int = 0
@@ -79,7 +80,7 @@ class ResponsesUsage(BaseModel):
     output_tokens_details: dict[str, int] = Field(default_factory=lambda: {"reasoning_tokens": 0})
 
 
-class ResponsesAgentResponse(BaseModel):
+class ResponsesAgentResponse(ProtocolModel):
     """A Responses answer: output items, usage, custom outputs; ``output_text`` joins the text parts."""
 
     model_config = ConfigDict(extra="allow")
@@ -108,7 +109,7 @@ class ResponsesAgentResponse(BaseModel):
         return "".join(parts)
 
 
-class ResponsesAgentStreamEvent(BaseModel):
+class ResponsesAgentStreamEvent(ProtocolModel):
     """One Responses stream event: its ``type`` plus that type's fields (item, delta, item_id, ...)."""
 
     model_config = ConfigDict(extra="allow")
@@ -126,3 +127,7 @@ class ResponsesAgentStreamEvent(BaseModel):
     @classmethod
     def _item_as_dict(cls, value: Any) -> Any:
         return value.model_dump(exclude_none=True) if isinstance(value, BaseModel) else value
+
+
+#: The input example of MLflow's ResponsesAgent (``mlflow.types.responses.RESPONSES_AGENT_INPUT_EXAMPLE``).
+RESPONSES_AGENT_INPUT_EXAMPLE = {"input": [{"role": "user", "content": "Hello!"}]}

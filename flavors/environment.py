@@ -67,15 +67,38 @@ def requirements_for_modules(modules: Iterable[str]) -> list[str]:
     return [f"servelm=={__version__}"] + [found[k] for k in sorted(found)]
 
 
-def write_environment(path: str, requirements: list[str], env_var_names: Iterable[str] = ()) -> None:
-    """Write requirements.txt, python_env.yaml, conda.yaml (and environment_variables.txt if any)."""
+CONSTRAINTS_FILE = "constraints.txt"
+
+
+def write_environment(path: str, requirements: list[str], env_var_names: Iterable[str] = (), conda_env: Any = None) -> None:
+    """Write requirements.txt, python_env.yaml, conda.yaml (and environment_variables.txt if any).
+
+    ``-c FILE`` entries (constraints) go to constraints.txt, referenced from requirements.txt as MLflow
+    does. ``conda_env`` (a dict or a conda.yaml path) is written as the model's conda.yaml; its pip
+    section then gives the requirements.
+    """
     python = platform.python_version()
+    requirements, constraints = split_constraints(requirements)
+    if conda_env is not None:
+        conda = read_conda_env(conda_env)
+        pip_section = next((d["pip"] for d in conda.get("dependencies", []) if isinstance(d, dict) and "pip" in d), None)
+        if pip_section is not None:
+            requirements, more = split_constraints(expand_requirements(list(pip_section)))
+            constraints += more
+        for dep in conda.get("dependencies", []):
+            if isinstance(dep, str) and dep.replace(" ", "").startswith("python="):
+                python = dep.split("=", 1)[1].strip()
+    else:
+        conda = {"channels": ["conda-forge"], "dependencies": [f"python={python}", "pip", {"pip": requirements}], "name": "servelm-env"}
+    if constraints:
+        with open(os.path.join(path, CONSTRAINTS_FILE), "w") as f:
+            f.write("\n".join(constraints))
+        requirements = requirements + [f"-c {CONSTRAINTS_FILE}"]
     with open(os.path.join(path, REQUIREMENTS_FILE), "w") as f:
         f.write("\n".join(requirements))
     python_env = {"python": python, "build_dependencies": ["pip", "setuptools", "wheel"], "dependencies": ["-r requirements.txt"]}
     with open(os.path.join(path, PYTHON_ENV_FILE), "w") as f:
         yaml.safe_dump(python_env, f, sort_keys=False)
-    conda = {"channels": ["conda-forge"], "dependencies": [f"python={python}", "pip", {"pip": requirements}], "name": "servelm-env"}
     with open(os.path.join(path, CONDA_FILE), "w") as f:
         yaml.safe_dump(conda, f, sort_keys=False)
     names = sorted(set(env_var_names))
@@ -85,10 +108,56 @@ def write_environment(path: str, requirements: list[str], env_var_names: Iterabl
             f.write("\n".join(names) + "\n")
 
 
-def merge_requirements(inferred: list[str], pip_requirements: Optional[list[str]], extra: Optional[list[str]]) -> list[str]:
-    """``pip_requirements`` replaces the inferred list; ``extra_pip_requirements`` is appended to it."""
-    base = list(pip_requirements) if pip_requirements is not None else list(inferred)
-    for req in extra or []:
+def read_conda_env(conda_env: Any) -> dict[str, Any]:
+    """A conda environment given as a dict or as the path of a conda.yaml file."""
+    if isinstance(conda_env, dict):
+        return conda_env
+    with open(os.fspath(conda_env)) as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"{conda_env} is not a conda environment file (a YAML mapping)")
+    return data
+
+
+def expand_requirements(requirements: Any, base_dir: Optional[str] = None) -> list[str]:
+    """Requirement lines from a list or a requirements file path: ``-r FILE`` entries are read in their
+    place (recursively), ``-c FILE`` entries become ``-c X`` lines, one per constraint the file lists
+    (``split_constraints`` splits them off); comments and blank lines are dropped."""
+    if isinstance(requirements, (str, os.PathLike)):
+        file = os.fspath(requirements)
+        with open(file) as f:
+            return expand_requirements(f.read().splitlines(), os.path.dirname(os.path.abspath(file)))
+    out: list[str] = []
+    for raw in requirements:
+        line = str(raw).split(" #")[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"^(-r|--requirement|-c|--constraint)\s*=?\s*(\S+)$", line)
+        if match is None:
+            out.append(line)
+            continue
+        flag, target = match.groups()
+        if not os.path.isabs(target) and base_dir is not None:
+            target = os.path.join(base_dir, target)
+        if not os.path.isfile(target):
+            raise ValueError(f"requirements entry {line!r}: {target} not found")
+        lines = expand_requirements(target)
+        out += lines if flag in ("-r", "--requirement") else [f"-c {entry}" for entry in lines if not entry.startswith("-c ")]
+    return out
+
+
+def split_constraints(lines: list[str]) -> tuple[list[str], list[str]]:
+    """(requirements, constraints) from expanded lines (constraints are the ``-c X`` lines)."""
+    requirements = [line for line in lines if not line.startswith("-c ")]
+    constraints = [line[3:] for line in lines if line.startswith("-c ")]
+    return requirements, constraints
+
+
+def merge_requirements(inferred: list[str], pip_requirements: Any, extra: Any) -> list[str]:
+    """``pip_requirements`` replaces the inferred list; ``extra_pip_requirements`` is appended to it. Each
+    may be a list or the path of a requirements file (``-r`` / ``-c`` entries followed)."""
+    base = expand_requirements(pip_requirements) if pip_requirements is not None else list(inferred)
+    for req in expand_requirements(extra) if extra is not None else []:
         if req not in base:
             base.append(req)
     return base

@@ -104,12 +104,26 @@ class Model:
         return self.flavors[name]
 
     def load_input_example(self, path: str) -> Any:
-        """The saved input example (parsed JSON), or None when the model has none."""
+        """The saved input example (parsed JSON; a DataFrame / numpy arrays for MLflow's ``dataframe`` /
+        ``ndarray`` examples), or None when the model has none."""
         info = self.saved_input_example_info
         if not info:
             return None
         with open(os.path.join(path, info["artifact_path"])) as f:
-            return json.load(f)
+            example = json.load(f)
+        kind = info.get("type")
+        if kind == "dataframe" and isinstance(example, dict) and "data" in example:  # MLflow's split orient
+            try:
+                import pandas as pd
+            except ImportError:
+                return example
+            return pd.DataFrame(example["data"], columns=example.get("columns"))
+        if kind == "ndarray" and isinstance(example, dict) and "inputs" in example:  # TF-serving form
+            import numpy as np
+
+            inputs = example["inputs"]
+            return {k: np.asarray(v) for k, v in inputs.items()} if isinstance(inputs, dict) else np.asarray(inputs)
+        return example
 
     def pyfunc_config(self) -> dict[str, Any]:
         """A copy of the python_function block's saved ``config`` (model_config at save time), or {}."""

@@ -1,4 +1,4 @@
-"""The ``servelm`` command line: ``serve`` a model directory, run the ``demo``; ``--version``.
+"""The ``servelm`` command line: ``serve`` a model directory, ``predict`` a file with it, run the ``demo``; ``--version``.
 
 ``serve``'s flags are generated from ``ServerOptions`` and ``EngineOptions`` (serving/options.py), the
 one place their names, types, defaults and help live.
@@ -44,7 +44,9 @@ def serve(model: str, **given: Any) -> None:
 
     try:
         server, engine = split_options(**{k: v for k, v in given.items() if v is not None})
-        path = os.path.abspath(model)
+        from servelm.flavors.uri import resolve_model_uri
+
+        path = os.path.abspath(resolve_model_uri(model))  # runs:/, models:/, s3://... through MLflow
         chosen = choose_engine(path, engine.engine)  # fail fast on a bad directory, before binding a port
         if chosen == "vllm":
             from .engines.vllm import INSTALL_HINT, vllm_available
@@ -66,7 +68,8 @@ def serve(model: str, **given: Any) -> None:
 
 serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     [inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-                       default=typer.Option(..., "-m", "--model", help="Model directory: a servelm/MLflow model, or a Hugging Face checkpoint."))]
+                       default=typer.Option(..., "-m", "--model", help="Model directory (a servelm/MLflow model, or a Hugging Face checkpoint), "
+                                                                              "or a model URI MLflow resolves (runs:/, models:/, s3://...)."))]
     + cli_parameters(ServerOptions, EngineOptions))
 serve.__annotations__ = {p.name: p.annotation for p in serve.__signature__.parameters.values()}  # type: ignore[attr-defined]
 app.command()(serve)
@@ -133,6 +136,30 @@ def app_from_env() -> Any:
         os._exit(3)  # uvicorn's STARTUP_FAILURE: the supervisor stops every worker instead of restarting this one
 
     return create_app(spec["model"], server, engine, on_load_error=None if server.stay_up_on_load_error else on_load_error)
+
+
+@app.command()
+def predict(
+    model: str = typer.Option(..., "-m", "--model", "--model-uri", help="Model directory or URI (runs:/, models:/, s3://... through MLflow)."),
+    input_path: Optional[str] = typer.Option(None, "-i", "--input-path", help="Input file: a JSON body as /invocations takes, "
+                                                                             "a .jsonl file of them, or CSV (default: stdin)."),
+    output_path: Optional[str] = typer.Option(None, "-o", "--output-path", help="Where to write the predictions (default: stdout)."),
+    content_type: str = typer.Option("json", "-t", "--content-type", help="json or csv."),
+) -> None:
+    """Score a file with a model, without a server (MLflow's `mlflow models predict`)."""
+    from servelm.flavors import ModelFormatError
+
+    from .errors import APIError
+    from .predict import predict_file
+
+    try:
+        predict_file(model, input_path, output_path, content_type)
+    except APIError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    except (ModelFormatError, ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -32,7 +32,7 @@ async def run_json(request: Request, state: ServerState, work: Callable[[], Awai
         raise as_api_error(exc) from None
     finally:
         state.admission.release()
-    return JSONResponse(result)
+    return result if isinstance(result, Response) else JSONResponse(result)
 
 
 async def run_stream(request: Request, state: ServerState, events: AsyncIterator[dict[str, Any]], on_error: ErrorEvents) -> Response:

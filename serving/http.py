@@ -20,8 +20,8 @@ from .logs import note_error
 T = TypeVar("T", bound=BaseModel)
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """The request body parsed as JSON; 413 past ``max_bytes`` (checked while reading), 400 if invalid."""
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The raw request body; 413 past ``max_bytes`` (checked while reading), 400 if empty."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise APIError(413, f"request body of {declared} bytes is over the {max_bytes}-byte limit", code="payload_too_large")
@@ -32,6 +32,12 @@ async def read_json(request: Request, max_bytes: int) -> Any:
             raise APIError(413, f"request body is over the {max_bytes}-byte limit", code="payload_too_large")
     if not body:
         raise APIError(400, "request body is empty; send a JSON object", code="invalid_json")
+    return bytes(body)
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The request body parsed as JSON; 413 past ``max_bytes`` (checked while reading), 400 if invalid."""
+    body = await read_body(request, max_bytes)
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

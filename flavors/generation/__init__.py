@@ -3,9 +3,9 @@ parameters, the batcher contract, incremental detokenization, stop strings and c
 
 from .batcher import Batcher, Sequence, StepOutput
 from .detokenizer import IncrementalDetokenizer, rust_tokenizer
-from .sampling import SamplingParams, sampling_params
+from .sampling import DEFAULT_MAX_TOKENS, SamplingParams, generation_defaults, sampling_params
 from .stop import StopChecker
 from .templates import template_inputs
 
-__all__ = ["Batcher", "IncrementalDetokenizer", "SamplingParams", "Sequence", "StepOutput", "StopChecker", "rust_tokenizer",
+__all__ = ["DEFAULT_MAX_TOKENS", "Batcher", "IncrementalDetokenizer", "SamplingParams", "Sequence", "StepOutput", "StopChecker", "generation_defaults", "rust_tokenizer",
            "sampling_params", "template_inputs"]

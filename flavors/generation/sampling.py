@@ -41,11 +41,32 @@ class SamplingParams:
         return bool(self.presence_penalty or self.frequency_penalty or self.logit_bias or self.guided)
 
 
+#: The output cap when neither the request nor the model sets one. OpenAI's habit (a fixed cap on output
+#: tokens per model), not vLLM's (all that is left of the context): a client that forgets max_tokens
+#: gets a bounded answer, not thousands of tokens of a looping small model.
+DEFAULT_MAX_TOKENS = 512
+
+#: model_config / generation_config keys that give a request's defaults
+DEFAULT_KEYS = ("max_tokens", "max_new_tokens", "temperature", "top_p", "top_k", "stop", "ignore_eos")
+
+
+def default_max_tokens(defaults: dict[str, Any]) -> int:
+    """The model's own output cap: ``max_tokens`` or ``max_new_tokens`` from its model_config (or its
+    checkpoint's generation_config), else DEFAULT_MAX_TOKENS."""
+    for key in ("max_tokens", "max_new_tokens"):
+        value = defaults.get(key)
+        if value:
+            return int(value)
+    return DEFAULT_MAX_TOKENS
+
+
 def sampling_params(request: ChatCompletionRequest, prompt_length: int, context_length: int, defaults: Optional[dict[str, Any]] = None) -> SamplingParams:
-    """SamplingParams for one request; the token cap defaults to what is left of the context."""
+    """SamplingParams for one request. What the request leaves out comes from ``defaults`` (the model's
+    model_config over its generation_config: max_tokens / max_new_tokens, temperature, top_p, top_k, stop);
+    with no cap anywhere, DEFAULT_MAX_TOKENS. The cap never exceeds what is left of the context."""
     defaults = defaults or {}
     room = max(1, context_length - prompt_length)
-    limit = request.token_limit() or defaults.get("max_tokens") or room
+    limit = request.token_limit() or default_max_tokens(defaults)
     temperature = request.temperature if request.temperature is not None else defaults.get("temperature", 1.0)
     return SamplingParams(
         max_tokens=min(int(limit), room),
@@ -58,3 +79,18 @@ def sampling_params(request: ChatCompletionRequest, prompt_length: int, context_
     )
 
 
+def generation_defaults(directory: Optional[str]) -> dict[str, Any]:
+    """Request defaults from a checkpoint's ``generation_config.json`` (max_new_tokens, temperature, top_p,
+    top_k), as vLLM reads them (``--generation-config auto``); {} when there is none."""
+    import json
+    import os
+
+    file = os.path.join(directory, "generation_config.json") if directory else ""
+    if not file or not os.path.isfile(file):
+        return {}
+    try:
+        with open(file) as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {k: config[k] for k in ("max_new_tokens", "temperature", "top_p", "top_k") if config.get(k) is not None}

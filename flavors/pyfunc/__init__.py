@@ -1,9 +1,15 @@
 """The python_function flavor: save any Python model or agent, load it back as a ``PyFuncModel``; score a
-model directory on Spark with ``spark_udf``."""
+model directory on Spark with ``spark_udf``.
+
+The names MLflow's ``mlflow.pyfunc`` module has are here too (the base classes, ``get_model_dependencies``,
+``spark_udf``), so code written for MLflow runs with its imports swapped.
+"""
 
 from typing import Any, Optional
 
-from .load import PyFuncModel, load_model
+from servelm.agents import ChatAgent, ChatModel, PythonModel, PythonModelContext, ResponsesAgent
+
+from .load import PyFuncModel, get_model_dependencies, load_model
 from .save import save_model
 
 
@@ -16,4 +22,5 @@ def spark_udf(spark: Any, model_uri: str, result_type: Any = None, env_manager: 
     return _spark_udf(spark, model_uri, result_type, env_manager, params, extra_env, model_config)
 
 
-__all__ = ["PyFuncModel", "load_model", "save_model", "spark_udf"]
+__all__ = ["ChatAgent", "ChatModel", "PyFuncModel", "PythonModel", "PythonModelContext", "ResponsesAgent", "get_model_dependencies", "load_model",
+           "save_model", "spark_udf"]

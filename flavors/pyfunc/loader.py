@@ -13,11 +13,12 @@ from typing import Any, Optional
 
 import cloudpickle
 
-from servelm.agents import PythonModel, PythonModelContext
+from servelm.agents import PythonModelContext
 
 from ..errors import ModelFormatError
 from ..model import Model
 from .code import load_code_model
+from .mlflow_compat import MLFLOW_INSTALL_HINT, as_servelm_model
 from .wrappers import wrap_python_model
 
 
@@ -53,8 +54,8 @@ def load_python_model(path: str, model_config: Optional[dict[str, Any]] = None) 
                 raise ModelFormatError(f"artifact {name!r} is missing: {artifact} not found")
             artifacts[name] = os.path.abspath(artifact)
         context = PythonModelContext(artifacts, merged_config(conf.get("config"), model_config))
-        python_model = _load_object(path, conf)
-        if isinstance(python_model, PythonModel):
+        python_model = as_servelm_model(_load_object(path, conf, context.model_config))
+        if hasattr(python_model, "load_context"):
             python_model.load_context(context)
     except BaseException:
         for entry in added:
@@ -63,12 +64,12 @@ def load_python_model(path: str, model_config: Optional[dict[str, Any]] = None) 
     return python_model, wrap_python_model(python_model, context)
 
 
-def _load_object(path: str, conf: dict[str, Any]) -> Any:
+def _load_object(path: str, conf: dict[str, Any], model_config: Optional[dict[str, Any]] = None) -> Any:
     if conf.get("model_code_path"):
         code_file = os.path.join(path, os.path.basename(conf["model_code_path"]))
         if not os.path.isfile(code_file):
             raise ModelFormatError(f"model code file {code_file} is missing")
-        return load_code_model(code_file, [])
+        return load_code_model(code_file, [], model_config)
     if conf.get("python_model"):
         pickle_file = os.path.join(path, conf["python_model"])
         if not os.path.isfile(pickle_file):
@@ -76,6 +77,10 @@ def _load_object(path: str, conf: dict[str, Any]) -> Any:
         try:
             with open(pickle_file, "rb") as f:
                 return cloudpickle.load(f)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] == "mlflow":
+                raise ModelFormatError(f"{pickle_file} holds an object of MLflow's classes ({exc.name}): {MLFLOW_INSTALL_HINT}") from exc
+            raise ModelFormatError(f"{pickle_file} cannot be unpickled: {type(exc).__name__}: {exc}") from exc
         except Exception as exc:
             raise ModelFormatError(f"{pickle_file} cannot be unpickled: {type(exc).__name__}: {exc}") from exc
     raise ModelFormatError(f"{os.path.join(path, 'MLmodel')}: python_function flavor has neither model_code_path nor python_model")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.metadata as md
 import json
 import os
@@ -30,8 +31,10 @@ from ..environment import (
 from ..directory import new_model_directory
 from ..errors import ModelFormatError
 from ..model import INPUT_EXAMPLE_FILE, SERVING_INPUT_FILE, Model
-from ..signature import ModelSignature, Schema, params_schema_from_dict, schema_from_example, schema_from_pydantic_fields, schema_from_type_hint
+from ..signature import ModelSignature, Schema, params_schema_from_dict, schema_from_pydantic_fields, schema_from_type_hint
+from ..signature_inference import schema_of
 from .code import load_code_model
+from .mlflow_compat import as_servelm_model, unwrap
 from .wrappers import task_of, wrap_python_model
 
 FLAVOR_NAME = "python_function"
@@ -52,15 +55,17 @@ def save_model(
     python_model: Union[PythonModel, Callable[[Any], Any], str, os.PathLike, None] = None,
     artifacts: Optional[dict[str, str]] = None,
     code_paths: Optional[list[str]] = None,
-    model_config: Optional[dict[str, Any]] = None,
+    model_config: Union[dict[str, Any], str, os.PathLike, None] = None,
     signature: Optional[ModelSignature] = None,
     input_example: Any = None,
-    pip_requirements: Optional[list[str]] = None,
-    extra_pip_requirements: Optional[list[str]] = None,
+    pip_requirements: Union[list[str], str, os.PathLike, None] = None,
+    extra_pip_requirements: Union[list[str], str, os.PathLike, None] = None,
     metadata: Optional[dict[str, Any]] = None,
     streamable: Optional[bool] = None,
     loader_module: Optional[str] = None,
     data_path: Optional[str] = None,
+    conda_env: Union[dict[str, Any], str, os.PathLike, None] = None,
+    mlflow_model: Any = None,
 ) -> Model:
     """Save a model directory at ``path`` (which must not exist yet) and return its ``Model``.
 
@@ -69,13 +74,23 @@ def save_model(
     stored as text, run once now to validate). Alternatively ``loader_module`` (+ ``data_path``) names
     a module with ``_load_pyfunc(data_path, model_config=None)``. Agents get their task, signature and
     input example automatically. The directory is written completely or not at all.
+
+    As in MLflow: ``model_config`` may be a YAML / JSON file path; ``pip_requirements`` and
+    ``extra_pip_requirements`` may be a requirements file path (``-r`` entries read, ``-c`` constraints
+    written to constraints.txt); ``conda_env`` (a dict or conda.yaml path) is written as conda.yaml and
+    gives the requirements; an input example may be a DataFrame, numpy arrays or hold bytes.
+    ``mlflow_model`` is accepted and ignored (MLflow's argument for log_model).
     """
     if os.path.exists(path) and os.listdir(path):
         raise ModelFormatError(f"{path} already exists and is not empty: choose a new directory")
     if (python_model is None) == (loader_module is None):
         raise ModelFormatError("pass exactly one of python_model or loader_module")
+    if pip_requirements is not None and conda_env is not None:
+        raise ModelFormatError("pass only one of pip_requirements and conda_env")
+    model_config = read_model_config(model_config)
     with new_model_directory(path) as tmp:
-        return _write(tmp, python_model, artifacts, code_paths, model_config, signature, input_example, pip_requirements, extra_pip_requirements, metadata, streamable, loader_module, data_path)
+        return _write(tmp, python_model, artifacts, code_paths, model_config, signature, input_example, pip_requirements, extra_pip_requirements,
+                      metadata, streamable, loader_module, data_path, conda_env)
 
 
 def _write(
@@ -92,6 +107,7 @@ def _write(
     streamable: Optional[bool],
     loader_module: Optional[str],
     data_path: Optional[str],
+    conda_env: Any = None,
 ) -> Model:
     conf: dict[str, Any] = {"cloudpickle_version": cloudpickle.__version__, "code": None}
     modules: set[str] = set()
@@ -123,17 +139,17 @@ def _write(
         if not code_file.endswith(".py") or not os.path.isfile(code_file):
             raise ModelFormatError(f"python_model={code_file!r}: a models-from-code path must be an existing .py file")
         with record_secret_env_reads() as secrets:
-            model_obj = load_code_model(code_file, [os.path.join(tmp, CODE_DIR)] if code_paths else [])
+            model_obj = as_servelm_model(load_code_model(code_file, [os.path.join(tmp, CODE_DIR)] if code_paths else [], model_config))
         shutil.copy2(code_file, os.path.join(tmp, os.path.basename(code_file)))
         with open(code_file) as f:
             modules |= imported_modules(f.read())
         conf["loader_module"] = LOADER_MODULE
         conf["model_code_path"] = os.path.basename(code_file)
     else:
-        model_obj = python_model if isinstance(python_model, PythonModel) else FunctionPythonModel(python_model)
-        if not isinstance(python_model, PythonModel) and not callable(python_model):
+        model_obj = as_servelm_model(python_model)
+        if not hasattr(model_obj, "predict"):
             raise ModelFormatError(f"python_model must be a PythonModel, a callable or a .py path; got {type(python_model).__name__}")
-        _pickle_model(model_obj, os.path.join(tmp, PICKLE_FILE))
+        _pickle_model(unwrap(model_obj), os.path.join(tmp, PICKLE_FILE))
         modules |= modules_of_object(python_model) | {"cloudpickle"}
         conf["loader_module"] = LOADER_MODULE
         conf["python_model"] = PICKLE_FILE
@@ -144,7 +160,7 @@ def _write(
     metadata = dict(metadata or {})
     type_hinted = False
     if model_obj is not None:
-        if isinstance(model_obj, PythonModel):
+        if hasattr(model_obj, "load_context"):
             model_obj.load_context(context)
         task = task_of(model_obj)
         if task:
@@ -158,24 +174,45 @@ def _write(
             signature, type_hinted = _signature_from_hints(model_obj)
         if streamable is None:
             streamable = _can_stream(model_obj)
-        if input_example is not None:
-            with record_secret_env_reads() as seen:
-                _validate_with_example(model_obj, context, input_example)
-            secrets |= seen
     example, example_params = _split_example(input_example)
     if signature is None and example is not None:
-        signature = ModelSignature(schema_from_example(example), None, params_schema_from_dict(example_params) if example_params else None)
+        signature = ModelSignature(schema_of(example), None, params_schema_from_dict(example_params) if example_params else None)
+    elif signature is not None and signature.params is None and example_params:
+        signature.params = params_schema_from_dict(example_params)  # MLflow infers params from the example too
+    if model_obj is not None and input_example is not None:
+        with record_secret_env_reads() as seen:
+            _validate_with_example(model_obj, context, input_example, signature, metadata.get("task"), type_hinted)
+        secrets |= seen
     conf["streamable"] = bool(streamable)
 
     info = _write_input_example(tmp, example, example_params) if example is not None else None
     requirements = merge_requirements(requirements_for_modules(modules), pip_requirements, extra_pip_requirements)
-    write_environment(tmp, requirements, secrets)
+    write_environment(tmp, requirements, secrets, conda_env)
     model = Model(signature=signature, saved_input_example_info=info, metadata=metadata or None, is_signature_from_type_hint=type_hinted)
     model.add_flavor(FLAVOR_NAME, **dict(sorted(conf.items())))
     model.save(tmp)
     model.model_size_bytes = _dir_size(tmp)
     model.save(tmp)
     return model
+
+
+def read_model_config(model_config: Any) -> Optional[dict[str, Any]]:
+    """A model_config given as a dict, or as the path of a YAML / JSON file (MLflow accepts both)."""
+    if model_config is None or isinstance(model_config, dict):
+        return model_config
+    import yaml
+
+    file = os.fspath(model_config)
+    if not os.path.isfile(file):
+        raise ModelFormatError(f"model_config={file!r}: not a dict and not an existing YAML / JSON file")
+    with open(file) as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            raise ModelFormatError(f"model_config file {file} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelFormatError(f"model_config file {file} does not hold a mapping")
+    return data
 
 
 def _pickle_model(model_obj: Any, file: str) -> None:
@@ -250,23 +287,53 @@ def _split_example(example: Any) -> tuple[Any, Optional[dict[str, Any]]]:
     return example, None
 
 
-def _validate_with_example(model_obj: Any, context: PythonModelContext, example: Any) -> None:
+def _validate_with_example(model_obj: Any, context: PythonModelContext, example: Any, signature: Optional[ModelSignature], task: Optional[str],
+                           type_hinted: bool) -> None:
+    """Run the model on its input example, through the same conversions a loaded model applies."""
+    from .load import PyFuncModel
+
     data, params = _split_example(example)
+    meta = Model(signature=signature, metadata={"task": task} if task else None, is_signature_from_type_hint=type_hinted)
     try:
-        wrap_python_model(model_obj, context).predict(data, params)
+        PyFuncModel(meta, wrap_python_model(model_obj, context), context.model_config, "", model_obj).predict(data, params)
     except Exception as exc:
         raise ModelFormatError(f"the model failed on its input example: {type(exc).__name__}: {exc}") from exc
 
 
 def _write_input_example(tmp: str, example: Any, params: Optional[dict[str, Any]]) -> dict[str, Any]:
-    with open(os.path.join(tmp, INPUT_EXAMPLE_FILE), "w") as f:
-        json.dump(example if params is None else {"inputs": example, "params": params}, f)
-    serving = dict(example) if isinstance(example, dict) else {"inputs": example}
+    """input_example.json and serving_input_example.json in MLflow's forms: a DataFrame as its split
+    orient (``dataframe_split``), numpy arrays as TF-serving ``inputs``, bytes as base64."""
+    info: dict[str, Any] = {"artifact_path": INPUT_EXAMPLE_FILE, "serving_input_path": SERVING_INPUT_FILE, "type": "json_object"}
+    if type(example).__name__ == "DataFrame" and hasattr(example, "columns"):
+        stored: Any = {"columns": [str(c) for c in example.columns], "data": example.to_numpy().tolist()}
+        serving: dict[str, Any] = {"dataframe_split": stored}
+        info.update(type="dataframe", pandas_orient="split")
+    elif type(example).__name__ == "ndarray" or (isinstance(example, dict) and example and all(type(v).__name__ == "ndarray" for v in example.values())):
+        stored = {"inputs": example.tolist() if type(example).__name__ == "ndarray" else {k: v.tolist() for k, v in example.items()}}
+        serving = dict(stored)
+        info.update(type="ndarray", format="tf-serving")
+    else:
+        stored = example
+        serving = dict(example) if isinstance(example, dict) else {"inputs": example}
     if params:
+        stored = {"inputs": stored, "params": params} if info["type"] == "json_object" else {**stored, "params": params}
         serving["params"] = params
+    with open(os.path.join(tmp, INPUT_EXAMPLE_FILE), "w") as f:
+        json.dump(stored, f, default=_json_default)
     with open(os.path.join(tmp, SERVING_INPUT_FILE), "w") as f:
-        json.dump(serving, f, indent=2)
-    return {"artifact_path": INPUT_EXAMPLE_FILE, "serving_input_path": SERVING_INPUT_FILE, "type": "json_object"}
+        json.dump(serving, f, indent=2, default=_json_default)
+    return info
+
+
+def _json_default(obj: Any) -> Any:
+    """Example values JSON has no type for: bytes as base64, numpy values, datetimes as ISO text."""
+    if isinstance(obj, (bytes, bytearray)):
+        return base64.b64encode(bytes(obj)).decode("ascii")
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} in the input example cannot be written as JSON")
 
 
 def _dir_size(path: str) -> int:

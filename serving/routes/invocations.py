@@ -12,8 +12,8 @@ from starlette.responses import Response
 from ..errors import APIError
 from ..flow import run_json, run_stream
 from ..framing import dumps
-from ..http import check_api_key, read_json
-from ..scoring_input import parse_invocation
+from ..http import check_api_key, read_body, read_json
+from ..scoring_input import parse_csv, parse_invocation
 from ..services.base import INVOCATIONS
 from ..state import ServerState
 
@@ -26,10 +26,15 @@ async def invocations(request: Request) -> Response:
     check_api_key(request, state.server.api_key)
     service = state.ready()
     service.require(INVOCATIONS)
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
-    if content_type not in ("application/json", ""):
-        raise APIError(415, f"content type {content_type!r} is not supported; send application/json", code="unsupported_media_type")
-    invocation = parse_invocation(await read_json(request, state.server.max_body_bytes))
+    mime, *options = [part.strip() for part in request.headers.get("content-type", "application/json").split(";")]
+    parameters = {k.strip().lower(): v.strip() for k, _, v in (o.partition("=") for o in options if o)}
+    schema = _input_schema(service)
+    if mime == "text/csv":
+        invocation = parse_csv(await read_body(request, state.server.max_body_bytes), schema)
+    elif mime in ("application/json", ""):
+        invocation = parse_invocation(await read_json(request, state.server.max_body_bytes), schema, parameters.get("format"))
+    else:
+        raise APIError(415, f"content type {mime!r} is not supported; send application/json or text/csv", code="unsupported_media_type")
     if invocation.stream:
 
         async def events() -> AsyncIterator[dict[str, Any]]:
@@ -42,31 +47,42 @@ async def invocations(request: Request) -> Response:
         return await run_stream(request, state, events(), error_events)
 
     async def answer() -> Any:
-        result = jsonable(await service.invoke(invocation.data, invocation.params))
-        return result if invocation.raw else {"predictions": result}
+        result = await service.invoke(invocation.data, invocation.params)
+        # numpy, pandas, datetimes and bytes anywhere in the output (MLflow's encoder); one encoding pass
+        body = json.dumps(result if invocation.raw else {"predictions": result}, default=json_default, ensure_ascii=False, separators=(",", ":"))
+        return Response(body, media_type="application/json")
 
     return await run_json(request, state, answer)
+
+
+def _input_schema(service: Any) -> Any:
+    """The served pyfunc model's input schema (for casting JSON to tensors, CSV columns...), or None."""
+    model = getattr(service, "model", None)
+    signature = getattr(getattr(model, "metadata", None), "signature", None)
+    return signature.inputs if signature is not None else None
 
 
 def json_default(obj: Any) -> Any:
     """JSON for what models return besides plain types: pydantic models, numpy, pandas, datetimes, bytes."""
     if hasattr(obj, "model_dump"):
         return obj.model_dump(exclude_none=True)
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict(orient="records")
-    if hasattr(obj, "isoformat"):
+    if type(obj).__name__ == "datetime64":
+        return str(obj)
+    if hasattr(obj, "isoformat"):  # datetime, date, time, pandas Timestamp
         return obj.isoformat()
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, pandas Series
+        return obj.tolist()
+    if hasattr(obj, "to_dict") and hasattr(obj, "columns"):  # a DataFrame: its records
+        return obj.to_dict(orient="records")
+    if hasattr(obj, "to_dict"):  # MLflow's dataclass types
+        return obj.to_dict()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if type(obj).__name__ == "Decimal":
+        return float(obj)
     if isinstance(obj, (bytes, bytearray)):
         import base64
 
         return base64.b64encode(bytes(obj)).decode()
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
-
-def jsonable(result: Any) -> Any:
-    """``result`` as plain JSON data."""
-    if isinstance(result, (dict, list, str, int, float, bool)) or result is None:
-        return result
-    return json.loads(json.dumps(result, default=json_default))

@@ -61,7 +61,7 @@ class AgentService(ModelService):
         # cheaper per call than anyio's to_thread, which matters for fast agents).
         self.pool = ThreadPoolExecutor(max_threads, thread_name_prefix="servelm-agent")
         try:
-            self.agent: Any = model.unwrap_python_model()
+            self.agent: Any = model.served_model()
         except Exception:
             self.agent = None
         agent = self.agent

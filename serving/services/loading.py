@@ -80,7 +80,9 @@ def build_service(model_or_path: Any, server: ServerOptions, engine: EngineOptio
         return AgentService(model_or_path, server.max_threads)
     if isinstance(model_or_path, PythonModel):
         return AgentService(in_memory_pyfunc(model_or_path), server.max_threads)
-    path = os.path.abspath(os.fspath(model_or_path))
+    from servelm.flavors.uri import resolve_model_uri
+
+    path = os.path.abspath(resolve_model_uri(model_or_path))
     chosen = choose_engine(path, engine.engine)
     if chosen in ("transformers", "vllm") and _is_gguf(path):
         from servelm.flavors.transformers.gguf import gguf_checkpoint
@@ -117,12 +119,20 @@ def transformers_service(path: str, options: EngineOptions, metrics: ServerMetri
     checkpoint = locate_checkpoint(path)
     tokenizer = load_tokenizer(checkpoint)
     require_chat_template(tokenizer, path)
-    defaults = checkpoint.meta.pyfunc_config() if checkpoint.meta is not None else {}
+    defaults = _request_defaults(checkpoint)
     dtype = options.dtype or defaults.pop("dtype", None)  # a dtype saved in model_config applies when none is asked for
     make_batcher = functools.partial(transformers_batcher, path, options.device, options.threads, dtype, options.max_num_seqs)
     engine_class = ProcessEngine if options.engine_process else ThreadEngine
     engine = engine_class(make_batcher, context_length(checkpoint), on_step=metrics.batch_size.observe)
     return LLMService(engine, HFCodec(tokenizer), "llm/v1/chat (transformers engine)", defaults, metrics, options.tool_call_parser)
+
+
+def _request_defaults(checkpoint: Any) -> dict[str, Any]:
+    """A request's defaults: the checkpoint's generation_config under the model_config saved with it."""
+    from servelm.flavors.generation import generation_defaults
+
+    local = checkpoint.weights if os.path.isdir(checkpoint.weights) else None
+    return {**generation_defaults(local), **(checkpoint.meta.pyfunc_config() if checkpoint.meta is not None else {})}
 
 
 @functools.lru_cache(maxsize=4)
@@ -155,7 +165,10 @@ def onnx_service(path: str, options: EngineOptions, metrics: ServerMetrics) -> M
     from ..engines.thread import ThreadEngine
     from .llm import LLMService
 
+    from servelm.flavors.generation import generation_defaults
+
     folder, saved, defaults, _ = locate_folder(path)
+    defaults = {**generation_defaults(folder), **defaults}
     prompts = OnnxPrompts.read(folder)
     if prompts.template is None:
         raise ModelFormatError(f"{folder} has no chat template: the onnx engine serves chat models")
@@ -186,6 +199,6 @@ def vllm_service(path: str, server: ServerOptions, options: EngineOptions, metri
     checkpoint = locate_checkpoint(path)
     tokenizer = load_tokenizer(checkpoint)
     require_chat_template(tokenizer, path)
-    defaults = checkpoint.meta.pyfunc_config() if checkpoint.meta is not None else {}
+    defaults = _request_defaults(checkpoint)
     engine = VLLMEngine(checkpoint.weights, checkpoint.tokenizer_dir, server.served_model_name or default_model_name(path), options)
     return LLMService(engine, HFCodec(tokenizer), "llm/v1/chat (vLLM engine)", defaults, metrics, options.tool_call_parser)

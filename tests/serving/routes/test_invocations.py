@@ -40,7 +40,7 @@ def test_mlflow_formats(tmp_path, serve):
 
 def test_params_pass_through(tmp_path, serve):
     class WithParams(PythonModel):
-        def predict(self, context, model_input, params=None):
+        def predict(self, context, model_input: list[str], params=None):  # hinted: a list, not MLflow's DataFrame
             return [f"{x}{params['suffix']}" for x in model_input]
 
     save_model(str(tmp_path / "m"), python_model=WithParams(), input_example=(["a"], {"suffix": "!"}))

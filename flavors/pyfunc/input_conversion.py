@@ -1,0 +1,225 @@
+"""What a pyfunc model receives, as MLflow's pyfunc hands it over.
+
+MLflow converts the input before a model sees it, and models written for MLflow rely on that:
+
+- a model whose signature has columns (inferred from a dict / records / DataFrame / list example, or
+  declared with ``ColSpec``) receives a pandas DataFrame: a dict becomes one row (or columns, when its
+  values are lists of numbers), a list of records one row each, a list of scalars one column; the
+  columns are checked against their types (ints widen to doubles, nothing else is coerced);
+- a model whose ``predict`` has a type hint on its input receives that type: a DataFrame becomes a list
+  (``list[str]``: the first column's values; ``list[dict]`` / ``list[SomePydanticModel]``: the rows),
+  dicts become the pydantic model of the hint;
+- a model with a tensor signature receives numpy arrays (``signature.enforce_schema``);
+- a model without a signature, and every agent, receives the input as it is.
+
+``input_converter`` decides once, at load, which of these applies; the call itself then costs nothing
+for models that need no conversion (agents, the server's hot path).
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, Callable, Optional
+
+from ..errors import ModelFormatError, SchemaEnforcementError
+from ..signature import AnyType, Array, ColSpec, Map, Object, Scalar, Schema, enforce_value
+
+PANDAS_HINT = "this model takes a pandas DataFrame (its signature has columns, as in MLflow): pip install pandas"
+
+
+def _pandas() -> Any:
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ModelFormatError(PANDAS_HINT) from None
+    return pd
+
+
+def is_dataframe(data: Any) -> bool:
+    return type(data).__name__ == "DataFrame" and hasattr(data, "columns")
+
+
+# ------------------------------------------------------------------------------------------- columns
+def to_dataframe(data: Any, schema: Optional[Schema]) -> Any:
+    """``data`` as a DataFrame, by MLflow's rules (``mlflow.models.utils._enforce_schema``)."""
+    pd = _pandas()
+    if is_dataframe(data):
+        return data
+    if isinstance(data, pd.Series):
+        return pd.DataFrame(data)
+    if isinstance(data, dict):
+        nested = schema is not None and any(isinstance(s, ColSpec) and isinstance(s.dtype, (Array, Object)) for s in schema.specs)
+        if nested or all(_is_scalar(v) or (isinstance(v, list) and all(isinstance(i, str) for i in v)) for v in data.values()):
+            return pd.DataFrame([data])
+        try:
+            return pd.DataFrame({k: (v.tolist() if getattr(v, "ndim", 0) > 1 else v) for k, v in data.items()})
+        except ValueError as exc:
+            raise SchemaEnforcementError(f"the model has a column-based signature and the input cannot be a DataFrame: {exc}") from None
+    if isinstance(data, (list, tuple)) or type(data).__name__ == "ndarray":
+        return pd.DataFrame(list(data) if isinstance(data, tuple) else data)
+    if _is_scalar(data):
+        return pd.DataFrame([data])
+    raise SchemaEnforcementError(f"the model has a column-based signature: expected a DataFrame, a dict or a list, got {type(data).__name__}")
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, bytes, int, float, bool)) or (hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0)
+
+
+_KINDS = {"long": "iu", "integer": "iu", "double": "fiu", "float": "fiu", "boolean": "b", "datetime": "M"}
+
+
+def enforce_dataframe(frame: Any, schema: Schema) -> Any:
+    """Check a DataFrame's columns against a column schema: required columns present, each column's type
+    right (ints widen to double, strings parse as datetimes); named columns are reordered to the schema's
+    order, extra columns kept after them. A new frame only when something changed."""
+    specs = [s for s in schema.specs if isinstance(s, ColSpec)]
+    named = [s for s in specs if s.name]
+    out = frame
+    if named:
+        missing = [s.name for s in named if s.required and s.name not in frame.columns]
+        if missing:
+            raise SchemaEnforcementError(f"missing required column(s) {missing}; the input has {list(frame.columns)}")
+        columns = [(s, s.name) for s in named if s.name in frame.columns]
+    else:
+        if len(frame.columns) < len(specs):
+            raise SchemaEnforcementError(f"the signature declares {len(specs)} input column(s); the input has {len(frame.columns)}")
+        columns = list(zip(specs, frame.columns))
+    for spec, column in columns:
+        converted = _enforce_column(frame[column], spec, str(column))
+        if converted is not None:
+            if out is frame:
+                out = frame.copy()
+            out[column] = converted
+    return out
+
+
+def _enforce_column(series: Any, spec: ColSpec, name: str) -> Any:
+    """None when the column already conforms; the converted column when a safe conversion was needed."""
+    dtype = spec.dtype
+    if isinstance(dtype, AnyType):
+        return None
+    kind = series.dtype.kind
+    if isinstance(dtype, Scalar):
+        want = dtype.name
+        if want in _KINDS:
+            if kind in _KINDS[want][:1] or (want in ("long", "integer") and kind in "iu") or (want == "datetime" and kind == "M"):
+                return None
+            if want in ("double", "float") and kind in "iu":
+                return series.astype("float64" if want == "double" else "float32")
+            if want == "datetime" and kind == "O":
+                pd = _pandas()
+                try:
+                    return pd.to_datetime(series)
+                except (ValueError, TypeError):
+                    pass
+            if kind == "O" and not (spec.required is False and series.isna().all()):
+                return _check_values(series, dtype, name)
+            if kind != "O" or spec.required:
+                raise SchemaEnforcementError(f"column '{name}': expected {want}, got values of dtype {series.dtype}")
+            return None
+        if want == "string" and (kind in "OU" or str(series.dtype).startswith("string")):
+            return _check_values(series, dtype, name) if kind == "O" else None
+        if want == "binary" and kind in "OS":
+            return _check_values(series, dtype, name) if kind == "O" else None
+        raise SchemaEnforcementError(f"column '{name}': expected {want}, got values of dtype {series.dtype}")
+    if isinstance(dtype, (Array, Object, Map)):
+        return _check_values(series, dtype, name)
+    return None
+
+
+def _check_values(series: Any, dtype: Any, name: str) -> Any:
+    """Check each value of an object column; None when none changed."""
+    changed = False
+    values = []
+    for i, value in enumerate(series.tolist()):
+        if value is None or (isinstance(value, float) and value != value):
+            values.append(value)
+            continue
+        if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+            value = value.tolist()
+        checked = enforce_value(value, dtype, f"{name}[{i}]")
+        changed = changed or checked is not value
+        values.append(checked)
+    if not changed:
+        return None
+    pd = _pandas()
+    return pd.Series(values, index=series.index, name=series.name, dtype=object)
+
+
+# ------------------------------------------------------------------------------------------- type hints
+def input_hint(python_model: Any) -> Any:
+    """The type hint on the input parameter of the model's predict (None when there is none). servelm's
+    PythonModel evaluates it when the class is defined (``_input_type_hint``); other objects (MLflow's
+    PythonModel) are read now."""
+    from servelm.agents.python_model import input_type_hint
+
+    if "_input_type_hint" in vars(python_model) or hasattr(type(python_model), "_input_type_hint"):
+        return python_model._input_type_hint
+    return input_type_hint(getattr(type(python_model), "predict", None))
+
+
+def _is_pydantic(hint: Any) -> bool:
+    try:
+        from pydantic import BaseModel
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(hint, type) and issubclass(hint, BaseModel)
+
+
+def hint_converter(hint: Any) -> Optional[Callable[[Any], Any]]:
+    """A function converting input to ``hint`` as MLflow does, or None when the hint needs none."""
+    origin = typing.get_origin(hint)
+    if origin is list:
+        args = typing.get_args(hint)
+        element = args[0] if args else Any
+        rows = element is dict or typing.get_origin(element) is dict or _is_pydantic(element)
+
+        def to_list(data: Any) -> Any:
+            if is_dataframe(data):
+                if rows:
+                    data = data.iloc[:, 0].tolist() if list(data.columns) == [0] else data.to_dict(orient="records")
+                else:
+                    data = data.iloc[:, 0].tolist()
+                data = [_plain(v) for v in data]
+            elif hasattr(data, "tolist") and not isinstance(data, (str, bytes)):
+                data = data.tolist()
+            if _is_pydantic(element) and isinstance(data, list):
+                data = [element.model_validate(v) if isinstance(v, dict) else v for v in data]
+            return data
+
+        if not _is_pydantic(element):
+            to_list.passthrough = (list,)  # type: ignore[attr-defined]  # a list is already what the model takes
+        return to_list
+    if _is_pydantic(hint):
+
+        def to_model(data: Any) -> Any:
+            if is_dataframe(data):
+                if len(data) != 1:
+                    raise SchemaEnforcementError(f"{hint.__name__} takes one record; the input has {len(data)} rows")
+                data = {k: _plain(v) for k, v in data.to_dict(orient="records")[0].items()}
+            return hint.model_validate(data) if isinstance(data, dict) else data
+
+        return to_model
+    if isinstance(hint, type) and hint.__name__ == "DataFrame" and hint.__module__.startswith("pandas"):
+        return lambda data: to_dataframe(data, None)
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar / array as a Python value (DataFrame cells)."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return value.tolist()
+    return value
+
+
+# ------------------------------------------------------------------------------------------- choice
+def input_converter(schema: Optional[Schema], python_model: Any, type_hinted: bool) -> Optional[Callable[[Any], Any]]:
+    """The conversion the model's input needs (None: pass it as it is). Agents are not asked here."""
+    hint = input_hint(python_model) if python_model is not None else None
+    if hint is not None and hint is not Any:
+        return hint_converter(hint)
+    if type_hinted or schema is None or schema.is_tensor() or not schema.specs:
+        return None
+    _pandas()  # the model needs pandas: say so at load
+    return lambda data: enforce_dataframe(to_dataframe(data, schema), schema)
