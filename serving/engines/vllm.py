@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import os
 from typing import Any, Optional
@@ -122,8 +123,10 @@ class VLLMEngine:
         structured = None
         if p.guided is not None:
             kind, value = p.guided.kind, p.guided.value
-            structured = self._Structured(json=value if kind == "json_schema" else None, json_object=True if kind == "json_object" else None,
-                                          regex=value if kind == "regex" else None, grammar=value if kind == "lark" else None)
+            if kind in ("json_schema", "json_object"):  # as Lark, to carry the compact-JSON setting servelm's engines use
+                schema = json.loads(value) if kind == "json_schema" else {"type": "object"}
+                kind, value = "lark", "start: %json " + json.dumps({**schema, "x-guidance": {"whitespace_flexible": False}})
+            structured = self._Structured(regex=value if kind == "regex" else None, grammar=value if kind == "lark" else None)
         return self._SamplingParams(max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k if p.top_k > 0 else -1,
                                     seed=p.seed, stop=p.stop or None, ignore_eos=p.ignore_eos, output_kind=self._DELTA,
                                     presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty, logit_bias=p.logit_bias,

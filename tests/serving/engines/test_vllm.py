@@ -70,10 +70,35 @@ def test_n_seed_stop_and_ignore_eos(vllm_server, client):
 
 def test_responses_api(vllm_server, client):
     c = client(vllm_server[0])
-    response = c.responses.create(model="tiny", input="hi", max_output_tokens=5, temperature=0)
-    assert response.status == "completed" and response.usage.output_tokens <= 5
-    events = [e.type for e in c.responses.create(model="tiny", input="hi", max_output_tokens=5, stream=True)]
-    assert events[0] == "response.created" and events[-1] == "response.completed"
+    response = c.responses.create(model="tiny", input="hi", max_output_tokens=5, temperature=0, extra_body={"ignore_eos": True})
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens" and response.usage.output_tokens == 5
+    events = [e.type for e in c.responses.create(model="tiny", input="hi", max_output_tokens=5, stream=True, extra_body={"ignore_eos": True})]
+    assert events[0] == "response.created" and events[-1] == "response.incomplete"
+
+
+# bounded values: vLLM has no closing preference near the token limit, and a random model would write a free string forever
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]}},
+                                                                                   "required": ["city"], "additionalProperties": False}}}
+
+
+def test_tool_calls_structured_output_and_logprobs_through_vllm(vllm_server, client):
+    """vLLM constrains generation with servelm's grammars (its llguidance backend) and gives log-probabilities."""
+    import json
+
+    c = client(vllm_server[0])
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    reply = c.chat.completions.create(model="tiny", messages=ask, tools=[WEATHER], tool_choice="required", parallel_tool_calls=False, temperature=0,
+                                      max_tokens=150)
+    (call,) = reply.choices[0].message.tool_calls
+    assert reply.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather" and "city" in json.loads(call.function.arguments)
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["n"], "additionalProperties": False}
+    structured = c.chat.completions.create(model="tiny", messages=ask, temperature=0, max_tokens=60,
+                                           response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    assert isinstance(json.loads(structured.choices[0].message.content)["n"], int)
+    scored = c.chat.completions.create(model="tiny", messages=ask, temperature=0, max_tokens=4, logprobs=True, top_logprobs=2,
+                                       extra_body={"ignore_eos": True})
+    entries = scored.choices[0].logprobs.content
+    assert len(entries) == 4 and all(len(e.top_logprobs) == 2 and e.logprob <= 0 for e in entries)
 
 
 def test_disconnect_aborts_the_vllm_request(vllm_server, wait_until):
