@@ -1,9 +1,15 @@
 """Typed agent interfaces: protocol types (OpenAI chat, MLflow ChatAgent, OpenAI Responses) and base classes."""
 
 from .chat_agent import ChatAgent
-from .chat_agent_types import CHAT_AGENT_INPUT_EXAMPLE, ChatAgentChunk, ChatAgentMessage, ChatAgentRequest, ChatAgentResponse, ChatContext
+from .chat_agent_types import (
+    CHAT_AGENT_INPUT_EXAMPLE,
+    ChatAgentChunk,
+    ChatAgentMessage,
+    ChatAgentRequest,
+    ChatAgentResponse,
+    ChatContext,
+)
 from .chat_model import ChatModel
-from .completion_types import CompletionRequest
 from .chat_types import (
     CHAT_MODEL_INPUT_EXAMPLE,
     ChatChoice,
@@ -22,6 +28,7 @@ from .chat_types import (
     ToolCallFunctionDelta,
     ToolDefinition,
 )
+from .completion_types import CompletionRequest
 from .protocol_model import ProtocolModel
 from .python_model import FunctionPythonModel, PythonModel, PythonModelContext
 from .responses_agent import ResponsesAgent
@@ -37,11 +44,41 @@ from .responses_types import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "CHAT_AGENT_INPUT_EXAMPLE", "CHAT_MODEL_INPUT_EXAMPLE", "RESPONSES_AGENT_INPUT_EXAMPLE", "ProtocolModel",
-    "ChatAgent", "ChatAgentChunk", "ChatAgentMessage", "ChatAgentRequest", "ChatAgentResponse", "ChatContext",
-    "ChatModel", "CompletionRequest", "ChatChoice", "ChatChoiceDelta", "ChatChunkChoice", "ChatCompletionChunk", "ChatCompletionRequest",
-    "ChatCompletionResponse", "ChatMessage", "ChatParams", "FunctionCall", "FunctionToolDefinition",
-    "TokenUsageStats", "ToolCall", "ToolCallDelta", "ToolCallFunctionDelta", "ToolDefinition",
-    "FunctionPythonModel", "PythonModel", "PythonModelContext", "ResponsesAgent", "ResponsesAgentRequest",
-    "ResponsesAgentResponse", "ResponsesAgentStreamEvent", "ResponsesItem", "ResponsesUsage", "__version__",
+    "CHAT_AGENT_INPUT_EXAMPLE",
+    "CHAT_MODEL_INPUT_EXAMPLE",
+    "RESPONSES_AGENT_INPUT_EXAMPLE",
+    "ProtocolModel",
+    "ChatAgent",
+    "ChatAgentChunk",
+    "ChatAgentMessage",
+    "ChatAgentRequest",
+    "ChatAgentResponse",
+    "ChatContext",
+    "ChatModel",
+    "CompletionRequest",
+    "ChatChoice",
+    "ChatChoiceDelta",
+    "ChatChunkChoice",
+    "ChatCompletionChunk",
+    "ChatCompletionRequest",
+    "ChatCompletionResponse",
+    "ChatMessage",
+    "ChatParams",
+    "FunctionCall",
+    "FunctionToolDefinition",
+    "TokenUsageStats",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallFunctionDelta",
+    "ToolDefinition",
+    "FunctionPythonModel",
+    "PythonModel",
+    "PythonModelContext",
+    "ResponsesAgent",
+    "ResponsesAgentRequest",
+    "ResponsesAgentResponse",
+    "ResponsesAgentStreamEvent",
+    "ResponsesItem",
+    "ResponsesUsage",
+    "__version__",
 ]

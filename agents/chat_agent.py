@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, AsyncIterator, Callable, Iterator, Optional
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Optional
 
 from .chat_agent_types import ChatAgentChunk, ChatAgentMessage, ChatAgentRequest, ChatAgentResponse, ChatContext
 from .python_model import PythonModel, drive_async_iterator, iterate_in_thread, overrides
@@ -48,25 +49,47 @@ class ChatAgent(PythonModel):
             if name in cls.__dict__:
                 setattr(cls, name, _accept_any_call_form(cls.__dict__[name]))
 
-    def predict(self, messages: list[ChatAgentMessage], context: Optional[ChatContext] = None, custom_inputs: Optional[dict[str, Any]] = None) -> ChatAgentResponse:  # type: ignore[override]
+    def predict(
+        self,
+        messages: list[ChatAgentMessage],
+        context: Optional[ChatContext] = None,
+        custom_inputs: Optional[dict[str, Any]] = None,
+    ) -> ChatAgentResponse:  # type: ignore[override]
         """Answer the conversation with one or more messages."""
         if overrides(self, ChatAgent, "apredict"):
             import asyncio
+
             return asyncio.run(self.apredict(messages, context, custom_inputs))
         raise NotImplementedError(f"{type(self).__name__} must implement predict (or apredict)")
 
-    def predict_stream(self, messages: list[ChatAgentMessage], context: Optional[ChatContext] = None, custom_inputs: Optional[dict[str, Any]] = None) -> Iterator[ChatAgentChunk]:  # type: ignore[override]
+    def predict_stream(
+        self,
+        messages: list[ChatAgentMessage],
+        context: Optional[ChatContext] = None,
+        custom_inputs: Optional[dict[str, Any]] = None,
+    ) -> Iterator[ChatAgentChunk]:  # type: ignore[override]
         """Answer as a stream of chunks."""
         if overrides(self, ChatAgent, "apredict_stream"):
             return drive_async_iterator(self.apredict_stream(messages, context, custom_inputs))
         raise NotImplementedError(f"{type(self).__name__} does not implement predict_stream")
 
-    async def apredict(self, messages: list[ChatAgentMessage], context: Optional[ChatContext] = None, custom_inputs: Optional[dict[str, Any]] = None) -> ChatAgentResponse:  # type: ignore[override]
+    async def apredict(
+        self,
+        messages: list[ChatAgentMessage],
+        context: Optional[ChatContext] = None,
+        custom_inputs: Optional[dict[str, Any]] = None,
+    ) -> ChatAgentResponse:  # type: ignore[override]
         """Async predict; by default the sync predict in a worker thread."""
         import asyncio
+
         return await asyncio.to_thread(self.predict, messages, context, custom_inputs)
 
-    async def apredict_stream(self, messages: list[ChatAgentMessage], context: Optional[ChatContext] = None, custom_inputs: Optional[dict[str, Any]] = None) -> AsyncIterator[ChatAgentChunk]:  # type: ignore[override]
+    async def apredict_stream(
+        self,
+        messages: list[ChatAgentMessage],
+        context: Optional[ChatContext] = None,
+        custom_inputs: Optional[dict[str, Any]] = None,
+    ) -> AsyncIterator[ChatAgentChunk]:  # type: ignore[override]
         """Async predict_stream; by default the sync generator stepped in worker threads."""
         async for chunk in iterate_in_thread(self.predict_stream(messages, context, custom_inputs)):
             yield chunk

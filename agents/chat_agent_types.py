@@ -32,7 +32,7 @@ class ChatAgentMessage(ProtocolModel):
     _known_role = field_validator("role")(classmethod(lambda cls, role: check_role(role)))
 
     @model_validator(mode="after")
-    def _check_shape(self) -> "ChatAgentMessage":
+    def _check_shape(self) -> ChatAgentMessage:
         if self.content is None and not self.tool_calls:
             raise ValueError("a ChatAgentMessage needs 'content' or 'tool_calls'")
         if self.role == "tool" and not self.tool_call_id:
@@ -58,7 +58,7 @@ class ChatAgentResponse(ProtocolModel):
     usage: Optional[TokenUsageStats] = None
 
     @model_validator(mode="after")
-    def _fill_ids(self) -> "ChatAgentResponse":
+    def _fill_ids(self) -> ChatAgentResponse:
         for message in self.messages:
             if message.id is None:
                 message.id = new_id("msg")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, AsyncIterator, Callable, Iterator, Optional
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Optional
 
 from .chat_types import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, ChatParams
 from .python_model import PythonModel, PythonModelContext, drive_async_iterator, iterate_in_thread, overrides
 
 
-def chat_model_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Optional[PythonModelContext], list[ChatMessage], ChatParams]:
+def chat_model_arguments(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Optional[PythonModelContext], list[ChatMessage], ChatParams]:
     """Normalize the call forms a ChatModel accepts to (context, typed messages, typed params).
 
     Accepted: ``(messages, params)``, ``(context, messages, params)``, ``(request_dict)``,
@@ -21,7 +24,9 @@ def chat_model_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple
     messages = kwargs.pop("messages", args[0] if args else None)
     params = kwargs.pop("params", args[1] if len(args) > 1 else None)
     if isinstance(messages, (dict, ChatCompletionRequest)):
-        request = messages if isinstance(messages, ChatCompletionRequest) else ChatCompletionRequest.model_validate(messages)
+        request = (
+            messages if isinstance(messages, ChatCompletionRequest) else ChatCompletionRequest.model_validate(messages)
+        )
         return context, request.messages, request.params()
     if messages is None:
         raise TypeError("ChatModel.predict needs messages (a list) or one request dict")
@@ -66,25 +71,35 @@ class ChatModel(PythonModel):
             if name in cls.__dict__:
                 setattr(cls, name, _accept_any_call_form(cls.__dict__[name]))
 
-    def predict(self, context: Optional[PythonModelContext], messages: list[ChatMessage], params: ChatParams) -> ChatCompletionResponse:  # type: ignore[override]
+    def predict(
+        self, context: Optional[PythonModelContext], messages: list[ChatMessage], params: ChatParams
+    ) -> ChatCompletionResponse:  # type: ignore[override]
         """Answer the conversation."""
         if overrides(self, ChatModel, "apredict"):
             import asyncio
+
             return asyncio.run(self.apredict(context, messages, params))
         raise NotImplementedError(f"{type(self).__name__} must implement predict (or apredict)")
 
-    def predict_stream(self, context: Optional[PythonModelContext], messages: list[ChatMessage], params: ChatParams) -> Iterator[ChatCompletionChunk]:  # type: ignore[override]
+    def predict_stream(
+        self, context: Optional[PythonModelContext], messages: list[ChatMessage], params: ChatParams
+    ) -> Iterator[ChatCompletionChunk]:  # type: ignore[override]
         """Answer the conversation as a stream of chunks."""
         if overrides(self, ChatModel, "apredict_stream"):
             return drive_async_iterator(self.apredict_stream(context, messages, params))
         raise NotImplementedError(f"{type(self).__name__} does not implement predict_stream")
 
-    async def apredict(self, context: Optional[PythonModelContext], messages: list[ChatMessage], params: ChatParams) -> ChatCompletionResponse:  # type: ignore[override]
+    async def apredict(
+        self, context: Optional[PythonModelContext], messages: list[ChatMessage], params: ChatParams
+    ) -> ChatCompletionResponse:  # type: ignore[override]
         """Async predict; by default the sync predict in a worker thread."""
         import asyncio
+
         return await asyncio.to_thread(self.predict, context, messages, params)
 
-    async def apredict_stream(self, context: Optional[PythonModelContext], messages: list[ChatMessage], params: ChatParams) -> AsyncIterator[ChatCompletionChunk]:  # type: ignore[override]
+    async def apredict_stream(
+        self, context: Optional[PythonModelContext], messages: list[ChatMessage], params: ChatParams
+    ) -> AsyncIterator[ChatCompletionChunk]:  # type: ignore[override]
         """Async predict_stream; by default the sync generator stepped in worker threads."""
         async for chunk in iterate_in_thread(self.predict_stream(context, messages, params)):
             yield chunk

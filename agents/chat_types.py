@@ -53,7 +53,7 @@ class ChatMessage(ProtocolModel):
     _known_role = field_validator("role")(classmethod(lambda cls, role: check_role(role)))
 
     @model_validator(mode="after")
-    def _check_shape(self) -> "ChatMessage":
+    def _check_shape(self) -> ChatMessage:
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a message with role 'tool' needs 'tool_call_id'")
         if self.content is None and not self.tool_calls and self.refusal is None:
@@ -121,7 +121,7 @@ class ResponseFormat(ProtocolModel):
     json_schema: Optional[JsonSchemaFormat] = None
 
     @model_validator(mode="after")
-    def _schema_given(self) -> "ResponseFormat":
+    def _schema_given(self) -> ResponseFormat:
         if self.type == "json_schema" and (self.json_schema is None or self.json_schema.schema_ is None):
             raise ValueError("response_format of type json_schema needs json_schema.schema")
         return self
@@ -262,4 +262,11 @@ class ChatCompletionChunk(ProtocolModel):
 
 
 #: The input example of MLflow's ChatModel (``mlflow.types.llm.CHAT_MODEL_INPUT_EXAMPLE``).
-CHAT_MODEL_INPUT_EXAMPLE = {"messages": [{"role": "user", "content": "Hello!"}], "temperature": 1.0, "max_tokens": 10, "stop": ["\n"], "n": 1, "stream": False}
+CHAT_MODEL_INPUT_EXAMPLE = {
+    "messages": [{"role": "user", "content": "Hello!"}],
+    "temperature": 1.0,
+    "max_tokens": 10,
+    "stop": ["\n"],
+    "n": 1,
+    "stream": False,
+}

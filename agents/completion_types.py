@@ -22,7 +22,9 @@ class CompletionRequest(ChatParams):
 
     @field_validator("prompt")
     @classmethod
-    def _not_empty(cls, prompt: Union[str, list[str], list[int], list[list[int]]]) -> Union[str, list[str], list[int], list[list[int]]]:
+    def _not_empty(
+        cls, prompt: Union[str, list[str], list[int], list[list[int]]]
+    ) -> Union[str, list[str], list[int], list[list[int]]]:
         if isinstance(prompt, list) and not prompt:
             raise ValueError("prompt must not be an empty list")
         return prompt

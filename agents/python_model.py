@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -73,10 +74,13 @@ class PythonModel:
     def load_context(self, context: PythonModelContext) -> None:
         """Load artifacts and settings; called once before the first predict."""
 
-    def predict(self, context: Optional[PythonModelContext], model_input: Any, params: Optional[dict[str, Any]] = None) -> Any:
+    def predict(
+        self, context: Optional[PythonModelContext], model_input: Any, params: Optional[dict[str, Any]] = None
+    ) -> Any:
         """Return the model's output for ``model_input``."""
         if overrides(self, PythonModel, "apredict"):
             import asyncio
+
             return asyncio.run(self.apredict(context, model_input, params))
         raise NotImplementedError(f"{type(self).__name__} must implement predict (or apredict)")
 
@@ -86,9 +90,12 @@ class PythonModel:
         """Yield the output in pieces; models that cannot stream leave this unimplemented."""
         raise NotImplementedError(f"{type(self).__name__} does not implement predict_stream")
 
-    async def apredict(self, context: Optional[PythonModelContext], model_input: Any, params: Optional[dict[str, Any]] = None) -> Any:
+    async def apredict(
+        self, context: Optional[PythonModelContext], model_input: Any, params: Optional[dict[str, Any]] = None
+    ) -> Any:
         """Async predict; by default the sync predict in a worker thread."""
         import asyncio
+
         return await asyncio.to_thread(self.predict, context, model_input, params)
 
     async def apredict_stream(
@@ -102,7 +109,7 @@ class PythonModel:
 _DONE = object()
 
 
-async def iterate_in_thread(iterator: Iterator[Any], executor: Optional["Executor"] = None) -> AsyncIterator[Any]:
+async def iterate_in_thread(iterator: Iterator[Any], executor: Optional[Executor] = None) -> AsyncIterator[Any]:
     """Step a blocking iterator in worker threads (``executor``, else the loop's default); close it when
     the consumer stops early.
 
@@ -112,7 +119,7 @@ async def iterate_in_thread(iterator: Iterator[Any], executor: Optional["Executo
     import asyncio
 
     loop = asyncio.get_running_loop()
-    step: Optional["asyncio.Future[Any]"] = None
+    step: Optional[asyncio.Future[Any]] = None
     try:
         while True:
             step = loop.run_in_executor(executor, next, iterator, _DONE)
@@ -137,7 +144,9 @@ class FunctionPythonModel(PythonModel):
         self.func = func
         self._input_type_hint = input_type_hint(func)
 
-    def predict(self, context: Optional[PythonModelContext], model_input: Any, params: Optional[dict[str, Any]] = None) -> Any:
+    def predict(
+        self, context: Optional[PythonModelContext], model_input: Any, params: Optional[dict[str, Any]] = None
+    ) -> Any:
         return self.func(model_input)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, AsyncIterator, Callable, Iterator, Optional
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Optional
 
 from .ids import new_id
 from .python_model import PythonModel, drive_async_iterator, iterate_in_thread, overrides
@@ -42,6 +43,7 @@ class ResponsesAgent(PythonModel):
         """Answer the request with output items."""
         if overrides(self, ResponsesAgent, "apredict"):
             import asyncio
+
             return asyncio.run(self.apredict(request))
         raise NotImplementedError(f"{type(self).__name__} must implement predict (or apredict)")
 
@@ -54,6 +56,7 @@ class ResponsesAgent(PythonModel):
     async def apredict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:  # type: ignore[override]
         """Async predict; by default the sync predict in a worker thread."""
         import asyncio
+
         return await asyncio.to_thread(self.predict, request)
 
     async def apredict_stream(self, request: ResponsesAgentRequest) -> AsyncIterator[ResponsesAgentStreamEvent]:  # type: ignore[override]
@@ -62,7 +65,9 @@ class ResponsesAgent(PythonModel):
             yield event
 
     @staticmethod
-    def create_text_output_item(text: str, id: Optional[str] = None, annotations: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
+    def create_text_output_item(
+        text: str, id: Optional[str] = None, annotations: Optional[list[dict[str, Any]]] = None
+    ) -> dict[str, Any]:
         """An assistant message item holding one ``output_text`` part."""
         return {
             "type": "message",
@@ -87,7 +92,14 @@ class ResponsesAgent(PythonModel):
     @staticmethod
     def create_function_call_item(id: str, call_id: str, name: str, arguments: str) -> dict[str, Any]:
         """A ``function_call`` output item (the model asks the caller to run a tool)."""
-        return {"type": "function_call", "id": id, "call_id": call_id, "name": name, "arguments": arguments, "status": "completed"}
+        return {
+            "type": "function_call",
+            "id": id,
+            "call_id": call_id,
+            "name": name,
+            "arguments": arguments,
+            "status": "completed",
+        }
 
     @staticmethod
     def create_function_call_output_item(call_id: str, output: str) -> dict[str, Any]:

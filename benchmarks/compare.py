@@ -67,38 +67,75 @@ def kv_bytes_per_token(checkpoint: str) -> dict[str, int]:
     with open(os.path.join(checkpoint, "config.json")) as f:
         config = json.load(f)
     heads = config["num_attention_heads"]
-    per_token = 2 * config["num_hidden_layers"] * config.get("num_key_value_heads", heads) * config.get("head_dim", config["hidden_size"] // heads)
+    per_token = (
+        2
+        * config["num_hidden_layers"]
+        * config.get("num_key_value_heads", heads)
+        * config.get("head_dim", config["hidden_size"] // heads)
+    )
     return {"servelm": per_token * 4, "vllm": per_token * 2}
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--systems", default="all", help=f"comma-separated, or all: {', '.join(LLM_SYSTEMS + AGENT_SYSTEMS)}")
+    parser.add_argument(
+        "--systems", default="all", help=f"comma-separated, or all: {', '.join(LLM_SYSTEMS + AGENT_SYSTEMS)}"
+    )
     parser.add_argument("--model", default="tiny", choices=MODELS, help="the checkpoint every LLM system serves")
-    parser.add_argument("--workload", default="fixed", choices=WORKLOADS, help="the prompts of the main levels (benchmarks/serve.py)")
+    parser.add_argument(
+        "--workload", default="fixed", choices=WORKLOADS, help="the prompts of the main levels (benchmarks/serve.py)"
+    )
     parser.add_argument("--concurrency", default="1,8,32,64", help="client counts for the LLM systems")
-    parser.add_argument("--points", default="", help="extra LLM points after the main levels, e.g. long@16,agent@16,long@32")
+    parser.add_argument(
+        "--points", default="", help="extra LLM points after the main levels, e.g. long@16,agent@16,long@32"
+    )
     parser.add_argument("--requests", type=int, default=256, help="requests per level (at least one per client)")
     parser.add_argument("--agent-requests", type=int, default=4000, help="requests for the trivial-agent level")
     parser.add_argument("--agent-concurrency", type=int, default=32, help="clients for the trivial-agent level")
-    parser.add_argument("--agent-seconds", type=float, default=8.0, help="duration of the trivial-agent level under wrk")
-    parser.add_argument("--no-wrk", action="store_true", help="load the trivial agents with the aiohttp client even when wrk is installed")
+    parser.add_argument(
+        "--agent-seconds", type=float, default=8.0, help="duration of the trivial-agent level under wrk"
+    )
+    parser.add_argument(
+        "--no-wrk",
+        action="store_true",
+        help="load the trivial agents with the aiohttp client even when wrk is installed",
+    )
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--repeat", type=int, default=1, help="run each LLM level this many times and keep the median (noisy machines)")
-    parser.add_argument("--workers", default="1", help="servelm worker processes; a list (1,2) runs each servelm system once per value")
-    parser.add_argument("--servelm-threads", type=int, default=None, help="servelm serve --threads for its CPU engines (default: servelm's)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run each LLM level this many times and keep the median (noisy machines)"
+    )
+    parser.add_argument(
+        "--workers", default="1", help="servelm worker processes; a list (1,2) runs each servelm system once per value"
+    )
+    parser.add_argument(
+        "--servelm-threads",
+        type=int,
+        default=None,
+        help="servelm serve --threads for its CPU engines (default: servelm's)",
+    )
     parser.add_argument("--onnx-precision", default="fp32", help="precision of the onnx export (fp32, int8, int4)")
     parser.add_argument("--vllm-kv-gib", type=int, default=4, help="VLLM_CPU_KVCACHE_SPACE for vLLM on CPU (GiB)")
-    parser.add_argument("--max-model-len", type=int, default=None, help="--max-model-len for vLLM (default: the model's)")
-    parser.add_argument("--vllm-python", help="python of a venv with vllm (default: $SERVELM_VLLM_PYTHON, else this one)")
-    parser.add_argument("--mlflow-python", help="python of a venv with mlflow (default: $SERVELM_MLFLOW_PYTHON, else this one)")
+    parser.add_argument(
+        "--max-model-len", type=int, default=None, help="--max-model-len for vLLM (default: the model's)"
+    )
+    parser.add_argument(
+        "--vllm-python", help="python of a venv with vllm (default: $SERVELM_VLLM_PYTHON, else this one)"
+    )
+    parser.add_argument(
+        "--mlflow-python", help="python of a venv with mlflow (default: $SERVELM_MLFLOW_PYTHON, else this one)"
+    )
     parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     parser.add_argument("--name", default="compare", help="file name stem of the results")
     args = parser.parse_args(argv)
-    wanted = list(LLM_SYSTEMS + AGENT_SYSTEMS) if args.systems == "all" else [s.strip() for s in args.systems.split(",")]
+    wanted = (
+        list(LLM_SYSTEMS + AGENT_SYSTEMS) if args.systems == "all" else [s.strip() for s in args.systems.split(",")]
+    )
     levels = [int(c) for c in args.concurrency.split(",")]
     points = parse_points(args.points)
-    pythons = {"vllm": python_with("vllm", args.vllm_python, "SERVELM_VLLM_PYTHON"), "mlflow": python_with("mlflow", args.mlflow_python, "SERVELM_MLFLOW_PYTHON")}
+    pythons = {
+        "vllm": python_with("vllm", args.vllm_python, "SERVELM_VLLM_PYTHON"),
+        "mlflow": python_with("mlflow", args.mlflow_python, "SERVELM_MLFLOW_PYTHON"),
+    }
     skipped: dict[str, str] = {}
     for name in wanted:
         if name in ("vllm", "servelm-vllm") and pythons["vllm"] is None:
@@ -114,21 +151,41 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     work = tempfile.mkdtemp(prefix="servelm-compare-")
     report: dict[str, Any] = {
-        "date": datetime.date.today().isoformat(), "argv": argv if argv is not None else sys.argv[1:],
+        "date": datetime.date.today().isoformat(),
+        "argv": argv if argv is not None else sys.argv[1:],
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.system()}, Python {platform.python_version()}",
-        "versions": {"servelm": servelm.agents.__version__, "onnxruntime-genai": version_of(PYTHON, "onnxruntime_genai"),
-                     "transformers": version_of(PYTHON, "transformers"), "vllm": version_of(pythons["vllm"], "vllm"),
-                     "mlflow": version_of(pythons["mlflow"], "mlflow")},
-        "settings": {"model": args.model, "workload": args.workload, "concurrency": levels, "points": args.points, "requests": args.requests,
-                     "agent_requests": args.agent_requests, "max_tokens": args.max_tokens, "workers": args.workers, "repeat": args.repeat,
-                     "onnx_precision": args.onnx_precision, "servelm_threads": args.servelm_threads},
-        "rows": [], "skipped": skipped,
+        "versions": {
+            "servelm": servelm.agents.__version__,
+            "onnxruntime-genai": version_of(PYTHON, "onnxruntime_genai"),
+            "transformers": version_of(PYTHON, "transformers"),
+            "vllm": version_of(pythons["vllm"], "vllm"),
+            "mlflow": version_of(pythons["mlflow"], "mlflow"),
+        },
+        "settings": {
+            "model": args.model,
+            "workload": args.workload,
+            "concurrency": levels,
+            "points": args.points,
+            "requests": args.requests,
+            "agent_requests": args.agent_requests,
+            "max_tokens": args.max_tokens,
+            "workers": args.workers,
+            "repeat": args.repeat,
+            "onnx_precision": args.onnx_precision,
+            "servelm_threads": args.servelm_threads,
+        },
+        "rows": [],
+        "skipped": skipped,
     }
     try:
         models = prepare_models(work, runnable, pythons["mlflow"], args.model, args.onnx_precision)
         report["settings"]["kv_bytes_per_token"] = kv_bytes_per_token(models["hf"])
         for name in runnable:
-            worker_counts = [int(w) for w in args.workers.split(",")] if name in ("servelm-transformers", "servelm-onnx", "servelm-agent") else [1]
+            worker_counts = (
+                [int(w) for w in args.workers.split(",")]
+                if name in ("servelm-transformers", "servelm-onnx", "servelm-agent")
+                else [1]
+            )
             for workers in worker_counts:
                 system = build_system(name, models, args, pythons, workers)
                 try:
@@ -141,10 +198,14 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                     if system.kind == "llm":
                         report["rows"] += measure(system, base, levels, args.requests, args.repeat, args.workload, proc)
                         for workload, clients in points:
-                            for row in measure(system, base, [clients], max(args.requests // 2, clients), args.repeat, workload, proc):
+                            for row in measure(
+                                system, base, [clients], max(args.requests // 2, clients), args.repeat, workload, proc
+                            ):
                                 report["rows"].append({**row, "extra_point": True})
                     elif shutil.which("wrk") and not args.no_wrk:
-                        report["rows"].append(measure_with_wrk(system, base, args.agent_concurrency, args.agent_seconds, work))
+                        report["rows"].append(
+                            measure_with_wrk(system, base, args.agent_concurrency, args.agent_seconds, work)
+                        )
                     else:
                         report["rows"] += measure(system, base, [args.agent_concurrency], args.agent_requests)
                 finally:

@@ -18,9 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-AGENTS_SOURCE = '''
+AGENTS_SOURCE = """
 from servelm.agents import (ChatAgent, ChatAgentChunk, ChatAgentMessage, ChatAgentResponse, ChatModel, ChatCompletionResponse,
                             ChatChoice, ChatMessage, ResponsesAgent, ResponsesAgentResponse, PythonModel)
 
@@ -41,9 +42,9 @@ class EchoResponsesAgent(ResponsesAgent):
 class Upper(PythonModel):
     def predict(self, model_input: list[str], params=None) -> list[str]:
         return [s.upper() for s in model_input]
-'''
+"""
 
-MLFLOW_SOURCE = '''
+MLFLOW_SOURCE = """
 import mlflow
 from mlflow.pyfunc import ChatAgent, ChatModel, ResponsesAgent, PythonModel
 from mlflow.types.agent import ChatAgentChunk, ChatAgentMessage, ChatAgentResponse
@@ -68,7 +69,7 @@ class EchoResponsesAgent(ResponsesAgent):
 class Upper(PythonModel):
     def predict(self, model_input: list[str], params=None) -> list[str]:
         return [s.upper() for s in model_input]
-'''
+"""
 
 CHAT = {"messages": [{"role": "user", "content": "Hello!"}]}
 CHAT_MODEL = {"messages": [{"role": "user", "content": "Hello!"}], "temperature": 0.5}
@@ -85,15 +86,27 @@ def time_calls(fn: Callable[[], Any], n: int) -> dict[str, float]:
         fn()
         samples.append(time.perf_counter_ns() - start)
     samples.sort()
-    return {"median_us": round(statistics.median(samples) / 1000, 2), "p99_us": round(samples[int(0.99 * (len(samples) - 1))] / 1000, 2), "n": n}
+    return {
+        "median_us": round(statistics.median(samples) / 1000, 2),
+        "p99_us": round(samples[int(0.99 * (len(samples) - 1))] / 1000, 2),
+        "n": n,
+    }
 
 
 def import_time(module: str) -> dict[str, float]:
     """Median wall time of ``import module`` in fresh interpreters (5 runs), in microseconds."""
     runs = []
     for _ in range(5):
-        out = subprocess.run([sys.executable, "-c", f"import time; t=time.perf_counter(); import {module}; print(time.perf_counter()-t)"],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import time; t=time.perf_counter(); import {module}; print(time.perf_counter()-t)",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         runs.append(float(out.stdout) * 1e6)
     return {"median_us": round(statistics.median(runs), 1), "p99_us": round(max(runs), 1), "n": len(runs)}
 
@@ -123,17 +136,56 @@ def bench_servelm(n: int) -> list[dict[str, Any]]:
     rows.append({"name": "chat_agent.predict", "system": "raw", **time_calls(lambda: raw_agent.predict(typed), n)})
     root = tempfile.mkdtemp(prefix="servelm-bench-models-")
     models = {}
-    for key, obj in (("chat_agent", mod.EchoChatAgent()), ("chat_model", mod.EchoChatModel()), ("responses_agent", mod.EchoResponsesAgent()), ("typed_function", mod.Upper())):
+    for key, obj in (
+        ("chat_agent", mod.EchoChatAgent()),
+        ("chat_model", mod.EchoChatModel()),
+        ("responses_agent", mod.EchoResponsesAgent()),
+        ("typed_function", mod.Upper()),
+    ):
         path = os.path.join(root, key)
         save_model(path, python_model=obj, input_example=["a"] if key == "typed_function" else None)
         start = time.perf_counter()
         models[key] = load_model(path)
-        rows.append({"name": f"{key}.load_model", "system": "servelm", "median_us": round((time.perf_counter() - start) * 1e6, 1), "p99_us": None, "n": 1})
-    rows.append({"name": "chat_agent.predict", "system": "servelm", **time_calls(lambda: models["chat_agent"].predict(CHAT), n)})
-    rows.append({"name": "chat_agent.predict_stream_chunk", "system": "servelm", **time_calls(lambda: list(models["chat_agent"].predict_stream(CHAT)), n)})
-    rows.append({"name": "chat_model.predict", "system": "servelm", **time_calls(lambda: models["chat_model"].predict(CHAT_MODEL), n)})
-    rows.append({"name": "responses_agent.predict", "system": "servelm", **time_calls(lambda: models["responses_agent"].predict(RESPONSES), n)})
-    rows.append({"name": "typed_function.predict", "system": "servelm", **time_calls(lambda: models["typed_function"].predict(["a", "b"]), n)})
+        rows.append(
+            {
+                "name": f"{key}.load_model",
+                "system": "servelm",
+                "median_us": round((time.perf_counter() - start) * 1e6, 1),
+                "p99_us": None,
+                "n": 1,
+            }
+        )
+    rows.append(
+        {"name": "chat_agent.predict", "system": "servelm", **time_calls(lambda: models["chat_agent"].predict(CHAT), n)}
+    )
+    rows.append(
+        {
+            "name": "chat_agent.predict_stream_chunk",
+            "system": "servelm",
+            **time_calls(lambda: list(models["chat_agent"].predict_stream(CHAT)), n),
+        }
+    )
+    rows.append(
+        {
+            "name": "chat_model.predict",
+            "system": "servelm",
+            **time_calls(lambda: models["chat_model"].predict(CHAT_MODEL), n),
+        }
+    )
+    rows.append(
+        {
+            "name": "responses_agent.predict",
+            "system": "servelm",
+            **time_calls(lambda: models["responses_agent"].predict(RESPONSES), n),
+        }
+    )
+    rows.append(
+        {
+            "name": "typed_function.predict",
+            "system": "servelm",
+            **time_calls(lambda: models["typed_function"].predict(["a", "b"]), n),
+        }
+    )
     rows.append({"name": "import servelm.agents", "system": "servelm", **import_time("servelm.agents")})
     return rows
 
@@ -149,21 +201,62 @@ def bench_mlflow(n: int) -> list[dict[str, Any]]:
     mod = load_module(MLFLOW_SOURCE, "mlflow_bench_agents")
     root = tempfile.mkdtemp(prefix="servelm-bench-mlflow-")
     models = {}
-    for key, obj in (("chat_agent", mod.EchoChatAgent()), ("chat_model", mod.EchoChatModel()), ("responses_agent", mod.EchoResponsesAgent()), ("typed_function", mod.Upper())):
+    for key, obj in (
+        ("chat_agent", mod.EchoChatAgent()),
+        ("chat_model", mod.EchoChatModel()),
+        ("responses_agent", mod.EchoResponsesAgent()),
+        ("typed_function", mod.Upper()),
+    ):
         path = os.path.join(root, key)
         kwargs = {"input_example": ["a"]} if key == "typed_function" else {}
         mlflow.pyfunc.save_model(path, python_model=obj, **kwargs)
         start = time.perf_counter()
         models[key] = mlflow.pyfunc.load_model(path)
-        rows_load = {"name": f"{key}.load_model", "system": "mlflow", "median_us": round((time.perf_counter() - start) * 1e6, 1), "p99_us": None, "n": 1}
+        rows_load = {
+            "name": f"{key}.load_model",
+            "system": "mlflow",
+            "median_us": round((time.perf_counter() - start) * 1e6, 1),
+            "p99_us": None,
+            "n": 1,
+        }
         models[key + "_load"] = rows_load
     rows = [models[k + "_load"] for k in ("chat_agent", "chat_model", "responses_agent", "typed_function")]
     quick = max(200, n // 10)  # MLflow calls are ~100x slower: fewer of them keep the run short
-    rows.append({"name": "chat_agent.predict", "system": "mlflow", **time_calls(lambda: models["chat_agent"].predict(CHAT), quick)})
-    rows.append({"name": "chat_agent.predict_stream_chunk", "system": "mlflow", **time_calls(lambda: list(models["chat_agent"].predict_stream(CHAT)), quick)})
-    rows.append({"name": "chat_model.predict", "system": "mlflow", **time_calls(lambda: models["chat_model"].predict(CHAT_MODEL), quick)})
-    rows.append({"name": "responses_agent.predict", "system": "mlflow", **time_calls(lambda: models["responses_agent"].predict(RESPONSES), quick)})
-    rows.append({"name": "typed_function.predict", "system": "mlflow", **time_calls(lambda: models["typed_function"].predict(["a", "b"]), quick)})
+    rows.append(
+        {
+            "name": "chat_agent.predict",
+            "system": "mlflow",
+            **time_calls(lambda: models["chat_agent"].predict(CHAT), quick),
+        }
+    )
+    rows.append(
+        {
+            "name": "chat_agent.predict_stream_chunk",
+            "system": "mlflow",
+            **time_calls(lambda: list(models["chat_agent"].predict_stream(CHAT)), quick),
+        }
+    )
+    rows.append(
+        {
+            "name": "chat_model.predict",
+            "system": "mlflow",
+            **time_calls(lambda: models["chat_model"].predict(CHAT_MODEL), quick),
+        }
+    )
+    rows.append(
+        {
+            "name": "responses_agent.predict",
+            "system": "mlflow",
+            **time_calls(lambda: models["responses_agent"].predict(RESPONSES), quick),
+        }
+    )
+    rows.append(
+        {
+            "name": "typed_function.predict",
+            "system": "mlflow",
+            **time_calls(lambda: models["typed_function"].predict(["a", "b"]), quick),
+        }
+    )
     rows.append({"name": "import mlflow.pyfunc", "system": "mlflow", **import_time("mlflow.pyfunc")})
     return rows
 
@@ -177,7 +270,13 @@ def main() -> None:
     rows = bench_servelm(n) + bench_mlflow(n)
     by = {(r["name"], r["system"]): r for r in rows}
     ratios = {}
-    for name in ("chat_agent.predict", "chat_agent.predict_stream_chunk", "chat_model.predict", "responses_agent.predict", "typed_function.predict"):
+    for name in (
+        "chat_agent.predict",
+        "chat_agent.predict_stream_chunk",
+        "chat_model.predict",
+        "responses_agent.predict",
+        "typed_function.predict",
+    ):
         if (name, "mlflow") in by:
             ratios[name] = round(by[(name, "mlflow")]["median_us"] / by[(name, "servelm")]["median_us"], 1)
     print(f"{'name':36} {'system':8} {'median_us':>10} {'p99_us':>10} {'n':>6}")
@@ -186,7 +285,12 @@ def main() -> None:
     for name, ratio in ratios.items():
         print(f"mlflow/servelm median ratio {name}: {ratio}x")
     if args.out:
-        meta = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
+        meta = {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d"),
+        }
         try:
             import mlflow
 

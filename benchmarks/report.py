@@ -4,15 +4,26 @@ value), a markdown report and PNG plots. Every figure comes from the rows of one
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 Rows = list[dict[str, Any]]
 
 
 def at(rows: Rows, system: str, level: int, workload: Optional[str] = None) -> Optional[dict[str, Any]]:
     """The row of ``system`` at ``level`` clients (of ``workload``, default: the run's main one), if it had no failures."""
-    return next((r for r in rows if r["system"] == system and r["concurrency"] == level and not r["failures"]
-                 and (workload is None or r.get("workload", "fixed") == workload) and not r.get("extra_point")), None)
+    return next(
+        (
+            r
+            for r in rows
+            if r["system"] == system
+            and r["concurrency"] == level
+            and not r["failures"]
+            and (workload is None or r.get("workload", "fixed") == workload)
+            and not r.get("extra_point")
+        ),
+        None,
+    )
 
 
 def first_token(row: dict[str, Any], q: str) -> Optional[float]:
@@ -46,9 +57,13 @@ def tiny_targets(rows: Rows, top: int) -> list[str]:
             if ta is not None and tb is not None:
                 ok = ta <= tb * (1.1 if ttft_check == "within10" else 1.0)
                 extra = f"; TTFT p50 {ta * 1000:.0f} ms vs {tb * 1000:.0f} ms ({'ok' if ok else '**worse**'})"
-        lines.append(f"- {what}: {a} / {b} = **{value:.2f}x** at {top} clients (target >= {need:g}x: {_verdict(value >= need)}){extra}")
+        lines.append(
+            f"- {what}: {a} / {b} = **{value:.2f}x** at {top} clients (target >= {need:g}x: {_verdict(value >= need)}){extra}"
+        )
 
-    engines = [s for s in sorted({r["system"] for r in rows}) if s.startswith("servelm-") and not s.startswith("servelm-agent")]
+    engines = [
+        s for s in sorted({r["system"] for r in rows}) if s.startswith("servelm-") and not s.startswith("servelm-agent")
+    ]
     own = _own_engines(rows)
     best = max((s for s in own if at(rows, s, top)), key=lambda s: at(rows, s, top)["output_throughput"], default=None)  # type: ignore[index]
     if best:
@@ -59,7 +74,9 @@ def tiny_targets(rows: Rows, top: int) -> list[str]:
             one, many = at(rows, engine, 1), at(rows, engine, top)
             if one and many:
                 value = many["output_throughput"] / one["output_throughput"]
-                lines.append(f"- {engine} at {top} clients vs one at a time: **{value:.1f}x** (target >= 10x: {_verdict(value >= 10)})")
+                lines.append(
+                    f"- {engine} at {top} clients vs one at a time: **{value:.1f}x** (target >= 10x: {_verdict(value >= 10)})"
+                )
         if engine.startswith("servelm-vllm"):
             ratio(engine, "vllm", 0.95, "servelm on vLLM vs vLLM's own server", "within10")
         ratio(engine, "mlflow-transformers", 10.0, f"{engine} vs MLflow's transformers serving")
@@ -69,8 +86,10 @@ def tiny_targets(rows: Rows, top: int) -> list[str]:
         if a and b:
             value = a["request_throughput"] / b["request_throughput"]
             p99 = f"p99 {a['e2e_p99_s'] * 1000:.0f} ms vs {b['e2e_p99_s'] * 1000:.0f} ms"
-            lines.append(f"- trivial ChatAgent: {agent} / mlflow-agent = **{value:.1f}x** requests/s at {agent_level} clients "
-                         f"(target >= 10x: {_verdict(value >= 10)}); {p99}")
+            lines.append(
+                f"- trivial ChatAgent: {agent} / mlflow-agent = **{value:.1f}x** requests/s at {agent_level} clients "
+                f"(target >= 10x: {_verdict(value >= 10)}); {p99}"
+            )
     return lines
 
 
@@ -89,13 +108,25 @@ def real_targets(rows: Rows, levels: list[int], settings: dict[str, Any]) -> lis
             value = mine["output_throughput"] / theirs["output_throughput"]
             need = 1.0 if engine.startswith(("servelm-transformers", "servelm-onnx")) else 0.0
             ta, tb = first_token(mine, "p50"), first_token(theirs, "p50")
-            ttft = f"; TTFT p50 {ta * 1000:.0f} ms vs {tb * 1000:.0f} ms ({'ok' if ta <= tb else '**worse**'})" if ta is not None and tb is not None else ""
-            lines.append(f"- {engine} / vllm at {level} clients: **{value:.2f}x** output tok/s (target >= {need:g}x: {_verdict(value >= need)}){ttft}")
+            ttft = (
+                f"; TTFT p50 {ta * 1000:.0f} ms vs {tb * 1000:.0f} ms ({'ok' if ta <= tb else '**worse**'})"
+                if ta is not None and tb is not None
+                else ""
+            )
+            lines.append(
+                f"- {engine} / vllm at {level} clients: **{value:.2f}x** output tok/s (target >= {need:g}x: {_verdict(value >= need)}){ttft}"
+            )
     if 16 in levels:
-        best = max((s for s in own if at(rows, s, 16, workload)), key=lambda s: at(rows, s, 16, workload)["output_throughput"], default=None)  # type: ignore[index]
+        best = max(
+            (s for s in own if at(rows, s, 16, workload)),
+            key=lambda s: at(rows, s, 16, workload)["output_throughput"],
+            default=None,
+        )  # type: ignore[index]
         if best and vllm_rows[16]:
             value = at(rows, best, 16, workload)["output_throughput"] / vllm_rows[16]["output_throughput"]  # type: ignore[index]
-            lines.append(f"- best servelm engine ({best}) / vllm at 16 clients: **{value:.2f}x** (target >= 1.5x: {_verdict(value >= 1.5)})")
+            lines.append(
+                f"- best servelm engine ({best}) / vllm at 16 clients: **{value:.2f}x** (target >= 1.5x: {_verdict(value >= 1.5)})"
+            )
         for system in own + ["vllm"]:
             one, many = at(rows, system, 1, workload), at(rows, system, 16, workload)
             if one and many:
@@ -106,17 +137,27 @@ def real_targets(rows: Rows, levels: list[int], settings: dict[str, Any]) -> lis
         plain = at(rows, point["system"], point["concurrency"], workload)
         if plain and plain.get("ttft_p50_s") and point.get("ttft_p50_s"):
             value = point["ttft_p50_s"] / plain["ttft_p50_s"]
-            lines.append(f"- {point['system']}: agent-like TTFT p50 / no-shared-prefix TTFT p50 at {point['concurrency']} clients = **{value:.2f}x** "
-                         f"({point['ttft_p50_s'] * 1000:.0f} ms vs {plain['ttft_p50_s'] * 1000:.0f} ms; target <= 0.5x: {_verdict(value <= 0.5)})")
+            lines.append(
+                f"- {point['system']}: agent-like TTFT p50 / no-shared-prefix TTFT p50 at {point['concurrency']} clients = **{value:.2f}x** "
+                f"({point['ttft_p50_s'] * 1000:.0f} ms vs {plain['ttft_p50_s'] * 1000:.0f} ms; target <= 0.5x: {_verdict(value <= 0.5)})"
+            )
     kv_token = settings.get("kv_bytes_per_token") or {}
     for point in (r for r in rows if r.get("extra_point") and r.get("workload") == "long" and r.get("peak_rss_mb")):
-        live = point["concurrency"] * ((point.get("prompt_tokens_mean") or 0) + settings.get("max_tokens", 0))  # tokens at the end of a wave
+        live = point["concurrency"] * (
+            (point.get("prompt_tokens_mean") or 0) + settings.get("max_tokens", 0)
+        )  # tokens at the end of a wave
         grown = point["peak_rss_mb"] - point["rss_before_mb"]
         store = kv_token.get("servelm" if point["system"].startswith("servelm") else "vllm")
         need = live * store / 2**20 if store else None
-        judged = f"; KV the live tokens need: {need:.0f} MiB, growth / need = **{grown / need:.2f}x** (target <= 2x: {_verdict(grown <= 2 * need)})" if need else ""
-        lines.append(f"- {point['system']}: {point['concurrency']} clients x ~{point.get('prompt_tokens_mean', 0):.0f}-token prompts: "
-                     f"peak RSS {point['peak_rss_mb']:.0f} MiB (grew {grown:.0f} MiB under load){judged}")
+        judged = (
+            f"; KV the live tokens need: {need:.0f} MiB, growth / need = **{grown / need:.2f}x** (target <= 2x: {_verdict(grown <= 2 * need)})"
+            if need
+            else ""
+        )
+        lines.append(
+            f"- {point['system']}: {point['concurrency']} clients x ~{point.get('prompt_tokens_mean', 0):.0f}-token prompts: "
+            f"peak RSS {point['peak_rss_mb']:.0f} MiB (grew {grown:.0f} MiB under load){judged}"
+        )
     return lines
 
 
@@ -125,28 +166,48 @@ def markdown(report: dict[str, Any]) -> str:
     rows, top = report["rows"], max(settings["concurrency"])
     real = settings.get("model", "tiny") != "tiny"
     ms: Callable[[Optional[float]], str] = lambda v: "-" if v is None else f"{v * 1000:.1f} ms"  # noqa: E731
-    out = [f"# servelm vs vLLM vs MLflow: {settings.get('model', 'tiny')} ({report['date']})", "",
-           f"Machine: {report['machine']}. Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v) + ".",
-           f"Load: benchmarks/serve.py (aiohttp, a fresh client process per level, the same for every system), {settings['requests']} requests per level, "
-           f"workload `{settings.get('workload', 'fixed')}`, max_tokens {settings['max_tokens']} with ignore_eos where supported, temperature 0"
-           + (f"; each level run {settings.get('repeat')} times, the median kept." if settings.get("repeat", 1) > 1 else "."),
-           "Systems ran one after another in this one run. TTFT for MLflow (no streaming) is its whole reply's latency (marked *).", "",
-           "## LLM (streamed chat completions)", "",
-           "| system | workload | clients | prompt tokens | output tok/s | req/s | TTFT p50 | TTFT p99 | TPOT p50 | ITL p50 | peak RSS | failures |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out = [
+        f"# servelm vs vLLM vs MLflow: {settings.get('model', 'tiny')} ({report['date']})",
+        "",
+        f"Machine: {report['machine']}. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v)
+        + ".",
+        f"Load: benchmarks/serve.py (aiohttp, a fresh client process per level, the same for every system), {settings['requests']} requests per level, "
+        f"workload `{settings.get('workload', 'fixed')}`, max_tokens {settings['max_tokens']} with ignore_eos where supported, temperature 0"
+        + (
+            f"; each level run {settings.get('repeat')} times, the median kept."
+            if settings.get("repeat", 1) > 1
+            else "."
+        ),
+        "Systems ran one after another in this one run. TTFT for MLflow (no streaming) is its whole reply's latency (marked *).",
+        "",
+        "## LLM (streamed chat completions)",
+        "",
+        "| system | workload | clients | prompt tokens | output tok/s | req/s | TTFT p50 | TTFT p99 | TPOT p50 | ITL p50 | peak RSS | failures |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in (r for r in rows if r["kind"] == "llm"):
         star = "" if r["stream"] else "*"
         rss = f"{r['peak_rss_mb']:.0f} MiB" if r.get("peak_rss_mb") else "-"
-        out.append(f"| {r['system']} | {r.get('workload', 'fixed')} | {r['concurrency']} | {r.get('prompt_tokens_mean') or '-'} | {r['output_throughput']:.1f} | "
-                   f"{r['request_throughput']:.2f} | {ms(first_token(r, 'p50'))}{star} | {ms(first_token(r, 'p99'))}{star} | {ms(r.get('tpot_p50_s'))} | "
-                   f"{ms(r.get('itl_p50_s'))} | {rss} | {r['failures']} |")
+        out.append(
+            f"| {r['system']} | {r.get('workload', 'fixed')} | {r['concurrency']} | {r.get('prompt_tokens_mean') or '-'} | {r['output_throughput']:.1f} | "
+            f"{r['request_throughput']:.2f} | {ms(first_token(r, 'p50'))}{star} | {ms(first_token(r, 'p99'))}{star} | {ms(r.get('tpot_p50_s'))} | "
+            f"{ms(r.get('itl_p50_s'))} | {rss} | {r['failures']} |"
+        )
     agents = [r for r in rows if r["kind"] == "agent"]
     if agents:
-        out += ["", "## Trivial ChatAgent (request overhead, not streamed)", "", "| system | route | clients | req/s | p50 | p99 | failures | load |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        out += [
+            "",
+            "## Trivial ChatAgent (request overhead, not streamed)",
+            "",
+            "| system | route | clients | req/s | p50 | p99 | failures | load |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for r in agents:
-            out.append(f"| {r['system']} | {r['route']} | {r['concurrency']} | {r['request_throughput']:.0f} | {ms(r['e2e_p50_s'])} | {ms(r['e2e_p99_s'])} | "
-                       f"{r['failures']} | {r.get('load_tool', 'aiohttp')} |")
+            out.append(
+                f"| {r['system']} | {r['route']} | {r['concurrency']} | {r['request_throughput']:.0f} | {ms(r['e2e_p50_s'])} | {ms(r['e2e_p99_s'])} | "
+                f"{r['failures']} | {r.get('load_tool', 'aiohttp')} |"
+            )
     targets = real_targets(rows, settings["concurrency"], settings) if real else tiny_targets(rows, top)
     out += ["", "## Targets", ""] + (targets or ["- (not enough systems in this run to compute the target ratios)"])
     if report["skipped"]:
@@ -168,21 +229,32 @@ def plots(report: dict[str, Any], out_dir: str, stem: str) -> list[str]:
     systems = sorted({r["system"] for r in rows})
     settings = report["settings"]
     written = []
-    for metric, ylabel, fname in (("output_throughput", "output tokens/s", "throughput"), ("ttft", "time to first token (ms)", "ttft")):
+    for metric, ylabel, fname in (
+        ("output_throughput", "output tokens/s", "throughput"),
+        ("ttft", "time to first token (ms)", "ttft"),
+    ):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for system in systems:
             mine = sorted((r for r in rows if r["system"] == system), key=lambda r: r["concurrency"])
             xs = [r["concurrency"] for r in mine]
             if metric == "ttft":
                 ax.plot(xs, [(first_token(r, "p50") or 0) * 1000 for r in mine], marker="o", label=f"{system} p50")
-                ax.plot(xs, [(first_token(r, "p99") or 0) * 1000 for r in mine], marker="x", linestyle="--", label=f"{system} p99")
+                ax.plot(
+                    xs,
+                    [(first_token(r, "p99") or 0) * 1000 for r in mine],
+                    marker="x",
+                    linestyle="--",
+                    label=f"{system} p99",
+                )
                 ax.set_yscale("log")
             else:
                 ax.plot(xs, [r[metric] for r in mine], marker="o", label=system)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent clients")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{settings.get('model', 'tiny')}, workload {settings.get('workload', 'fixed')}, {settings['max_tokens']} tokens per request ({report['date']})")
+        ax.set_title(
+            f"{settings.get('model', 'tiny')}, workload {settings.get('workload', 'fixed')}, {settings['max_tokens']} tokens per request ({report['date']})"
+        )
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -28,28 +29,28 @@ import aiohttp
 
 PROMPT = "Write a short story about a small model server that answers many questions at once."
 WORKLOADS = ("fixed", "real", "long", "agent")
-_WORDS = ("time year people way day man thing woman life child world school state family student group country problem hand part "
-          "place case week company system program question work government number night point home water room mother area money story "
-          "fact month lot right study book eye job word business issue side kind head house service friend father power hour game line "
-          "end member law car city community name president team minute idea kid body information back parent face others level office "
-          "door health person art war history party result change morning reason research girl guy moment air teacher force education "
-          "foot boy age policy music market sense nation plan college interest death experience effect use class control care field "
-          "development role effort rate heart drug show leader light voice wife police mind price report decision son view relationship "
-          "town road arm difference value building action model season society tax director position player record paper space ground "
-          "form event official matter center couple site project activity star table need court american oil situation cost industry "
-          "figure street image phone data picture practice piece land product doctor wall patient worker news test movie north love "
-          "support technology step baby computer type attention film tree source organization hair window evidence population site "
-          "small large new old good great high different important public bad same able local sure free better best early young").split()
+_WORDS = (
+    "time year people way day man thing woman life child world school state family student group country problem hand part "
+    "place case week company system program question work government number night point home water room mother area money story "
+    "fact month lot right study book eye job word business issue side kind head house service friend father power hour game line "
+    "end member law car city community name president team minute idea kid body information back parent face others level office "
+    "door health person art war history party result change morning reason research girl guy moment air teacher force education "
+    "foot boy age policy music market sense nation plan college interest death experience effect use class control care field "
+    "development role effort rate heart drug show leader light voice wife police mind price report decision son view relationship "
+    "town road arm difference value building action model season society tax director position player record paper space ground "
+    "form event official matter center couple site project activity star table need court american oil situation cost industry "
+    "figure street image phone data picture practice piece land product doctor wall patient worker news test movie north love "
+    "support technology step baby computer type attention film tree source organization hair window evidence population site "
+    "small large new old good great high different important public bad same able local sure free better best early young"
+).split()
 
 
-def _text(rng: "random.Random", words: int) -> str:
+def _text(rng: random.Random, words: int) -> str:
     return " ".join(rng.choice(_WORDS) for _ in range(words))
 
 
 def workload_messages(workload: str, index: int) -> list[dict[str, str]]:
     """The chat messages of request ``index`` of a workload (distinct per index, the same across runs)."""
-    import random
-
     if workload == "fixed":
         return [{"role": "user", "content": PROMPT}]
     rng = random.Random(f"{workload}-{index}")
@@ -60,7 +61,10 @@ def workload_messages(workload: str, index: int) -> list[dict[str, str]]:
     if workload == "agent":
         shared = random.Random("agent-system-prompt")
         system = "You are a helpful assistant for a logistics company. Follow these notes: " + _text(shared, 950)
-        return [{"role": "system", "content": system}, {"role": "user", "content": f"Question {index}: {_text(rng, 12)}?"}]
+        return [
+            {"role": "system", "content": system},
+            {"role": "user", "content": f"Question {index}: {_text(rng, 12)}?"},
+        ]
     raise ValueError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
 
 
@@ -89,7 +93,7 @@ def _content_of(payload: dict[str, Any]) -> str:
     return (delta.get("content") or "") if isinstance(delta, dict) else ""
 
 
-async def one_request(session: "aiohttp.ClientSession", url: str, body: dict[str, Any], stream: bool) -> Result:
+async def one_request(session: aiohttp.ClientSession, url: str, body: dict[str, Any], stream: bool) -> Result:
     """Send one request; time its content chunks and read its usage."""
     start = time.perf_counter()
     try:
@@ -124,23 +128,32 @@ async def one_request(session: "aiohttp.ClientSession", url: str, body: dict[str
                     last = now
         result.e2e = time.perf_counter() - start
         return result
-    except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError):
+    except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError):
         return Result(False, time.perf_counter() - start)
 
 
 def _stats(prefix: str, values: list[float]) -> dict[str, Optional[float]]:
     if not values:
         return {f"{prefix}_mean_s": None, f"{prefix}_p50_s": None, f"{prefix}_p99_s": None}
-    return {f"{prefix}_mean_s": round(statistics.mean(values), 5), f"{prefix}_p50_s": round(percentile(values, 0.5) or 0, 5),
-            f"{prefix}_p99_s": round(percentile(values, 0.99) or 0, 5)}
+    return {
+        f"{prefix}_mean_s": round(statistics.mean(values), 5),
+        f"{prefix}_p50_s": round(percentile(values, 0.5) or 0, 5),
+        f"{prefix}_p99_s": round(percentile(values, 0.99) or 0, 5),
+    }
 
 
-async def run_level(url: str, body: dict[str, Any], concurrency: int, requests: int, stream: bool, workload: str = "fixed") -> dict[str, Any]:
+async def run_level(
+    url: str, body: dict[str, Any], concurrency: int, requests: int, stream: bool, workload: str = "fixed"
+) -> dict[str, Any]:
     """``requests`` requests from ``concurrency`` clients (after a warm-up); one result row."""
     connector = aiohttp.TCPConnector(limit=concurrency)
 
     def body_for(index: int) -> dict[str, Any]:
-        return body if workload == "fixed" or "messages" not in body else {**body, "messages": workload_messages(workload, index)}
+        return (
+            body
+            if workload == "fixed" or "messages" not in body
+            else {**body, "messages": workload_messages(workload, index)}
+        )
 
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=3600)) as client:
         await asyncio.gather(*(one_request(client, url, body_for(-1 - i), stream) for i in range(concurrency)))
@@ -157,13 +170,26 @@ async def run_level(url: str, body: dict[str, Any], concurrency: int, requests: 
         duration = time.perf_counter() - start  # seconds
     ok = [r for r in results if r.ok]
     tokens = sum(r.output_tokens for r in ok)
-    row: dict[str, Any] = {"concurrency": concurrency, "requests": len(results), "failures": len(results) - len(ok), "duration_s": round(duration, 3),
-                           "request_throughput": round(len(ok) / duration, 2), "output_tokens": tokens, "output_throughput": round(tokens / duration, 1),
-                           "workload": workload, "prompt_tokens_mean": round(statistics.mean(r.prompt_tokens for r in ok), 1) if ok else None}
+    row: dict[str, Any] = {
+        "concurrency": concurrency,
+        "requests": len(results),
+        "failures": len(results) - len(ok),
+        "duration_s": round(duration, 3),
+        "request_throughput": round(len(ok) / duration, 2),
+        "output_tokens": tokens,
+        "output_throughput": round(tokens / duration, 1),
+        "workload": workload,
+        "prompt_tokens_mean": round(statistics.mean(r.prompt_tokens for r in ok), 1) if ok else None,
+    }
     row.update(_stats("e2e", [r.e2e for r in ok]))
     if stream:
         row.update(_stats("ttft", [r.ttft for r in ok if r.ttft is not None]))
-        row.update(_stats("tpot", [(r.e2e - r.ttft) / (r.output_tokens - 1) for r in ok if r.ttft is not None and r.output_tokens > 1]))
+        row.update(
+            _stats(
+                "tpot",
+                [(r.e2e - r.ttft) / (r.output_tokens - 1) for r in ok if r.ttft is not None and r.output_tokens > 1],
+            )
+        )
         row.update(_stats("itl", [g for r in ok for g in r.gaps]))
     return row
 
@@ -187,20 +213,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--model", default=None, help="model name to send")
-    parser.add_argument("--path", default="/v1/chat/completions", help="route to load (/v1/chat/completions or /invocations)")
+    parser.add_argument(
+        "--path", default="/v1/chat/completions", help="route to load (/v1/chat/completions or /invocations)"
+    )
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated client counts")
     parser.add_argument("--requests", type=int, default=128, help="requests per concurrency level")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--ignore-eos", action="store_true", help="ask for exactly max_tokens per request")
     parser.add_argument("--body", help="send this JSON body as is (instead of building one from the flags above)")
-    parser.add_argument("--workload", default="fixed", choices=WORKLOADS, help="the prompts: one fixed prompt, or distinct ones per request")
+    parser.add_argument(
+        "--workload",
+        default="fixed",
+        choices=WORKLOADS,
+        help="the prompts: one fixed prompt, or distinct ones per request",
+    )
     parser.add_argument("--label", default="", help="system name recorded with the results")
     parser.add_argument("--out", help="append result rows as JSON lines to this file")
     args = parser.parse_args()
-    body = json.loads(args.body) if args.body else request_body(args.path, args.model, args.max_tokens, args.stream, args.ignore_eos)
+    body = (
+        json.loads(args.body)
+        if args.body
+        else request_body(args.path, args.model, args.max_tokens, args.stream, args.ignore_eos)
+    )
     for level in (int(c) for c in args.concurrency.split(",")):
-        row = asyncio.run(run_level(args.url.rstrip("/") + args.path, body, level, args.requests, args.stream, args.workload))
+        row = asyncio.run(
+            run_level(args.url.rstrip("/") + args.path, body, level, args.requests, args.stream, args.workload)
+        )
         row.update(system=args.label, max_tokens=args.max_tokens, stream=args.stream)
         if args.workload == "fixed":
             row["prompt"] = PROMPT

@@ -28,7 +28,7 @@ AGENT_SYSTEMS = ("servelm-agent", "mlflow-agent")
 VLLM_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_HOST_IP": "127.0.0.1"}
 MODELS = ("tiny", "smollm2")  # a random tiny Llama (hidden 64, 2 layers), or SmolLM2-135M-Instruct
 
-SERVELM_AGENT = '''
+SERVELM_AGENT = """
 from servelm.agents import ChatAgent, ChatAgentMessage, ChatAgentResponse
 from servelm.flavors import set_model
 
@@ -39,8 +39,8 @@ class Echo(ChatAgent):
 
 
 set_model(Echo())
-'''
-MLFLOW_AGENT = '''
+"""
+MLFLOW_AGENT = """
 import mlflow
 from mlflow.pyfunc import ChatAgent
 from mlflow.types.agent import ChatAgentMessage, ChatAgentResponse
@@ -52,15 +52,15 @@ class Echo(ChatAgent):
 
 
 mlflow.models.set_model(Echo())
-'''
-MLFLOW_SAVE = '''
+"""
+MLFLOW_SAVE = """
 import sys, mlflow
 from transformers import AutoModelForCausalLM, AutoTokenizer
 source, agent_code, out_llm, out_agent = sys.argv[1:5]
 mlflow.pyfunc.save_model(out_agent, python_model=agent_code, pip_requirements=["mlflow"])
 model, tokenizer = AutoModelForCausalLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)
 mlflow.transformers.save_model({"model": model, "tokenizer": tokenizer}, out_llm, task="llm/v1/chat", pip_requirements=["torch", "transformers"])
-'''
+"""
 
 
 @dataclass
@@ -83,7 +83,9 @@ def python_with(module: str, given: Optional[str] = None, env_var: Optional[str]
     for candidate in (given, os.environ.get(env_var) if env_var else None, PYTHON):
         if not candidate:
             continue
-        candidate = os.path.abspath(candidate) if os.sep in candidate else candidate  # children run in other directories
+        candidate = (
+            os.path.abspath(candidate) if os.sep in candidate else candidate
+        )  # children run in other directories
         if subprocess.run([candidate, "-c", f"import {module}"], capture_output=True).returncode == 0:
             return candidate
     return None
@@ -92,7 +94,9 @@ def python_with(module: str, given: Optional[str] = None, env_var: Optional[str]
 def version_of(python: Optional[str], module: str) -> Optional[str]:
     if python is None:
         return None
-    out = subprocess.run([python, "-c", f"import {module}; print({module}.__version__)"], capture_output=True, text=True)
+    out = subprocess.run(
+        [python, "-c", f"import {module}; print({module}.__version__)"], capture_output=True, text=True
+    )
     return out.stdout.strip() or None
 
 
@@ -105,7 +109,9 @@ def free_port() -> int:
 
 
 # ---------------------------------------------------------------------------------------------- models
-def prepare_models(work: str, systems: list[str], mlflow_python: Optional[str], model: str = "tiny", onnx_precision: str = "fp32") -> dict[str, str]:
+def prepare_models(
+    work: str, systems: list[str], mlflow_python: Optional[str], model: str = "tiny", onnx_precision: str = "fp32"
+) -> dict[str, str]:
     """Model directories for the chosen systems, built in ``work`` from the same checkpoint."""
     from servelm.flavors.transformers import save_model as save_transformers
     from servelm.flavors.transformers import smollm2, tiny_model
@@ -131,16 +137,39 @@ def prepare_models(work: str, systems: list[str], mlflow_python: Optional[str], 
         code = os.path.join(work, "mlflow_agent.py")
         with open(code, "w") as f:
             f.write(MLFLOW_AGENT)
-        models["mlflow-transformers"], models["mlflow-agent"] = os.path.join(work, "mlflow-transformers"), os.path.join(work, "mlflow-agent")
-        subprocess.run([mlflow_python, "-c", MLFLOW_SAVE, models["hf"], code, models["mlflow-transformers"], models["mlflow-agent"]],
-                       check=True, capture_output=True, env={**os.environ, "MLFLOW_TRACKING_URI": f"file://{work}/mlruns"})
+        models["mlflow-transformers"], models["mlflow-agent"] = (
+            os.path.join(work, "mlflow-transformers"),
+            os.path.join(work, "mlflow-agent"),
+        )
+        subprocess.run(
+            [
+                mlflow_python,
+                "-c",
+                MLFLOW_SAVE,
+                models["hf"],
+                code,
+                models["mlflow-transformers"],
+                models["mlflow-agent"],
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "MLFLOW_TRACKING_URI": f"file://{work}/mlruns"},
+        )
     return models
 
 
-def build_system(name: str, models: dict[str, str], args: argparse.Namespace, pythons: dict[str, Optional[str]], workers: int) -> System:
+def build_system(
+    name: str, models: dict[str, str], args: argparse.Namespace, pythons: dict[str, Optional[str]], workers: int
+) -> System:
     """The command line, environment and request body of one system."""
-    llm_body = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": args.max_tokens, "temperature": 0.0, "ignore_eos": True,
-                "stream": True, "stream_options": {"include_usage": True}}
+    llm_body = {
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": args.max_tokens,
+        "temperature": 0.0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     agent_body = {"messages": [{"role": "user", "content": "Say hello to the benchmark."}]}
     servelm = [PYTHON, "-m", "servelm.serving.cli", "serve", "--log-level", "warning", "--workers", str(workers)]
     if args.servelm_threads:
@@ -150,27 +179,118 @@ def build_system(name: str, models: dict[str, str], args: argparse.Namespace, py
     vllm_args = ["--max-model-len", str(args.max_model_len)] if args.max_model_len else []
     label = f"{name} ({workers} workers)" if workers > 1 else name
     if name == "servelm-transformers":
-        return System(label, "llm", servelm + ["-m", models["transformers"], "--served-model-name", "tiny"], "/v1/chat/completions",
-                      {**llm_body, "model": "tiny"}, True, one_thread)
+        return System(
+            label,
+            "llm",
+            servelm + ["-m", models["transformers"], "--served-model-name", "tiny"],
+            "/v1/chat/completions",
+            {**llm_body, "model": "tiny"},
+            True,
+            one_thread,
+        )
     if name == "servelm-onnx":
-        return System(label, "llm", servelm + ["-m", models["onnx"], "--served-model-name", "tiny"], "/v1/chat/completions",
-                      {**llm_body, "model": "tiny"}, True, one_thread)
+        return System(
+            label,
+            "llm",
+            servelm + ["-m", models["onnx"], "--served-model-name", "tiny"],
+            "/v1/chat/completions",
+            {**llm_body, "model": "tiny"},
+            True,
+            one_thread,
+        )
     if name == "servelm-vllm":
-        argv = [pythons["vllm"] or "", "-m", "servelm.serving.cli", "serve", "--log-level", "warning", "--engine", "vllm",
-                "-m", models["transformers"], "--served-model-name", "tiny"] + vllm_args
-        return System(name, "llm", argv, "/v1/chat/completions", {**llm_body, "model": "tiny"}, True, vllm_env, startup_timeout=400)
+        argv = [
+            pythons["vllm"] or "",
+            "-m",
+            "servelm.serving.cli",
+            "serve",
+            "--log-level",
+            "warning",
+            "--engine",
+            "vllm",
+            "-m",
+            models["transformers"],
+            "--served-model-name",
+            "tiny",
+        ] + vllm_args
+        return System(
+            name,
+            "llm",
+            argv,
+            "/v1/chat/completions",
+            {**llm_body, "model": "tiny"},
+            True,
+            vllm_env,
+            startup_timeout=400,
+        )
     if name == "vllm":
-        argv = [pythons["vllm"] or "", "-m", "vllm.entrypoints.openai.api_server", "--model", models["hf"], "--served-model-name", "tiny",
-                "--host", "127.0.0.1"] + vllm_args
-        return System(name, "llm", argv, "/v1/chat/completions", {**llm_body, "model": "tiny"}, True, vllm_env, startup_timeout=400)
-    mlflow_env = {"PATH": os.path.dirname(pythons["mlflow"] or PYTHON) + os.pathsep + os.environ.get("PATH", "")}  # it execs `uvicorn`
+        argv = [
+            pythons["vllm"] or "",
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            models["hf"],
+            "--served-model-name",
+            "tiny",
+            "--host",
+            "127.0.0.1",
+        ] + vllm_args
+        return System(
+            name,
+            "llm",
+            argv,
+            "/v1/chat/completions",
+            {**llm_body, "model": "tiny"},
+            True,
+            vllm_env,
+            startup_timeout=400,
+        )
+    mlflow_env = {
+        "PATH": os.path.dirname(pythons["mlflow"] or PYTHON) + os.pathsep + os.environ.get("PATH", "")
+    }  # it execs `uvicorn`
     if name == "mlflow-transformers":  # MLflow cannot stream, and its sampler refuses temperature 0
-        argv = [pythons["mlflow"] or "", "-m", "mlflow", "models", "serve", "-m", models["mlflow-transformers"], "--env-manager", "local", "-h", "127.0.0.1"]
-        return System(name, "llm", argv, "/invocations", {"messages": llm_body["messages"], "max_tokens": args.max_tokens}, False, {**one_thread, **mlflow_env}, "/ping", 180)
+        argv = [
+            pythons["mlflow"] or "",
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            models["mlflow-transformers"],
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+        ]
+        return System(
+            name,
+            "llm",
+            argv,
+            "/invocations",
+            {"messages": llm_body["messages"], "max_tokens": args.max_tokens},
+            False,
+            {**one_thread, **mlflow_env},
+            "/ping",
+            180,
+        )
     if name == "servelm-agent":
-        return System(label, "agent", servelm + ["-m", models["servelm-agent"]], "/v1/chat/completions", agent_body, False)
+        return System(
+            label, "agent", servelm + ["-m", models["servelm-agent"]], "/v1/chat/completions", agent_body, False
+        )
     if name == "mlflow-agent":
-        argv = [pythons["mlflow"] or "", "-m", "mlflow", "models", "serve", "-m", models["mlflow-agent"], "--env-manager", "local", "-h", "127.0.0.1"]
+        argv = [
+            pythons["mlflow"] or "",
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            models["mlflow-agent"],
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+        ]
         return System(name, "agent", argv, "/invocations", agent_body, False, mlflow_env, "/ping", 180)
     raise ValueError(f"unknown system {name!r}")
 
@@ -194,7 +314,11 @@ def start(system: System, work: str) -> tuple[subprocess.Popen[bytes], str, str]
         if proc.poll() is not None:
             raise RuntimeError(f"{system.name} exited with {proc.returncode} while starting; log: {_tail(log_path)}")
         try:
-            healthy = healthy + 1 if httpx.get(base + system.health, timeout=2, headers={"Connection": "close"}).status_code == 200 else 0
+            healthy = (
+                healthy + 1
+                if httpx.get(base + system.health, timeout=2, headers={"Connection": "close"}).status_code == 200
+                else 0
+            )
         except httpx.HTTPError:
             healthy = 0
         if healthy >= 20:
@@ -227,9 +351,18 @@ def measure_with_wrk(system: System, base: str, clients: int, seconds: float, wo
     a Python client would be the bottleneck, not the server."""
     script = os.path.join(work, "post.lua")
     with open(script, "w") as f:
-        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = ' + json.dumps(json.dumps(system.body)) + "\n")
-    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--latency", "-s", script, base + system.path],
-                         capture_output=True, text=True, timeout=seconds + 60).stdout
+        f.write(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = '
+            + json.dumps(json.dumps(system.body))
+            + "\n"
+        )
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--latency", "-s", script, base + system.path],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    ).stdout
+
     def latency(label: str) -> Optional[float]:
         for line in out.splitlines():
             parts = line.split()
@@ -238,18 +371,37 @@ def measure_with_wrk(system: System, base: str, clients: int, seconds: float, wo
                 scale = 1e-6 if value.endswith("us") else 1e-3 if value.endswith("ms") else 1.0
                 return round(float(value.rstrip("ums")) * scale, 5)
         return None
+
     rate = next((float(line.split()[1]) for line in out.splitlines() if line.startswith("Requests/sec")), 0.0)
     total = next((int(line.split()[0]) for line in out.splitlines() if "requests in" in line), 0)
     bad = next((int(line.split()[-1]) for line in out.splitlines() if "Non-2xx" in line), 0)
-    row = {"concurrency": clients, "requests": total, "failures": bad, "duration_s": seconds, "request_throughput": rate, "output_tokens": 0,
-           "output_throughput": 0.0, "e2e_mean_s": None, "e2e_p50_s": latency("50%"), "e2e_p99_s": latency("99%"), "load_tool": "wrk"}
+    row = {
+        "concurrency": clients,
+        "requests": total,
+        "failures": bad,
+        "duration_s": seconds,
+        "request_throughput": rate,
+        "output_tokens": 0,
+        "output_throughput": 0.0,
+        "e2e_mean_s": None,
+        "e2e_p50_s": latency("50%"),
+        "e2e_p99_s": latency("99%"),
+        "load_tool": "wrk",
+    }
     row.update(system=system.name, kind=system.kind, stream=False, route=system.path)
     print(json.dumps(row), flush=True)
     return row
 
 
-def measure(system: System, base: str, levels: list[int], requests: int, repeat: int = 1, workload: str = "fixed",
-            proc: Optional[subprocess.Popen[bytes]] = None) -> list[dict[str, Any]]:
+def measure(
+    system: System,
+    base: str,
+    levels: list[int],
+    requests: int,
+    repeat: int = 1,
+    workload: str = "fixed",
+    proc: Optional[subprocess.Popen[bytes]] = None,
+) -> list[dict[str, Any]]:
     """One row per concurrency level from benchmarks/serve.py, run in a fresh process per level (a load
     client sharing its heap would spend its time in the garbage collector). With ``repeat`` > 1 the
     levels run that many times over and each level's row is the run with the median throughput (all
@@ -260,13 +412,34 @@ def measure(system: System, base: str, levels: list[int], requests: int, repeat:
         rows = []
         for i in range(len(levels)):
             runs = sorted((r[i] for r in rounds), key=lambda r: r["output_throughput"] or r["request_throughput"])
-            rows.append({**runs[len(runs) // 2], "runs": [{k: r[k] for k in ("output_throughput", "request_throughput", "ttft_p50_s") if k in r} for r in runs]})
+            rows.append(
+                {
+                    **runs[len(runs) // 2],
+                    "runs": [
+                        {k: r[k] for k in ("output_throughput", "request_throughput", "ttft_p50_s") if k in r}
+                        for r in runs
+                    ],
+                }
+            )
         return rows
     rows = []
     for level in levels:
-        argv = [PYTHON, os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve.py"), "--url", base, "--path", system.path,
-                "--concurrency", str(level), "--requests", str(max(requests, level)), "--body", json.dumps(system.body),
-                "--workload", workload] + (["--stream"] if system.stream else [])
+        argv = [
+            PYTHON,
+            os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve.py"),
+            "--url",
+            base,
+            "--path",
+            system.path,
+            "--concurrency",
+            str(level),
+            "--requests",
+            str(max(requests, level)),
+            "--body",
+            json.dumps(system.body),
+            "--workload",
+            workload,
+        ] + (["--stream"] if system.stream else [])
         sampler = MemorySampler(proc.pid) if proc is not None else None
         try:
             out = subprocess.run(argv, capture_output=True, text=True, timeout=7200)
@@ -275,7 +448,9 @@ def measure(system: System, base: str, levels: list[int], requests: int, repeat:
         if out.returncode != 0:
             raise RuntimeError(f"load generator failed: {out.stderr[-2000:]}")
         row = json.loads(out.stdout.strip().splitlines()[-1])
-        row.update(system=system.name, kind=system.kind, stream=system.stream, route=system.path, load_tool="aiohttp", **memory)
+        row.update(
+            system=system.name, kind=system.kind, stream=system.stream, route=system.path, load_tool="aiohttp", **memory
+        )
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows

@@ -24,9 +24,13 @@ def set_model(model: Any) -> None:
     LangChain runnable (served through its ``invoke`` / ``batch`` / ``stream``).
     """
     if model is None or isinstance(model, (str, bytes)):
-        raise ValueError(f"set_model({model!r}): pass the model object (a PythonModel, agent, callable or LangChain runnable)")
+        raise ValueError(
+            f"set_model({model!r}): pass the model object (a PythonModel, agent, callable or LangChain runnable)"
+        )
     if not (callable(model) or hasattr(model, "predict") or hasattr(model, "invoke")):
-        raise TypeError(f"set_model: {type(model).__name__} is neither a PythonModel / agent, a callable, nor a LangChain runnable")
+        raise TypeError(
+            f"set_model: {type(model).__name__} is neither a PythonModel / agent, a callable, nor a LangChain runnable"
+        )
     stack = getattr(_slots, "stack", None)
     if not stack:
         raise RuntimeError("set_model() was called outside of a servelm models-from-code load")
@@ -76,7 +80,7 @@ def _mlflow_global_model() -> Any:
 class capture_model:
     """Context manager that runs a code file and collects what it passed to ``set_model``."""
 
-    def __enter__(self) -> "capture_model":
+    def __enter__(self) -> capture_model:
         if not hasattr(_slots, "stack"):
             _slots.stack = []
         _slots.stack.append(_MISSING)
@@ -92,7 +96,9 @@ class capture_model:
         if self.model is _MISSING:
             self.model = _mlflow_global_model()
         if self.model is None or self.model is _MISSING:
-            raise ModelFormatError(f"{code_path} did not call servelm.flavors.set_model(model) (or mlflow.models.set_model)")
+            raise ModelFormatError(
+                f"{code_path} did not call servelm.flavors.set_model(model) (or mlflow.models.set_model)"
+            )
         return self.model
 
 
@@ -142,7 +148,7 @@ class model_config_for_load:
     def __init__(self, config: Any):
         self.config = config
 
-    def __enter__(self) -> "model_config_for_load":
+    def __enter__(self) -> model_config_for_load:
         if not hasattr(_slots, "configs"):
             _slots.configs = []
         _slots.configs.append(self.config)

@@ -9,9 +9,9 @@ import os
 import platform
 import re
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import yaml
 
@@ -70,7 +70,9 @@ def requirements_for_modules(modules: Iterable[str]) -> list[str]:
 CONSTRAINTS_FILE = "constraints.txt"
 
 
-def write_environment(path: str, requirements: list[str], env_var_names: Iterable[str] = (), conda_env: Any = None) -> None:
+def write_environment(
+    path: str, requirements: list[str], env_var_names: Iterable[str] = (), conda_env: Any = None
+) -> None:
     """Write requirements.txt, python_env.yaml, conda.yaml (and environment_variables.txt if any).
 
     ``-c FILE`` entries (constraints) go to constraints.txt, referenced from requirements.txt as MLflow
@@ -81,7 +83,9 @@ def write_environment(path: str, requirements: list[str], env_var_names: Iterabl
     requirements, constraints = split_constraints(requirements)
     if conda_env is not None:
         conda = read_conda_env(conda_env)
-        pip_section = next((d["pip"] for d in conda.get("dependencies", []) if isinstance(d, dict) and "pip" in d), None)
+        pip_section = next(
+            (d["pip"] for d in conda.get("dependencies", []) if isinstance(d, dict) and "pip" in d), None
+        )
         if pip_section is not None:
             requirements, more = split_constraints(expand_requirements(list(pip_section)))
             constraints += more
@@ -89,14 +93,22 @@ def write_environment(path: str, requirements: list[str], env_var_names: Iterabl
             if isinstance(dep, str) and dep.replace(" ", "").startswith("python="):
                 python = dep.split("=", 1)[1].strip()
     else:
-        conda = {"channels": ["conda-forge"], "dependencies": [f"python={python}", "pip", {"pip": requirements}], "name": "servelm-env"}
+        conda = {
+            "channels": ["conda-forge"],
+            "dependencies": [f"python={python}", "pip", {"pip": requirements}],
+            "name": "servelm-env",
+        }
     if constraints:
         with open(os.path.join(path, CONSTRAINTS_FILE), "w") as f:
             f.write("\n".join(constraints))
         requirements = requirements + [f"-c {CONSTRAINTS_FILE}"]
     with open(os.path.join(path, REQUIREMENTS_FILE), "w") as f:
         f.write("\n".join(requirements))
-    python_env = {"python": python, "build_dependencies": ["pip", "setuptools", "wheel"], "dependencies": ["-r requirements.txt"]}
+    python_env = {
+        "python": python,
+        "build_dependencies": ["pip", "setuptools", "wheel"],
+        "dependencies": ["-r requirements.txt"],
+    }
     with open(os.path.join(path, PYTHON_ENV_FILE), "w") as f:
         yaml.safe_dump(python_env, f, sort_keys=False)
     with open(os.path.join(path, CONDA_FILE), "w") as f:
@@ -142,7 +154,11 @@ def expand_requirements(requirements: Any, base_dir: Optional[str] = None) -> li
         if not os.path.isfile(target):
             raise ValueError(f"requirements entry {line!r}: {target} not found")
         lines = expand_requirements(target)
-        out += lines if flag in ("-r", "--requirement") else [f"-c {entry}" for entry in lines if not entry.startswith("-c ")]
+        out += (
+            lines
+            if flag in ("-r", "--requirement")
+            else [f"-c {entry}" for entry in lines if not entry.startswith("-c ")]
+        )
     return out
 
 
@@ -207,8 +223,8 @@ def record_secret_env_reads() -> Iterator[set[str]]:
     """Within the block, collect names of ``*_API_KEY`` / ``*_API_TOKEN`` variables the code reads."""
     seen: set[str] = set()
     real = os.environ
-    os.environ = _RecordingEnviron(real, seen)  # type: ignore[assignment]
+    os.environ = _RecordingEnviron(real, seen)  # type: ignore[assignment]  # noqa: B003  # swapped on purpose, restored below
     try:
         yield seen
     finally:
-        os.environ = real  # type: ignore[assignment]
+        os.environ = real  # type: ignore[assignment]  # noqa: B003

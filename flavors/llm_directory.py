@@ -43,23 +43,34 @@ def write_llm_metadata(
     """Write the MLmodel (the flavor's block and a python_function block), signature, input example and
     environment of an LLM directory; ``modules`` are what its requirements pin. ``task`` is one of TASKS
     (see ``check_task``)."""
-    pyfunc: dict[str, Any] = {"env": {"conda": "conda.yaml", "virtualenv": "python_env.yaml"}, "loader_module": loader_module,
-                              "python_version": platform.python_version(), "streamable": task == TASK_CHAT}
+    pyfunc: dict[str, Any] = {
+        "env": {"conda": "conda.yaml", "virtualenv": "python_env.yaml"},
+        "loader_module": loader_module,
+        "python_version": platform.python_version(),
+        "streamable": task == TASK_CHAT,
+    }
     if model_config:
         pyfunc["config"] = dict(model_config)
     meta = dict(metadata or {})
     if task == TASK_CHAT:
         meta.setdefault("task", task)
-        signature = signature or ModelSignature(schema_from_pydantic_fields(ChatCompletionRequest, exclude=("model",)), schema_from_pydantic_fields(ChatCompletionResponse))
+        signature = signature or ModelSignature(
+            schema_from_pydantic_fields(ChatCompletionRequest, exclude=("model",)),
+            schema_from_pydantic_fields(ChatCompletionResponse),
+        )
         example = CHAT_EXAMPLE if input_example is None else input_example
     else:
-        signature = signature or ModelSignature(Schema((ColSpec(Scalar("string")),)), Schema((ColSpec(Scalar("string")),)))
+        signature = signature or ModelSignature(
+            Schema((ColSpec(Scalar("string")),)), Schema((ColSpec(Scalar("string")),))
+        )
         example = input_example
     info = _write_example(directory, example) if example is not None else None
     model = Model(signature=signature, saved_input_example_info=info, metadata=meta or None)
     model.add_flavor("python_function", **pyfunc)
     model.add_flavor(flavor_name, **flavor)
-    write_environment(directory, merge_requirements(requirements_for_modules(modules), pip_requirements, extra_pip_requirements))
+    write_environment(
+        directory, merge_requirements(requirements_for_modules(modules), pip_requirements, extra_pip_requirements)
+    )
     model.model_size_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(directory) for f in fs)
     model.save(directory)
     return model

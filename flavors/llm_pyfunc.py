@@ -6,7 +6,8 @@ streamed chunks, a list of requests generated as one batch, ``text-generation`` 
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any, Optional
 
 from servelm.agents import ChatCompletionRequest
 from servelm.agents.ids import new_id, now_seconds
@@ -71,8 +72,19 @@ class ChatLLMPyfunc:
                     delta["role"] = "assistant"
                     first.add(i)
                 if delta or out.finished:
-                    yield {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": self.model_name,
-                           "choices": [{"index": i, "delta": delta, "finish_reason": out.seq.finish_reason if out.finished else None}]}
+                    yield {
+                        "id": chunk_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": self.model_name,
+                        "choices": [
+                            {
+                                "index": i,
+                                "delta": delta,
+                                "finish_reason": out.seq.finish_reason if out.finished else None,
+                            }
+                        ],
+                    }
 
     # ------------------------------------------------------------------ helpers
     def _add(self, batcher: Batcher, chat: ChatCompletionRequest) -> list[Any]:
@@ -80,7 +92,9 @@ class ChatLLMPyfunc:
         params = sampling_params(chat, len(ids), self.context_length, self.config)
         seqs = []
         for choice in range(chat.n or 1):
-            seeded = params if params.seed is None else SamplingParams(**{**params.__dict__, "seed": params.seed + choice})
+            seeded = (
+                params if params.seed is None else SamplingParams(**{**params.__dict__, "seed": params.seed + choice})
+            )
             seqs.append(batcher.add(ids, seeded))
         return seqs
 
@@ -88,9 +102,19 @@ class ChatLLMPyfunc:
         prompt_tokens = len(seqs[0].prompt_ids)
         completion = sum(len(s.generated) for s in seqs)
         return {
-            "id": new_id("chatcmpl"), "object": "chat.completion", "created": now_seconds(), "model": self.model_name,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": s.text}, "finish_reason": s.finish_reason} for i, s in enumerate(seqs)],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion},
+            "id": new_id("chatcmpl"),
+            "object": "chat.completion",
+            "created": now_seconds(),
+            "model": self.model_name,
+            "choices": [
+                {"index": i, "message": {"role": "assistant", "content": s.text}, "finish_reason": s.finish_reason}
+                for i, s in enumerate(seqs)
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion,
+            },
         }
 
     def _predict_text(self, data: Any, params: Optional[dict[str, Any]]) -> Any:
@@ -100,9 +124,16 @@ class ChatLLMPyfunc:
         batcher = self.new_batcher()
         seqs = []
         for text in prompts:
-            seqs.append(batcher.add(self.text_prompt_ids(text), SamplingParams(max_tokens=int(options.get("max_new_tokens", options.get("max_tokens", 64))),
-                                                                                temperature=float(options.get("temperature", 0.0)),
-                                                                                stop=list(options.get("stop") or []))))
+            seqs.append(
+                batcher.add(
+                    self.text_prompt_ids(text),
+                    SamplingParams(
+                        max_tokens=int(options.get("max_new_tokens", options.get("max_tokens", 64))),
+                        temperature=float(options.get("temperature", 0.0)),
+                        stop=list(options.get("stop") or []),
+                    ),
+                )
+            )
         while batcher.has_work():
             batcher.step()
         outputs = [s.text for s in seqs]

@@ -41,12 +41,12 @@ class Model:
         self.saved_input_example_info = saved_input_example_info
         self.metadata = metadata
         self.model_uuid = model_uuid or uuid.uuid4().hex
-        self.utc_time_created = utc_time_created or str(_dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None))
+        self.utc_time_created = utc_time_created or str(_dt.datetime.now(_dt.UTC).replace(tzinfo=None))
         self.model_size_bytes = model_size_bytes
         self.is_signature_from_type_hint = is_signature_from_type_hint
         self.extra = extra
 
-    def add_flavor(self, name: str, **params: Any) -> "Model":
+    def add_flavor(self, name: str, **params: Any) -> Model:
         """Add (or replace) a flavor block."""
         self.flavors[name] = params
         return self
@@ -81,7 +81,7 @@ class Model:
             yaml.safe_dump(self.to_dict(), f, default_flow_style=False, sort_keys=False)
 
     @classmethod
-    def load(cls, path: str) -> "Model":
+    def load(cls, path: str) -> Model:
         """Read a model directory's ``MLmodel`` (``path`` is the directory or the file itself)."""
         file = path if os.path.basename(path) == MLMODEL_FILE else os.path.join(path, MLMODEL_FILE)
         if not os.path.isfile(file):

@@ -30,7 +30,7 @@ class Scalar:
 class Array:
     """A list whose elements all have type ``items``."""
 
-    items: "DataType"
+    items: DataType
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "array", "items": self.items.to_dict()}
@@ -41,7 +41,7 @@ class Property:
     """One named field of an Object."""
 
     name: str
-    dtype: "DataType"
+    dtype: DataType
     required: bool = True
 
 
@@ -52,7 +52,9 @@ class Object:
     properties: tuple[Property, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        props = {p.name: {**p.dtype.to_dict(), "required": p.required} for p in sorted(self.properties, key=lambda p: p.name)}
+        props = {
+            p.name: {**p.dtype.to_dict(), "required": p.required} for p in sorted(self.properties, key=lambda p: p.name)
+        }
         return {"type": "object", "properties": props}
 
 
@@ -60,7 +62,7 @@ class Object:
 class Map:
     """A dict with string keys and values of type ``values``."""
 
-    values: "DataType"
+    values: DataType
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "map", "values": self.values.to_dict()}
@@ -83,7 +85,9 @@ def data_type_from_dict(spec: dict[str, Any]) -> DataType:
     if kind == "array":
         return Array(data_type_from_dict(spec["items"]))
     if kind == "object":
-        return Object(tuple(Property(n, data_type_from_dict(p), p.get("required", True)) for n, p in spec["properties"].items()))
+        return Object(
+            tuple(Property(n, data_type_from_dict(p), p.get("required", True)) for n, p in spec["properties"].items())
+        )
     if kind == "map":
         return Map(data_type_from_dict(spec["values"]))
     if kind == "any":
@@ -94,7 +98,7 @@ def data_type_from_dict(spec: dict[str, Any]) -> DataType:
 
 
 # ------------------------------------------------------------------------------------------ specs
-def _as_data_type(value: Any) -> "DataType":
+def _as_data_type(value: Any) -> DataType:
     """A DataType from what MLflow's constructors accept: a type object, a name ("double"), or an enum
     member of ``mlflow.types.DataType`` (its ``name``)."""
     if isinstance(value, (Scalar, Array, Object, Map, AnyType)):
@@ -110,7 +114,7 @@ def _as_data_type(value: Any) -> "DataType":
     raise ValueError(f"unknown signature type {value!r}")
 
 
-def _unknown_type(name: str) -> "DataType":
+def _unknown_type(name: str) -> DataType:
     raise ValueError(f"unknown signature type {name!r}; use one of {', '.join(SCALAR_TYPES)}")
 
 
@@ -126,7 +130,15 @@ class ColSpec:
     name: Optional[str] = None
     required: bool = True
 
-    def __init__(self, type: Any = None, name: Optional[str] = None, optional: Optional[bool] = None, required: bool = True, *, dtype: Any = None):
+    def __init__(
+        self,
+        type: Any = None,
+        name: Optional[str] = None,
+        optional: Optional[bool] = None,
+        required: bool = True,
+        *,
+        dtype: Any = None,
+    ):
         object.__setattr__(self, "dtype", _as_data_type(dtype if dtype is not None else type))
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "required", (not optional) if optional is not None else required)
@@ -212,7 +224,7 @@ class Schema:
         return json.dumps([s.to_dict() for s in self.specs])
 
     @classmethod
-    def from_json(cls, text: str) -> "Schema":
+    def from_json(cls, text: str) -> Schema:
         specs: list[Spec] = []
         for item in json.loads(text):
             if item.get("type") == "tensor":
@@ -245,7 +257,12 @@ class ParamSpec:
             object.__setattr__(self, "shape", tuple(self.shape))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.dtype, "default": self.default, "shape": list(self.shape) if self.shape else None}
+        return {
+            "name": self.name,
+            "type": self.dtype,
+            "default": self.default,
+            "shape": list(self.shape) if self.shape else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -262,8 +279,13 @@ class ParamSchema:
         return json.dumps([p.to_dict() for p in self.params])
 
     @classmethod
-    def from_json(cls, text: str) -> "ParamSchema":
-        return cls(tuple(ParamSpec(p["name"], p["type"], p.get("default"), tuple(p["shape"]) if p.get("shape") else None) for p in json.loads(text)))
+    def from_json(cls, text: str) -> ParamSchema:
+        return cls(
+            tuple(
+                ParamSpec(p["name"], p["type"], p.get("default"), tuple(p["shape"]) if p.get("shape") else None)
+                for p in json.loads(text)
+            )
+        )
 
 
 @dataclass
@@ -282,7 +304,7 @@ class ModelSignature:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Optional[str]]) -> "ModelSignature":
+    def from_dict(cls, data: dict[str, Optional[str]]) -> ModelSignature:
         return cls(
             inputs=Schema.from_json(data["inputs"]) if data.get("inputs") else None,
             outputs=Schema.from_json(data["outputs"]) if data.get("outputs") else None,
@@ -291,20 +313,3 @@ class ModelSignature:
 
 
 # Inference and enforcement live in modules of their own; their names stay importable from here.
-from .signature_inference import (  # noqa: E402
-    data_type_from_hint,
-    object_from_pydantic,
-    schema_from_pydantic_fields,
-    schema_from_type_hint,
-    data_type_of_value,
-    schema_from_example,
-    params_schema_from_dict,
-    infer_signature,
-    schema_of,
-)
-from .signature_enforcement import (  # noqa: E402
-    enforce_value,
-    enforce_fields,
-    enforce_schema,
-    enforce_params,
-)

@@ -10,6 +10,7 @@ from typing import Any, Optional
 from .errors import SchemaEnforcementError
 from .signature import AnyType, Array, ColSpec, DataType, Map, ParamSchema, Property, Scalar, Schema, TensorSpec
 
+
 def _fail(path: str, expected: str, value: Any) -> SchemaEnforcementError:
     where = f"'{path}'" if path else "the input"
     return SchemaEnforcementError(f"{where}: expected {expected}, got {type(value).__name__} {value!r:.60}")
@@ -159,11 +160,13 @@ def _enforce_tensor(data: Any, schema: Schema) -> Any:
             out[spec.name] = _enforce_one_tensor(data[spec.name], spec, f"tensor '{spec.name}'")
         return out
     if len(specs) > 1:
-        raise SchemaEnforcementError(f"the model takes {len(specs)} named tensors {[s.name for s in specs]}: send a dict of them")
+        raise SchemaEnforcementError(
+            f"the model takes {len(specs)} named tensors {[s.name for s in specs]}: send a dict of them"
+        )
     return _enforce_one_tensor(data, specs[0], "tensor input")
 
 
-def _enforce_one_tensor(data: Any, spec: "TensorSpec", what: str) -> Any:
+def _enforce_one_tensor(data: Any, spec: TensorSpec, what: str) -> Any:
     import numpy as np
 
     want_dtype = np.dtype(spec.dtype)
@@ -177,7 +180,9 @@ def _enforce_one_tensor(data: Any, spec: "TensorSpec", what: str) -> Any:
         except (TypeError, ValueError) as exc:
             raise SchemaEnforcementError(f"{what}: cannot be read as {spec.dtype}: {exc}") from None
     if len(spec.shape) != array.ndim:
-        raise SchemaEnforcementError(f"{what}: expected rank {len(spec.shape)} shape {list(spec.shape)}, got shape {list(array.shape)}")
+        raise SchemaEnforcementError(
+            f"{what}: expected rank {len(spec.shape)} shape {list(spec.shape)}, got shape {list(array.shape)}"
+        )
     for want, got in zip(spec.shape, array.shape):
         if want != -1 and want != got:
             raise SchemaEnforcementError(f"{what}: expected shape {list(spec.shape)}, got {list(array.shape)}")

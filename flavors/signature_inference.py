@@ -25,7 +25,14 @@ from .signature import (
     TensorSpec,
 )
 
-_PY_SCALARS: dict[type, str] = {str: "string", bool: "boolean", int: "long", float: "double", bytes: "binary", _dt.datetime: "datetime"}
+_PY_SCALARS: dict[type, str] = {
+    str: "string",
+    bool: "boolean",
+    int: "long",
+    float: "double",
+    bytes: "binary",
+    _dt.datetime: "datetime",
+}
 
 
 def data_type_from_hint(hint: Any) -> tuple[DataType, bool]:
@@ -139,7 +146,6 @@ def params_schema_from_dict(params: dict[str, Any]) -> ParamSchema:
     return ParamSchema(tuple(specs))
 
 
-
 _KIND_TYPES = {"b": "boolean", "i": "long", "u": "long", "f": "double", "M": "datetime", "U": "string", "S": "binary"}
 
 
@@ -166,7 +172,11 @@ def column_type(series: Any) -> DataType:
         return Scalar(_KIND_TYPES[kind])
     if str(series.dtype).startswith("string"):
         return Scalar("string")
-    types = {data_type_of_value(_plain(v)) for v in series.tolist() if v is not None and not (isinstance(v, float) and v != v)}
+    types = {
+        data_type_of_value(_plain(v))
+        for v in series.tolist()
+        if v is not None and not (isinstance(v, float) and v != v)
+    }
     return types.pop() if len(types) == 1 else AnyType()
 
 
@@ -181,7 +191,12 @@ def schema_of(value: Any) -> Optional[Schema]:
     if _is_frame(value):
         names = list(value.columns)
         named = not all(isinstance(n, int) for n in names)
-        return Schema(tuple(ColSpec(column_type(value[n]), str(n) if named else None, required=not bool(value[n].isna().any())) for n in names))
+        return Schema(
+            tuple(
+                ColSpec(column_type(value[n]), str(n) if named else None, required=not bool(value[n].isna().any()))
+                for n in names
+            )
+        )
     if _is_series(value):
         return Schema((ColSpec(column_type(value), str(value.name) if value.name is not None else None),))
     if _is_array(value):
@@ -191,6 +206,10 @@ def schema_of(value: Any) -> Optional[Schema]:
     return schema_from_example(_plain(value) if hasattr(value, "dtype") else value)
 
 
-def infer_signature(model_input: Any = None, model_output: Any = None, params: Optional[dict[str, Any]] = None) -> ModelSignature:
+def infer_signature(
+    model_input: Any = None, model_output: Any = None, params: Optional[dict[str, Any]] = None
+) -> ModelSignature:
     """A ModelSignature from example input / output (and params with their defaults), as MLflow infers it."""
-    return ModelSignature(schema_of(model_input), schema_of(model_output), params_schema_from_dict(params) if params else None)
+    return ModelSignature(
+        schema_of(model_input), schema_of(model_output), params_schema_from_dict(params) if params else None
+    )

@@ -29,13 +29,15 @@ def resolve_model_uri(uri: Any, dst_path: Optional[str] = None) -> str:
     if not isinstance(uri, str):
         raise ModelFormatError(f"a model URI must be a string or a path, got {type(uri).__name__}")
     if uri.startswith("file://"):
-        return uri[len("file://"):]
+        return uri[len("file://") :]
     if not is_remote_uri(uri):
         return uri
     try:
         import mlflow.artifacts
     except ImportError:
-        raise ModelFormatError(f"{uri}: URIs of this kind resolve through MLflow's client: pip install mlflow") from None
+        raise ModelFormatError(
+            f"{uri}: URIs of this kind resolve through MLflow's client: pip install mlflow"
+        ) from None
     try:
         return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst_path)
     except Exception as exc:

@@ -28,8 +28,12 @@ class Admission:
         start = time.perf_counter()
         if self._slots.locked():
             if self.waiting >= self.max_queue:
-                raise APIError(429, f"server is at capacity ({self.running} running, {self.waiting} waiting); retry shortly",
-                               code="server_overloaded", headers={"Retry-After": "1"})
+                raise APIError(
+                    429,
+                    f"server is at capacity ({self.running} running, {self.waiting} waiting); retry shortly",
+                    code="server_overloaded",
+                    headers={"Retry-After": "1"},
+                )
             self.waiting += 1
             self.metrics.waiting.set(self.waiting)
             try:

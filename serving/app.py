@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from typing import Any, AsyncIterator, Optional
+from collections.abc import AsyncIterator
+from typing import Any, Optional
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -27,12 +28,21 @@ from .state import LoadErrorHandler, ServerState
 def _telemetry_config() -> dict[str, Any]:
     """FastAPI's OpenTelemetry hooks look up the global tracer and meter providers on every request; keep
     them only where OpenTelemetry is being set up (an ``OTEL_*`` variable or FASTAPI_OTEL_AUTO_CONFIGURE)."""
-    wanted = any(k.startswith("OTEL_") for k in os.environ) or os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true"
+    wanted = (
+        any(k.startswith("OTEL_") for k in os.environ)
+        or os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true"
+    )
     return {} if wanted else {"tracing": False, "metrics": False, "logs": False}
 
 
-def create_app(model_or_path: Any, server_options: Optional[ServerOptions] = None, engine_options: Optional[EngineOptions] = None, *,
-               on_load_error: Optional[LoadErrorHandler] = None, **options: Any) -> FastAPI:
+def create_app(
+    model_or_path: Any,
+    server_options: Optional[ServerOptions] = None,
+    engine_options: Optional[EngineOptions] = None,
+    *,
+    on_load_error: Optional[LoadErrorHandler] = None,
+    **options: Any,
+) -> FastAPI:
     """The FastAPI app serving ``model_or_path`` (a model directory, a PyFuncModel, an agent object or a
     ModelService).
 
@@ -60,8 +70,15 @@ def create_app(model_or_path: Any, server_options: Optional[ServerOptions] = Non
             if state.service is not None:
                 await state.service.stop()
 
-    app = FastAPI(title="servelm", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
-                  telemetry=_telemetry_config())
+    app = FastAPI(
+        title="servelm",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        telemetry=_telemetry_config(),
+    )
     app.state.servelm = state
     app.add_middleware(RequestLog, metrics=state.metrics, routes=ROUTES)
     _install_error_handlers(app)
@@ -83,9 +100,16 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
-            error = APIError(404, f"{request.method} {request.url.path} is not a route of this server", code="unknown_route")
+            error = APIError(
+                404, f"{request.method} {request.url.path} is not a route of this server", code="unknown_route"
+            )
         elif exc.status_code == 405:
-            error = APIError(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed", headers=dict(exc.headers or {}))
+            error = APIError(
+                405,
+                f"{request.method} is not allowed on {request.url.path}",
+                code="method_not_allowed",
+                headers=dict(exc.headers or {}),
+            )
         else:
             error = APIError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
         return error_response(error)

@@ -18,7 +18,9 @@ import typer
 
 from .options import EngineOptions, ServerOptions, cli_parameters, split_options
 
-app = typer.Typer(help="servelm: serve LLMs and agents behind an OpenAI-compatible API.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="servelm: serve LLMs and agents behind an OpenAI-compatible API.", no_args_is_help=True, add_completion=False
+)
 _SPEC_ENV = "SERVELM_SERVE_SPEC"  # how `serve --workers N` hands the model and options to its workers
 
 
@@ -31,7 +33,11 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def main_options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print servelm's version and exit.")) -> None:
+def main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print servelm's version and exit."
+    ),
+) -> None:
     """servelm: serve LLMs and agents behind an OpenAI-compatible API."""
 
 
@@ -67,10 +73,22 @@ def serve(model: str, **given: Any) -> None:
 
 
 serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-                       default=typer.Option(..., "-m", "--model", help="Model directory (a servelm/MLflow model, or a Hugging Face checkpoint), "
-                                                                              "or a model URI MLflow resolves (runs:/, models:/, s3://...)."))]
-    + cli_parameters(ServerOptions, EngineOptions))
+    [
+        inspect.Parameter(
+            "model",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=str,
+            default=typer.Option(
+                ...,
+                "-m",
+                "--model",
+                help="Model directory (a servelm/MLflow model, or a Hugging Face checkpoint), "
+                "or a model URI MLflow resolves (runs:/, models:/, s3://...).",
+            ),
+        )
+    ]
+    + cli_parameters(ServerOptions, EngineOptions)
+)
 serve.__annotations__ = {p.name: p.annotation for p in serve.__signature__.parameters.values()}  # type: ignore[attr-defined]
 app.command()(serve)
 
@@ -80,8 +98,15 @@ def _uvicorn_config(app_or_factory: Any, server: ServerOptions, **extra: Any) ->
 
     from .logs import log_config
 
-    return uvicorn.Config(app_or_factory, host=server.host, port=server.port, log_config=log_config(server.log_level),
-                          timeout_graceful_shutdown=server.graceful_timeout, access_log=False, **extra)
+    return uvicorn.Config(
+        app_or_factory,
+        host=server.host,
+        port=server.port,
+        log_config=log_config(server.log_level),
+        timeout_graceful_shutdown=server.graceful_timeout,
+        access_log=False,
+        **extra,
+    )
 
 
 def _serve_one(path: str, server: ServerOptions, engine: EngineOptions) -> Optional[str]:
@@ -113,7 +138,9 @@ def _serve_workers(path: str, server: ServerOptions, engine: EngineOptions) -> O
     with tempfile.NamedTemporaryFile("r", prefix="servelm-load-error-", delete=False) as marker:
         failure_file = marker.name
     try:
-        os.environ[_SPEC_ENV] = json.dumps({"model": path, "server": server.model_dump(), "engine": engine.model_dump(), "failure_file": failure_file})
+        os.environ[_SPEC_ENV] = json.dumps(
+            {"model": path, "server": server.model_dump(), "engine": engine.model_dump(), "failure_file": failure_file}
+        )
         config = _uvicorn_config("servelm.serving.cli:app_from_env", server, factory=True, workers=server.workers)
         Multiprocess(config, sockets=[config.bind_socket()]).run()
         with open(failure_file) as f:
@@ -135,15 +162,25 @@ def app_from_env() -> Any:
         sys.stderr.flush()
         os._exit(3)  # uvicorn's STARTUP_FAILURE: the supervisor stops every worker instead of restarting this one
 
-    return create_app(spec["model"], server, engine, on_load_error=None if server.stay_up_on_load_error else on_load_error)
+    return create_app(
+        spec["model"], server, engine, on_load_error=None if server.stay_up_on_load_error else on_load_error
+    )
 
 
 @app.command()
 def predict(
-    model: str = typer.Option(..., "-m", "--model", "--model-uri", help="Model directory or URI (runs:/, models:/, s3://... through MLflow)."),
-    input_path: Optional[str] = typer.Option(None, "-i", "--input-path", help="Input file: a JSON body as /invocations takes, "
-                                                                             "a .jsonl file of them, or CSV (default: stdin)."),
-    output_path: Optional[str] = typer.Option(None, "-o", "--output-path", help="Where to write the predictions (default: stdout)."),
+    model: str = typer.Option(
+        ..., "-m", "--model", "--model-uri", help="Model directory or URI (runs:/, models:/, s3://... through MLflow)."
+    ),
+    input_path: Optional[str] = typer.Option(
+        None,
+        "-i",
+        "--input-path",
+        help="Input file: a JSON body as /invocations takes, a .jsonl file of them, or CSV (default: stdin).",
+    ),
+    output_path: Optional[str] = typer.Option(
+        None, "-o", "--output-path", help="Where to write the predictions (default: stdout)."
+    ),
     content_type: str = typer.Option("json", "-t", "--content-type", help="json or csv."),
 ) -> None:
     """Score a file with a model, without a server (MLflow's `mlflow models predict`)."""
@@ -167,8 +204,12 @@ def demo(
     port: int = typer.Option(0, help="Port for the demo server (0: a free one)."),
     question: str = typer.Option("What is the capital of France?", help="What to ask the example agent and the LLM."),
     llm: bool = typer.Option(True, help="Also package and serve an LLM (needs servelm[transformers])."),
-    model: Optional[str] = typer.Option(None, "--model", help="LLM to serve: a local checkpoint directory or .gguf file, or 'tiny' "
-                                                              "for a random tiny model (default: SmolLM2-135M-Instruct from the package index)."),
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        help="LLM to serve: a local checkpoint directory or .gguf file, or 'tiny' "
+        "for a random tiny model (default: SmolLM2-135M-Instruct from the package index).",
+    ),
 ) -> None:
     """Save an example agent and an LLM, serve each on loopback, and ask them through the openai client."""
     from .demo import run_demo

@@ -28,7 +28,11 @@ def chat_to_agent_messages(messages: list[ChatMessage]) -> list[ChatAgentMessage
     out = []
     for m in messages:
         content = content_text(m.content) if m.content is not None else (None if m.tool_calls else "")
-        out.append(ChatAgentMessage(role=m.role, content=content, name=m.name, tool_calls=m.tool_calls, tool_call_id=m.tool_call_id))
+        out.append(
+            ChatAgentMessage(
+                role=m.role, content=content, name=m.name, tool_calls=m.tool_calls, tool_call_id=m.tool_call_id
+            )
+        )
     return out
 
 
@@ -40,15 +44,24 @@ def agent_response_to_chat_message(response: ChatAgentResponse) -> tuple[ChatMes
     """
     answered = {m.tool_call_id for m in response.messages if m.role == "tool"}
     texts = [m.content for m in response.messages if m.role == "assistant" and m.content]
-    calls = [c for m in response.messages if m.role == "assistant" for c in (m.tool_calls or []) if c.id not in answered]
-    message = ChatMessage(role="assistant", content="\n\n".join(texts) if texts else (None if calls else ""), tool_calls=calls or None)
+    calls = [
+        c for m in response.messages if m.role == "assistant" for c in (m.tool_calls or []) if c.id not in answered
+    ]
+    message = ChatMessage(
+        role="assistant", content="\n\n".join(texts) if texts else (None if calls else ""), tool_calls=calls or None
+    )
     return message, ("tool_calls" if calls else (response.finish_reason or "stop"))
 
 
 def agent_response_to_chat(response: ChatAgentResponse, model: str) -> ChatCompletionResponse:
     """A ChatAgent's answer as a chat-completions response."""
     message, finish = agent_response_to_chat_message(response)
-    return ChatCompletionResponse(model=model, choices=[ChatChoice(message=message, finish_reason=finish)], usage=response.usage, custom_outputs=response.custom_outputs)
+    return ChatCompletionResponse(
+        model=model,
+        choices=[ChatChoice(message=message, finish_reason=finish)],
+        usage=response.usage,
+        custom_outputs=response.custom_outputs,
+    )
 
 
 # ------------------------------------------------------------------ chat completions <-> responses items
@@ -62,7 +75,15 @@ def chat_to_responses_input(messages: list[ChatMessage]) -> list[dict[str, Any]]
         if m.content is not None or not m.tool_calls:
             items.append({"type": "message", "role": m.role, "content": content_text(m.content)})
         for call in m.tool_calls or []:
-            items.append({"type": "function_call", "call_id": call.id, "name": call.function.name, "arguments": call.function.arguments, "id": new_id("fc")})
+            items.append(
+                {
+                    "type": "function_call",
+                    "call_id": call.id,
+                    "name": call.function.name,
+                    "arguments": call.function.arguments,
+                    "id": new_id("fc"),
+                }
+            )
     return items
 
 
@@ -82,8 +103,15 @@ def responses_output_to_chat_message(output: list[dict[str, Any]]) -> tuple[Chat
         if kind == "message":
             texts.append(_output_text(item))
         elif kind == "function_call":
-            calls.append(ToolCall(id=item.get("call_id") or item.get("id") or new_id("call"), function=FunctionCall(name=item["name"], arguments=item.get("arguments", ""))))
-    message = ChatMessage(role="assistant", content="".join(texts) if texts or not calls else None, tool_calls=calls or None)
+            calls.append(
+                ToolCall(
+                    id=item.get("call_id") or item.get("id") or new_id("call"),
+                    function=FunctionCall(name=item["name"], arguments=item.get("arguments", "")),
+                )
+            )
+    message = ChatMessage(
+        role="assistant", content="".join(texts) if texts or not calls else None, tool_calls=calls or None
+    )
     return message, ("tool_calls" if calls else "stop")
 
 
@@ -91,7 +119,11 @@ def _output_text(item: dict[str, Any]) -> str:
     content = item.get("content")
     if isinstance(content, str):
         return content
-    return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") in ("output_text", "text", None))
+    return "".join(
+        p.get("text", "")
+        for p in content or []
+        if isinstance(p, dict) and p.get("type") in ("output_text", "text", None)
+    )
 
 
 # ------------------------------------------------------------------ responses request -> agent messages
@@ -106,17 +138,29 @@ def responses_to_agent_messages(request: ResponsesAgentRequest) -> list[ChatAgen
         if kind == "message":
             out.append(ChatAgentMessage(role=item.role or "user", content=item.text()))
         elif kind == "function_call":
-            call = ToolCall(id=data.get("call_id") or new_id("call"), function=FunctionCall(name=data["name"], arguments=data.get("arguments", "")))
+            call = ToolCall(
+                id=data.get("call_id") or new_id("call"),
+                function=FunctionCall(name=data["name"], arguments=data.get("arguments", "")),
+            )
             out.append(ChatAgentMessage(role="assistant", tool_calls=[call]))
         elif kind == "function_call_output":
             output = data.get("output")
-            out.append(ChatAgentMessage(role="tool", tool_call_id=data.get("call_id"), content=output if isinstance(output, str) else json.dumps(output)))
+            out.append(
+                ChatAgentMessage(
+                    role="tool",
+                    tool_call_id=data.get("call_id"),
+                    content=output if isinstance(output, str) else json.dumps(output),
+                )
+            )
     return out
 
 
 def responses_to_chat_messages(request: ResponsesAgentRequest) -> list[ChatMessage]:
     """Responses input items as OpenAI chat messages."""
-    return [ChatMessage(role=m.role, content=m.content, tool_calls=m.tool_calls, tool_call_id=m.tool_call_id) for m in responses_to_agent_messages(request)]
+    return [
+        ChatMessage(role=m.role, content=m.content, tool_calls=m.tool_calls, tool_call_id=m.tool_call_id)
+        for m in responses_to_agent_messages(request)
+    ]
 
 
 def agent_messages_to_output_items(messages: list[ChatAgentMessage]) -> list[dict[str, Any]]:
@@ -129,13 +173,24 @@ def agent_messages_to_output_items(messages: list[ChatAgentMessage]) -> list[dic
         if m.content:
             items.append(ResponsesAgent.create_text_output_item(m.content, m.id or new_id("msg")))
         for call in m.tool_calls or []:
-            items.append(ResponsesAgent.create_function_call_item(new_id("fc"), call.id, call.function.name, call.function.arguments))
+            items.append(
+                ResponsesAgent.create_function_call_item(
+                    new_id("fc"), call.id, call.function.name, call.function.arguments
+                )
+            )
     return items
 
 
 def chat_message_to_output_items(message: ChatMessage) -> list[dict[str, Any]]:
     """One assistant chat message as Responses output items."""
     return agent_messages_to_output_items(
-        [ChatAgentMessage(role="assistant", content=message.text() if message.content is not None else None, tool_calls=message.tool_calls)]
-        if (message.content is not None or message.tool_calls) else []
+        [
+            ChatAgentMessage(
+                role="assistant",
+                content=message.text() if message.content is not None else None,
+                tool_calls=message.tool_calls,
+            )
+        ]
+        if (message.content is not None or message.tool_calls)
+        else []
     )

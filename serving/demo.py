@@ -9,8 +9,9 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 EXAMPLE_AGENT = '''
 """An example ChatAgent: answers by reversing the words of the last message, streaming word by word."""
@@ -113,7 +114,10 @@ def wait_healthy(base: str, timeout: float = 30.0) -> None:
             resp = httpx.get(f"{base}/health", timeout=1.0)
             if resp.status_code == 200:
                 return
-            if resp.headers.get("content-type", "").startswith("application/json") and resp.json().get("status") == "error":
+            if (
+                resp.headers.get("content-type", "").startswith("application/json")
+                and resp.json().get("status") == "error"
+            ):
                 raise RuntimeError(f"server at {base} failed to load its model: {resp.json().get('detail')}")
         except httpx.HTTPError:
             pass
@@ -128,8 +132,14 @@ def _ask_llm(base: str, model: str, question: str, real: bool) -> None:
     client = OpenAI(base_url=f"{base}/v1", api_key="unused")
     print("streamed LLM answer:", end=" ", flush=True)
     usage = None
-    for chunk in client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], max_tokens=64,
-                                                temperature=0, stream=True, stream_options={"include_usage": True}):
+    for chunk in client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": question}],
+        max_tokens=64,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    ):
         if chunk.choices and chunk.choices[0].delta.content:
             print(chunk.choices[0].delta.content, end="", flush=True)
         usage = chunk.usage or usage
@@ -143,7 +153,9 @@ def _ask(base: str, model: str, question: str) -> None:
     except ImportError:
         import httpx
 
-        reply = httpx.post(f"{base}/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": question}]}).json()
+        reply = httpx.post(
+            f"{base}/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": question}]}
+        ).json()
         print("answer:", reply["choices"][0]["message"]["content"])
         print("(install the 'openai' package to see the streamed and Responses API calls too)")
         return
@@ -151,7 +163,9 @@ def _ask(base: str, model: str, question: str) -> None:
     reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}])
     print("answer:", reply.choices[0].message.content)
     print("streamed:", end=" ", flush=True)
-    for chunk in client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], stream=True):
+    for chunk in client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": question}], stream=True
+    ):
         if chunk.choices and chunk.choices[0].delta.content:
             print(chunk.choices[0].delta.content, end="", flush=True)
     print()

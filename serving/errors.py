@@ -12,16 +12,36 @@ from servelm.flavors import SchemaEnforcementError
 
 log = logging.getLogger("servelm.serving")
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-          405: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error",
-          429: "rate_limit_error", 499: "invalid_request_error", 500: "server_error", 503: "service_unavailable", 504: "timeout_error"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    499: "invalid_request_error",
+    500: "server_error",
+    503: "service_unavailable",
+    504: "timeout_error",
+}
 
 
 class APIError(Exception):
     """An error to send to the client as-is: status, message, and the OpenAI error fields."""
 
-    def __init__(self, status: int, message: str, *, param: Optional[str] = None, code: Optional[str] = None,
-                 type: Optional[str] = None, headers: Optional[dict[str, str]] = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: Optional[str] = None,
+        code: Optional[str] = None,
+        type: Optional[str] = None,
+        headers: Optional[dict[str, str]] = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -46,7 +66,9 @@ def validation_error(exc: ValidationError, prefix: str = "") -> APIError:
     extra = len(exc.errors()) - 1
     if extra:
         text += f" (and {extra} more error{'s' if extra > 1 else ''})"
-    return APIError(400, text, param=param, code="invalid_value" if first.get("type") != "missing" else "missing_required_parameter")
+    return APIError(
+        400, text, param=param, code="invalid_value" if first.get("type") != "missing" else "missing_required_parameter"
+    )
 
 
 def as_api_error(exc: BaseException, during: str = "model") -> APIError:

@@ -9,7 +9,8 @@ a bad parameter, an engine refusing the request) is an HTTP error status, not an
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -35,7 +36,9 @@ async def run_json(request: Request, state: ServerState, work: Callable[[], Awai
     return result if isinstance(result, Response) else JSONResponse(result)
 
 
-async def run_stream(request: Request, state: ServerState, events: AsyncIterator[dict[str, Any]], on_error: ErrorEvents) -> Response:
+async def run_stream(
+    request: Request, state: ServerState, events: AsyncIterator[dict[str, Any]], on_error: ErrorEvents
+) -> Response:
     """Admit, wait for the first event (errors before it are HTTP errors), then stream the rest as SSE.
     The admission slot is released when the stream ends, however it ends."""
     await state.admission.acquire()
@@ -55,7 +58,9 @@ async def run_stream(request: Request, state: ServerState, events: AsyncIterator
     return SlotEventSourceResponse(_rest(first, events, remaining, state, on_error), state.admission.release)
 
 
-async def _rest(first: Any, events: AsyncIterator[dict[str, Any]], timeout: float, state: ServerState, on_error: ErrorEvents) -> AsyncIterator[dict[str, Any]]:
+async def _rest(
+    first: Any, events: AsyncIterator[dict[str, Any]], timeout: float, state: ServerState, on_error: ErrorEvents
+) -> AsyncIterator[dict[str, Any]]:
     """The primed first event, then the others (inter-token latency observed), errors as events."""
     if first is None:
         return
@@ -69,7 +74,9 @@ async def _rest(first: Any, events: AsyncIterator[dict[str, Any]], timeout: floa
                 last = now
                 yield event
     except TimeoutError:
-        for event in on_error(APIError(504, f"the model did not finish within {state.server.timeout:g} s", code="timeout")):
+        for event in on_error(
+            APIError(504, f"the model did not finish within {state.server.timeout:g} s", code="timeout")
+        ):
             yield event
     except Exception as exc:
         for event in on_error(as_api_error(exc, "model")):

@@ -12,7 +12,8 @@ together with its first content; every choice ends with a finish_reason chunk; a
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator, Optional
+from collections.abc import AsyncIterator
+from typing import Any, Optional
 
 from servelm.agents import ChatCompletionChunk, TokenUsageStats
 from servelm.agents.ids import new_id, now_seconds
@@ -25,7 +26,9 @@ def dumps(data: Any) -> str:
     return json.dumps(data, separators=_COMPACT)
 
 
-async def openai_chat_chunks(chunks: AsyncIterator[ChatCompletionChunk], model: str, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+async def openai_chat_chunks(
+    chunks: AsyncIterator[ChatCompletionChunk], model: str, include_usage: bool
+) -> AsyncIterator[dict[str, Any]]:
     """Normalize ``chunks`` into OpenAI's chunk sequence, as JSON-ready dicts."""
     chunk_id, created = new_id("chatcmpl"), now_seconds()
     role_sent: set[int] = set()
@@ -34,7 +37,14 @@ async def openai_chat_chunks(chunks: AsyncIterator[ChatCompletionChunk], model: 
     usage: Optional[TokenUsageStats] = None
 
     def envelope(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        return {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices, **extra}
+        return {
+            "id": chunk_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            **extra,
+        }
 
     async for chunk in chunks:
         if chunk.usage is not None:
@@ -58,7 +68,12 @@ async def openai_chat_chunks(chunks: AsyncIterator[ChatCompletionChunk], model: 
                 role_sent.add(choice.index)
             if delta.get("tool_calls"):
                 used_tools.add(choice.index)
-            out: dict[str, Any] = {"index": choice.index, "delta": delta, "logprobs": None, "finish_reason": choice.finish_reason}
+            out: dict[str, Any] = {
+                "index": choice.index,
+                "delta": delta,
+                "logprobs": None,
+                "finish_reason": choice.finish_reason,
+            }
             if choice.logprobs is not None:
                 out["logprobs"] = choice.logprobs.model_dump(exclude_none=True)
             yield envelope([out], **extra)
@@ -79,7 +94,9 @@ class ChatChunkFramer:
         self.head = f'{{"id":"{new_id("chatcmpl")}","object":"chat.completion.chunk","created":{now_seconds()},"model":{json.dumps(model)},"choices":'
         self.started: set[int] = set()
 
-    def choice(self, index: int, delta: dict[str, Any], finish_reason: Optional[str] = None, logprobs: Any = None) -> str:
+    def choice(
+        self, index: int, delta: dict[str, Any], finish_reason: Optional[str] = None, logprobs: Any = None
+    ) -> str:
         """A chunk with one choice; the choice's first chunk gets ``role`` (and ``content: ""`` when it has none)."""
         if index not in self.started:
             self.started.add(index)
@@ -91,7 +108,11 @@ class ChatChunkFramer:
 
     def usage(self, prompt_tokens: int, completion_tokens: int) -> str:
         """The final usage chunk (``choices: []``)."""
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
         return self.head + '[],"usage":' + dumps(usage) + "}"
 
 
@@ -102,8 +123,17 @@ class CompletionChunkFramer:
         self.head = f'{{"id":"{new_id("cmpl")}","object":"text_completion","created":{now_seconds()},"model":{json.dumps(model)},"choices":'
 
     def choice(self, index: int, text: str, finish_reason: Optional[str] = None, logprobs: Any = None) -> str:
-        return self.head + "[" + dumps({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}) + "]}"
+        return (
+            self.head
+            + "["
+            + dumps({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason})
+            + "]}"
+        )
 
     def usage(self, prompt_tokens: int, completion_tokens: int) -> str:
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
         return self.head + '[],"usage":' + dumps(usage) + "}"

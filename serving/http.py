@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Optional, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sse_starlette.sse import EventSourceResponse
@@ -24,7 +25,9 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     """The raw request body; 413 past ``max_bytes`` (checked while reading), 400 if empty."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise APIError(413, f"request body of {declared} bytes is over the {max_bytes}-byte limit", code="payload_too_large")
+        raise APIError(
+            413, f"request body of {declared} bytes is over the {max_bytes}-byte limit", code="payload_too_large"
+        )
     body = bytearray()
     async for piece in request.stream():
         body += piece
@@ -61,8 +64,12 @@ def check_api_key(request: Request, api_key: Optional[str]) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-        raise APIError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'", code="invalid_api_key",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise APIError(
+            401,
+            "missing or invalid API key: send 'Authorization: Bearer <key>'",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def error_response(exc: APIError) -> JSONResponse:
@@ -94,7 +101,9 @@ async def guard_request(request: Request, work: Callable[[], Awaitable[R]], time
         stop(APIError(499, "client disconnected", code="client_closed_request"))
 
     watcher = asyncio.get_running_loop().create_task(watch())
-    timer = asyncio.get_running_loop().call_later(timeout, stop, APIError(504, f"the model did not answer within {timeout:g} s", code="timeout"))
+    timer = asyncio.get_running_loop().call_later(
+        timeout, stop, APIError(504, f"the model did not answer within {timeout:g} s", code="timeout")
+    )
     try:
         return await work()
     except asyncio.CancelledError:

@@ -31,7 +31,9 @@ def log_config(level: str = "info") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"servelm": {"format": FORMAT}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "servelm", "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "servelm", "stream": "ext://sys.stderr"}
+        },
         "root": {"handlers": ["stderr"], "level": "WARNING"},
         "loggers": {
             "servelm": {"level": upper, "handlers": ["stderr"], "propagate": False},
@@ -77,7 +79,7 @@ class RequestLog:
             return
         path, root = scope.get("path", ""), scope.get("root_path", "")
         if root and path.startswith(root):
-            path = path[len(root):]  # the app mounted under a prefix (a Ray Serve route_prefix, uvicorn --root-path)
+            path = path[len(root) :]  # the app mounted under a prefix (a Ray Serve route_prefix, uvicorn --root-path)
         route = path if path in self.routes else ("/v1/models/{id}" if path.startswith("/v1/models/") else "other")
         status = {"code": 500}
         start = time.perf_counter()
@@ -103,10 +105,18 @@ class RequestLog:
 
 def _write_access_line(scope: Scope, status: int, elapsed: float, usage: dict[str, Any]) -> None:
     client = scope.get("client")
-    parts = [f"{client[0]}:{client[1]}" if client else "-", scope.get("method", "-"), scope.get("path", ""), str(status), f"{elapsed * 1000:.1f}ms"]
+    parts = [
+        f"{client[0]}:{client[1]}" if client else "-",
+        scope.get("method", "-"),
+        scope.get("path", ""),
+        str(status),
+        f"{elapsed * 1000:.1f}ms",
+    ]
     if "prompt" in usage:
         parts.append(f"tokens={usage['prompt']}+{usage.get('completion', 0)}")
     if "error" in usage:
         parts.append(f"error={usage['error']!r}")
-    level = logging.WARNING if status in (500, 504) else logging.INFO  # a server fault or a timeout; 503 is a state (loading), not news
+    level = (
+        logging.WARNING if status in (500, 504) else logging.INFO
+    )  # a server fault or a timeout; 503 is a state (loading), not news
     access_log.log(level, " ".join(parts))

@@ -13,17 +13,37 @@ class ServerMetrics:
     def __init__(self, model_name: str = "") -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("servelm_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
-        self.ttft = Histogram("servelm_time_to_first_token_seconds", "Time to first streamed token or chunk", buckets=_LATENCY_BUCKETS, registry=r)
-        self.itl = Histogram("servelm_inter_token_latency_seconds", "Time between streamed chunks", buckets=_LATENCY_BUCKETS, registry=r)
-        self.e2e = Histogram("servelm_e2e_request_latency_seconds", "End-to-end request latency", buckets=_LATENCY_BUCKETS, registry=r)
-        self.queue_time = Histogram("servelm_request_queue_time_seconds", "Time spent waiting for a running slot", buckets=_LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "servelm_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+        self.ttft = Histogram(
+            "servelm_time_to_first_token_seconds",
+            "Time to first streamed token or chunk",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "servelm_inter_token_latency_seconds", "Time between streamed chunks", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.e2e = Histogram(
+            "servelm_e2e_request_latency_seconds", "End-to-end request latency", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.queue_time = Histogram(
+            "servelm_request_queue_time_seconds",
+            "Time spent waiting for a running slot",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.running = Gauge("servelm_num_requests_running", "Requests running now", registry=r)
         self.waiting = Gauge("servelm_num_requests_waiting", "Requests waiting for a slot", registry=r)
         self.prompt_tokens = Counter("servelm_prompt_tokens", "Prompt tokens processed", registry=r)
         self.generation_tokens = Counter("servelm_generation_tokens", "Tokens generated", registry=r)
-        self.batch_size = Histogram("servelm_batch_size", "Sequences per engine step or predict batch",
-                                    buckets=(1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256), registry=r)
+        self.batch_size = Histogram(
+            "servelm_batch_size",
+            "Sequences per engine step or predict batch",
+            buckets=(1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256),
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The text exposition format for GET /metrics."""

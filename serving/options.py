@@ -27,8 +27,10 @@ class ServerOptions(BaseModel):
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
     workers: int = Field(1, ge=1, description="Server processes (each loads the model and its engine).")
     served_model_name: Optional[str] = Field(None, description="Model name clients use (default: the directory name).")
-    api_key: Optional[str] = Field(default_factory=lambda: os.environ.get("SERVELM_API_KEY") or None,
-                                   description="Require 'Authorization: Bearer KEY' (default: env SERVELM_API_KEY).")
+    api_key: Optional[str] = Field(
+        default_factory=lambda: os.environ.get("SERVELM_API_KEY") or None,
+        description="Require 'Authorization: Bearer KEY' (default: env SERVELM_API_KEY).",
+    )
     max_concurrency: int = Field(64, ge=1, description="Requests running at once.")
     max_queue: int = Field(256, ge=0, description="Requests waiting for a slot before 429.")
     timeout: float = Field(600.0, gt=0, description="Seconds a request may take before 504.")
@@ -36,8 +38,11 @@ class ServerOptions(BaseModel):
     max_threads: int = Field(32, ge=1, description="Threads running synchronous agent code.")
     graceful_timeout: float = Field(30.0, ge=0, description="Seconds to finish in-flight requests on SIGTERM.")
     log_level: LogLevel = Field("info", description="Log level: debug, info, warning, error.")
-    stay_up_on_load_error: bool = Field(False, description="When the model fails to load, keep serving /health (503 with the reason) "
-                                                           "instead of exiting; for orchestrators that read the reason there.")
+    stay_up_on_load_error: bool = Field(
+        False,
+        description="When the model fails to load, keep serving /health (503 with the reason) "
+        "instead of exiting; for orchestrators that read the reason there.",
+    )
 
 
 class EngineOptions(BaseModel):
@@ -45,25 +50,49 @@ class EngineOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    engine: Optional[EngineName] = Field(None, description="Force an engine: pyfunc, transformers, onnx, vllm (default: from the model).")
+    engine: Optional[EngineName] = Field(
+        None, description="Force an engine: pyfunc, transformers, onnx, vllm (default: from the model)."
+    )
     max_num_seqs: int = Field(64, ge=1, description="LLM engines: sequences decoded together in one batch.")
-    device: Optional[str] = Field(None, description="LLM engines: cpu or cuda[:N] (default: cuda when available); "
-                                                    "for onnx the execution provider (cpu, cuda, dml, ...).")
-    threads: Optional[int] = Field(None, ge=1, description="LLM engines on CPU: torch or onnxruntime threads (default: every core for models "
-                                                          "with 64 MiB of weights or more, half the cores for smaller ones).")
-    dtype: Optional[str] = Field(None, description="transformers / vllm engines: weight dtype (auto, float32, bfloat16, float16).")
-    tool_call_parser: Optional[ToolParserName] = Field(None, description="LLM engines: the syntax the model writes tool calls in "
-                                                                          "(hermes, llama3_json, mistral; default: read from its chat template).")
-    engine_process: bool = Field(True, description="transformers engine: run the model in an engine process of its own "
-                                                   "(off: on a thread of the server process).")
-    max_model_len: Optional[int] = Field(None, ge=1, description="vllm engine: context length to serve (default: the model's).")
-    gpu_memory_utilization: Optional[float] = Field(None, gt=0, le=1, description="vllm engine: share of GPU memory vLLM may take.")
+    device: Optional[str] = Field(
+        None,
+        description="LLM engines: cpu or cuda[:N] (default: cuda when available); "
+        "for onnx the execution provider (cpu, cuda, dml, ...).",
+    )
+    threads: Optional[int] = Field(
+        None,
+        ge=1,
+        description="LLM engines on CPU: torch or onnxruntime threads (default: every core for models "
+        "with 64 MiB of weights or more, half the cores for smaller ones).",
+    )
+    dtype: Optional[str] = Field(
+        None, description="transformers / vllm engines: weight dtype (auto, float32, bfloat16, float16)."
+    )
+    tool_call_parser: Optional[ToolParserName] = Field(
+        None,
+        description="LLM engines: the syntax the model writes tool calls in "
+        "(hermes, llama3_json, mistral; default: read from its chat template).",
+    )
+    engine_process: bool = Field(
+        True,
+        description="transformers engine: run the model in an engine process of its own "
+        "(off: on a thread of the server process).",
+    )
+    max_model_len: Optional[int] = Field(
+        None, ge=1, description="vllm engine: context length to serve (default: the model's)."
+    )
+    gpu_memory_utilization: Optional[float] = Field(
+        None, gt=0, le=1, description="vllm engine: share of GPU memory vLLM may take."
+    )
     tensor_parallel_size: Optional[int] = Field(None, ge=1, description="vllm engine: GPUs to shard the model over.")
-    enforce_eager: bool = Field(False, description="vllm engine: skip graph capture / compilation (faster start, slower steps).")
+    enforce_eager: bool = Field(
+        False, description="vllm engine: skip graph capture / compilation (faster start, slower steps)."
+    )
 
 
-def split_options(server_options: Optional[ServerOptions] = None, engine_options: Optional[EngineOptions] = None,
-                  **fields: Any) -> tuple[ServerOptions, EngineOptions]:
+def split_options(
+    server_options: Optional[ServerOptions] = None, engine_options: Optional[EngineOptions] = None, **fields: Any
+) -> tuple[ServerOptions, EngineOptions]:
     """(ServerOptions, EngineOptions) from objects and/or flat keyword fields of either (fields win).
 
     An unknown name is a TypeError listing the known ones; a bad value a ValueError naming the field.
@@ -73,8 +102,12 @@ def split_options(server_options: Optional[ServerOptions] = None, engine_options
     if unknown:
         raise TypeError(f"unknown option(s) {unknown}; known: {sorted(known_server | known_engine)}")
     try:
-        server = (server_options or ServerOptions()).model_copy(update={k: v for k, v in fields.items() if k in known_server})
-        engine = (engine_options or EngineOptions()).model_copy(update={k: v for k, v in fields.items() if k in known_engine})
+        server = (server_options or ServerOptions()).model_copy(
+            update={k: v for k, v in fields.items() if k in known_server}
+        )
+        engine = (engine_options or EngineOptions()).model_copy(
+            update={k: v for k, v in fields.items() if k in known_engine}
+        )
         return ServerOptions.model_validate(server.model_dump()), EngineOptions.model_validate(engine.model_dump())
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -94,7 +127,9 @@ def cli_parameters(*models: type[BaseModel]) -> list[inspect.Parameter]:
             decls = [f"{flag}/--no-{flag[2:]}"] if annotation is bool else [flag]
             default = None if info.default_factory is not None else info.default
             option = typer.Option(default, *decls, help=info.description, show_default=default is not None)
-            parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+            parameters.append(
+                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+            )
     return parameters
 
 

@@ -21,7 +21,9 @@ def _score(model: Any, invocation: Invocation) -> Any:
     return result if invocation.raw else {"predictions": result}
 
 
-def predict_file(model_uri: str, input_path: Optional[str], output_path: Optional[str], content_type: str = "json") -> None:
+def predict_file(
+    model_uri: str, input_path: Optional[str], output_path: Optional[str], content_type: str = "json"
+) -> None:
     """Load the model at ``model_uri`` (a directory or any URI MLflow resolves), score the input file
     (stdin when None) and write the answer to ``output_path`` (stdout when None)."""
     from servelm.flavors.pyfunc import load_model
@@ -37,7 +39,11 @@ def predict_file(model_uri: str, input_path: Optional[str], output_path: Optiona
         lines = False
     else:
         lines = bool(input_path and input_path.endswith(".jsonl"))
-        bodies = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()] if lines else [json.loads(raw)]
+        bodies = (
+            [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+            if lines
+            else [json.loads(raw)]
+        )
         outputs = [_score(model, parse_invocation(body, schema)) for body in bodies]
     out: TextIO = sys.stdout if output_path is None else open(output_path, "w")
     try:

@@ -51,7 +51,12 @@ LLM_ENGINES = ("transformers", "onnx", "vllm")
 class ServelmDeployment:
     """One replica: ``create_app`` over the model, loaded before the replica reports ready."""
 
-    async def __init__(self, model: str, server_options: Optional[dict[str, Any]] = None, engine_options: Optional[dict[str, Any]] = None):
+    async def __init__(
+        self,
+        model: str,
+        server_options: Optional[dict[str, Any]] = None,
+        engine_options: Optional[dict[str, Any]] = None,
+    ):
         self.model = model
         self.server = ServerOptions.model_validate(server_options or {})
         self.engine = EngineOptions.model_validate(engine_options or {})
@@ -78,7 +83,9 @@ class ServelmDeployment:
         if self.state is None:
             raise RuntimeError("servelm: the model is not loaded yet")
         if self.state.status != "ok":
-            detail = self.state.load_error or (self.state.service.health_error() if self.state.service is not None else "loading")
+            detail = self.state.load_error or (
+                self.state.service.health_error() if self.state.service is not None else "loading"
+            )
             raise RuntimeError(f"servelm: {self.state.status}: {detail}")
 
 
@@ -126,9 +133,15 @@ def target_ongoing_requests(server: ServerOptions, engine: EngineOptions, kind: 
     return min(server.max_concurrency, engine.max_num_seqs) if kind in LLM_ENGINES else server.max_concurrency
 
 
-def deployment_options(server: ServerOptions, engine: EngineOptions, kind: Optional[str] = None,
-                       num_replicas: Union[int, str, None] = None, autoscaling_config: Optional[dict[str, Any]] = None,
-                       ray_actor_options: Optional[dict[str, Any]] = None, **extra: Any) -> dict[str, Any]:
+def deployment_options(
+    server: ServerOptions,
+    engine: EngineOptions,
+    kind: Optional[str] = None,
+    num_replicas: Union[int, str, None] = None,
+    autoscaling_config: Optional[dict[str, Any]] = None,
+    ray_actor_options: Optional[dict[str, Any]] = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """``Deployment.options(...)`` for a model served with these options (``extra``: any other deployment
     option, which wins)."""
     options: dict[str, Any] = {
@@ -139,8 +152,12 @@ def deployment_options(server: ServerOptions, engine: EngineOptions, kind: Optio
     if num_replicas == "auto" or autoscaling_config is not None:
         if isinstance(num_replicas, int):
             raise ValueError("give num_replicas or autoscaling_config, not both")
-        options["autoscaling_config"] = {"min_replicas": 1, "max_replicas": 100,
-                                         "target_ongoing_requests": target_ongoing_requests(server, engine, kind), **(autoscaling_config or {})}
+        options["autoscaling_config"] = {
+            "min_replicas": 1,
+            "max_replicas": 100,
+            "target_ongoing_requests": target_ongoing_requests(server, engine, kind),
+            **(autoscaling_config or {}),
+        }
     elif num_replicas is not None:
         options["num_replicas"] = int(num_replicas)
     actor = dict(ray_actor_options or {})
@@ -152,10 +169,18 @@ def deployment_options(server: ServerOptions, engine: EngineOptions, kind: Optio
     return options
 
 
-def build_app(model: str, server_options: Optional[ServerOptions] = None, engine_options: Optional[EngineOptions] = None, *,
-              num_replicas: Union[int, str, None] = None, autoscaling_config: Optional[dict[str, Any]] = None,
-              ray_actor_options: Optional[dict[str, Any]] = None, name: str = "servelm",
-              deployment_options: Optional[dict[str, Any]] = None, **fields: Any) -> Application:
+def build_app(
+    model: str,
+    server_options: Optional[ServerOptions] = None,
+    engine_options: Optional[EngineOptions] = None,
+    *,
+    num_replicas: Union[int, str, None] = None,
+    autoscaling_config: Optional[dict[str, Any]] = None,
+    ray_actor_options: Optional[dict[str, Any]] = None,
+    name: str = "servelm",
+    deployment_options: Optional[dict[str, Any]] = None,
+    **fields: Any,
+) -> Application:
     """The Ray Serve application serving the model directory ``model`` (``serve.run(build_app(...))``).
 
     Options as for ``create_app``: ``ServerOptions`` / ``EngineOptions`` and/or their field names
@@ -169,7 +194,9 @@ def build_app(model: str, server_options: Optional[ServerOptions] = None, engine
     server, engine = split_options(server_options, engine_options, **fields)
     model = str(model)
     kind = engine_kind(model, engine)
-    options = _deployment_options(server, engine, kind, num_replicas, autoscaling_config, ray_actor_options, **(deployment_options or {}))
+    options = _deployment_options(
+        server, engine, kind, num_replicas, autoscaling_config, ray_actor_options, **(deployment_options or {})
+    )
     server_dump = server.model_dump(exclude=set(NOT_UNDER_RAY))
     if server_dump["api_key"] is None:
         del server_dump["api_key"]  # the replica's SERVELM_API_KEY (a runtime_env variable) then applies
@@ -187,8 +214,12 @@ class _RayArgs(BaseModel):
 
     model: str = Field(..., description="Model directory: a servelm/MLflow model, or a Hugging Face checkpoint.")
     num_replicas: Optional[Union[int, Literal["auto"]]] = Field(None, description="Replicas, or 'auto' to autoscale.")
-    autoscaling_config: Optional[dict[str, Any]] = Field(None, description="Ray's autoscaling config, on top of servelm's target.")
-    ray_actor_options: Optional[dict[str, Any]] = Field(None, description="Ray's actor options (num_cpus, num_gpus, runtime_env...).")
+    autoscaling_config: Optional[dict[str, Any]] = Field(
+        None, description="Ray's autoscaling config, on top of servelm's target."
+    )
+    ray_actor_options: Optional[dict[str, Any]] = Field(
+        None, description="Ray's actor options (num_cpus, num_gpus, runtime_env...)."
+    )
     name: str = Field("servelm", description="Deployment name.")
 
     @field_validator("autoscaling_config", "ray_actor_options", mode="before")
@@ -198,9 +229,14 @@ class _RayArgs(BaseModel):
 
 
 ServelmAppArgs = create_model(  # type: ignore[call-overload]
-    "ServelmAppArgs", __base__=_RayArgs,
-    **{name: (Optional[info.annotation], Field(None, description=info.description))
-       for options in (ServerOptions, EngineOptions) for name, info in options.model_fields.items() if name not in NOT_UNDER_RAY},
+    "ServelmAppArgs",
+    __base__=_RayArgs,
+    **{
+        name: (Optional[info.annotation], Field(None, description=info.description))
+        for options in (ServerOptions, EngineOptions)
+        for name, info in options.model_fields.items()
+        if name not in NOT_UNDER_RAY
+    },
 )
 ServelmAppArgs.__doc__ = "Arguments of ``serve run servelm.serving.ray:app``: the model, Ray's replica settings, servelm's options (unset: their defaults)."
 

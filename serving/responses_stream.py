@@ -38,9 +38,19 @@ class ResponsesStreamBuilder:
     def response(self, status: str, **extra: Any) -> dict[str, Any]:
         """The response object as it stands (used in created / completed / failed events)."""
         body = {
-            "id": self.response_id, "object": "response", "created_at": self.created_at, "status": status, "model": self.model,
-            "output": [dict(i) for i in self.items], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
-            "error": None, "incomplete_details": None, **self.request_fields, **extra,
+            "id": self.response_id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "model": self.model,
+            "output": [dict(i) for i in self.items],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "error": None,
+            "incomplete_details": None,
+            **self.request_fields,
+            **extra,
         }
         if self.custom_outputs is not None:
             body["custom_outputs"] = self.custom_outputs
@@ -48,7 +58,10 @@ class ResponsesStreamBuilder:
 
     def start(self) -> list[dict[str, Any]]:
         """``response.created`` and ``response.in_progress``."""
-        return [self._event("response.created", response=self.response("in_progress")), self._event("response.in_progress", response=self.response("in_progress"))]
+        return [
+            self._event("response.created", response=self.response("in_progress")),
+            self._event("response.in_progress", response=self.response("in_progress")),
+        ]
 
     def _add_item(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         item_id = item.setdefault("id", new_id("item"))
@@ -56,33 +69,68 @@ class ResponsesStreamBuilder:
         self.items.append(item)
         return [self._event("response.output_item.added", output_index=self._index[item_id], item=dict(item))]
 
-    def text_delta(self, item_id: str, delta: str, logprobs: Optional[list[dict[str, Any]]] = None) -> list[dict[str, Any]]:
+    def text_delta(
+        self, item_id: str, delta: str, logprobs: Optional[list[dict[str, Any]]] = None
+    ) -> list[dict[str, Any]]:
         """Events for a piece of assistant text (opening the message item on its first piece); ``logprobs``
         are the piece's token log-probabilities (kept for the final text part too)."""
         events: list[dict[str, Any]] = []
         if item_id not in self._index:
-            events += self._add_item({"id": item_id, "type": "message", "role": "assistant", "status": "in_progress", "content": []})
-            events.append(self._event("response.content_part.added", item_id=item_id, output_index=self._index[item_id], content_index=0,
-                                      part={"type": "output_text", "text": "", "annotations": [], "logprobs": []}))
+            events += self._add_item(
+                {"id": item_id, "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+            )
+            events.append(
+                self._event(
+                    "response.content_part.added",
+                    item_id=item_id,
+                    output_index=self._index[item_id],
+                    content_index=0,
+                    part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+                )
+            )
             self._open_text[item_id] = ""
             self._logprobs[item_id] = []
         if item_id not in self._open_text:
             return events  # the item was already completed: a late delta is dropped
         self._open_text[item_id] += delta
         self._logprobs[item_id] += logprobs or []
-        events.append(self._event("response.output_text.delta", item_id=item_id, output_index=self._index[item_id], content_index=0, delta=delta,
-                                  logprobs=logprobs or []))
+        events.append(
+            self._event(
+                "response.output_text.delta",
+                item_id=item_id,
+                output_index=self._index[item_id],
+                content_index=0,
+                delta=delta,
+                logprobs=logprobs or [],
+            )
+        )
         return events
 
     def call_added(self, item_id: str, call_id: str, name: str) -> list[dict[str, Any]]:
         """Events opening a function call item whose arguments stream next."""
         self._open_calls[item_id] = ""
-        return self._add_item({"id": item_id, "type": "function_call", "call_id": call_id, "name": name, "arguments": "", "status": "in_progress"})
+        return self._add_item(
+            {
+                "id": item_id,
+                "type": "function_call",
+                "call_id": call_id,
+                "name": name,
+                "arguments": "",
+                "status": "in_progress",
+            }
+        )
 
     def call_arguments(self, item_id: str, delta: str) -> list[dict[str, Any]]:
         """A piece of an open function call's arguments."""
         self._open_calls[item_id] += delta
-        return [self._event("response.function_call_arguments.delta", item_id=item_id, output_index=self._index[item_id], delta=delta)]
+        return [
+            self._event(
+                "response.function_call_arguments.delta",
+                item_id=item_id,
+                output_index=self._index[item_id],
+                delta=delta,
+            )
+        ]
 
     def call_done(self, item_id: str) -> list[dict[str, Any]]:
         """Events closing a function call item: its whole arguments, then the item."""
@@ -90,8 +138,16 @@ class ResponsesStreamBuilder:
         index = self._index[item_id]
         item = {**self.items[index], "arguments": arguments, "status": "completed"}
         self.items[index] = item
-        return [self._event("response.function_call_arguments.done", item_id=item_id, output_index=index, name=item["name"], arguments=arguments),
-                self._event("response.output_item.done", output_index=index, item=dict(item))]
+        return [
+            self._event(
+                "response.function_call_arguments.done",
+                item_id=item_id,
+                output_index=index,
+                name=item["name"],
+                arguments=arguments,
+            ),
+            self._event("response.output_item.done", output_index=index, item=dict(item)),
+        ]
 
     def item_added(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         """Events for an item the agent announced itself (a message opens for text deltas)."""
@@ -117,8 +173,21 @@ class ResponsesStreamBuilder:
             final_text = _item_text(item)
             text = final_text if final_text is not None else text
             part = {"type": "output_text", "text": text, "annotations": [], "logprobs": self._logprobs.pop(item_id, [])}
-            events.append(self._event("response.output_text.done", item_id=item_id, output_index=index, content_index=0, text=text, logprobs=[]))
-            events.append(self._event("response.content_part.done", item_id=item_id, output_index=index, content_index=0, part=part))
+            events.append(
+                self._event(
+                    "response.output_text.done",
+                    item_id=item_id,
+                    output_index=index,
+                    content_index=0,
+                    text=text,
+                    logprobs=[],
+                )
+            )
+            events.append(
+                self._event(
+                    "response.content_part.done", item_id=item_id, output_index=index, content_index=0, part=part
+                )
+            )
             if item.get("type") == "message" and not item.get("content"):
                 item["content"] = [part]
         self.items[index] = item
@@ -144,7 +213,12 @@ class ResponsesStreamBuilder:
             events += self.item_done(item)
         extra: dict[str, Any] = {"usage": usage} if usage else {}
         if incomplete:
-            events.append(self._event("response.incomplete", response=self.response("incomplete", incomplete_details={"reason": incomplete}, **extra)))
+            events.append(
+                self._event(
+                    "response.incomplete",
+                    response=self.response("incomplete", incomplete_details={"reason": incomplete}, **extra),
+                )
+            )
         else:
             events.append(self._event("response.completed", response=self.response("completed", **extra)))
         return events

@@ -44,22 +44,33 @@ def parse_invocation(body: Any, schema: Any = None, pandas_format: Optional[str]
     if pandas_format is not None:
         key = _PANDAS_FORMATS.get(pandas_format)
         if key is None:
-            raise APIError(415, f"content type format {pandas_format!r} is not supported; use one of {', '.join(_PANDAS_FORMATS)}",
-                           code="unsupported_media_type")
+            raise APIError(
+                415,
+                f"content type format {pandas_format!r} is not supported; use one of {', '.join(_PANDAS_FORMATS)}",
+                code="unsupported_media_type",
+            )
         body = {key: body}
     elif isinstance(body, list) and body and all(isinstance(r, dict) for r in body):
         body = {"dataframe_records": body}  # a bare list of records (MLflow 1.x's default orient)
     elif isinstance(body, dict) and "data" in body and "columns" in body and set(body) <= {"columns", "data", "index"}:
         body = {"dataframe_split": body}  # a bare split frame
     if not isinstance(body, dict):
-        raise APIError(400, f"/invocations needs a JSON object with one of {', '.join(_FORMATS + _RAW_KEYS)}", code="invalid_format")
+        raise APIError(
+            400,
+            f"/invocations needs a JSON object with one of {', '.join(_FORMATS + _RAW_KEYS)}",
+            code="invalid_format",
+        )
     stream = bool(body.get("stream", False))
     if any(k in body for k in _RAW_KEYS):
         return Invocation(body, None, stream, raw=True)
     present = [k for k in _FORMATS if k in body]
     if len(present) != 1:
         problem = "several of" if present else "none of"
-        raise APIError(400, f"/invocations body has {problem} the input keys {', '.join(_FORMATS)}; send exactly one", code="invalid_format")
+        raise APIError(
+            400,
+            f"/invocations body has {problem} the input keys {', '.join(_FORMATS)}; send exactly one",
+            code="invalid_format",
+        )
     params = body.get("params")
     if params is not None and not isinstance(params, dict):
         raise APIError(400, "params must be a JSON object", param="params")
@@ -67,7 +78,9 @@ def parse_invocation(body: Any, schema: Any = None, pandas_format: Optional[str]
     value = body[key]
     if key == "dataframe_split":
         if not isinstance(value, dict) or "data" not in value:
-            raise APIError(400, "dataframe_split needs {'columns': [...], 'data': [[...], ...]}", param="dataframe_split")
+            raise APIError(
+                400, "dataframe_split needs {'columns': [...], 'data': [[...], ...]}", param="dataframe_split"
+            )
         columns = value.get("columns")
         rows = value["data"]
         data: Any = [dict(zip(columns, row)) for row in rows] if columns else rows
@@ -86,8 +99,11 @@ def parse_csv(body: bytes, schema: Any = None) -> Invocation:
     try:
         import pandas as pd
     except ImportError:
-        raise APIError(415, "text/csv bodies need pandas on the server (pip install pandas); send application/json",
-                       code="unsupported_media_type") from None
+        raise APIError(
+            415,
+            "text/csv bodies need pandas on the server (pip install pandas); send application/json",
+            code="unsupported_media_type",
+        ) from None
     try:
         frame = pd.read_csv(io.BytesIO(body))
     except Exception as exc:
@@ -112,7 +128,11 @@ def _decode_b64(value: Any) -> Any:
 
 
 def _binary_columns(schema: Any) -> list[str]:
-    return [s.name for s in getattr(schema, "specs", ()) or () if getattr(s, "name", None) and getattr(getattr(s, "dtype", None), "name", None) == "binary"]
+    return [
+        s.name
+        for s in getattr(schema, "specs", ()) or ()
+        if getattr(s, "name", None) and getattr(getattr(s, "dtype", None), "name", None) == "binary"
+    ]
 
 
 def _decode_binary_columns(records: Any, schema: Any) -> Any:
@@ -138,7 +158,9 @@ def _cast_to_schema(value: Any, schema: Any, key: str) -> Any:
     try:
         if len(specs) == 1 and not isinstance(value, dict):
             return np.asarray(value, dtype=np.dtype(specs[0].dtype))
-        if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):  # instances as rows of named tensors
+        if (
+            isinstance(value, list) and value and all(isinstance(r, dict) for r in value)
+        ):  # instances as rows of named tensors
             value = {name: [r.get(name) for r in value] for name in value[0]}
         if isinstance(value, dict):
             dtypes = {s.name: np.dtype(s.dtype) for s in specs}
@@ -154,4 +176,8 @@ def _maybe_dataframe(records: Any, columns: Optional[list[str]]) -> Any:
         import pandas as pd
     except ImportError:
         return records
-    return pd.DataFrame.from_records(records, columns=columns) if records and isinstance(records[0], dict) else pd.DataFrame(records, columns=columns)
+    return (
+        pd.DataFrame.from_records(records, columns=columns)
+        if records and isinstance(records[0], dict)
+        else pd.DataFrame(records, columns=columns)
+    )

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from servelm.agents.ids import now_seconds
 
@@ -55,7 +56,12 @@ class ServerState:
     def check_model(self, name: Optional[str]) -> None:
         """404 when a request names another model than the one served."""
         if name and name != self.model_name:
-            raise APIError(404, f"The model `{name}` does not exist; this server serves `{self.model_name}`.", param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"The model `{name}` does not exist; this server serves `{self.model_name}`.",
+                param="model",
+                code="model_not_found",
+            )
 
     async def load(self, model_or_path: Any, on_error: Optional[LoadErrorHandler] = None) -> None:
         """Load the model (off the event loop) and start its service; a failure is logged on one line,

@@ -15,8 +15,9 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 import httpx
 import pytest
@@ -63,7 +64,7 @@ set_model(EchoChatAgent())
 @pytest.fixture(scope="session")
 def responses_agent_source() -> str:
     """A ResponsesAgent that answers with the last input and streams it word by word."""
-    return '''
+    return """
 from servelm.agents import ResponsesAgent, ResponsesAgentResponse, ResponsesAgentStreamEvent
 from servelm.flavors import set_model
 
@@ -81,13 +82,13 @@ class EchoResponsesAgent(ResponsesAgent):
 
 
 set_model(EchoResponsesAgent())
-'''
+"""
 
 
 @pytest.fixture(scope="session")
 def chat_model_source() -> str:
     """A ChatModel that answers with the last message and streams it word by word."""
-    return '''
+    return """
 from servelm.agents import ChatModel, ChatCompletionResponse, ChatChoice, ChatMessage, ChatCompletionChunk, ChatChunkChoice, ChatChoiceDelta
 from servelm.flavors import set_model
 
@@ -102,7 +103,7 @@ class EchoChatModel(ChatModel):
 
 
 set_model(EchoChatModel())
-'''
+"""
 
 
 @pytest.fixture(scope="session")
@@ -146,8 +147,14 @@ def run_python() -> Callable[..., str]:
     stdout; the test fails with its stderr."""
 
     def run(code: str, cwd: Optional[str] = None) -> str:
-        proc = subprocess.run([os.path.abspath(sys.executable), "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=cwd,
-                              timeout=120, env={**os.environ, "PYTHONPATH": ""})
+        proc = subprocess.run(
+            [os.path.abspath(sys.executable), "-c", textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": ""},
+        )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
@@ -192,7 +199,9 @@ def serve() -> Callable[..., Any]:
     ``healthy=False`` only until the server listens (for models that must fail to load)."""
 
     @contextlib.contextmanager
-    def running(model_or_path: Any, startup_timeout: float = 30.0, healthy: bool = True, **options: Any) -> Iterator[tuple[str, Any]]:
+    def running(
+        model_or_path: Any, startup_timeout: float = 30.0, healthy: bool = True, **options: Any
+    ) -> Iterator[tuple[str, Any]]:
         import uvicorn
 
         from servelm.serving import create_app

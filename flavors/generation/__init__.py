@@ -7,5 +7,16 @@ from .sampling import DEFAULT_MAX_TOKENS, SamplingParams, generation_defaults, s
 from .stop import StopChecker
 from .templates import template_inputs
 
-__all__ = ["DEFAULT_MAX_TOKENS", "Batcher", "IncrementalDetokenizer", "SamplingParams", "Sequence", "StepOutput", "StopChecker", "generation_defaults", "rust_tokenizer",
-           "sampling_params", "template_inputs"]
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "Batcher",
+    "IncrementalDetokenizer",
+    "SamplingParams",
+    "Sequence",
+    "StepOutput",
+    "StopChecker",
+    "generation_defaults",
+    "rust_tokenizer",
+    "sampling_params",
+    "template_inputs",
+]

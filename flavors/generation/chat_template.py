@@ -24,7 +24,13 @@ def _compiled(source: str) -> Any:
     def raise_exception(message: str) -> None:
         raise jinja2.exceptions.TemplateError(message)
 
-    def tojson(value: Any, ensure_ascii: bool = False, indent: Optional[int] = None, separators: Any = None, sort_keys: bool = False) -> str:
+    def tojson(
+        value: Any,
+        ensure_ascii: bool = False,
+        indent: Optional[int] = None,
+        separators: Any = None,
+        sort_keys: bool = False,
+    ) -> str:
         return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
@@ -43,7 +49,7 @@ class ChatTemplate:
         self.special_tokens = special_tokens
 
     @classmethod
-    def from_folder(cls, folder: str) -> Optional["ChatTemplate"]:
+    def from_folder(cls, folder: str) -> Optional[ChatTemplate]:
         """The template of a tokenizer folder, or None when it has none."""
         config: dict[str, Any] = {}
         config_path = os.path.join(folder, "tokenizer_config.json")
@@ -62,9 +68,18 @@ class ChatTemplate:
         special = {name: _token_text(config.get(name)) for name in ("bos_token", "eos_token", "pad_token", "unk_token")}
         return cls(source, special)
 
-    def render(self, messages: list[dict[str, Any]], tools: Optional[list[dict[str, Any]]] = None, add_generation_prompt: bool = True) -> str:
+    def render(
+        self,
+        messages: list[dict[str, Any]],
+        tools: Optional[list[dict[str, Any]]] = None,
+        add_generation_prompt: bool = True,
+    ) -> str:
         """The prompt text for ``messages`` (and ``tools``), as transformers' ``apply_chat_template`` renders it."""
-        return str(_compiled(self.source).render(messages=messages, tools=tools, add_generation_prompt=add_generation_prompt, **self.special_tokens))
+        return str(
+            _compiled(self.source).render(
+                messages=messages, tools=tools, add_generation_prompt=add_generation_prompt, **self.special_tokens
+            )
+        )
 
 
 def _token_text(value: Any) -> Optional[str]:

@@ -78,5 +78,3 @@ def _decode_stream() -> Any:
     except ImportError:  # tokenizers < 0.21
         return None
     return DecodeStream(skip_special_tokens=True)
-
-

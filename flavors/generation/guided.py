@@ -30,6 +30,8 @@ def closing(max_tokens: int, generated: int) -> bool:
     """Whether a constrained sequence is near enough its limit to prefer closing what is open: within
     ``CLOSING_MARGIN`` tokens of it, or within its last fifth for long answers."""
     return max_tokens - generated <= max(CLOSING_MARGIN, max_tokens // 5)
+
+
 _COMPACT_JSON = {"whitespace_flexible": False}
 
 
@@ -40,7 +42,9 @@ def grammar_text(spec: GuidedDecoding) -> str:
     if spec.kind == "json_schema":
         return str(llguidance.LLMatcher.grammar_from_json_schema(spec.value, defaults=_COMPACT_JSON))
     if spec.kind == "json_object":
-        return str(llguidance.LLMatcher.grammar_from_json_schema(json.dumps({"type": "object"}), defaults=_COMPACT_JSON))
+        return str(
+            llguidance.LLMatcher.grammar_from_json_schema(json.dumps({"type": "object"}), defaults=_COMPACT_JSON)
+        )
     if spec.kind == "regex":
         return str(llguidance.LLMatcher.grammar_from_regex(spec.value))
     if spec.kind == "lark":
@@ -114,7 +118,9 @@ class Grammars:
         words = lln.allocate_token_bitmask(len(matchers), self.vocab_size)  # [rows, ceil(vocab / 32)] int32
         for row, matcher in enumerate(matchers):
             lln.fill_next_token_bitmask(matcher, words, row)
-        bits = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")[:, : self.vocab_size].astype(bool)  # [rows, vocab]
+        bits = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")[:, : self.vocab_size].astype(
+            bool
+        )  # [rows, vocab]
         for row, close in enumerate(closing):
             if close:
                 for preferred in self._preferences():

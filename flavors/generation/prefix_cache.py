@@ -29,7 +29,9 @@ class PrefixCache:
     def __init__(self, block_size: int, max_bytes: int):
         self.block_size = block_size
         self.max_bytes = max_bytes
-        self._blocks: OrderedDict[int, tuple[Any, int, tuple[int, ...]]] = OrderedDict()  # key -> (runner's saved block, bytes, tokens)
+        self._blocks: OrderedDict[int, tuple[Any, int, tuple[int, ...]]] = (
+            OrderedDict()
+        )  # key -> (runner's saved block, bytes, tokens)
         self.bytes = 0
         self.hits = 0  # tokens served from the cache
         self.queries = 0  # prompt tokens looked up

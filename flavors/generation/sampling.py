@@ -60,7 +60,9 @@ def default_max_tokens(defaults: dict[str, Any]) -> int:
     return DEFAULT_MAX_TOKENS
 
 
-def sampling_params(request: ChatCompletionRequest, prompt_length: int, context_length: int, defaults: Optional[dict[str, Any]] = None) -> SamplingParams:
+def sampling_params(
+    request: ChatCompletionRequest, prompt_length: int, context_length: int, defaults: Optional[dict[str, Any]] = None
+) -> SamplingParams:
     """SamplingParams for one request. What the request leaves out comes from ``defaults`` (the model's
     model_config over its generation_config: max_tokens / max_new_tokens, temperature, top_p, top_k, stop);
     with no cap anywhere, DEFAULT_MAX_TOKENS. The cap never exceeds what is left of the context."""
@@ -75,7 +77,9 @@ def sampling_params(request: ChatCompletionRequest, prompt_length: int, context_
         top_k=int(request.top_k if request.top_k is not None else defaults.get("top_k", 0)),
         seed=request.seed,
         stop=list(request.stop or defaults.get("stop") or []),
-        ignore_eos=bool((request.model_extra or {}).get("ignore_eos", defaults.get("ignore_eos", False))),  # vLLM's extension
+        ignore_eos=bool(
+            (request.model_extra or {}).get("ignore_eos", defaults.get("ignore_eos", False))
+        ),  # vLLM's extension
     )
 
 

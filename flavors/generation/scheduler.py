@@ -101,8 +101,16 @@ class Scheduler:
     ``prefix_cache_bytes`` bounds the prefix cache (0 turns it off).
     """
 
-    def __init__(self, runner: ModelRunner, tokenizer: Any, eos_ids: set[int], max_num_seqs: int = 64, prefill_tokens: int = 512,
-                 prefix_cache_bytes: int = 512 * 1024 * 1024, block_size: int = 32):
+    def __init__(
+        self,
+        runner: ModelRunner,
+        tokenizer: Any,
+        eos_ids: set[int],
+        max_num_seqs: int = 64,
+        prefill_tokens: int = 512,
+        prefix_cache_bytes: int = 512 * 1024 * 1024,
+        block_size: int = 32,
+    ):
         self.runner = runner
         self.tokenizer = tokenizer
         self.eos_ids = set(eos_ids)
@@ -131,7 +139,9 @@ class Scheduler:
         if params.seed is not None and params.temperature > 0:
             seq.generator = self.runner.generator(params.seed)
         if params.logit_bias and max(params.logit_bias) >= self.runner.vocab_size:
-            raise ValueError(f"logit_bias names token {max(params.logit_bias)}; this model's vocabulary has {self.runner.vocab_size} tokens")
+            raise ValueError(
+                f"logit_bias names token {max(params.logit_bias)}; this model's vocabulary has {self.runner.vocab_size} tokens"
+            )
         if params.guided is not None:
             seq.matcher = self.grammars().matcher(params.guided)  # ValueError for a grammar that cannot compile
         self.waiting.append(seq)
@@ -161,7 +171,9 @@ class Scheduler:
         outputs = self._prefill()
         if self.decoding:
             outputs += self._decode()
-        self.last_batch_size = len({id(out.seq) for out in outputs})  # a sequence whose prefill completes also decodes this step
+        self.last_batch_size = len(
+            {id(out.seq) for out in outputs}
+        )  # a sequence whose prefill completes also decodes this step
         if not any(s is not None for s in self.rows):
             self.rows, self.decoding = [], 0
             self.runner.release()
@@ -234,7 +246,12 @@ class Scheduler:
 
     def _sample(self, logits: Any, seqs: list[ScheduledSequence]) -> list[TokenChoice]:
         """The runner's sampler over ``seqs``' rows of ``logits``, with grammar masks for constrained rows."""
-        rows = [RowSampling(s.params, s.generator, s.generated if s.params.presence_penalty or s.params.frequency_penalty else None) for s in seqs]
+        rows = [
+            RowSampling(
+                s.params, s.generator, s.generated if s.params.presence_penalty or s.params.frequency_penalty else None
+            )
+            for s in seqs
+        ]
         constrained = [i for i, s in enumerate(seqs) if s.matcher is not None]
         if constrained:
             near_limit = [closing(seqs[i].params.max_tokens, len(seqs[i].generated)) for i in constrained]
@@ -262,7 +279,10 @@ class Scheduler:
             seq.matcher.consume_token(token)
             if seq.matcher.is_stopped():  # the grammar is complete: nothing may follow
                 return self._finish(seq, "stop", text + self._final_text(seq), logged)
-        if len(seq.generated) >= seq.params.max_tokens or len(seq.prompt_ids) + len(seq.generated) >= self.context_length:
+        if (
+            len(seq.generated) >= seq.params.max_tokens
+            or len(seq.prompt_ids) + len(seq.generated) >= self.context_length
+        ):
             return self._finish(seq, "length", text + self._final_text(seq), logged)
         return StepOutput(seq, text, False, logged)
 
@@ -273,7 +293,9 @@ class Scheduler:
         seq.text += tail + rest
         return tail + rest
 
-    def _finish(self, seq: ScheduledSequence, reason: str, text: str, choice: Optional[TokenChoice] = None) -> StepOutput:
+    def _finish(
+        self, seq: ScheduledSequence, reason: str, text: str, choice: Optional[TokenChoice] = None
+    ) -> StepOutput:
         seq.finish_reason = reason
         self._free(seq)
         return StepOutput(seq, text, True, choice)

@@ -22,5 +22,3 @@ def template_inputs(request: ChatCompletionRequest) -> tuple[list[dict[str, Any]
         messages.append(message)
     tools = [t.model_dump(exclude_none=True) for t in request.tools] if request.tools else None
     return messages, tools
-
-

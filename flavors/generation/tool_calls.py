@@ -50,15 +50,26 @@ class ToolFormat:
         """A Lark grammar (llguidance's dialect) whose every sentence is one call (or, with ``parallel``,
         several) of one of ``tools`` with arguments valid for its JSON schema; or, when ``answer`` (a JSON
         schema) is given, such calls or a JSON answer that satisfies it."""
-        variants = [{"type": "object", "properties": {"name": {"const": t.get("function", t)["name"]}, self.arguments_key: _schema_of(t)},
-                     "required": ["name", self.arguments_key], "additionalProperties": False} for t in tools]
+        variants = [
+            {
+                "type": "object",
+                "properties": {"name": {"const": t.get("function", t)["name"]}, self.arguments_key: _schema_of(t)},
+                "required": ["name", self.arguments_key],
+                "additionalProperties": False,
+            }
+            for t in tools
+        ]
         schema = {"anyOf": variants} if len(variants) > 1 else variants[0]
         rules = ["body: %json " + _compact_schema(schema)]
         if self.listed:
             more = ' (", " body)*' if parallel else ""
             rules.append(f'calls: {_lark_string(self.start)} "[" body{more} "]"')
         else:
-            rules.append(f"call: {_lark_string(self.start)} body {_lark_string(self.end)}" if (self.start or self.end) else "call: body")
+            rules.append(
+                f"call: {_lark_string(self.start)} body {_lark_string(self.end)}"
+                if (self.start or self.end)
+                else "call: body"
+            )
             rules.append(f"calls: call ({_lark_string(self.separator)} call)*" if parallel else "calls: call")
         if answer is not None:
             rules += ["start: calls | answer", "answer: %json " + _compact_schema(answer)]
@@ -94,14 +105,17 @@ def template_takes_tools(chat_template: Optional[str]) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- prompts
-_PREAMBLE = ("You are a function calling AI model. You may call one or more functions to assist with the user query. "
-             "Don't make assumptions about what values to plug into functions. Here are the available tools:\n<tools>\n{tools}\n</tools>\n"
-             "For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n"
-             '<tool_call>\n{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>')
+_PREAMBLE = (
+    "You are a function calling AI model. You may call one or more functions to assist with the user query. "
+    "Don't make assumptions about what values to plug into functions. Here are the available tools:\n<tools>\n{tools}\n</tools>\n"
+    "For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n"
+    '<tool_call>\n{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
+)
 
 
-def prompt_messages(messages: list[dict[str, Any]], tools: Optional[list[dict[str, Any]]], fmt: ToolFormat,
-                    template_tools: bool) -> tuple[list[dict[str, Any]], Optional[list[dict[str, Any]]]]:
+def prompt_messages(
+    messages: list[dict[str, Any]], tools: Optional[list[dict[str, Any]]], fmt: ToolFormat, template_tools: bool
+) -> tuple[list[dict[str, Any]], Optional[list[dict[str, Any]]]]:
     """(messages, tools) for the chat template: as they are when the template renders tools itself; else
     the tools described in the system message, earlier calls written into assistant messages in ``fmt``
     and tool results handed back in user messages (consecutive results joined)."""
@@ -111,7 +125,10 @@ def prompt_messages(messages: list[dict[str, Any]], tools: Optional[list[dict[st
     for message in messages:
         message = dict(message)
         if message.get("tool_calls"):
-            calls = [{"name": c["function"]["name"], "arguments": c["function"].get("arguments")} for c in message.pop("tool_calls")]
+            calls = [
+                {"name": c["function"]["name"], "arguments": c["function"].get("arguments")}
+                for c in message.pop("tool_calls")
+            ]
             message["content"] = ((message.get("content") or "") + "\n" + fmt.render_calls(calls)).strip()
         if message["role"] == "tool":
             response = f"<tool_response>\n{message.get('content') or ''}\n</tool_response>"
@@ -177,7 +194,10 @@ class ToolCallParser:
             start = self._call_start(self._pending)
             if start is None:
                 keep = _partial_marker(self._pending, self._starts())
-                content, self._pending = self._pending[: len(self._pending) - keep], self._pending[len(self._pending) - keep :]
+                content, self._pending = (
+                    self._pending[: len(self._pending) - keep],
+                    self._pending[len(self._pending) - keep :],
+                )
                 return [ToolEvent(content=content)] if content else []
             if start > 0:
                 events.append(ToolEvent(content=self._pending[:start].rstrip() if start else ""))
@@ -324,7 +344,12 @@ class _ObjectScanner:
             self._arguments_span = [position, -1]
 
     def _end_value(self, end: int) -> None:
-        if self._value_start >= 0 and self._arguments_span is not None and self._arguments_span[1] < 0 and self._arguments_span[0] == self._value_start:
+        if (
+            self._value_start >= 0
+            and self._arguments_span is not None
+            and self._arguments_span[1] < 0
+            and self._arguments_span[0] == self._value_start
+        ):
             self._arguments_span[1] = end
         if self._value_start >= 0:
             self._value_start = -1

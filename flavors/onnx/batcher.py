@@ -74,8 +74,10 @@ class GenaiBatcher:
         if not prompt_ids:
             raise ValueError("the prompt is empty")
         if params.needs_processing or params.logprobs is not None:
-            raise ValueError(f"onnxruntime-genai's Engine ({self.genai.provider}) cannot constrain output to a grammar (response_format, "
-                             "a forced tool_choice), apply penalties or logit_bias, or give logprobs; serve this model on cpu for those")
+            raise ValueError(
+                f"onnxruntime-genai's Engine ({self.genai.provider}) cannot constrain output to a grammar (response_format, "
+                "a forced tool_choice), apply penalties or logit_bias, or give logprobs; serve this model on cpu for those"
+            )
         if len(prompt_ids) >= self.context_length:
             raise ValueError(f"the prompt has {len(prompt_ids)} tokens; this model's context is {self.context_length}")
         og = self.og
@@ -127,9 +129,15 @@ class GenaiBatcher:
         """A seeded sampled sequence runs on its own Generator (reproducible whatever else runs)."""
         p = seq.params
         params = self.og.GeneratorParams(self.genai.model)
-        params.set_search_options(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k if p.top_k > 0 else self.genai.vocab_size,
-                                  random_seed=p.seed, max_length=len(seq.prompt_ids) + max_tokens,
-                                  min_length=len(seq.prompt_ids) + max_tokens if p.ignore_eos else 0)
+        params.set_search_options(
+            do_sample=True,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            top_k=p.top_k if p.top_k > 0 else self.genai.vocab_size,
+            random_seed=p.seed,
+            max_length=len(seq.prompt_ids) + max_tokens,
+            min_length=len(seq.prompt_ids) + max_tokens if p.ignore_eos else 0,
+        )
         seq.generator = self.og.Generator(self.genai.model, params)
         seq.generator.append_tokens(np.asarray(seq.prompt_ids, dtype=np.int32))
         seq.max_tokens = max_tokens
@@ -246,4 +254,11 @@ class _TextStream:
         return self._detokenizer.flush() if self._detokenizer is not None else ""
 
 
-_FINISH = {"EOS": "stop", "STOP_STRING": "stop", "MAX_GENERATED_TOKENS": "length", "MAX_SESSION_TOKENS": "length", "CANCELLED": "abort", "FAILED": "error"}
+_FINISH = {
+    "EOS": "stop",
+    "STOP_STRING": "stop",
+    "MAX_GENERATED_TOKENS": "length",
+    "MAX_SESSION_TOKENS": "length",
+    "CANCELLED": "abort",
+    "FAILED": "error",
+}

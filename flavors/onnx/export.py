@@ -13,7 +13,8 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any, Optional
 
 from ..errors import ModelFormatError
 from .runtime import GENAI_CONFIG, PROVIDERS
@@ -42,17 +43,23 @@ def export(
         raise ModelFormatError(f"precision {precision!r} is not supported; choose one of {', '.join(PRECISIONS)}")
     provider = execution_provider.lower()
     if provider not in PROVIDERS:
-        raise ModelFormatError(f"unknown execution provider {execution_provider!r}; choose one of {', '.join(PROVIDERS)}")
+        raise ModelFormatError(
+            f"unknown execution provider {execution_provider!r}; choose one of {', '.join(PROVIDERS)}"
+        )
     if provider == "cpu" and precision not in _CPU_PRECISIONS:
-        raise ModelFormatError(f"precision {precision} does not run on cpu in onnxruntime-genai; use {', '.join(_CPU_PRECISIONS)} "
-                               "for cpu, or export for cuda")
+        raise ModelFormatError(
+            f"precision {precision} does not run on cpu in onnxruntime-genai; use {', '.join(_CPU_PRECISIONS)} "
+            "for cpu, or export for cuda"
+        )
     if os.path.exists(output_dir) and os.listdir(output_dir):
         raise ModelFormatError(f"{output_dir} already exists and is not empty: choose a new directory")
     try:
         from onnxruntime_genai.models import builder
     except ImportError as exc:
-        raise ModelFormatError(f"exporting needs onnxruntime-genai's model builder and its dependencies (onnx, onnx_ir, torch, "
-                               f"transformers): pip install 'servelm[onnx,transformers]' ({exc})") from None
+        raise ModelFormatError(
+            f"exporting needs onnxruntime-genai's model builder and its dependencies (onnx, onnx_ir, torch, "
+            f"transformers): pip install 'servelm[onnx,transformers]' ({exc})"
+        ) from None
     with tempfile.TemporaryDirectory(prefix="servelm-export-") as scratch:
         source = _checkpoint_dir(hf_model, os.path.join(scratch, "checkpoint"))
         cache = cache_dir or os.path.join(scratch, "cache")
@@ -62,7 +69,11 @@ def export(
         shutil.rmtree(tmp, ignore_errors=True)
         chatter = io.StringIO()
         try:
-            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), _quiet_progress_bars():  # the builder prints progress
+            with (
+                contextlib.redirect_stdout(chatter),
+                contextlib.redirect_stderr(chatter),
+                _quiet_progress_bars(),
+            ):  # the builder prints progress
                 prepared = builder.parse_extra_options(None, source, tmp, precision, target, cache, options)
                 builder.create_model(None, source, tmp, precision, target, cache, **prepared)
         except Exception as exc:
@@ -72,7 +83,14 @@ def export(
         log.debug("model builder output:\n%s", chatter.getvalue())
         _copy_chat_template(source, tmp)
         with open(os.path.join(tmp, EXPORT_INFO), "w") as f:
-            json.dump({"precision": precision, "execution_provider": provider, "source": source if isinstance(hf_model, (str, os.PathLike)) else None}, f)
+            json.dump(
+                {
+                    "precision": precision,
+                    "execution_provider": provider,
+                    "source": source if isinstance(hf_model, (str, os.PathLike)) else None,
+                },
+                f,
+            )
         if not os.path.isfile(os.path.join(tmp, GENAI_CONFIG)):
             shutil.rmtree(tmp, ignore_errors=True)
             raise ModelFormatError(f"the model builder wrote no {GENAI_CONFIG} for {source}")
@@ -129,7 +147,9 @@ def _checkpoint_dir(hf_model: Any, scratch: str) -> str:
     else:
         model, tokenizer = getattr(hf_model, "model", None), getattr(hf_model, "tokenizer", None)
     if model is None or tokenizer is None:
-        raise ModelFormatError("hf_model must be a checkpoint directory, a {'model', 'tokenizer'} dict or a text-generation pipeline")
+        raise ModelFormatError(
+            "hf_model must be a checkpoint directory, a {'model', 'tokenizer'} dict or a text-generation pipeline"
+        )
     model.save_pretrained(scratch)
     tokenizer.save_pretrained(scratch)
     return scratch

@@ -8,8 +8,8 @@ import os
 import shutil
 from typing import Any, Optional
 
-from ..errors import ModelFormatError
 from ..directory import new_model_directory
+from ..errors import ModelFormatError
 from ..llm_directory import check_task, write_llm_metadata
 from ..model import Model
 from ..signature import ModelSignature
@@ -55,10 +55,14 @@ def save_model(
     og = import_genai()
     check_task(task)
     if not os.path.isfile(os.path.join(onnx_model_dir, GENAI_CONFIG)):
-        raise ModelFormatError(f"{onnx_model_dir} is not an onnxruntime-genai folder (no {GENAI_CONFIG}); create one with servelm.flavors.onnx.export")
+        raise ModelFormatError(
+            f"{onnx_model_dir} is not an onnxruntime-genai folder (no {GENAI_CONFIG}); create one with servelm.flavors.onnx.export"
+        )
     if task == "llm/v1/chat" and not has_chat_template(onnx_model_dir):
-        raise ModelFormatError(f"{onnx_model_dir} has no chat template (chat_template.jinja or tokenizer_config.json 'chat_template'); "
-                               "add one or save with task='text-generation'")
+        raise ModelFormatError(
+            f"{onnx_model_dir} has no chat template (chat_template.jinja or tokenizer_config.json 'chat_template'); "
+            "add one or save with task='text-generation'"
+        )
     with new_model_directory(path) as tmp:
         target = os.path.join(tmp, MODEL_DIR)
         shutil.copytree(onnx_model_dir, target)
@@ -66,10 +70,28 @@ def save_model(
             _update_search(os.path.join(target, GENAI_CONFIG), search_options)
         info = _export_info(target)
         provider = (execution_provider or info.get("execution_provider") or saved_provider(target)).lower()
-        flavor = {"onnxruntime_genai_version": og.__version__, "providers": [provider], "precision": info.get("precision", "unknown"),
-                  "genai_config": f"{MODEL_DIR}/{GENAI_CONFIG}", "data": MODEL_DIR, "code": None}
-        return write_llm_metadata(tmp, task, FLAVOR_NAME, flavor, LOADER_MODULE, ["onnxruntime_genai", "numpy", "tokenizers"], model_config,
-                                  signature, input_example, pip_requirements, extra_pip_requirements, metadata)
+        flavor = {
+            "onnxruntime_genai_version": og.__version__,
+            "providers": [provider],
+            "precision": info.get("precision", "unknown"),
+            "genai_config": f"{MODEL_DIR}/{GENAI_CONFIG}",
+            "data": MODEL_DIR,
+            "code": None,
+        }
+        return write_llm_metadata(
+            tmp,
+            task,
+            FLAVOR_NAME,
+            flavor,
+            LOADER_MODULE,
+            ["onnxruntime_genai", "numpy", "tokenizers"],
+            model_config,
+            signature,
+            input_example,
+            pip_requirements,
+            extra_pip_requirements,
+            metadata,
+        )
 
 
 def _update_search(config_path: str, search_options: dict[str, Any]) -> None:
@@ -108,7 +130,9 @@ def locate_folder(path: str) -> tuple[str, Optional[str], dict[str, Any], Option
     raise ModelFormatError(f"{path} is neither an onnx-flavor model directory nor an onnxruntime-genai folder")
 
 
-def load_onnx(path: str, execution_provider: Optional[str] = None, max_batch_size: int = 64, threads: Optional[int] = None) -> tuple[OnnxModel, Model]:
+def load_onnx(
+    path: str, execution_provider: Optional[str] = None, max_batch_size: int = 64, threads: Optional[int] = None
+) -> tuple[OnnxModel, Model]:
     """Open an onnx-flavor directory for generation on its provider: the one asked for, else the saved one
     when available, else cpu."""
     folder, saved, _, meta = locate_folder(path)
@@ -117,7 +141,9 @@ def load_onnx(path: str, execution_provider: Optional[str] = None, max_batch_siz
     return OnnxModel(folder, chosen_provider(folder, execution_provider, saved), max_batch_size, threads), meta
 
 
-def load_genai(path: str, execution_provider: Optional[str] = None, max_batch_size: int = 64, threads: Optional[int] = None) -> tuple[GenaiModel, Model]:
+def load_genai(
+    path: str, execution_provider: Optional[str] = None, max_batch_size: int = 64, threads: Optional[int] = None
+) -> tuple[GenaiModel, Model]:
     """onnxruntime-genai's own objects for an onnx-flavor directory, on its provider."""
     folder, meta = genai_dir_of(path)
     saved = (meta.flavor(FLAVOR_NAME).get("providers") or [None])[0]

@@ -35,17 +35,27 @@ def last_token_decoder(model_path: str, logits_name: str, cache_dir: str) -> Opt
         return target
     model = onnx.load(model_path, load_external_data=False)
     if not _slice_projection_input(model, logits_name):
-        log.info("%s: no vocabulary projection found before %r; logits of every position are computed", model_path, logits_name)
+        log.info(
+            "%s: no vocabulary projection found before %r; logits of every position are computed",
+            model_path,
+            logits_name,
+        )
         return None
     os.makedirs(folder, exist_ok=True)
-    locations = {entry.value for tensor in model.graph.initializer for entry in tensor.external_data if entry.key == "location"}
+    locations = {
+        entry.value for tensor in model.graph.initializer for entry in tensor.external_data if entry.key == "location"
+    }
     for location in locations:  # link the weights files the graph refers to
         link = os.path.join(folder, location)
         if not os.path.exists(link):
             try:
                 os.link(os.path.join(os.path.dirname(os.path.abspath(model_path)), location), link)
             except OSError as exc:
-                log.info("%s: cannot link its weights into the cache (%s); logits of every position are computed", model_path, exc)
+                log.info(
+                    "%s: cannot link its weights into the cache (%s); logits of every position are computed",
+                    model_path,
+                    exc,
+                )
                 return None
     tmp = f"{target}.tmp-{os.getpid()}"
     onnx.save(model, tmp)
@@ -59,7 +69,11 @@ def _prune(root: str) -> None:
         return
     for entry in os.listdir(root):
         folder = os.path.join(root, entry)
-        names = [os.path.join(folder, f) for f in os.listdir(folder) if not f.endswith(".onnx")] if os.path.isdir(folder) else []
+        names = (
+            [os.path.join(folder, f) for f in os.listdir(folder) if not f.endswith(".onnx")]
+            if os.path.isdir(folder)
+            else []
+        )
         if any(os.stat(name).st_nlink == 1 for name in names):
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -78,6 +92,8 @@ def _slice_projection_input(model: Any, logits_name: str) -> bool:
     for name, values in constants.items():
         model.graph.initializer.append(helper.make_tensor(name, onnx.TensorProto.INT64, [1], values))
     index = list(model.graph.node).index(producer)
-    model.graph.node.insert(index, helper.make_node("Slice", [hidden, *constants], [sliced], name="/servelm/last_position/Slice"))
+    model.graph.node.insert(
+        index, helper.make_node("Slice", [hidden, *constants], [sliced], name="/servelm/last_position/Slice")
+    )
     producer.input[0] = sliced
     return True

@@ -35,7 +35,7 @@ class OnnxPrompts:
     eos_ids: frozenset[int]
 
     @classmethod
-    def read(cls, genai_dir: str) -> "OnnxPrompts":
+    def read(cls, genai_dir: str) -> OnnxPrompts:
         try:
             from tokenizers import Tokenizer
         except ImportError:
@@ -48,7 +48,13 @@ class OnnxPrompts:
         meta = read_genai_config(genai_dir)["model"]
         eos = meta.get("eos_token_id")
         eos_ids = frozenset(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        return cls(genai_dir, Tokenizer.from_file(tokenizer_file), ChatTemplate.from_folder(genai_dir), int(meta.get("context_length") or 2048), eos_ids)
+        return cls(
+            genai_dir,
+            Tokenizer.from_file(tokenizer_file),
+            ChatTemplate.from_folder(genai_dir),
+            int(meta.get("context_length") or 2048),
+            eos_ids,
+        )
 
     def __post_init__(self) -> None:
         self.chat_template = self.template.source if self.template is not None else None
@@ -98,7 +104,11 @@ class OnnxModel:
         if provider == "cpu" and runs_on_ort_directly(genai_dir):
             from .runner import OrtDecoder
 
-            weights = sum(os.path.getsize(os.path.join(genai_dir, f)) for f in os.listdir(genai_dir) if f.endswith((".onnx", ".data")))
+            weights = sum(
+                os.path.getsize(os.path.join(genai_dir, f))
+                for f in os.listdir(genai_dir)
+                if f.endswith((".onnx", ".data"))
+            )
             self.decoder = OrtDecoder(genai_dir, read_genai_config(genai_dir), threads or default_threads(weights))
         else:
             self.genai = open_genai(genai_dir, provider, max_batch_size, threads)
@@ -108,8 +118,12 @@ class OnnxModel:
         if self.decoder is not None:
             from .runner import OrtRunner
 
-            return Scheduler(OrtRunner(self.decoder, max_num_seqs or self.max_batch_size), self.prompts.tokenizer, set(self.prompts.eos_ids),
-                             max_num_seqs or self.max_batch_size)
+            return Scheduler(
+                OrtRunner(self.decoder, max_num_seqs or self.max_batch_size),
+                self.prompts.tokenizer,
+                set(self.prompts.eos_ids),
+                max_num_seqs or self.max_batch_size,
+            )
         from .batcher import GenaiBatcher
 
         return GenaiBatcher(self.genai)

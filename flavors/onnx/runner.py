@@ -15,9 +15,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..cache import default_cache_dir
 from ..generation.choice import RowSampling, TokenChoice
 from ..generation.numpy_sampling import numpy_generator, sample_numpy
-from ..cache import default_cache_dir
 from .last_token import last_token_decoder
 
 _LENGTH_STEP = 256  # positions are allocated in multiples of this (attention cost grows with the buffer)
@@ -48,7 +48,9 @@ class OrtDecoder:
         self.vocab_size = int(config["model"]["vocab_size"])
         self.input_ids, self.attention_mask = names["input_ids"], names["attention_mask"]
         self.past = [(names["past_key_names"] % i, names["past_value_names"] % i) for i in range(self.layers)]
-        self.present = [(outputs["present_key_names"] % i, outputs["present_value_names"] % i) for i in range(self.layers)]
+        self.present = [
+            (outputs["present_key_names"] % i, outputs["present_value_names"] % i) for i in range(self.layers)
+        ]
         self.logits = outputs["logits"]
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.cache_dtype = _DTYPES.get(inputs[self.past[0][0]].type, np.float32)
@@ -98,7 +100,9 @@ class OrtRunner:
             cache[b, :, :length] = kept
 
     def save_block(self, row: int, start: int, size: int) -> tuple[Any, int]:
-        block = np.stack([c[row, :, start : start + size] for c in self.keys + self.values])  # [2 * layers, kv_heads, size, head_dim]
+        block = np.stack(
+            [c[row, :, start : start + size] for c in self.keys + self.values]
+        )  # [2 * layers, kv_heads, size, head_dim]
         return block, block.nbytes
 
     def load_block(self, block: Any, row: int, start: int) -> None:
@@ -111,14 +115,18 @@ class OrtRunner:
         count = len(token_ids)
         mask = np.ones((1, start + count), np.int64)
         positions = np.arange(start, start + count, dtype=np.int64)[None]
-        logits = self._run(np.asarray([token_ids], np.int64), mask, positions, slice(row, row + 1))  # [1, 1 or count, vocab]
+        logits = self._run(
+            np.asarray([token_ids], np.int64), mask, positions, slice(row, row + 1)
+        )  # [1, 1 or count, vocab]
         return logits[:, -1]
 
     def decode(self, tokens: list[int], positions: list[int]) -> Any:
         count = len(tokens)
         where = np.asarray(positions, np.int64)
         mask = (np.arange(int(where.max()) + 1)[None, :] <= where[:, None]).astype(np.int64)  # [rows, longest + 1]
-        logits = self._run(np.asarray(tokens, np.int64)[:, None], mask, where[:, None], slice(0, count))  # [rows, 1, vocab]
+        logits = self._run(
+            np.asarray(tokens, np.int64)[:, None], mask, where[:, None], slice(0, count)
+        )  # [rows, 1, vocab]
         return logits[:, -1]
 
     def _run(self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, rows: slice) -> np.ndarray:
@@ -129,7 +137,9 @@ class OrtRunner:
         if d.position_ids:
             binding.bind_cpu_input(d.position_ids, positions)
         binding.bind_output(d.logits)
-        for (past_key, past_value), (present_key, present_value), keys, values in zip(d.past, d.present, self.keys, self.values):
+        for (past_key, past_value), (present_key, present_value), keys, values in zip(
+            d.past, d.present, self.keys, self.values
+        ):
             key, value = ort.OrtValue.ortvalue_from_numpy(keys[rows]), ort.OrtValue.ortvalue_from_numpy(values[rows])
             binding.bind_ortvalue_input(past_key, key)
             binding.bind_ortvalue_input(past_value, value)

@@ -15,7 +15,15 @@ from ..errors import ModelFormatError
 log = logging.getLogger("servelm.onnx")
 GENAI_CONFIG = "genai_config.json"
 # onnxruntime-genai's provider names, keyed by what users type
-PROVIDERS = {"cpu": "cpu", "cuda": "cuda", "dml": "dml", "webgpu": "webgpu", "openvino": "OpenVINO", "qnn": "QNN", "trt-rtx": "NvTensorRtRtx"}
+PROVIDERS = {
+    "cpu": "cpu",
+    "cuda": "cuda",
+    "dml": "dml",
+    "webgpu": "webgpu",
+    "openvino": "OpenVINO",
+    "qnn": "QNN",
+    "trt-rtx": "NvTensorRtRtx",
+}
 
 
 def import_genai() -> Any:
@@ -29,8 +37,13 @@ def import_genai() -> Any:
 
 def provider_available(og: Any, provider: str) -> bool:
     """Whether this onnxruntime-genai build can run ``provider`` here (cpu always can)."""
-    check = {"cuda": "is_cuda_available", "dml": "is_dml_available", "webgpu": "is_webgpu_available", "openvino": "is_openvino_available",
-             "qnn": "is_qnn_available"}.get(provider)
+    check = {
+        "cuda": "is_cuda_available",
+        "dml": "is_dml_available",
+        "webgpu": "is_webgpu_available",
+        "openvino": "is_openvino_available",
+        "qnn": "is_qnn_available",
+    }.get(provider)
     return provider == "cpu" or (check is not None and bool(getattr(og, check)()))
 
 
@@ -59,8 +72,10 @@ def choose_provider(og: Any, defaults: list[str], requested: Optional[str] = Non
         if name not in PROVIDERS:
             raise ModelFormatError(f"unknown execution provider {requested!r}; choose one of {', '.join(PROVIDERS)}")
         if not provider_available(og, name):
-            raise ModelFormatError(f"execution provider {name!r} is not available in this onnxruntime-genai build "
-                                   f"(install onnxruntime-genai-cuda for cuda), or choose cpu")
+            raise ModelFormatError(
+                f"execution provider {name!r} is not available in this onnxruntime-genai build "
+                f"(install onnxruntime-genai-cuda for cuda), or choose cpu"
+            )
         return name
     for name in defaults:
         if provider_available(og, name):
@@ -85,8 +100,13 @@ class GenaiModel:
     dynamic_batching: bool = False  # the folder's Engine joins requests into a running batch (paged-attention exports)
 
 
-def open_genai(genai_dir: str, provider: Optional[str] = None, max_batch_size: int = 64, threads: Optional[int] = None,
-               saved: Optional[str] = None) -> GenaiModel:
+def open_genai(
+    genai_dir: str,
+    provider: Optional[str] = None,
+    max_batch_size: int = 64,
+    threads: Optional[int] = None,
+    saved: Optional[str] = None,
+) -> GenaiModel:
     """Load a genai folder on the chosen provider (``provider``, else ``saved`` or the exported one when
     available, else cpu) with the Engine's batch size and CPU threads set."""
     og = import_genai()
@@ -108,11 +128,28 @@ def open_genai(genai_dir: str, provider: Optional[str] = None, max_batch_size: i
     tokenizer = og.Tokenizer(model)
     meta = saved_config["model"]
     eos = meta.get("eos_token_id")
-    eos_ids = frozenset(eos if isinstance(eos, list) else [eos] if eos is not None else []) | frozenset(int(i) for i in tokenizer.eos_token_ids)
-    log.info("onnxruntime-genai %s: running %s on %s%s", og.__version__ if hasattr(og, "__version__") else "", os.path.basename(genai_dir.rstrip("/")),
-             name, f" with {session['intra_op_num_threads']} threads" if session else "")
-    return GenaiModel(model, tokenizer, name, int(meta.get("context_length") or 2048), eos_ids, genai_dir, int(meta.get("vocab_size") or 0),
-                      _text_tokenizer(genai_dir), int(max_batch_size), dynamic)
+    eos_ids = frozenset(eos if isinstance(eos, list) else [eos] if eos is not None else []) | frozenset(
+        int(i) for i in tokenizer.eos_token_ids
+    )
+    log.info(
+        "onnxruntime-genai %s: running %s on %s%s",
+        og.__version__ if hasattr(og, "__version__") else "",
+        os.path.basename(genai_dir.rstrip("/")),
+        name,
+        f" with {session['intra_op_num_threads']} threads" if session else "",
+    )
+    return GenaiModel(
+        model,
+        tokenizer,
+        name,
+        int(meta.get("context_length") or 2048),
+        eos_ids,
+        genai_dir,
+        int(meta.get("vocab_size") or 0),
+        _text_tokenizer(genai_dir),
+        int(max_batch_size),
+        dynamic,
+    )
 
 
 def _text_tokenizer(genai_dir: str) -> Any:

@@ -7,8 +7,8 @@ import sys
 import uuid
 from typing import Any
 
-from ..errors import ModelFormatError
 from ..code_registry import capture_model, install_mlflow_set_model, model_config_for_load
+from ..errors import ModelFormatError
 from .mlflow_compat import MLFLOW_INSTALL_HINT
 
 
@@ -37,7 +37,9 @@ def load_code_model(code_file: str, extra_sys_path: list[str], model_config: Any
         except ModuleNotFoundError as exc:
             sys.modules.pop(name, None)
             if exc.name and exc.name.split(".")[0] == "mlflow":
-                raise ModelFormatError(f"{code_file} was written for MLflow and imports {exc.name}: {MLFLOW_INSTALL_HINT}") from exc
+                raise ModelFormatError(
+                    f"{code_file} was written for MLflow and imports {exc.name}: {MLFLOW_INSTALL_HINT}"
+                ) from exc
             raise ModelFormatError(f"{code_file} failed while loading: {type(exc).__name__}: {exc}") from exc
         except Exception as exc:
             sys.modules.pop(name, None)

@@ -19,7 +19,8 @@ for models that need no conversion (agents, the server's hot path).
 from __future__ import annotations
 
 import typing
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from ..errors import ModelFormatError, SchemaEnforcementError
 from ..signature import AnyType, Array, ColSpec, Map, Object, Scalar, Schema, enforce_value
@@ -48,22 +49,34 @@ def to_dataframe(data: Any, schema: Optional[Schema]) -> Any:
     if isinstance(data, pd.Series):
         return pd.DataFrame(data)
     if isinstance(data, dict):
-        nested = schema is not None and any(isinstance(s, ColSpec) and isinstance(s.dtype, (Array, Object)) for s in schema.specs)
-        if nested or all(_is_scalar(v) or (isinstance(v, list) and all(isinstance(i, str) for i in v)) for v in data.values()):
+        nested = schema is not None and any(
+            isinstance(s, ColSpec) and isinstance(s.dtype, (Array, Object)) for s in schema.specs
+        )
+        if nested or all(
+            _is_scalar(v) or (isinstance(v, list) and all(isinstance(i, str) for i in v)) for v in data.values()
+        ):
             return pd.DataFrame([data])
         try:
             return pd.DataFrame({k: (v.tolist() if getattr(v, "ndim", 0) > 1 else v) for k, v in data.items()})
         except ValueError as exc:
-            raise SchemaEnforcementError(f"the model has a column-based signature and the input cannot be a DataFrame: {exc}") from None
+            raise SchemaEnforcementError(
+                f"the model has a column-based signature and the input cannot be a DataFrame: {exc}"
+            ) from None
     if isinstance(data, (list, tuple)) or type(data).__name__ == "ndarray":
         return pd.DataFrame(list(data) if isinstance(data, tuple) else data)
     if _is_scalar(data):
         return pd.DataFrame([data])
-    raise SchemaEnforcementError(f"the model has a column-based signature: expected a DataFrame, a dict or a list, got {type(data).__name__}")
+    raise SchemaEnforcementError(
+        f"the model has a column-based signature: expected a DataFrame, a dict or a list, got {type(data).__name__}"
+    )
 
 
 def _is_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (str, bytes, int, float, bool)) or (hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0)
+    return (
+        value is None
+        or isinstance(value, (str, bytes, int, float, bool))
+        or (hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0)
+    )
 
 
 _KINDS = {"long": "iu", "integer": "iu", "double": "fiu", "float": "fiu", "boolean": "b", "datetime": "M"}
@@ -83,7 +96,9 @@ def enforce_dataframe(frame: Any, schema: Schema) -> Any:
         columns = [(s, s.name) for s in named if s.name in frame.columns]
     else:
         if len(frame.columns) < len(specs):
-            raise SchemaEnforcementError(f"the signature declares {len(specs)} input column(s); the input has {len(frame.columns)}")
+            raise SchemaEnforcementError(
+                f"the signature declares {len(specs)} input column(s); the input has {len(frame.columns)}"
+            )
         columns = list(zip(specs, frame.columns))
     for spec, column in columns:
         converted = _enforce_column(frame[column], spec, str(column))
@@ -103,7 +118,11 @@ def _enforce_column(series: Any, spec: ColSpec, name: str) -> Any:
     if isinstance(dtype, Scalar):
         want = dtype.name
         if want in _KINDS:
-            if kind in _KINDS[want][:1] or (want in ("long", "integer") and kind in "iu") or (want == "datetime" and kind == "M"):
+            if (
+                kind in _KINDS[want][:1]
+                or (want in ("long", "integer") and kind in "iu")
+                or (want == "datetime" and kind == "M")
+            ):
                 return None
             if want in ("double", "float") and kind in "iu":
                 return series.astype("float64" if want == "double" else "float32")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any, Optional
 
 from ..errors import ModelFormatError
 from ..model import Model
@@ -21,7 +22,15 @@ _AGENT_TASKS = ("agent/v1/chat", "agent/v2/chat", "agent/v1/responses")
 class PyFuncModel:
     """A loaded model: ``predict`` / ``predict_stream`` with the signature enforced, plus its metadata."""
 
-    def __init__(self, metadata: Model, impl: Any, model_config: dict[str, Any], path: str, python_model: Any = None, convert_inputs: bool = True):
+    def __init__(
+        self,
+        metadata: Model,
+        impl: Any,
+        model_config: dict[str, Any],
+        path: str,
+        python_model: Any = None,
+        convert_inputs: bool = True,
+    ):
         self.metadata = metadata
         self._impl = impl
         self.model_config = model_config
@@ -34,10 +43,16 @@ class PyFuncModel:
         self._params_schema = sig.params if sig is not None else None
         # What the model's input becomes before it sees it (MLflow's conversions; input_conversion.py):
         # decided once here, so models that need none pay nothing per call.
-        self._convert = None if agent or not convert_inputs else input_converter(self._input_schema, python_model, metadata.is_signature_from_type_hint)
+        self._convert = (
+            None
+            if agent or not convert_inputs
+            else input_converter(self._input_schema, python_model, metadata.is_signature_from_type_hint)
+        )
         if self._convert is not None and self._input_schema is not None and not _hinted(python_model):
             self._input_schema = None  # the DataFrame conversion checks the columns itself
-        self._passthrough: tuple[type, ...] = getattr(self._convert, "passthrough", ())  # input types it leaves as they are
+        self._passthrough: tuple[type, ...] = getattr(
+            self._convert, "passthrough", ()
+        )  # input types it leaves as they are
         self.predict_fn = impl.predict
 
     def _prepare(self, data: Any) -> Any:
@@ -143,8 +158,13 @@ def load_model(path: str, model_config: Any = None) -> PyFuncModel:
         config = getattr(impl, "context", None)
         return PyFuncModel(metadata, impl, config.model_config if config else {}, path, python_model)
     # servelm's own loaders (the LLM flavors) take JSON input as it is; other loaders get MLflow's conversions
-    return PyFuncModel(metadata, _custom_loader(path, conf, loader, model_config), dict(model_config or {}), path,
-                       convert_inputs=not loader.startswith("servelm."))
+    return PyFuncModel(
+        metadata,
+        _custom_loader(path, conf, loader, model_config),
+        dict(model_config or {}),
+        path,
+        convert_inputs=not loader.startswith("servelm."),
+    )
 
 
 def _custom_loader(path: str, conf: dict[str, Any], loader: str, model_config: Optional[dict[str, Any]]) -> Any:
@@ -156,16 +176,24 @@ def _custom_loader(path: str, conf: dict[str, Any], loader: str, model_config: O
             module = importlib.import_module(loader)
         except ImportError as exc:
             hint = f" ({MLFLOW_INSTALL_HINT})" if loader.split(".")[0] == "mlflow" else ""
-            raise ModelFormatError(f"{os.path.join(path, 'MLmodel')}: loader_module {loader!r} cannot be imported: {exc}{hint}") from exc
+            raise ModelFormatError(
+                f"{os.path.join(path, 'MLmodel')}: loader_module {loader!r} cannot be imported: {exc}{hint}"
+            ) from exc
         if not hasattr(module, "_load_pyfunc"):
             raise ModelFormatError(f"loader_module {loader!r} has no _load_pyfunc(data_path, model_config=None)")
         data_path = os.path.join(path, conf["data"]) if conf.get("data") else path
         try:
-            return module._load_pyfunc(data_path, model_config) if model_config is not None else module._load_pyfunc(data_path)
+            return (
+                module._load_pyfunc(data_path, model_config)
+                if model_config is not None
+                else module._load_pyfunc(data_path)
+            )
         except ModelFormatError:
             raise
         except Exception as exc:
-            raise ModelFormatError(f"loader_module {loader!r} failed on {data_path}: {type(exc).__name__}: {exc}") from exc
+            raise ModelFormatError(
+                f"loader_module {loader!r} failed on {data_path}: {type(exc).__name__}: {exc}"
+            ) from exc
     except BaseException:
         for entry in added:
             sys.path.remove(entry)

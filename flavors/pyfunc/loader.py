@@ -79,11 +79,15 @@ def _load_object(path: str, conf: dict[str, Any], model_config: Optional[dict[st
                 return cloudpickle.load(f)
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.split(".")[0] == "mlflow":
-                raise ModelFormatError(f"{pickle_file} holds an object of MLflow's classes ({exc.name}): {MLFLOW_INSTALL_HINT}") from exc
+                raise ModelFormatError(
+                    f"{pickle_file} holds an object of MLflow's classes ({exc.name}): {MLFLOW_INSTALL_HINT}"
+                ) from exc
             raise ModelFormatError(f"{pickle_file} cannot be unpickled: {type(exc).__name__}: {exc}") from exc
         except Exception as exc:
             raise ModelFormatError(f"{pickle_file} cannot be unpickled: {type(exc).__name__}: {exc}") from exc
-    raise ModelFormatError(f"{os.path.join(path, 'MLmodel')}: python_function flavor has neither model_code_path nor python_model")
+    raise ModelFormatError(
+        f"{os.path.join(path, 'MLmodel')}: python_function flavor has neither model_code_path nor python_model"
+    )
 
 
 # MLflow's own pyfunc loaders, for directories MLflow saved: the same python_model / model_code_path

@@ -13,7 +13,8 @@ Nothing here imports mlflow unless the object came from it.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any, Optional
 
 from servelm.agents import (
     ChatAgent,
@@ -37,7 +38,12 @@ def mlflow_base(obj: Any) -> Optional[str]:
     ResponsesAgent, PythonModel), or None. Reads the class's MRO: mlflow is not imported."""
     found = None
     for cls in type(obj).__mro__:
-        if cls.__module__.startswith("mlflow.pyfunc") and cls.__name__ in ("ChatAgent", "ChatModel", "ResponsesAgent", "PythonModel"):
+        if cls.__module__.startswith("mlflow.pyfunc") and cls.__name__ in (
+            "ChatAgent",
+            "ChatModel",
+            "ResponsesAgent",
+            "PythonModel",
+        ):
             found = cls.__name__
             if found != "PythonModel":
                 return found
@@ -63,7 +69,10 @@ def _dump(obj: Any) -> Any:
 
 def is_langchain_runnable(obj: Any) -> bool:
     """A LangChain Runnable (by its MRO: langchain is not imported)."""
-    return any(cls.__module__.startswith("langchain_core.runnables") and cls.__name__ == "Runnable" for cls in type(obj).__mro__)
+    return any(
+        cls.__module__.startswith("langchain_core.runnables") and cls.__name__ == "Runnable"
+        for cls in type(obj).__mro__
+    )
 
 
 def as_servelm_model(obj: Any) -> Any:
@@ -97,8 +106,11 @@ def _adapter(cls: type, inner: Any) -> Any:
     """An instance of ``cls`` around ``inner``; stream methods only when ``inner`` implements them (the
     server decides whether a model streams by the methods its class overrides)."""
     if not _overrides_mlflow(inner, "predict_stream"):
-        cls = {MlflowChatAgent: _MlflowChatAgentNoStream, MlflowChatModel: _MlflowChatModelNoStream,
-               MlflowResponsesAgent: _MlflowResponsesAgentNoStream}[cls]
+        cls = {
+            MlflowChatAgent: _MlflowChatAgentNoStream,
+            MlflowChatModel: _MlflowChatModelNoStream,
+            MlflowResponsesAgent: _MlflowResponsesAgentNoStream,
+        }[cls]
     adapter = cls.__new__(cls)
     adapter.inner = inner
     return adapter
@@ -135,7 +147,9 @@ class _MlflowChatAgentBase(_Adapter, ChatAgent):
         return converted, types.ChatContext(**_dump(context)) if context is not None else None, custom_inputs
 
     def predict(self, messages, context=None, custom_inputs=None):  # type: ignore[override]
-        return ChatAgentResponse.model_validate(_dump(self.inner.predict(*self._args(messages, context, custom_inputs))))
+        return ChatAgentResponse.model_validate(
+            _dump(self.inner.predict(*self._args(messages, context, custom_inputs)))
+        )
 
 
 class MlflowChatAgent(_MlflowChatAgentBase):
@@ -210,4 +224,3 @@ class RunnableModel(PythonModel):
     def predict_stream(self, context: Any, model_input: Any, params: Optional[dict[str, Any]] = None) -> Iterator[Any]:
         for chunk in self.inner.stream(model_input):
             yield _dump(chunk)
-

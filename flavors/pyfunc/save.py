@@ -6,11 +6,12 @@ import base64
 import importlib.metadata as md
 import json
 import os
-import sys
 import platform
 import shutil
+import sys
 import typing
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Any, Optional, Union
 
 import cloudpickle
 
@@ -20,6 +21,7 @@ from servelm.agents.chat_types import ChatCompletionRequest, ChatCompletionRespo
 from servelm.agents.python_model import overrides
 from servelm.agents.responses_types import ResponsesAgentRequest, ResponsesAgentResponse
 
+from ..directory import new_model_directory
 from ..environment import (
     imported_modules,
     merge_requirements,
@@ -28,10 +30,15 @@ from ..environment import (
     requirements_for_modules,
     write_environment,
 )
-from ..directory import new_model_directory
 from ..errors import ModelFormatError
 from ..model import INPUT_EXAMPLE_FILE, SERVING_INPUT_FILE, Model
-from ..signature import ModelSignature, Schema, params_schema_from_dict, schema_from_pydantic_fields, schema_from_type_hint
+from ..signature import (
+    ModelSignature,
+    Schema,
+    params_schema_from_dict,
+    schema_from_pydantic_fields,
+    schema_from_type_hint,
+)
 from ..signature_inference import schema_of
 from .code import load_code_model
 from .mlflow_compat import as_servelm_model, unwrap
@@ -44,9 +51,24 @@ CODE_DIR = "code"
 ARTIFACTS_DIR = "artifacts"
 
 _AGENT_SCHEMAS: dict[str, tuple[Any, Any, dict[str, Any]]] = {
-    "agent/v1/chat": (ChatCompletionRequest, ChatCompletionResponse, {"messages": [{"role": "user", "content": "Hello!"}], "temperature": 1.0, "max_tokens": 10, "stop": ["\n"], "n": 1, "stream": False}),
+    "agent/v1/chat": (
+        ChatCompletionRequest,
+        ChatCompletionResponse,
+        {
+            "messages": [{"role": "user", "content": "Hello!"}],
+            "temperature": 1.0,
+            "max_tokens": 10,
+            "stop": ["\n"],
+            "n": 1,
+            "stream": False,
+        },
+    ),
     "agent/v2/chat": (ChatAgentRequest, ChatAgentResponse, {"messages": [{"role": "user", "content": "Hello!"}]}),
-    "agent/v1/responses": (ResponsesAgentRequest, ResponsesAgentResponse, {"input": [{"role": "user", "content": "Hello!"}]}),
+    "agent/v1/responses": (
+        ResponsesAgentRequest,
+        ResponsesAgentResponse,
+        {"input": [{"role": "user", "content": "Hello!"}]},
+    ),
 }
 
 
@@ -89,8 +111,22 @@ def save_model(
         raise ModelFormatError("pass only one of pip_requirements and conda_env")
     model_config = read_model_config(model_config)
     with new_model_directory(path) as tmp:
-        return _write(tmp, python_model, artifacts, code_paths, model_config, signature, input_example, pip_requirements, extra_pip_requirements,
-                      metadata, streamable, loader_module, data_path, conda_env)
+        return _write(
+            tmp,
+            python_model,
+            artifacts,
+            code_paths,
+            model_config,
+            signature,
+            input_example,
+            pip_requirements,
+            extra_pip_requirements,
+            metadata,
+            streamable,
+            loader_module,
+            data_path,
+            conda_env,
+        )
 
 
 def _write(
@@ -124,7 +160,9 @@ def _write(
     saved_artifacts = _copy_artifacts(tmp, artifacts)
     if saved_artifacts:
         conf["artifacts"] = {name: {"path": rel} for name, rel in saved_artifacts.items()}
-    context = PythonModelContext({k: os.path.join(tmp, v) for k, v in saved_artifacts.items()}, dict(model_config or {}))
+    context = PythonModelContext(
+        {k: os.path.join(tmp, v) for k, v in saved_artifacts.items()}, dict(model_config or {})
+    )
 
     secrets: set[str] = set()
     model_obj: Any = None
@@ -139,7 +177,9 @@ def _write(
         if not code_file.endswith(".py") or not os.path.isfile(code_file):
             raise ModelFormatError(f"python_model={code_file!r}: a models-from-code path must be an existing .py file")
         with record_secret_env_reads() as secrets:
-            model_obj = as_servelm_model(load_code_model(code_file, [os.path.join(tmp, CODE_DIR)] if code_paths else [], model_config))
+            model_obj = as_servelm_model(
+                load_code_model(code_file, [os.path.join(tmp, CODE_DIR)] if code_paths else [], model_config)
+            )
         shutil.copy2(code_file, os.path.join(tmp, os.path.basename(code_file)))
         with open(code_file) as f:
             modules |= imported_modules(f.read())
@@ -148,7 +188,9 @@ def _write(
     else:
         model_obj = as_servelm_model(python_model)
         if not hasattr(model_obj, "predict"):
-            raise ModelFormatError(f"python_model must be a PythonModel, a callable or a .py path; got {type(python_model).__name__}")
+            raise ModelFormatError(
+                f"python_model must be a PythonModel, a callable or a .py path; got {type(python_model).__name__}"
+            )
         _pickle_model(unwrap(model_obj), os.path.join(tmp, PICKLE_FILE))
         modules |= modules_of_object(python_model) | {"cloudpickle"}
         conf["loader_module"] = LOADER_MODULE
@@ -167,7 +209,10 @@ def _write(
             metadata.setdefault("task", task)
             request_type, response_type, default_example = _AGENT_SCHEMAS[task]
             if signature is None:
-                signature = ModelSignature(schema_from_pydantic_fields(request_type, exclude=("model",)), schema_from_pydantic_fields(response_type))
+                signature = ModelSignature(
+                    schema_from_pydantic_fields(request_type, exclude=("model",)),
+                    schema_from_pydantic_fields(response_type),
+                )
             if input_example is None:
                 input_example = default_example
         elif signature is None:
@@ -176,7 +221,9 @@ def _write(
             streamable = _can_stream(model_obj)
     example, example_params = _split_example(input_example)
     if signature is None and example is not None:
-        signature = ModelSignature(schema_of(example), None, params_schema_from_dict(example_params) if example_params else None)
+        signature = ModelSignature(
+            schema_of(example), None, params_schema_from_dict(example_params) if example_params else None
+        )
     elif signature is not None and signature.params is None and example_params:
         signature.params = params_schema_from_dict(example_params)  # MLflow infers params from the example too
     if model_obj is not None and input_example is not None:
@@ -188,7 +235,12 @@ def _write(
     info = _write_input_example(tmp, example, example_params) if example is not None else None
     requirements = merge_requirements(requirements_for_modules(modules), pip_requirements, extra_pip_requirements)
     write_environment(tmp, requirements, secrets, conda_env)
-    model = Model(signature=signature, saved_input_example_info=info, metadata=metadata or None, is_signature_from_type_hint=type_hinted)
+    model = Model(
+        signature=signature,
+        saved_input_example_info=info,
+        metadata=metadata or None,
+        is_signature_from_type_hint=type_hinted,
+    )
     model.add_flavor(FLAVOR_NAME, **dict(sorted(conf.items())))
     model.save(tmp)
     model.model_size_bytes = _dir_size(tmp)
@@ -221,7 +273,12 @@ def _pickle_model(model_obj: Any, file: str) -> None:
     target = model_obj.func if isinstance(model_obj, FunctionPythonModel) else model_obj
     module = sys.modules.get(getattr(target, "__module__", None) or type(target).__module__)
     top = (module.__name__.split(".")[0]) if module else ""
-    by_value = module is not None and top not in md.packages_distributions() and top not in sys.stdlib_module_names and top not in ("__main__", "servelm")
+    by_value = (
+        module is not None
+        and top not in md.packages_distributions()
+        and top not in sys.stdlib_module_names
+        and top not in ("__main__", "servelm")
+    )
     if by_value:
         cloudpickle.register_pickle_by_value(module)
     try:
@@ -233,7 +290,11 @@ def _pickle_model(model_obj: Any, file: str) -> None:
 
 
 def _modules_in_path(src: str) -> set[str]:
-    files = [src] if src.endswith(".py") else [os.path.join(d, f) for d, _, fs in os.walk(src) for f in fs if f.endswith(".py")]
+    files = (
+        [src]
+        if src.endswith(".py")
+        else [os.path.join(d, f) for d, _, fs in os.walk(src) for f in fs if f.endswith(".py")]
+    )
     local = {os.path.splitext(os.path.basename(src))[0]}
     out: set[str] = set()
     for file in files:
@@ -264,7 +325,9 @@ def _signature_from_hints(model_obj: Any) -> tuple[Optional[ModelSignature], boo
         hints = typing.get_type_hints(func)
     except Exception:
         return None, False
-    names = [n for n in func.__code__.co_varnames[: func.__code__.co_argcount] if n not in ("self", "context", "params")]
+    names = [
+        n for n in func.__code__.co_varnames[: func.__code__.co_argcount] if n not in ("self", "context", "params")
+    ]
     input_hint = hints.get(names[0]) if names else None
     inputs: Optional[Schema] = schema_from_type_hint(input_hint) if input_hint is not None else None
     outputs = schema_from_type_hint(hints["return"]) if "return" in hints else None
@@ -287,15 +350,25 @@ def _split_example(example: Any) -> tuple[Any, Optional[dict[str, Any]]]:
     return example, None
 
 
-def _validate_with_example(model_obj: Any, context: PythonModelContext, example: Any, signature: Optional[ModelSignature], task: Optional[str],
-                           type_hinted: bool) -> None:
+def _validate_with_example(
+    model_obj: Any,
+    context: PythonModelContext,
+    example: Any,
+    signature: Optional[ModelSignature],
+    task: Optional[str],
+    type_hinted: bool,
+) -> None:
     """Run the model on its input example, through the same conversions a loaded model applies."""
     from .load import PyFuncModel
 
     data, params = _split_example(example)
-    meta = Model(signature=signature, metadata={"task": task} if task else None, is_signature_from_type_hint=type_hinted)
+    meta = Model(
+        signature=signature, metadata={"task": task} if task else None, is_signature_from_type_hint=type_hinted
+    )
     try:
-        PyFuncModel(meta, wrap_python_model(model_obj, context), context.model_config, "", model_obj).predict(data, params)
+        PyFuncModel(meta, wrap_python_model(model_obj, context), context.model_config, "", model_obj).predict(
+            data, params
+        )
     except Exception as exc:
         raise ModelFormatError(f"the model failed on its input example: {type(exc).__name__}: {exc}") from exc
 
@@ -303,13 +376,23 @@ def _validate_with_example(model_obj: Any, context: PythonModelContext, example:
 def _write_input_example(tmp: str, example: Any, params: Optional[dict[str, Any]]) -> dict[str, Any]:
     """input_example.json and serving_input_example.json in MLflow's forms: a DataFrame as its split
     orient (``dataframe_split``), numpy arrays as TF-serving ``inputs``, bytes as base64."""
-    info: dict[str, Any] = {"artifact_path": INPUT_EXAMPLE_FILE, "serving_input_path": SERVING_INPUT_FILE, "type": "json_object"}
+    info: dict[str, Any] = {
+        "artifact_path": INPUT_EXAMPLE_FILE,
+        "serving_input_path": SERVING_INPUT_FILE,
+        "type": "json_object",
+    }
     if type(example).__name__ == "DataFrame" and hasattr(example, "columns"):
         stored: Any = {"columns": [str(c) for c in example.columns], "data": example.to_numpy().tolist()}
         serving: dict[str, Any] = {"dataframe_split": stored}
         info.update(type="dataframe", pandas_orient="split")
-    elif type(example).__name__ == "ndarray" or (isinstance(example, dict) and example and all(type(v).__name__ == "ndarray" for v in example.values())):
-        stored = {"inputs": example.tolist() if type(example).__name__ == "ndarray" else {k: v.tolist() for k, v in example.items()}}
+    elif type(example).__name__ == "ndarray" or (
+        isinstance(example, dict) and example and all(type(v).__name__ == "ndarray" for v in example.values())
+    ):
+        stored = {
+            "inputs": example.tolist()
+            if type(example).__name__ == "ndarray"
+            else {k: v.tolist() for k, v in example.items()}
+        }
         serving = dict(stored)
         info.update(type="ndarray", format="tf-serving")
     else:

@@ -23,7 +23,8 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Iterator, Optional, Union
+from collections.abc import Iterator
+from typing import Any, Optional, Union
 
 log = logging.getLogger("servelm.spark")
 
@@ -36,8 +37,15 @@ _MODELS: dict[tuple[str, str], Any] = {}  # (model path, model_config as JSON) -
 
 
 # ---------------------------------------------------------------------------------- the driver
-def spark_udf(spark: Any, model_uri: str, result_type: Any = None, env_manager: Optional[str] = None, params: Optional[dict[str, Any]] = None,
-              extra_env: Optional[dict[str, str]] = None, model_config: Optional[dict[str, Any]] = None) -> Any:
+def spark_udf(
+    spark: Any,
+    model_uri: str,
+    result_type: Any = None,
+    env_manager: Optional[str] = None,
+    params: Optional[dict[str, Any]] = None,
+    extra_env: Optional[dict[str, str]] = None,
+    model_config: Optional[dict[str, Any]] = None,
+) -> Any:
     """A Spark UDF scoring the model directory ``model_uri``: ``df.withColumn("out", udf("a", "b"))``, or
     ``udf()`` for the input signature's columns.
 
@@ -53,13 +61,17 @@ def spark_udf(spark: Any, model_uri: str, result_type: Any = None, env_manager: 
         from pyspark.sql.functions import pandas_udf
         from pyspark.sql.types import DataType
     except ImportError as exc:
-        raise ImportError(f"spark_udf needs pyspark, pyarrow and pandas: pip install 'servelm[spark]' ({exc})") from None
+        raise ImportError(
+            f"spark_udf needs pyspark, pyarrow and pandas: pip install 'servelm[spark]' ({exc})"
+        ) from None
     from ..errors import ModelFormatError
     from ..model import Model
 
     if env_manager not in (None, "local"):
-        raise ValueError(f"env_manager={env_manager!r}: servelm's spark_udf runs the model in the executors' own Python "
-                         "(env_manager='local'); install servelm and the model's requirements there")
+        raise ValueError(
+            f"env_manager={env_manager!r}: servelm's spark_udf runs the model in the executors' own Python "
+            "(env_manager='local'); install servelm and the model's requirements there"
+        )
     path = os.path.abspath(os.fspath(model_uri))
     if not os.path.isfile(os.path.join(path, "MLmodel")):
         raise ModelFormatError(f"{path} is not a model directory (no MLmodel file)")
@@ -72,9 +84,17 @@ def spark_udf(spark: Any, model_uri: str, result_type: Any = None, env_manager: 
     inputs = meta.signature.inputs if meta.signature is not None and kind == "pyfunc" else None
     names = [s.name for s in inputs.specs] if inputs is not None and not inputs.is_tensor() else []
     spec = {
-        "path": path, "kind": kind, "params": params, "model_config": model_config or {}, "extra_env": extra_env or {}, "result_type": rtype,
-        "input_names": names if all(names) else [], "required": [s.name for s in inputs.specs if getattr(s, "required", True)] if names and all(names) else [],
-        "one_list_column": bool(inputs is not None and not inputs.is_tensor() and len(inputs.specs) == 1 and not names[0]),
+        "path": path,
+        "kind": kind,
+        "params": params,
+        "model_config": model_config or {},
+        "extra_env": extra_env or {},
+        "result_type": rtype,
+        "input_names": names if all(names) else [],
+        "required": [s.name for s in inputs.specs if getattr(s, "required", True)] if names and all(names) else [],
+        "one_list_column": bool(
+            inputs is not None and not inputs.is_tensor() and len(inputs.specs) == 1 and not names[0]
+        ),
         "shipped": _ship(spark, path),
         "extra": _extra_hint(meta, path, kind),
     }
@@ -84,12 +104,20 @@ def spark_udf(spark: Any, model_uri: str, result_type: Any = None, env_manager: 
     def udf(*columns: Any) -> Any:
         if not columns:
             if not default_columns:
-                raise TypeError("this model's signature names no input columns: pass the columns to score, e.g. udf('text')")
+                raise TypeError(
+                    "this model's signature names no input columns: pass the columns to score, e.g. udf('text')"
+                )
             columns = tuple(default_columns)
         return scorer(*columns)
 
     udf.__doc__ = f"Scores {path} ({kind}) into {rtype.simpleString()}."
-    for attribute in ("func", "returnType", "evalType", "deterministic", "asNondeterministic"):  # spark.udf.register takes it as a UDF
+    for attribute in (
+        "func",
+        "returnType",
+        "evalType",
+        "deterministic",
+        "asNondeterministic",
+    ):  # spark.udf.register takes it as a UDF
         setattr(udf, attribute, getattr(scorer, attribute))
     return udf
 
@@ -130,30 +158,53 @@ def check_result_type(rtype: Any, kind: str) -> None:
     from pyspark.sql.types import ArrayType, StringType, StructType
 
     def primitive(t: Any) -> bool:
-        return not isinstance(t, (ArrayType, StructType)) and type(t).__name__ not in ("MapType", "NullType", "VariantType")
+        return not isinstance(t, (ArrayType, StructType)) and type(t).__name__ not in (
+            "MapType",
+            "NullType",
+            "VariantType",
+        )
 
     if kind != "pyfunc":
         if isinstance(rtype, StructType):
             unknown = [f.name for f in rtype.fields if f.name not in LLM_FIELDS]
             if unknown:
-                raise ValueError(f"result_type fields {unknown} are not what an LLM returns; choose from {', '.join(LLM_FIELDS)}")
+                raise ValueError(
+                    f"result_type fields {unknown} are not what an LLM returns; choose from {', '.join(LLM_FIELDS)}"
+                )
             return
-        if isinstance(rtype, StringType) or (isinstance(rtype, ArrayType) and isinstance(rtype.elementType, StringType)):
+        if isinstance(rtype, StringType) or (
+            isinstance(rtype, ArrayType) and isinstance(rtype.elementType, StringType)
+        ):
             return
-        raise ValueError(f"an LLM scores into string (the reply), array<string> (each choice) or a struct of {', '.join(LLM_FIELDS)}; "
-                         f"got {rtype.simpleString()}")
+        raise ValueError(
+            f"an LLM scores into string (the reply), array<string> (each choice) or a struct of {', '.join(LLM_FIELDS)}; "
+            f"got {rtype.simpleString()}"
+        )
     ok = primitive(rtype) or (isinstance(rtype, ArrayType) and primitive(rtype.elementType))
     if isinstance(rtype, StructType):
-        ok = all(primitive(f.dataType) or (isinstance(f.dataType, ArrayType) and primitive(f.dataType.elementType)) for f in rtype.fields)
+        ok = all(
+            primitive(f.dataType) or (isinstance(f.dataType, ArrayType) and primitive(f.dataType.elementType))
+            for f in rtype.fields
+        )
     if not ok:
-        raise ValueError(f"result_type {rtype.simpleString()}: use a primitive type, an array of one, or a struct of those")
+        raise ValueError(
+            f"result_type {rtype.simpleString()}: use a primitive type, an array of one, or a struct of those"
+        )
 
 
 def _spark_scalar(name: str) -> Any:
     from pyspark.sql import types as T
 
-    return {"string": T.StringType(), "long": T.LongType(), "integer": T.IntegerType(), "double": T.DoubleType(), "float": T.FloatType(),
-            "boolean": T.BooleanType(), "binary": T.BinaryType(), "datetime": T.TimestampType()}[name]
+    return {
+        "string": T.StringType(),
+        "long": T.LongType(),
+        "integer": T.IntegerType(),
+        "double": T.DoubleType(),
+        "float": T.FloatType(),
+        "boolean": T.BooleanType(),
+        "binary": T.BinaryType(),
+        "datetime": T.TimestampType(),
+    }[name]
 
 
 def _data_type(spark: Any, result_type: Any) -> Any:
@@ -182,7 +233,11 @@ def _extra_hint(meta: Any, path: str, kind: str) -> str:
         if flavor in meta.flavors:
             return f"pip install '{extra}'"
     requirements = os.path.join(path, "requirements.txt")
-    return f"pip install -r {requirements} (the model's requirements)" if os.path.isfile(requirements) else "install the model's requirements"
+    return (
+        f"pip install -r {requirements} (the model's requirements)"
+        if os.path.isfile(requirements)
+        else "install the model's requirements"
+    )
 
 
 def _udf_function(spec: dict[str, Any]) -> Any:
@@ -196,14 +251,19 @@ def _udf_function(spec: dict[str, Any]) -> Any:
         except ImportError as exc:
             import sys as _sys
 
-            raise RuntimeError(f"servelm is not installed in this Spark executor's Python ({_sys.executable}): {exc}. "
-                               f"Install it there (pip install servelm), and for this model: {spec['extra']}") from None
+            raise RuntimeError(
+                f"servelm is not installed in this Spark executor's Python ({_sys.executable}): {exc}. "
+                f"Install it there (pip install servelm), and for this model: {spec['extra']}"
+            ) from None
         return score_batches(spec, batches)
 
     from pyspark.sql.types import StructType
 
     out = pd.DataFrame if isinstance(spec["result_type"], StructType) else pd.Series
-    servelm_udf.__annotations__ = {"batches": Iterator[tuple[Union[pd.Series, pd.DataFrame], ...]], "return": Iterator[out]}
+    servelm_udf.__annotations__ = {
+        "batches": Iterator[tuple[Union[pd.Series, pd.DataFrame], ...]],
+        "return": Iterator[out],
+    }
     return servelm_udf
 
 
@@ -244,8 +304,10 @@ def _load(path: str, spec: dict[str, Any]) -> Any:
         missing = _missing_module(exc)
         if missing is None:
             raise
-        raise RuntimeError(f"this Spark executor's Python ({sys.executable}) lacks the module {missing!r}, which the model {path} needs: "
-                           f"{spec['extra']} there") from exc
+        raise RuntimeError(
+            f"this Spark executor's Python ({sys.executable}) lacks the module {missing!r}, which the model {path} needs: "
+            f"{spec['extra']} there"
+        ) from exc
 
 
 def _missing_module(exc: BaseException) -> Optional[str]:
@@ -309,12 +371,16 @@ def _pyfunc_result(result: Any, rtype: Any) -> Any:
         if isinstance(result, pd.DataFrame):
             frame = result
         elif isinstance(result, dict):
-            frame = pd.DataFrame({k: list(v) if isinstance(v, (list, tuple, np.ndarray, pd.Series)) else [v] for k, v in result.items()})
+            frame = pd.DataFrame(
+                {k: list(v) if isinstance(v, (list, tuple, np.ndarray, pd.Series)) else [v] for k, v in result.items()}
+            )
         else:
             frame = pd.DataFrame([_plain(r) for r in result])
         missing = [n for n in names if n not in frame.columns]
         if missing:
-            raise ValueError(f"the model's output has no {missing} for the struct result (it has {list(frame.columns)})")
+            raise ValueError(
+                f"the model's output has no {missing} for the struct result (it has {list(frame.columns)})"
+            )
         return frame[names].reset_index(drop=True)
     if isinstance(result, pd.DataFrame):
         fitting = _fitting_columns(result, rtype.elementType if isinstance(rtype, ArrayType) else rtype)
@@ -356,9 +422,18 @@ def _cast(series: Any, rtype: Any) -> Any:
     from pyspark.sql import types as T
 
     if isinstance(rtype, T.StringType):
-        return series.map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v))
-    widths = {T.IntegerType: "int32", T.LongType: "int64", T.ShortType: "int16", T.ByteType: "int8", T.FloatType: "float32",
-              T.DoubleType: "float64", T.BooleanType: "bool"}
+        return series.map(
+            lambda v: v if v is None or isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+        )
+    widths = {
+        T.IntegerType: "int32",
+        T.LongType: "int64",
+        T.ShortType: "int16",
+        T.ByteType: "int8",
+        T.FloatType: "float32",
+        T.DoubleType: "float64",
+        T.BooleanType: "bool",
+    }
     dtype = widths.get(type(rtype))
     if dtype is not None and not series.isna().any():
         return series.astype(dtype)
@@ -389,14 +464,21 @@ def _llm_result(model: Any, spec: dict[str, Any], columns: tuple[Any, ...]) -> A
     live = [i for i, row in enumerate(rows) if row is not None]
     out: list[Any] = [None] * len(rows)
     if not live:
-        return pd.Series(out) if not _is_struct(spec) else pd.DataFrame([{}] * len(rows), columns=[f.name for f in spec["result_type"].fields])
+        return (
+            pd.Series(out)
+            if not _is_struct(spec)
+            else pd.DataFrame([{}] * len(rows), columns=[f.name for f in spec["result_type"].fields])
+        )
     if spec["kind"] == "llm-text":
         prompts = [rows[i] if isinstance(rows[i], str) else rows[i].get("prompt") for i in live]
         texts = model.predict(prompts, spec["params"])
         for i, text in zip(live, texts):
             out[i] = _shape_text(text, spec["result_type"])
     else:
-        requests = [{"messages": [{"role": "user", "content": row}]} if isinstance(row, str) else row for row in (rows[i] for i in live)]
+        requests = [
+            {"messages": [{"role": "user", "content": row}]} if isinstance(row, str) else row
+            for row in (rows[i] for i in live)
+        ]
         answers = model.predict(requests, spec["params"])
         for i, answer in zip(live, answers):
             out[i] = _shape_chat(answer, spec["result_type"])
@@ -419,7 +501,10 @@ def _llm_rows(columns: tuple[Any, ...]) -> list[Any]:
 
     first = columns[0]
     if isinstance(first, pd.DataFrame):
-        records = [{k: _plain(v) for k, v in r.items() if v is not None and not (isinstance(v, float) and v != v)} for r in first.to_dict(orient="records")]
+        records = [
+            {k: _plain(v) for k, v in r.items() if v is not None and not (isinstance(v, float) and v != v)}
+            for r in first.to_dict(orient="records")
+        ]
         return [r or None for r in records]
     rows: list[Any] = []
     for value in first.tolist():
@@ -433,7 +518,9 @@ def _llm_rows(columns: tuple[Any, ...]) -> list[Any]:
         elif isinstance(value, dict):
             rows.append(value)
         else:
-            raise TypeError(f"an LLM scores strings (prompts), message lists or chat-request structs; got {type(value).__name__}")
+            raise TypeError(
+                f"an LLM scores strings (prompts), message lists or chat-request structs; got {type(value).__name__}"
+            )
     return rows
 
 
@@ -454,7 +541,12 @@ def _shape_chat(answer: dict[str, Any], rtype: Any) -> Any:
         return contents
     if isinstance(rtype, StructType):
         usage = answer.get("usage") or {}
-        flat = {"content": contents[0] if contents else None, "finish_reason": choices[0].get("finish_reason") if choices else None,
-                "id": answer.get("id"), "model": answer.get("model"), **{k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}}
+        flat = {
+            "content": contents[0] if contents else None,
+            "finish_reason": choices[0].get("finish_reason") if choices else None,
+            "id": answer.get("id"),
+            "model": answer.get("model"),
+            **{k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+        }
         return {f.name: flat.get(f.name) for f in rtype.fields}
     return contents[0] if contents else None

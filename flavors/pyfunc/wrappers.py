@@ -6,7 +6,8 @@ Agents take and return plain dicts (JSON-ready) at this boundary; inside they ge
 from __future__ import annotations
 
 import inspect
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any, Optional
 
 from servelm.agents import ChatAgent, ChatModel, PythonModel, PythonModelContext, ResponsesAgent
 from servelm.agents.chat_agent_types import ChatAgentRequest
@@ -22,7 +23,10 @@ TASK_RESPONSES_AGENT = "agent/v1/responses"
 def request_dict(data: Any) -> Any:
     """An agent request as a dict: MLflow's pyfunc layer hands agents a one-row pandas DataFrame."""
     if type(data).__name__ == "DataFrame" and hasattr(data, "to_dict"):
-        rows = [{k: v for k, v in row.items() if not (isinstance(v, float) and v != v) and v is not None} for row in data.to_dict(orient="records")]
+        rows = [
+            {k: v for k, v in row.items() if not (isinstance(v, float) and v != v) and v is not None}
+            for row in data.to_dict(orient="records")
+        ]
         return rows[0] if len(rows) == 1 else rows
     return data
 
@@ -43,7 +47,9 @@ class PythonModelWrapper:
         stream = getattr(python_model, "predict_stream", None)
         self._stream_with_context = takes_context(stream) if stream else False
 
-    def _args(self, data: Any, params: Optional[dict[str, Any]], with_context: bool, with_params: bool) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def _args(
+        self, data: Any, params: Optional[dict[str, Any]], with_context: bool, with_params: bool
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         args: tuple[Any, ...] = (self.context, data) if with_context else (data,)
         return args, ({"params": params} if with_params else {})
 
@@ -89,7 +95,9 @@ class ChatAgentWrapper:
         if isinstance(data, list):
             return [self.predict(item, params) for item in data]
         request = ChatAgentRequest.model_validate(data)
-        return self.python_model.predict(request.messages, request.context, request.custom_inputs).model_dump(exclude_none=True)
+        return self.python_model.predict(request.messages, request.context, request.custom_inputs).model_dump(
+            exclude_none=True
+        )
 
     def predict_stream(self, data: Any, params: Optional[dict[str, Any]] = None) -> Iterator[dict[str, Any]]:
         data = request_dict(data)

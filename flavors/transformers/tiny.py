@@ -49,15 +49,31 @@ def build_tokenizer(path: str, vocab_size: int = 1500, seed: int = 0) -> None:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(_corpus(seed), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   unk_token=None, additional_special_tokens=["<|im_start|>"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        additional_special_tokens=["<|im_start|>"],
+    )
     fast.chat_template = CHATML_TEMPLATE
     fast.save_pretrained(path)
 
 
-def build_tiny_model(path: str, arch: str = "llama", seed: int = 0, hidden: int = 64, layers: int = 2, heads: int = 2, max_positions: int = 2048) -> str:
+def build_tiny_model(
+    path: str,
+    arch: str = "llama",
+    seed: int = 0,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 2,
+    max_positions: int = 2048,
+) -> str:
     """Build a tiny random-weight causal LM + tokenizer at ``path`` (a Hugging Face checkpoint directory)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, Phi3Config, Qwen2Config
@@ -65,9 +81,19 @@ def build_tiny_model(path: str, arch: str = "llama", seed: int = 0, hidden: int 
     os.makedirs(path, exist_ok=True)
     build_tokenizer(path, seed=seed)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    common = dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-                  num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_positions,
-                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None, tie_word_embeddings=False)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
     if arch == "llama":
         config = LlamaConfig(**common)
     elif arch == "qwen2":

@@ -10,8 +10,9 @@ the smallest example (a flavor's ``Batcher`` stepped on a thread).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from typing import Optional, Protocol
 
 from servelm.flavors.generation import SamplingParams
 from servelm.flavors.generation.choice import TokenChoice
@@ -35,7 +36,9 @@ class Delta:
     finish_reason: Optional[str] = None
     completion_tokens: int = 0
     error: Optional[str] = None
-    logprobs: Optional[list[TokenChoice]] = None  # the tokens behind ``text``, when the request asked for log-probabilities
+    logprobs: Optional[list[TokenChoice]] = (
+        None  # the tokens behind ``text``, when the request asked for log-probabilities
+    )
 
 
 class RequestStream(Protocol):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
+
+from servelm.flavors.generation import SamplingParams
 
 from .base import Delta
 
@@ -53,8 +56,18 @@ class BatcherDriver:
             rid = self._rids.get(out.seq.seq_id)
             if rid is None:
                 continue
-            items.append((rid, Delta(out.text, out.finished, out.seq.finish_reason, len(out.seq.generated),
-                                     logprobs=[out.choice] if out.choice is not None else None)))
+            items.append(
+                (
+                    rid,
+                    Delta(
+                        out.text,
+                        out.finished,
+                        out.seq.finish_reason,
+                        len(out.seq.generated),
+                        logprobs=[out.choice] if out.choice is not None else None,
+                    ),
+                )
+            )
             if out.finished:
                 del self._rids[out.seq.seq_id]
                 self._seqs.pop(rid, None)

@@ -20,8 +20,9 @@ import gc
 import logging
 import multiprocessing
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from servelm.flavors.generation import Batcher, SamplingParams
 from servelm.flavors.generation.choice import TokenChoice
@@ -42,7 +43,9 @@ class ProcessEngine:
     called in the child.
     """
 
-    def __init__(self, make_batcher: Callable[[], Batcher], context_length: int, on_step: Optional[StepObserver] = None):
+    def __init__(
+        self, make_batcher: Callable[[], Batcher], context_length: int, on_step: Optional[StepObserver] = None
+    ):
         self.make_batcher = make_batcher
         self.context_length = context_length
         self.on_step = on_step
@@ -70,19 +73,27 @@ class ProcessEngine:
         requests_in, requests_out = context.Pipe(duplex=False)
         outputs_in, outputs_out = context.Pipe(duplex=False)
         level = logging.getLevelName(logging.getLogger("servelm").getEffectiveLevel()).lower()
-        self._process = context.Process(target=engine_main, args=(self.make_batcher, requests_in, outputs_out, level), name="servelm-engine",
-                                        daemon=True)  # never outlives the server process, however that one ends
+        self._process = context.Process(
+            target=engine_main,
+            args=(self.make_batcher, requests_in, outputs_out, level),
+            name="servelm-engine",
+            daemon=True,
+        )  # never outlives the server process, however that one ends
         self._process.start()
         requests_in.close()
         outputs_out.close()
         self._to_child, self._from_child = requests_out, outputs_in
         while not outputs_in.poll(0.5):
             if not self._process.is_alive():
-                raise RuntimeError(f"the engine process exited with code {self._process.exitcode} while loading the model")
+                raise RuntimeError(
+                    f"the engine process exited with code {self._process.exitcode} while loading the model"
+                )
         try:
             kind, detail = outputs_in.recv()
         except EOFError:
-            raise RuntimeError(f"the engine process exited while loading the model (code {self._process.exitcode})") from None
+            raise RuntimeError(
+                f"the engine process exited while loading the model (code {self._process.exitcode})"
+            ) from None
         if kind != "ready":
             self._process.join(timeout=10)
             raise RuntimeError(detail)
@@ -149,8 +160,12 @@ class ProcessEngine:
                 _, batch, items, self._busy = connection.recv()
                 if self.on_step is not None and batch:
                     self.on_step(batch)
-                self.requests.deliver_here([(rid, Delta(text, finished, reason, tokens, error, _choices(logprobs)))
-                                            for rid, text, finished, reason, tokens, error, logprobs in items])
+                self.requests.deliver_here(
+                    [
+                        (rid, Delta(text, finished, reason, tokens, error, _choices(logprobs)))
+                        for rid, text, finished, reason, tokens, error, logprobs in items
+                    ]
+                )
         except (EOFError, OSError):
             self._died()
 
@@ -158,14 +173,20 @@ class ProcessEngine:
         assert self._loop is not None and self._from_child is not None
         self._loop.remove_reader(self._from_child.fileno())
         code = self._process.exitcode if self._process is not None else None
-        self._dead = "the engine process has stopped" if self._stopping else f"the engine process died (exit code {code}); restart the server"
+        self._dead = (
+            "the engine process has stopped"
+            if self._stopping
+            else f"the engine process died (exit code {code}); restart the server"
+        )
         if not self._stopping:
             log.error("%s", self._dead)
         self.requests.fail_all(self._dead)
 
 
 # ---------------------------------------------------------------------- the child
-def engine_main(make_batcher: Callable[[], Any], requests: Connection, outputs: Connection, log_level: str = "info") -> None:
+def engine_main(
+    make_batcher: Callable[[], Any], requests: Connection, outputs: Connection, log_level: str = "info"
+) -> None:
     """The child process: build the batcher, then take requests and step until told to stop (or orphaned)."""
     configure_logging(log_level)
     try:
@@ -186,7 +207,9 @@ def engine_main(make_batcher: Callable[[], Any], requests: Connection, outputs: 
                     _, rid, prompt_ids, params = message
                     refused = driver.add(rid, prompt_ids, params)
                     if refused is not None:
-                        outputs.send(("step", 0, [_wire(rid, refused)], driver.has_work()))  # (OSError: the server is gone, below)
+                        outputs.send(
+                            ("step", 0, [_wire(rid, refused)], driver.has_work())
+                        )  # (OSError: the server is gone, below)
                 elif message[0] == "abort":
                     driver.abort(message[1])
                 else:  # "stop"

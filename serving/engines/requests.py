@@ -21,7 +21,7 @@ class EngineRequest:
     prompt_ids: list[int]
     params: SamplingParams
     loop: asyncio.AbstractEventLoop
-    queue: "asyncio.Queue[Delta]" = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[Delta] = field(default_factory=asyncio.Queue)
     aborted: bool = False
 
     async def get(self) -> Delta:

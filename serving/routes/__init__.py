@@ -6,7 +6,17 @@ from fastapi import FastAPI
 from . import chat, completions, health, invocations, models, responses
 
 #: paths counted by name in /metrics (anything else counts as "other")
-ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/invocations", "/health", "/ping", "/version", "/metrics"}
+ROUTES = {
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/models",
+    "/invocations",
+    "/health",
+    "/ping",
+    "/version",
+    "/metrics",
+}
 
 
 def include_routes(app: FastAPI) -> None:

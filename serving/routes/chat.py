@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -31,10 +32,17 @@ async def chat_completions(request: Request) -> Response:
     if (chat.n or 1) > 1 and not service.capabilities.n:
         raise APIError(400, "n > 1 is not supported by this model", param="n", code="unsupported_value")
     if chat.logprobs and not service.capabilities.logprobs:
-        raise APIError(400, f"logprobs are not available from this model ({service.kind})", param="logprobs", code="unsupported_value")
+        raise APIError(
+            400,
+            f"logprobs are not available from this model ({service.kind})",
+            param="logprobs",
+            code="unsupported_value",
+        )
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-        return await run_stream(request, state, _sse(service.chat_events(chat, state.model_name, include_usage)), chat_error_events)
+        return await run_stream(
+            request, state, _sse(service.chat_events(chat, state.model_name, include_usage)), chat_error_events
+        )
 
     async def answer() -> Any:
         response = await service.chat(chat, state.model_name)

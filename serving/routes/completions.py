@@ -29,16 +29,30 @@ async def completions(request: Request) -> Response:
     state.check_model(body.model)
     service.require(COMPLETIONS)
     if body.suffix:
-        raise APIError(400, "suffix is not supported (no model served here fills in the middle)", param="suffix", code="unsupported_value")
+        raise APIError(
+            400,
+            "suffix is not supported (no model served here fills in the middle)",
+            param="suffix",
+            code="unsupported_value",
+        )
     if body.best_of is not None and body.best_of != (body.n or 1):
-        raise APIError(400, "best_of must equal n: completions are not ranked here", param="best_of", code="unsupported_value")
+        raise APIError(
+            400, "best_of must equal n: completions are not ranked here", param="best_of", code="unsupported_value"
+        )
     if body.logprobs is not None and not service.capabilities.logprobs:
-        raise APIError(400, f"logprobs are not available from this model ({service.kind})", param="logprobs", code="unsupported_value")
+        raise APIError(
+            400,
+            f"logprobs are not available from this model ({service.kind})",
+            param="logprobs",
+            code="unsupported_value",
+        )
     if (body.n or 1) > 1 and not service.capabilities.n:
         raise APIError(400, "n > 1 is not supported by this model", param="n", code="unsupported_value")
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await run_stream(request, state, _sse(service.completion_events(body, state.model_name, include_usage)), chat_error_events)
+        return await run_stream(
+            request, state, _sse(service.completion_events(body, state.model_name, include_usage)), chat_error_events
+        )
 
     async def answer() -> Any:
         return await service.completion(body, state.model_name)

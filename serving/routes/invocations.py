@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -32,9 +33,15 @@ async def invocations(request: Request) -> Response:
     if mime == "text/csv":
         invocation = parse_csv(await read_body(request, state.server.max_body_bytes), schema)
     elif mime in ("application/json", ""):
-        invocation = parse_invocation(await read_json(request, state.server.max_body_bytes), schema, parameters.get("format"))
+        invocation = parse_invocation(
+            await read_json(request, state.server.max_body_bytes), schema, parameters.get("format")
+        )
     else:
-        raise APIError(415, f"content type {mime!r} is not supported; send application/json or text/csv", code="unsupported_media_type")
+        raise APIError(
+            415,
+            f"content type {mime!r} is not supported; send application/json or text/csv",
+            code="unsupported_media_type",
+        )
     if invocation.stream:
 
         async def events() -> AsyncIterator[dict[str, Any]]:
@@ -49,7 +56,12 @@ async def invocations(request: Request) -> Response:
     async def answer() -> Any:
         result = await service.invoke(invocation.data, invocation.params)
         # numpy, pandas, datetimes and bytes anywhere in the output (MLflow's encoder); one encoding pass
-        body = json.dumps(result if invocation.raw else {"predictions": result}, default=json_default, ensure_ascii=False, separators=(",", ":"))
+        body = json.dumps(
+            result if invocation.raw else {"predictions": result},
+            default=json_default,
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
         return Response(body, media_type="application/json")
 
     return await run_json(request, state, answer)
@@ -85,4 +97,3 @@ def json_default(obj: Any) -> Any:
 
         return base64.b64encode(bytes(obj)).decode()
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-

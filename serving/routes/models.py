@@ -19,7 +19,13 @@ def model_card(state: ServerState) -> dict[str, Any]:
     """The model as OpenAI lists it, plus ``task`` (its kind, or ``loading`` / ``error``) and ``max_model_len``."""
     service = state.service
     task = service.kind if service is not None else state.status
-    card: dict[str, Any] = {"id": state.model_name, "object": "model", "created": state.created, "owned_by": "servelm", "task": task}
+    card: dict[str, Any] = {
+        "id": state.model_name,
+        "object": "model",
+        "created": state.created,
+        "owned_by": "servelm",
+        "task": task,
+    }
     context = getattr(getattr(service, "engine", None), "context_length", None)
     if context:
         card["max_model_len"] = context
@@ -38,5 +44,10 @@ async def retrieve_model(model_id: str, request: Request) -> Response:
     state: ServerState = request.app.state.servelm
     check_api_key(request, state.server.api_key)
     if model_id != state.model_name:
-        raise APIError(404, f"The model `{model_id}` does not exist; this server serves `{state.model_name}`.", param="model", code="model_not_found")
+        raise APIError(
+            404,
+            f"The model `{model_id}` does not exist; this server serves `{state.model_name}`.",
+            param="model",
+            code="model_not_found",
+        )
     return JSONResponse(model_card(state))

@@ -9,7 +9,8 @@ request says ``store: false`` (serving/responses_store.py says what that store k
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -26,9 +27,23 @@ from ..services.base import RESPONSES
 from ..state import ServerState
 
 router = APIRouter()
-_DEFAULTS: dict[str, Any] = {"tools": [], "tool_choice": "auto", "parallel_tool_calls": True, "text": {"format": {"type": "text"}}, "store": True,
-                             "truncation": "disabled", "metadata": {}, "temperature": 1.0, "top_p": 1.0, "instructions": None,
-                             "max_output_tokens": None, "previous_response_id": None, "reasoning": None, "user": None, "top_logprobs": None}
+_DEFAULTS: dict[str, Any] = {
+    "tools": [],
+    "tool_choice": "auto",
+    "parallel_tool_calls": True,
+    "text": {"format": {"type": "text"}},
+    "store": True,
+    "truncation": "disabled",
+    "metadata": {},
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "instructions": None,
+    "max_output_tokens": None,
+    "previous_response_id": None,
+    "reasoning": None,
+    "user": None,
+    "top_logprobs": None,
+}
 
 
 @router.post("/v1/responses")
@@ -43,8 +58,12 @@ async def responses(request: Request) -> Response:
     if body.previous_response_id:
         history = state.responses.conversation(body.previous_response_id)
         if history is None:
-            raise APIError(400, f"Previous response with id '{body.previous_response_id}' not found.", param="previous_response_id",
-                           code="previous_response_not_found")
+            raise APIError(
+                400,
+                f"Previous response with id '{body.previous_response_id}' not found.",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
         inputs = history + inputs
         body = body.model_copy(update={"input": [ResponsesItem.model_validate(item) for item in inputs]})
     keep = body.store is not False
@@ -69,10 +88,29 @@ async def responses(request: Request) -> Response:
                 yield {"event": event["type"], "data": dumps(event)}
 
         def error_events(exc: APIError) -> list[dict[str, Any]]:
-            error = {"type": "error", "code": exc.code, "message": exc.message, "param": exc.param, "sequence_number": sequence["n"]}
-            failed = {"type": "response.failed", "sequence_number": sequence["n"] + 1,
-                      "response": echo_request({"id": "resp-failed", "object": "response", "created_at": time.time(), "status": "failed",
-                                                "model": state.model_name, "output": [], "error": {"code": exc.code or "server_error", "message": exc.message}}, body)}
+            error = {
+                "type": "error",
+                "code": exc.code,
+                "message": exc.message,
+                "param": exc.param,
+                "sequence_number": sequence["n"],
+            }
+            failed = {
+                "type": "response.failed",
+                "sequence_number": sequence["n"] + 1,
+                "response": echo_request(
+                    {
+                        "id": "resp-failed",
+                        "object": "response",
+                        "created_at": time.time(),
+                        "status": "failed",
+                        "model": state.model_name,
+                        "output": [],
+                        "error": {"code": exc.code or "server_error", "message": exc.message},
+                    },
+                    body,
+                ),
+            }
             return [{"event": "error", "data": dumps(error)}, {"event": "response.failed", "data": dumps(failed)}]
 
         return await run_stream(request, state, events(), error_events)
@@ -95,9 +133,19 @@ async def input_items(response_id: str, request: Request) -> Response:
     state: ServerState = request.app.state.servelm
     check_api_key(request, state.server.api_key)
     _stored(state, response_id)
-    items = [{"id": item.get("id") or f"item_{i}", **item} for i, item in enumerate(state.responses.input_items(response_id) or [])]
-    return JSONResponse({"object": "list", "data": items, "first_id": items[0]["id"] if items else None,
-                         "last_id": items[-1]["id"] if items else None, "has_more": False})
+    items = [
+        {"id": item.get("id") or f"item_{i}", **item}
+        for i, item in enumerate(state.responses.input_items(response_id) or [])
+    ]
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": items,
+            "first_id": items[0]["id"] if items else None,
+            "last_id": items[-1]["id"] if items else None,
+            "has_more": False,
+        }
+    )
 
 
 @router.delete("/v1/responses/{response_id}")
@@ -112,7 +160,9 @@ async def delete(response_id: str, request: Request) -> Response:
 def _stored(state: ServerState, response_id: str) -> dict[str, Any]:
     response = state.responses.get(response_id)
     if response is None:
-        raise APIError(404, f"No response with id '{response_id}' is stored here", param="response_id", code="not_found")
+        raise APIError(
+            404, f"No response with id '{response_id}' is stored here", param="response_id", code="not_found"
+        )
     return response
 
 

@@ -8,8 +8,9 @@ module calls the agent: sync agent code runs in a bounded thread pool, agents th
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Optional
+from typing import Any, Optional
 
 from servelm.agents import (
     ChatChoiceDelta,
@@ -49,12 +50,17 @@ class AgentService(ModelService):
         self.context = getattr(model._impl, "context", None)  # the PythonModelContext a ChatModel takes
         # Which methods the agent implements itself: fixed for its class, so decided once here.
         agent, base = self.agent, self.adapter.base
-        self._native = {name: agent is not None and overrides(agent, base, name) for name in ("predict_stream", "apredict", "apredict_stream")}
+        self._native = {
+            name: agent is not None and overrides(agent, base, name)
+            for name in ("predict_stream", "apredict", "apredict_stream")
+        }
         self._streams = self._native["predict_stream"] or self._native["apredict_stream"]
         self.batcher: Optional[DynamicBatcher] = None
         size = getattr(agent, "max_batch_size", None) if agent is not None else None
         if size and int(size) > 1:
-            self.batcher = DynamicBatcher(self._predict_batch, int(size), float(getattr(agent, "batch_timeout_ms", 5.0)) / 1000.0)
+            self.batcher = DynamicBatcher(
+                self._predict_batch, int(size), float(getattr(agent, "batch_timeout_ms", 5.0)) / 1000.0
+            )
 
     # ------------------------------------------------------------------ calling the agent (the adapters' AgentCaller)
     async def call(self, *args: Any) -> Any:
@@ -82,7 +88,7 @@ class AgentService(ModelService):
             await self.batcher.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def _in_thread(self, fn: Any, *args: Any) -> "asyncio.Future[Any]":
+    def _in_thread(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
         """Run blocking ``fn(*args)`` in the agent pool; a cancelled caller abandons it (the thread finishes)."""
         return asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
@@ -96,11 +102,21 @@ class AgentService(ModelService):
         if not self._streams:
             response = await self.chat(request, model)
             choice = response.choices[0]
-            calls = [ToolCallDelta(index=i, id=c.id, type="function", function=ToolCallFunctionDelta(name=c.function.name, arguments=c.function.arguments))
-                     for i, c in enumerate(choice.message.tool_calls or [])]
+            calls = [
+                ToolCallDelta(
+                    index=i,
+                    id=c.id,
+                    type="function",
+                    function=ToolCallFunctionDelta(name=c.function.name, arguments=c.function.arguments),
+                )
+                for i, c in enumerate(choice.message.tool_calls or [])
+            ]
             delta = ChatChoiceDelta(content=choice.message.text() or None, tool_calls=calls or None)
-            yield ChatCompletionChunk(choices=[ChatChunkChoice(delta=delta, finish_reason=choice.finish_reason)], usage=response.usage,
-                                      custom_outputs=response.custom_outputs)
+            yield ChatCompletionChunk(
+                choices=[ChatChunkChoice(delta=delta, finish_reason=choice.finish_reason)],
+                usage=response.usage,
+                custom_outputs=response.custom_outputs,
+            )
             return
         stream = self.stream(*self.adapter.chat_args(request, self))
         try:
@@ -117,7 +133,9 @@ class AgentService(ModelService):
 
     async def responses_stream(self, request: ResponsesAgentRequest, model: str) -> AsyncIterator[dict[str, Any]]:
         self.require(RESPONSES)
-        events = self.adapter.responses_stream(request, model, self, self._streams) or super().responses_stream(request, model)
+        events = self.adapter.responses_stream(request, model, self, self._streams) or super().responses_stream(
+            request, model
+        )
         async for event in events:
             yield event
 
@@ -133,7 +151,12 @@ class AgentService(ModelService):
     async def invoke_stream(self, data: Any, params: Optional[dict[str, Any]]) -> AsyncIterator[Any]:
         if self.adapter.base is not PythonModel and isinstance(data, dict):
             if not self._streams:
-                raise APIError(400, "this agent cannot stream: it implements neither predict_stream nor apredict_stream", param="stream", code="stream_unsupported")
+                raise APIError(
+                    400,
+                    "this agent cannot stream: it implements neither predict_stream nor apredict_stream",
+                    param="stream",
+                    code="stream_unsupported",
+                )
             stream = self.stream(*self.adapter.invocation_args(data, self))
             try:
                 async for item in stream:
@@ -142,7 +165,12 @@ class AgentService(ModelService):
                 await stream.aclose()  # type: ignore[attr-defined]
             return
         if not self.model.metadata.flavors.get("python_function", {}).get("streamable"):
-            raise APIError(400, "this model cannot stream: its predict_stream is not implemented", param="stream", code="stream_unsupported")
+            raise APIError(
+                400,
+                "this model cannot stream: its predict_stream is not implemented",
+                param="stream",
+                code="stream_unsupported",
+            )
         generator = await self._in_thread(self.model.predict_stream, data, params)
         async for item in iterate_in_thread(generator, self.pool):
             yield item

@@ -6,7 +6,8 @@ calling machinery; everything that depends on the agent's class is here.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Optional, Protocol
+from collections.abc import AsyncIterator
+from typing import Any, Optional, Protocol
 
 from servelm.agents import (
     ChatAgent,
@@ -79,11 +80,15 @@ class AgentKind:
         """The agent's stream as chat completion chunks."""
         raise NotImplementedError
 
-    async def responses(self, request: ResponsesAgentRequest, model: str, caller: AgentCaller) -> Optional[dict[str, Any]]:
+    async def responses(
+        self, request: ResponsesAgentRequest, model: str, caller: AgentCaller
+    ) -> Optional[dict[str, Any]]:
         """A Responses answer of the agent's own, or None to answer through chat completions."""
         return None
 
-    def responses_stream(self, request: ResponsesAgentRequest, model: str, caller: AgentCaller, streams: bool) -> Optional[AsyncIterator[dict[str, Any]]]:
+    def responses_stream(
+        self, request: ResponsesAgentRequest, model: str, caller: AgentCaller, streams: bool
+    ) -> Optional[AsyncIterator[dict[str, Any]]]:
         """A Responses event stream of the agent's own, or None to stream through chat completions."""
         return None
 
@@ -112,18 +117,31 @@ class ChatAgentKind(AgentKind):
             if delta.role == "tool":
                 continue
             if delta.content:
-                yield _chunk(ChatChoiceDelta(content=delta.content), usage=chunk.usage, custom_outputs=chunk.custom_outputs)
+                yield _chunk(
+                    ChatChoiceDelta(content=delta.content), usage=chunk.usage, custom_outputs=chunk.custom_outputs
+                )
             for call in delta.tool_calls or []:
                 yield _tool_call_head(tool_index, call.id, call.function.name)
                 if call.function.arguments:
                     yield _tool_arguments(tool_index, call.function.arguments)
                 tool_index += 1
-            if chunk.finish_reason or (not delta.content and not delta.tool_calls and (chunk.usage or chunk.custom_outputs)):
-                choices = [ChatChunkChoice(delta=ChatChoiceDelta(), finish_reason=chunk.finish_reason)] if chunk.finish_reason else []
+            if chunk.finish_reason or (
+                not delta.content and not delta.tool_calls and (chunk.usage or chunk.custom_outputs)
+            ):
+                choices = (
+                    [ChatChunkChoice(delta=ChatChoiceDelta(), finish_reason=chunk.finish_reason)]
+                    if chunk.finish_reason
+                    else []
+                )
                 yield ChatCompletionChunk(choices=choices, usage=chunk.usage, custom_outputs=chunk.custom_outputs)
 
-    async def responses(self, request: ResponsesAgentRequest, model: str, caller: AgentCaller) -> Optional[dict[str, Any]]:
-        response = _typed(await caller.call(responses_to_agent_messages(request), request.context, request.custom_inputs), ChatAgentResponse)
+    async def responses(
+        self, request: ResponsesAgentRequest, model: str, caller: AgentCaller
+    ) -> Optional[dict[str, Any]]:
+        response = _typed(
+            await caller.call(responses_to_agent_messages(request), request.context, request.custom_inputs),
+            ChatAgentResponse,
+        )
         builder = ResponsesStreamBuilder(model)
         builder.items = agent_messages_to_output_items(response.messages)
         builder.custom_outputs = response.custom_outputs
@@ -158,9 +176,17 @@ class ResponsesAgentKind(AgentKind):
     kind, base, capabilities = "agent/v1/responses", ResponsesAgent, _CHATTY
 
     def chat_args(self, request: ChatCompletionRequest, caller: AgentCaller) -> tuple[Any, ...]:
-        return (ResponsesAgentRequest(input=chat_to_responses_input(request.messages), tools=chat_tools_to_responses(request.tools),
-                                      temperature=request.temperature, top_p=request.top_p, max_output_tokens=request.token_limit(),
-                                      custom_inputs=request.custom_inputs, user=request.user),)
+        return (
+            ResponsesAgentRequest(
+                input=chat_to_responses_input(request.messages),
+                tools=chat_tools_to_responses(request.tools),
+                temperature=request.temperature,
+                top_p=request.top_p,
+                max_output_tokens=request.token_limit(),
+                custom_inputs=request.custom_inputs,
+                user=request.user,
+            ),
+        )
 
     def invocation_args(self, data: dict[str, Any], caller: AgentCaller) -> tuple[Any, ...]:
         return (ResponsesAgentRequest.model_validate(data),)
@@ -170,8 +196,17 @@ class ResponsesAgentKind(AgentKind):
         message, finish = responses_output_to_chat_message([plain(i) for i in response.output])
         usage = None
         if response.usage is not None:
-            usage = {"prompt_tokens": response.usage.input_tokens, "completion_tokens": response.usage.output_tokens, "total_tokens": response.usage.total_tokens}
-        return ChatCompletionResponse(model=model, choices=[ChatChoice(message=message, finish_reason=finish)], usage=usage, custom_outputs=response.custom_outputs)
+            usage = {
+                "prompt_tokens": response.usage.input_tokens,
+                "completion_tokens": response.usage.output_tokens,
+                "total_tokens": response.usage.total_tokens,
+            }
+        return ChatCompletionResponse(
+            model=model,
+            choices=[ChatChoice(message=message, finish_reason=finish)],
+            usage=usage,
+            custom_outputs=response.custom_outputs,
+        )
 
     async def chat_chunks(self, stream: AsyncIterator[Any]) -> AsyncIterator[ChatCompletionChunk]:
         """Text deltas, and function_call items as tool calls."""
@@ -190,7 +225,9 @@ class ResponsesAgentKind(AgentKind):
             elif event.get("custom_outputs"):
                 yield ChatCompletionChunk(choices=[], custom_outputs=event["custom_outputs"])
 
-    async def responses(self, request: ResponsesAgentRequest, model: str, caller: AgentCaller) -> Optional[dict[str, Any]]:
+    async def responses(
+        self, request: ResponsesAgentRequest, model: str, caller: AgentCaller
+    ) -> Optional[dict[str, Any]]:
         body = _typed(await caller.call(request), ResponsesAgentResponse).model_dump(exclude_none=True)
         body["model"] = model
         body.setdefault("parallel_tool_calls", True)
@@ -198,10 +235,16 @@ class ResponsesAgentKind(AgentKind):
         body.setdefault("tools", [])
         return body
 
-    def responses_stream(self, request: ResponsesAgentRequest, model: str, caller: AgentCaller, streams: bool) -> Optional[AsyncIterator[dict[str, Any]]]:
-        return self._stream_events(request, model, caller) if streams else self._answer_as_events(request, model, caller)
+    def responses_stream(
+        self, request: ResponsesAgentRequest, model: str, caller: AgentCaller, streams: bool
+    ) -> Optional[AsyncIterator[dict[str, Any]]]:
+        return (
+            self._stream_events(request, model, caller) if streams else self._answer_as_events(request, model, caller)
+        )
 
-    async def _stream_events(self, request: ResponsesAgentRequest, model: str, caller: AgentCaller) -> AsyncIterator[dict[str, Any]]:
+    async def _stream_events(
+        self, request: ResponsesAgentRequest, model: str, caller: AgentCaller
+    ) -> AsyncIterator[dict[str, Any]]:
         """The agent's own events, completed into the sequence the openai client expects."""
         builder = ResponsesStreamBuilder(model)
         for event in builder.start():
@@ -234,7 +277,9 @@ class ResponsesAgentKind(AgentKind):
         for event in builder.finish(usage):
             yield event
 
-    async def _answer_as_events(self, request: ResponsesAgentRequest, model: str, caller: AgentCaller) -> AsyncIterator[dict[str, Any]]:
+    async def _answer_as_events(
+        self, request: ResponsesAgentRequest, model: str, caller: AgentCaller
+    ) -> AsyncIterator[dict[str, Any]]:
         """A non-streaming agent's answer as a Responses event stream."""
         builder = ResponsesStreamBuilder(model)
         response = await self.responses(request, model, caller)
@@ -278,8 +323,18 @@ def _chunk(delta: ChatChoiceDelta, **fields: Any) -> ChatCompletionChunk:
 
 
 def _tool_call_head(index: int, call_id: str, name: str) -> ChatCompletionChunk:
-    return _chunk(ChatChoiceDelta(tool_calls=[ToolCallDelta(index=index, id=call_id, type="function", function=ToolCallFunctionDelta(name=name, arguments=""))]))
+    return _chunk(
+        ChatChoiceDelta(
+            tool_calls=[
+                ToolCallDelta(
+                    index=index, id=call_id, type="function", function=ToolCallFunctionDelta(name=name, arguments="")
+                )
+            ]
+        )
+    )
 
 
 def _tool_arguments(index: int, arguments: str) -> ChatCompletionChunk:
-    return _chunk(ChatChoiceDelta(tool_calls=[ToolCallDelta(index=index, function=ToolCallFunctionDelta(arguments=arguments))]))
+    return _chunk(
+        ChatChoiceDelta(tool_calls=[ToolCallDelta(index=index, function=ToolCallFunctionDelta(arguments=arguments))])
+    )

@@ -8,12 +8,19 @@ A service declares what it answers once, in ``capabilities``.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Optional
+from typing import Any, Optional
 
 from pydantic import ValidationError
 
-from servelm.agents import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, ResponsesAgentRequest
+from servelm.agents import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    ResponsesAgentRequest,
+)
 from servelm.agents.ids import new_id
 
 from ..conversions import chat_message_to_output_items, responses_to_chat_messages
@@ -56,7 +63,11 @@ class ModelService:
         """404 naming what the model does answer, when it does not answer ``route``."""
         if route not in self.capabilities.routes:
             answers = ", ".join(sorted(self.capabilities.routes)) or "nothing"
-            raise APIError(404, f"this model ({self.kind}) does not answer {route}; it answers: {answers}", code="unsupported_endpoint")
+            raise APIError(
+                404,
+                f"this model ({self.kind}) does not answer {route}; it answers: {answers}",
+                code="unsupported_endpoint",
+            )
 
     # ------------------------------------------------------------------ chat completions
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletionResponse:
@@ -79,14 +90,29 @@ class ModelService:
             chat = await self.chat(_prompt_as_chat(request, prompt, model), model)
             choice = chat.choices[0] if chat.choices else None
             text = choice.message.text() if choice is not None else ""
-            choices.append({"index": index, "text": (prompt + text) if request.echo else text, "logprobs": None,
-                            "finish_reason": choice.finish_reason if choice is not None else "stop"})
+            choices.append(
+                {
+                    "index": index,
+                    "text": (prompt + text) if request.echo else text,
+                    "logprobs": None,
+                    "finish_reason": choice.finish_reason if choice is not None else "stop",
+                }
+            )
             if chat.usage is not None:
                 for key in usage:
                     usage[key] += getattr(chat.usage, key)
-        return {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": model, "choices": choices, "usage": usage}
+        return {
+            "id": new_id("cmpl"),
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": choices,
+            "usage": usage,
+        }
 
-    async def completion_events(self, request: CompletionRequest, model: str, include_usage: bool) -> AsyncIterator[str]:
+    async def completion_events(
+        self, request: CompletionRequest, model: str, include_usage: bool
+    ) -> AsyncIterator[str]:
         """A streamed text completion answered through the chat stream (one prompt)."""
         prompts = _text_prompts(request)
         if len(prompts) != 1:
@@ -154,7 +180,11 @@ class ModelService:
             if chunk.custom_outputs:
                 builder.custom_outputs = chunk.custom_outputs
             for choice in chunk.choices[:1]:
-                logprobs = [e.model_dump(exclude_none=True) for e in choice.logprobs.content or []] if choice.logprobs is not None else None
+                logprobs = (
+                    [e.model_dump(exclude_none=True) for e in choice.logprobs.content or []]
+                    if choice.logprobs is not None
+                    else None
+                )
                 if choice.delta.content:
                     for event in builder.text_delta(text_id, choice.delta.content, logprobs):
                         yield event
@@ -162,7 +192,9 @@ class ModelService:
                     if call.index not in calls:
                         calls[call.index] = new_id("fc")
                         function = call.function
-                        for event in builder.call_added(calls[call.index], call.id or new_id("call"), function.name or "" if function else ""):
+                        for event in builder.call_added(
+                            calls[call.index], call.id or new_id("call"), function.name or "" if function else ""
+                        ):
                             yield event
                     if call.function is not None and call.function.arguments:
                         for event in builder.call_arguments(calls[call.index], call.function.arguments):
@@ -186,21 +218,43 @@ def responses_as_chat_request(request: ResponsesAgentRequest, model: str) -> Cha
     tools = []
     for tool in request.tools or []:
         if tool.get("type") != "function":
-            raise APIError(400, f"tools: tools of type {tool.get('type')!r} are not supported here (function tools are)", param="tools",
-                           code="unsupported_value")
+            raise APIError(
+                400,
+                f"tools: tools of type {tool.get('type')!r} are not supported here (function tools are)",
+                param="tools",
+                code="unsupported_value",
+            )
         tools.append({"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}})
     choice = request.tool_choice
     if isinstance(choice, dict):
         if choice.get("type") != "function" or not choice.get("name"):
-            raise APIError(400, "tool_choice: only function tool choices are supported", param="tool_choice", code="unsupported_value")
+            raise APIError(
+                400,
+                "tool_choice: only function tool choices are supported",
+                param="tool_choice",
+                code="unsupported_value",
+            )
         choice = {"type": "function", "function": {"name": choice["name"]}}
     if request.reasoning and any(v is not None for v in request.reasoning.values()):
-        raise APIError(400, "reasoning: this model does not reason in separate steps", param="reasoning", code="unsupported_parameter")
+        raise APIError(
+            400,
+            "reasoning: this model does not reason in separate steps",
+            param="reasoning",
+            code="unsupported_parameter",
+        )
     fields: dict[str, Any] = {
-        "model": model, "messages": [m.model_dump(exclude_none=True) for m in responses_to_chat_messages(request)],
-        "temperature": request.temperature, "top_p": request.top_p, "max_tokens": request.max_output_tokens, "tools": tools or None,
-        "tool_choice": choice, "parallel_tool_calls": request.parallel_tool_calls, "custom_inputs": request.custom_inputs, "user": request.user,
-        "metadata": request.metadata, "response_format": _text_format(request.text),
+        "model": model,
+        "messages": [m.model_dump(exclude_none=True) for m in responses_to_chat_messages(request)],
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "max_tokens": request.max_output_tokens,
+        "tools": tools or None,
+        "tool_choice": choice,
+        "parallel_tool_calls": request.parallel_tool_calls,
+        "custom_inputs": request.custom_inputs,
+        "user": request.user,
+        "metadata": request.metadata,
+        "response_format": _text_format(request.text),
     }
     extra = request.model_extra or {}
     wants_logprobs = "message.output_text.logprobs" in (extra.get("include") or [])
@@ -228,8 +282,13 @@ def _text_format(text: Any) -> Optional[dict[str, Any]]:
 
 def responses_usage(usage: dict[str, int]) -> dict[str, Any]:
     """Chat usage counts in the Responses API's shape."""
-    return {"input_tokens": usage.get("prompt_tokens", 0), "output_tokens": usage.get("completion_tokens", 0), "total_tokens": usage.get("total_tokens", 0),
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+    return {
+        "input_tokens": usage.get("prompt_tokens", 0),
+        "output_tokens": usage.get("completion_tokens", 0),
+        "total_tokens": usage.get("total_tokens", 0),
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": 0},
+    }
 
 
 def _text_prompts(request: CompletionRequest) -> list[str]:
@@ -241,5 +300,10 @@ def _text_prompts(request: CompletionRequest) -> list[str]:
 
 def _prompt_as_chat(request: CompletionRequest, prompt: str, model: str) -> ChatCompletionRequest:
     """A completion prompt as a one-message chat request with the same sampling parameters."""
-    fields = request.model_dump(exclude={"prompt", "echo", "logprobs", "suffix", "best_of", "model", "n", "stream", "stream_options"}, exclude_none=True)
-    return ChatCompletionRequest.model_validate({**fields, "model": model, "messages": [{"role": "user", "content": prompt}]})
+    fields = request.model_dump(
+        exclude={"prompt", "echo", "logprobs", "suffix", "best_of", "model", "n", "stream", "stream_options"},
+        exclude_none=True,
+    )
+    return ChatCompletionRequest.model_validate(
+        {**fields, "model": model, "messages": [{"role": "user", "content": prompt}]}
+    )

@@ -7,7 +7,8 @@ outputs split back by each request's row count (LitServe-style).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, Optional
+from collections.abc import Awaitable, Callable
+from typing import Any, Optional
 
 
 class DynamicBatcher:
@@ -43,7 +44,7 @@ class DynamicBatcher:
                     break
                 try:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 batch.append(item)
                 count += len(item[0])

@@ -10,8 +10,9 @@ routes refuse it before any response bytes.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from typing import Any, AsyncIterator, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 from pydantic import ValidationError
 
@@ -32,7 +33,14 @@ from servelm.agents.ids import new_id, now_seconds
 from servelm.flavors.generation import SamplingParams, sampling_params, template_inputs
 from servelm.flavors.generation.choice import TokenChoice
 from servelm.flavors.generation.codec import ChatCodec
-from servelm.flavors.generation.tool_calls import ToolCallParser, ToolFormat, parse_tool_calls, prompt_messages, template_takes_tools, tool_format
+from servelm.flavors.generation.tool_calls import (
+    ToolCallParser,
+    ToolFormat,
+    parse_tool_calls,
+    prompt_messages,
+    template_takes_tools,
+    tool_format,
+)
 
 from ..engines.base import Delta, Engine, RequestStream
 from ..errors import APIError, validation_error
@@ -72,8 +80,15 @@ class LLMService(ModelService):
 
     capabilities = Capabilities(frozenset({CHAT, COMPLETIONS, RESPONSES, INVOCATIONS}), n=True, logprobs=True)
 
-    def __init__(self, engine: Engine, codec: ChatCodec, kind: str = "llm/v1/chat", defaults: Optional[dict[str, Any]] = None,
-                 metrics: Optional[ServerMetrics] = None, tool_parser: Optional[str] = None):
+    def __init__(
+        self,
+        engine: Engine,
+        codec: ChatCodec,
+        kind: str = "llm/v1/chat",
+        defaults: Optional[dict[str, Any]] = None,
+        metrics: Optional[ServerMetrics] = None,
+        tool_parser: Optional[str] = None,
+    ):
         self.engine = engine
         self.codec = codec
         self.kind = kind
@@ -101,7 +116,9 @@ class LLMService(ModelService):
         try:
             ids = self.codec.encode_messages(messages, template_tools)
         except Exception as exc:
-            raise APIError(400, f"messages could not be rendered with the model's chat template: {exc}", param="messages") from None
+            raise APIError(
+                400, f"messages could not be rendered with the model's chat template: {exc}", param="messages"
+            ) from None
         guided = guided_decoding(request, plan, self.tool_format)
         generation = self._generation(ids, request, "messages", guided)
         if plan.offered:
@@ -111,7 +128,9 @@ class LLMService(ModelService):
     def prepare_text(self, request: CompletionRequest) -> list[Generation]:
         """One Generation per prompt of a completions request (texts tokenized, token ids taken as they are)."""
         generations = []
-        limited = request if request.token_limit() is not None else request.model_copy(update={"max_tokens": 16})  # OpenAI's default
+        limited = (
+            request if request.token_limit() is not None else request.model_copy(update={"max_tokens": 16})
+        )  # OpenAI's default
         for prompt in request.prompts():
             ids = self.codec.encode_text(prompt) if isinstance(prompt, str) else list(prompt)
             if not ids:
@@ -119,22 +138,40 @@ class LLMService(ModelService):
             generations.append(self._generation(ids, limited, "prompt", None, logprobs=request.logprobs))
         return generations
 
-    def _generation(self, ids: list[int], request: ChatParams, prompt_field: str, guided: Any, logprobs: Optional[int] = None) -> Generation:
+    def _generation(
+        self, ids: list[int], request: ChatParams, prompt_field: str, guided: Any, logprobs: Optional[int] = None
+    ) -> Generation:
         context = self.engine.context_length
         if len(ids) >= context:
-            raise APIError(400, f"This model's maximum context length is {context} tokens; the {prompt_field} take {len(ids)}. "
-                                "Please shorten them.", param=prompt_field, code="context_length_exceeded")
+            raise APIError(
+                400,
+                f"This model's maximum context length is {context} tokens; the {prompt_field} take {len(ids)}. "
+                "Please shorten them.",
+                param=prompt_field,
+                code="context_length_exceeded",
+            )
         asked = request.token_limit()
         if asked is not None and len(ids) + asked > context:
             field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
-            raise APIError(400, f"This model's maximum context length is {context} tokens. However, you requested {len(ids) + asked} tokens "
-                                f"({len(ids)} in the {prompt_field}, {asked} in the completion). Please reduce the length of the "
-                                f"{prompt_field} or completion.", param=field, code="context_length_exceeded")
+            raise APIError(
+                400,
+                f"This model's maximum context length is {context} tokens. However, you requested {len(ids) + asked} tokens "
+                f"({len(ids)} in the {prompt_field}, {asked} in the completion). Please reduce the length of the "
+                f"{prompt_field} or completion.",
+                param=field,
+                code="context_length_exceeded",
+            )
         params = sampling_params(request, len(ids), context, self.defaults)  # type: ignore[arg-type]
         if logprobs is None and isinstance(request.logprobs, bool) and request.logprobs:
             logprobs = request.top_logprobs or 0
-        params = replace(params, guided=guided, logprobs=logprobs, presence_penalty=request.presence_penalty or 0.0,
-                         frequency_penalty=request.frequency_penalty or 0.0, logit_bias=logit_bias(request))
+        params = replace(
+            params,
+            guided=guided,
+            logprobs=logprobs,
+            presence_penalty=request.presence_penalty or 0.0,
+            frequency_penalty=request.frequency_penalty or 0.0,
+            logit_bias=logit_bias(request),
+        )
         seeds = [params.seed + i if params.seed is not None else None for i in range(request.n or 1)]
         return Generation(ids, [replace(params, seed=seed) for seed in seeds])
 
@@ -186,7 +223,9 @@ class LLMService(ModelService):
         merged: asyncio.Queue[tuple[int, Delta]] = asyncio.Queue()
         pumps: list[asyncio.Task[None]] = []
         if len(submitted) > 1:
-            pumps = [asyncio.get_running_loop().create_task(_pump(i, stream, merged)) for i, stream in enumerate(submitted)]
+            pumps = [
+                asyncio.get_running_loop().create_task(_pump(i, stream, merged)) for i, stream in enumerate(submitted)
+            ]
         completion = 0
         open_choices = len(submitted)
         try:
@@ -211,7 +250,9 @@ class LLMService(ModelService):
             for stream in submitted:
                 self.engine.abort(stream)
 
-    async def _chat_deltas(self, generation: Generation) -> AsyncIterator[tuple[int, dict[str, Any], Optional[str], Optional[dict[str, Any]]]]:
+    async def _chat_deltas(
+        self, generation: Generation
+    ) -> AsyncIterator[tuple[int, dict[str, Any], Optional[str], Optional[dict[str, Any]]]]:
         """(choice index, delta, finish_reason, logprobs) per piece, tool calls parsed out of the text;
         a last (-1, {"prompt_tokens", "completion_tokens"}, None, None)."""
         parsers = [ToolCallParser(generation.tool_format) for _ in generation.choices] if generation.tool_format else []
@@ -226,7 +267,11 @@ class LLMService(ModelService):
                 parser = parsers[piece.index]
                 events = parser.feed(piece.text) + (parser.finish() if piece.finished else [])
                 content = "".join(e.content for e in events)
-                calls = [d for d in map(tool_call_delta, events) if d is not None and (generation.parallel_tool_calls or d["index"] == 0)]
+                calls = [
+                    d
+                    for d in map(tool_call_delta, events)
+                    if d is not None and (generation.parallel_tool_calls or d["index"] == 0)
+                ]
                 if calls:
                     delta["tool_calls"] = calls
                     called.add(piece.index)
@@ -236,7 +281,11 @@ class LLMService(ModelService):
                 delta["content"] = content
             if piece.finished:
                 completion += piece.tokens
-            finish = ("tool_calls" if piece.index in called and piece.finish_reason != "length" else piece.finish_reason) if piece.finished else None
+            finish = (
+                ("tool_calls" if piece.index in called and piece.finish_reason != "length" else piece.finish_reason)
+                if piece.finished
+                else None
+            )
             logprobs = {"content": token_logprobs(piece.logprobs, self.codec.token_bytes)} if piece.logprobs else None
             if delta or finish or logprobs:
                 yield piece.index, delta, finish, logprobs
@@ -254,24 +303,46 @@ class LLMService(ModelService):
                 content, calls = parse_tool_calls(text, generation.tool_format)
                 calls = calls if generation.parallel_tool_calls else calls[:1]
                 if calls:
-                    tool_calls = [ToolCall(id=c.id, function=FunctionCall(name=c.name or "", arguments=c.arguments)) for c in calls]
+                    tool_calls = [
+                        ToolCall(id=c.id, function=FunctionCall(name=c.name or "", arguments=c.arguments))
+                        for c in calls
+                    ]
                     message = ChatMessage(role="assistant", content=content or None, tool_calls=tool_calls)
                     reason = "tool_calls" if reason != "length" else reason
-            lp = ChatChoiceLogProbs.model_validate({"content": token_logprobs(logprobs, self.codec.token_bytes)}) if generation.choices[i].logprobs is not None else None
+            lp = (
+                ChatChoiceLogProbs.model_validate({"content": token_logprobs(logprobs, self.codec.token_bytes)})
+                if generation.choices[i].logprobs is not None
+                else None
+            )
             choices.append(ChatChoice(index=i, message=message, finish_reason=reason, logprobs=lp))
-        return ChatCompletionResponse(model=model, choices=choices, usage=TokenUsageStats(prompt_tokens=prompt, completion_tokens=completion,
-                                                                                          total_tokens=prompt + completion))
+        return ChatCompletionResponse(
+            model=model,
+            choices=choices,
+            usage=TokenUsageStats(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
+        )
 
     async def chat_stream(self, request: ChatCompletionRequest, model: str) -> AsyncIterator[ChatCompletionChunk]:
         async for index, delta, finish, logprobs in self._chat_deltas(self.prepare_chat(request)):
             if index < 0:
-                usage = TokenUsageStats(prompt_tokens=delta["prompt_tokens"], completion_tokens=delta["completion_tokens"],
-                                        total_tokens=delta["prompt_tokens"] + delta["completion_tokens"])
+                usage = TokenUsageStats(
+                    prompt_tokens=delta["prompt_tokens"],
+                    completion_tokens=delta["completion_tokens"],
+                    total_tokens=delta["prompt_tokens"] + delta["completion_tokens"],
+                )
                 yield ChatCompletionChunk(model=model, usage=usage)
                 return
-            choice = ChatChunkChoice.model_validate({"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs})
+            choice = ChatChunkChoice.model_validate(
+                {"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
+            )
             yield ChatCompletionChunk.model_construct(  # trusted values: no fresh id per chunk
-                id="", object="chat.completion.chunk", created=0, model=model, usage=None, custom_outputs=None, choices=[choice])
+                id="",
+                object="chat.completion.chunk",
+                created=0,
+                model=model,
+                usage=None,
+                custom_outputs=None,
+                choices=[choice],
+            )
 
     async def chat_events(self, request: ChatCompletionRequest, model: str, include_usage: bool) -> AsyncIterator[str]:
         """The chat stream as OpenAI sends it, written straight to JSON (see ``framing.ChatChunkFramer``)."""
@@ -295,12 +366,30 @@ class LLMService(ModelService):
             for text, final, logprobs in result:
                 completion += final.completion_tokens
                 echo = _echo_text(prompts[p]) if request.echo else ""
-                lp = completion_logprobs(logprobs, self.codec.token_bytes, len(echo)) if request.logprobs is not None else None
-                choices.append({"index": len(choices), "text": echo + text, "logprobs": lp, "finish_reason": final.finish_reason})
-        return {"id": new_id("cmpl"), "object": "text_completion", "created": now_seconds(), "model": model, "choices": choices,
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}}
+                lp = (
+                    completion_logprobs(logprobs, self.codec.token_bytes, len(echo))
+                    if request.logprobs is not None
+                    else None
+                )
+                choices.append(
+                    {"index": len(choices), "text": echo + text, "logprobs": lp, "finish_reason": final.finish_reason}
+                )
+        return {
+            "id": new_id("cmpl"),
+            "object": "text_completion",
+            "created": now_seconds(),
+            "model": model,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion,
+            },
+        }
 
-    async def completion_events(self, request: CompletionRequest, model: str, include_usage: bool) -> AsyncIterator[str]:
+    async def completion_events(
+        self, request: CompletionRequest, model: str, include_usage: bool
+    ) -> AsyncIterator[str]:
         generations = self.prepare_text(request)
         if len(generations) != 1:
             raise APIError(400, "a streamed completion takes one prompt", param="prompt")
@@ -320,7 +409,11 @@ class LLMService(ModelService):
             offsets[piece.index] = start + len(piece.text)
             if piece.finished:
                 completion += piece.tokens
-            lp = completion_logprobs(piece.logprobs or [], self.codec.token_bytes, start) if request.logprobs is not None else None
+            lp = (
+                completion_logprobs(piece.logprobs or [], self.codec.token_bytes, start)
+                if request.logprobs is not None
+                else None
+            )
             yield framer.choice(piece.index, text, piece.finish_reason if piece.finished else None, lp)
 
     # ------------------------------------------------------------------ /invocations
@@ -358,7 +451,7 @@ def _engine_error(delta: Delta) -> APIError:
     return APIError(500, delta.error or "the engine failed", code="engine_error")
 
 
-async def _pump(index: int, stream: RequestStream, merged: "asyncio.Queue[tuple[int, Delta]]") -> None:
+async def _pump(index: int, stream: RequestStream, merged: asyncio.Queue[tuple[int, Delta]]) -> None:
     while True:
         delta = await stream.get()
         merged.put_nowait((index, delta))
@@ -379,4 +472,7 @@ def _coalesce(ready: list[tuple[int, Delta]]) -> list[Piece]:
             entry[4] = (entry[4] or []) + delta.logprobs
         if delta.finished:
             entry[1], entry[2], entry[3] = True, delta.finish_reason, delta.completion_tokens
-    return [Piece(index, "".join(texts), finished, reason, tokens, logprobs) for index, (texts, finished, reason, tokens, logprobs) in joined.items()]
+    return [
+        Piece(index, "".join(texts), finished, reason, tokens, logprobs)
+        for index, (texts, finished, reason, tokens, logprobs) in joined.items()
+    ]

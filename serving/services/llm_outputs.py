@@ -3,7 +3,8 @@ completions shapes) and tool call deltas, from the engine's tokens and the tool 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from servelm.flavors.generation.choice import TokenChoice
 from servelm.flavors.generation.tool_calls import ToolEvent
@@ -47,5 +48,10 @@ def tool_call_delta(event: ToolEvent) -> Optional[dict[str, Any]]:
     if call is None:
         return None
     if event.name is not None:
-        return {"index": call.index, "id": call.id, "type": "function", "function": {"name": event.name, "arguments": event.arguments}}
+        return {
+            "index": call.index,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": event.name, "arguments": event.arguments},
+        }
     return {"index": call.index, "function": {"arguments": event.arguments}}

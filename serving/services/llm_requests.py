@@ -45,8 +45,12 @@ def refuse_unsupported(request: ChatParams) -> None:
     if modalities and any(m != "text" for m in modalities):
         raise APIError(400, "modalities: only text is supported", param="modalities", code="unsupported_value")
     if extra.get("store") is True:
-        raise APIError(400, "store: chat completions are not stored here (the Responses API stores responses)", param="store",
-                       code="unsupported_value")
+        raise APIError(
+            400,
+            "store: chat completions are not stored here (the Responses API stores responses)",
+            param="store",
+            code="unsupported_value",
+        )
     if request.top_logprobs is not None and not request.logprobs:
         raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs", code="invalid_value")
 
@@ -66,10 +70,16 @@ def tool_plan(request: ChatCompletionRequest) -> ToolPlan:
         return ToolPlan(tools, "*", parallel)
     name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
     if name is None:
-        raise APIError(400, 'tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}',
-                       param="tool_choice", code="invalid_value")
+        raise APIError(
+            400,
+            'tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}',
+            param="tool_choice",
+            code="invalid_value",
+        )
     if name not in {t["function"]["name"] for t in tools}:
-        raise APIError(400, f"tool_choice names {name!r}, which is not among the tools", param="tool_choice", code="invalid_value")
+        raise APIError(
+            400, f"tool_choice names {name!r}, which is not among the tools", param="tool_choice", code="invalid_value"
+        )
     return ToolPlan(tools, name, parallel)
 
 
@@ -91,18 +101,29 @@ def guided_decoding(request: ChatParams, plan: ToolPlan, fmt: ToolFormat) -> Opt
     answer = answer_schema(request)
     if plan.forced is not None:
         assert plan.offered is not None
-        tools = plan.offered if plan.forced == "*" else [t for t in plan.offered if t["function"]["name"] == plan.forced]
+        tools = (
+            plan.offered if plan.forced == "*" else [t for t in plan.offered if t["function"]["name"] == plan.forced]
+        )
         spec, param = GuidedDecoding("lark", fmt.grammar(tools, plan.parallel and plan.forced == "*")), "tools"
     elif answer is not None and plan.offered:
         spec, param = GuidedDecoding("lark", fmt.grammar(plan.offered, plan.parallel, answer)), "response_format"
     elif answer is not None:
-        spec = GuidedDecoding("json_object") if request.response_format.type == "json_object" else GuidedDecoding("json_schema", json.dumps(answer))  # type: ignore[union-attr]
+        spec = (
+            GuidedDecoding("json_object")
+            if request.response_format.type == "json_object"
+            else GuidedDecoding("json_schema", json.dumps(answer))
+        )  # type: ignore[union-attr]
         param = "response_format"
     else:
         return None
     error = check_grammar(spec)
     if error:
-        raise APIError(400, f"{param}: the schema cannot be used to constrain generation: {error}", param=param, code="invalid_schema")
+        raise APIError(
+            400,
+            f"{param}: the schema cannot be used to constrain generation: {error}",
+            param=param,
+            code="invalid_schema",
+        )
     return spec
 
 
@@ -115,6 +136,8 @@ def logit_bias(request: ChatParams) -> Optional[dict[int, float]]:
         if not str(key).lstrip("-").isdigit() or int(key) < 0:
             raise APIError(400, f"logit_bias keys are token ids; got {key!r}", param="logit_bias", code="invalid_value")
         if not -100 <= value <= 100:
-            raise APIError(400, f"logit_bias values lie in [-100, 100]; got {value}", param="logit_bias", code="invalid_value")
+            raise APIError(
+                400, f"logit_bias values lie in [-100, 100]; got {value}", param="logit_bias", code="invalid_value"
+            )
         bias[int(key)] = float(value)
     return bias

@@ -45,12 +45,16 @@ def choose_engine(path: str, forced: Optional[str]) -> str:
             return "onnx"
         if "python_function" in flavors:
             return "pyfunc"
-        raise ModelFormatError(f"{os.path.join(path, 'MLmodel')}: no servable flavor (found {', '.join(flavors) or 'none'})")
+        raise ModelFormatError(
+            f"{os.path.join(path, 'MLmodel')}: no servable flavor (found {', '.join(flavors) or 'none'})"
+        )
     if os.path.isfile(os.path.join(path, "genai_config.json")):
         return "onnx"
     if os.path.isfile(os.path.join(path, "config.json")) or any(f.endswith(".gguf") for f in os.listdir(path)):
         return "transformers"
-    raise ModelFormatError(f"{path} has no MLmodel file and is not a Hugging Face checkpoint (no config.json) or a GGUF file")
+    raise ModelFormatError(
+        f"{path} has no MLmodel file and is not a Hugging Face checkpoint (no config.json) or a GGUF file"
+    )
 
 
 def _is_gguf(path: str) -> bool:
@@ -70,7 +74,9 @@ def in_memory_pyfunc(python_model: PythonModel) -> PyFuncModel:
     return PyFuncModel(metadata, wrap_python_model(python_model, context), {}, "", python_model)
 
 
-def build_service(model_or_path: Any, server: ServerOptions, engine: EngineOptions, metrics: ServerMetrics) -> ModelService:
+def build_service(
+    model_or_path: Any, server: ServerOptions, engine: EngineOptions, metrics: ServerMetrics
+) -> ModelService:
     """Load the model and wrap it in the service of its engine (this may take a while for LLMs)."""
     from .agent import AgentService
 
@@ -107,7 +113,9 @@ def transformers_service(path: str, options: EngineOptions, metrics: ServerMetri
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError:
-        raise ModelFormatError("the transformers engine needs torch and transformers: pip install 'servelm[transformers]'") from None
+        raise ModelFormatError(
+            "the transformers engine needs torch and transformers: pip install 'servelm[transformers]'"
+        ) from None
     from servelm.flavors.generation.codec import HFCodec
     from servelm.flavors.transformers.chat import require_chat_template
     from servelm.flavors.transformers.flavor import context_length, load_tokenizer, locate_checkpoint
@@ -121,10 +129,14 @@ def transformers_service(path: str, options: EngineOptions, metrics: ServerMetri
     require_chat_template(tokenizer, path)
     defaults = _request_defaults(checkpoint)
     dtype = options.dtype or defaults.pop("dtype", None)  # a dtype saved in model_config applies when none is asked for
-    make_batcher = functools.partial(transformers_batcher, path, options.device, options.threads, dtype, options.max_num_seqs)
+    make_batcher = functools.partial(
+        transformers_batcher, path, options.device, options.threads, dtype, options.max_num_seqs
+    )
     engine_class = ProcessEngine if options.engine_process else ThreadEngine
     engine = engine_class(make_batcher, context_length(checkpoint), on_step=metrics.batch_size.observe)
-    return LLMService(engine, HFCodec(tokenizer), "llm/v1/chat (transformers engine)", defaults, metrics, options.tool_call_parser)
+    return LLMService(
+        engine, HFCodec(tokenizer), "llm/v1/chat (transformers engine)", defaults, metrics, options.tool_call_parser
+    )
 
 
 def _request_defaults(checkpoint: Any) -> dict[str, Any]:
@@ -146,7 +158,9 @@ def _loaded(path: str, device: Optional[str], threads: Optional[int], dtype: Opt
     return model, tokenizer, model_runner_factory(model)
 
 
-def transformers_batcher(path: str, device: Optional[str], threads: Optional[int], dtype: Optional[str], max_num_seqs: int) -> Any:
+def transformers_batcher(
+    path: str, device: Optional[str], threads: Optional[int], dtype: Optional[str], max_num_seqs: int
+) -> Any:
     """The batcher of the model at ``path`` (called where the engine runs: the model loads there)."""
     from servelm.flavors.transformers.batcher import ContinuousBatcher
 
@@ -158,14 +172,13 @@ def onnx_service(path: str, options: EngineOptions, metrics: ServerMetrics) -> M
     """An onnx-flavor directory (or a bare onnxruntime-genai folder) served by the onnx engine: the model
     loads and steps in an engine process (``options.engine_process``); this process keeps the tokenizer
     and chat template."""
+    from servelm.flavors.generation import generation_defaults
     from servelm.flavors.onnx.flavor import locate_folder
     from servelm.flavors.onnx.model import OnnxPrompts, chosen_provider, onnx_batcher
 
     from ..engines.process import ProcessEngine
     from ..engines.thread import ThreadEngine
     from .llm import LLMService
-
-    from servelm.flavors.generation import generation_defaults
 
     folder, saved, defaults, _ = locate_folder(path)
     defaults = {**generation_defaults(folder), **defaults}
@@ -176,7 +189,9 @@ def onnx_service(path: str, options: EngineOptions, metrics: ServerMetrics) -> M
     make_batcher = functools.partial(onnx_batcher, folder, provider, options.threads, options.max_num_seqs)
     engine_class = ProcessEngine if options.engine_process else ThreadEngine
     engine = engine_class(make_batcher, prompts.context_length, on_step=metrics.batch_size.observe)
-    return LLMService(engine, prompts, f"llm/v1/chat (onnx engine on {provider})", defaults, metrics, options.tool_call_parser)
+    return LLMService(
+        engine, prompts, f"llm/v1/chat (onnx engine on {provider})", defaults, metrics, options.tool_call_parser
+    )
 
 
 def vllm_service(path: str, server: ServerOptions, options: EngineOptions, metrics: ServerMetrics) -> ModelService:
@@ -195,10 +210,16 @@ def vllm_service(path: str, server: ServerOptions, options: EngineOptions, metri
     from servelm.flavors.transformers.flavor import FLAVOR_NAME, load_tokenizer, locate_checkpoint
 
     if os.path.isfile(os.path.join(path, "MLmodel")) and FLAVOR_NAME not in Model.load(path).flavors:
-        raise ModelFormatError(f"{path}: the vllm engine serves transformers-flavor directories and Hugging Face checkpoints")
+        raise ModelFormatError(
+            f"{path}: the vllm engine serves transformers-flavor directories and Hugging Face checkpoints"
+        )
     checkpoint = locate_checkpoint(path)
     tokenizer = load_tokenizer(checkpoint)
     require_chat_template(tokenizer, path)
     defaults = _request_defaults(checkpoint)
-    engine = VLLMEngine(checkpoint.weights, checkpoint.tokenizer_dir, server.served_model_name or default_model_name(path), options)
-    return LLMService(engine, HFCodec(tokenizer), "llm/v1/chat (vLLM engine)", defaults, metrics, options.tool_call_parser)
+    engine = VLLMEngine(
+        checkpoint.weights, checkpoint.tokenizer_dir, server.served_model_name or default_model_name(path), options
+    )
+    return LLMService(
+        engine, HFCodec(tokenizer), "llm/v1/chat (vLLM engine)", defaults, metrics, options.tool_call_parser
+    )

@@ -10,7 +10,10 @@ from servelm.agents import ChatAgent, ChatAgentChunk, ChatAgentMessage, ChatAgen
 class Echo(ChatAgent):
     def predict(self, messages, context=None, custom_inputs=None):
         assert isinstance(messages[0], ChatAgentMessage)
-        return ChatAgentResponse(messages=[ChatAgentMessage(role="assistant", content=messages[-1].content)], custom_outputs={"ctx": context and context.user_id})
+        return ChatAgentResponse(
+            messages=[ChatAgentMessage(role="assistant", content=messages[-1].content)],
+            custom_outputs={"ctx": context and context.user_id},
+        )
 
     def predict_stream(self, messages, context=None, custom_inputs=None):
         for w in messages[-1].content.split():

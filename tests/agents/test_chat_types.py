@@ -8,8 +8,15 @@ from servelm.agents import ChatCompletionChunk, ChatCompletionRequest, ChatCompl
 
 def test_chat_request_accepts_openai_body_and_extras():
     req = ChatCompletionRequest.model_validate(
-        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": "\n", "max_completion_tokens": 5,
-         "stream_options": {"include_usage": True}, "logprobs": False, "response_format": {"type": "text"}}
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stop": "\n",
+            "max_completion_tokens": 5,
+            "stream_options": {"include_usage": True},
+            "logprobs": False,
+            "response_format": {"type": "text"},
+        }
     )
     assert req.stop == ["\n"]
     assert req.token_limit() == 5

@@ -24,15 +24,37 @@ def markdown_rows(text):
 
 def test_compare_py_runs_systems_and_writes_results(tmp_path, tiny_llama, run_script, python_path, has_module):
     systems = "servelm-transformers,servelm-agent" + (",servelm-onnx" if has_module("onnxruntime_genai") else "")
-    run_script("compare.py", "--systems", systems + ",vllm", "--concurrency", "1,2", "--requests", "4", "--agent-requests", "16", "--agent-seconds", "1", "--max-tokens", "4",
-               "--out-dir", str(tmp_path), "--name", "t", "--vllm-python", python_path, timeout=600)
+    run_script(
+        "compare.py",
+        "--systems",
+        systems + ",vllm",
+        "--concurrency",
+        "1,2",
+        "--requests",
+        "4",
+        "--agent-requests",
+        "16",
+        "--agent-seconds",
+        "1",
+        "--max-tokens",
+        "4",
+        "--out-dir",
+        str(tmp_path),
+        "--name",
+        "t",
+        "--vllm-python",
+        python_path,
+        timeout=600,
+    )
     report = json.loads((tmp_path / "t.json").read_text())
     names = {r["system"] for r in report["rows"]}
     assert {"servelm-transformers", "servelm-agent"} <= names and all(r["failures"] == 0 for r in report["rows"])
     if not has_module("vllm"):
         assert "vllm" in report["skipped"]
     table = (tmp_path / "t.md").read_text()
-    assert any(row.get("system") == "servelm-transformers" and row.get("clients") == "2" for row in markdown_rows(table))
+    assert any(
+        row.get("system") == "servelm-transformers" and row.get("clients") == "2" for row in markdown_rows(table)
+    )
     assert "## Targets" in table
     if has_module("matplotlib"):
         assert (tmp_path / "t-throughput.png").stat().st_size > 0 and (tmp_path / "t-ttft.png").stat().st_size > 0

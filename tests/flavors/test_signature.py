@@ -22,7 +22,9 @@ from servelm.flavors.signature import (
 
 def test_type_hints_match_mlflow_json():
     assert schema_from_type_hint(list[str]).to_json() == '[{"type": "string", "required": true}]'
-    assert json.loads(schema_from_type_hint(list[dict[str, str]]).to_json()) == [{"type": "map", "values": {"type": "string"}, "required": True}]
+    assert json.loads(schema_from_type_hint(list[dict[str, str]]).to_json()) == [
+        {"type": "map", "values": {"type": "string"}, "required": True}
+    ]
 
 
 def test_reference_signatures_round_trip(mlflow_reference):

@@ -53,8 +53,12 @@ def test_serve_answers_and_drains_on_sigterm(tmp_path, free_port, wait_healthy, 
     (tmp_path / "agent.py").write_text(SLOW_AGENT)
     save_model(str(tmp_path / "slow"), python_model=str(tmp_path / "agent.py"))
     gate = tmp_path / "done-working"
-    proc = subprocess.Popen(CLI + ["serve", "-m", str(tmp_path / "slow"), "--port", str(free_port), "--log-level", "warning"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        CLI + ["serve", "-m", str(tmp_path / "slow"), "--port", str(free_port), "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{free_port}"
     try:
         wait_healthy(base)
@@ -62,7 +66,9 @@ def test_serve_answers_and_drains_on_sigterm(tmp_path, free_port, wait_healthy, 
         result = {}
 
         def slow_request():
-            result["reply"] = httpx.post(f"{base}/v1/chat/completions", json={"messages": [{"role": "user", "content": str(gate)}]}, timeout=60)
+            result["reply"] = httpx.post(
+                f"{base}/v1/chat/completions", json={"messages": [{"role": "user", "content": str(gate)}]}, timeout=60
+            )
 
         thread = threading.Thread(target=slow_request)
         thread.start()
@@ -73,7 +79,9 @@ def test_serve_answers_and_drains_on_sigterm(tmp_path, free_port, wait_healthy, 
         assert thread.is_alive() and proc.poll() is None
         gate.touch()  # the agent finishes its work
         thread.join(timeout=30)
-        assert result["reply"].status_code == 200 and result["reply"].json()["choices"][0]["message"]["content"] == "done"
+        assert (
+            result["reply"].status_code == 200 and result["reply"].json()["choices"][0]["message"]["content"] == "done"
+        )
         assert proc.wait(timeout=30) == 0
     finally:
         gate.touch()
@@ -91,8 +99,18 @@ def test_bad_directory_is_a_clear_error(tmp_path):
 def test_help_lists_commands():
     out = subprocess.run(CLI + ["--help"], capture_output=True, text=True, timeout=60).stdout
     assert "serve" in out and "demo" in out
-    serve_help = subprocess.run(CLI + ["serve", "--help"], capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"}).stdout
-    for flag in ("--model", "--api-key", "--max-concurrency", "--max-queue", "--timeout", "--workers", "--served-model-name"):
+    serve_help = subprocess.run(
+        CLI + ["serve", "--help"], capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"}
+    ).stdout
+    for flag in (
+        "--model",
+        "--api-key",
+        "--max-concurrency",
+        "--max-queue",
+        "--timeout",
+        "--workers",
+        "--served-model-name",
+    ):
         assert flag in serve_help, flag
 
 
@@ -101,5 +119,7 @@ def test_vllm_engine_without_vllm_says_how_to_install(tmp_path, tiny_llama):
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here")
-    proc = subprocess.run(CLI + ["serve", "-m", tiny_llama, "--engine", "vllm"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        CLI + ["serve", "-m", tiny_llama, "--engine", "vllm"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and "pip install 'servelm[vllm]'" in proc.stderr and "Traceback" not in proc.stderr

@@ -16,17 +16,30 @@ def pydantic_error(body, model=ChatAgentRequest):
     return info.value
 
 
-@pytest.mark.parametrize("status, kind", [(400, "invalid_request_error"), (401, "authentication_error"), (404, "not_found_error"),
-                                          (413, "invalid_request_error"), (429, "rate_limit_error"), (500, "server_error"),
-                                          (503, "service_unavailable"), (504, "timeout_error"), (418, "invalid_request_error"),
-                                          (502, "server_error")])
+@pytest.mark.parametrize(
+    "status, kind",
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (404, "not_found_error"),
+        (413, "invalid_request_error"),
+        (429, "rate_limit_error"),
+        (500, "server_error"),
+        (503, "service_unavailable"),
+        (504, "timeout_error"),
+        (418, "invalid_request_error"),
+        (502, "server_error"),
+    ],
+)
 def test_the_type_follows_the_status(status, kind):
     assert APIError(status, "x").type == kind
 
 
 def test_body_has_the_four_openai_fields():
     error = APIError(400, "bad n", param="n", code="unsupported_value", headers={"X-A": "1"})
-    assert error.body() == {"error": {"message": "bad n", "type": "invalid_request_error", "param": "n", "code": "unsupported_value"}}
+    assert error.body() == {
+        "error": {"message": "bad n", "type": "invalid_request_error", "param": "n", "code": "unsupported_value"}
+    }
     assert error.headers == {"X-A": "1"} and str(error) == "bad n"
     assert APIError(400, "x", type="custom").type == "custom" and APIError(400, "x").headers == {}
 
@@ -39,7 +52,11 @@ def test_validation_error_names_the_first_field():
 
 def test_a_missing_field_says_field_required():
     error = validation_error(pydantic_error({}))
-    assert (error.message, error.param, error.code) == ("messages: Field required", "messages", "missing_required_parameter")
+    assert (error.message, error.param, error.code) == (
+        "messages: Field required",
+        "messages",
+        "missing_required_parameter",
+    )
     assert validation_error(pydantic_error({}), prefix="body").param == "body.messages"
 
 
@@ -68,7 +85,10 @@ def test_as_api_error_maps_each_kind():
     given = APIError(429, "busy")
     assert as_api_error(given) is given
     schema = as_api_error(SchemaEnforcementError("'q' is required"))
-    assert (schema.status, schema.code) == (400, "invalid_input") and schema.message == "input does not match the model signature: 'q' is required"
+    assert (schema.status, schema.code) == (
+        400,
+        "invalid_input",
+    ) and schema.message == "input does not match the model signature: 'q' is required"
     invalid = as_api_error(pydantic_error({"messages": []}))
     assert invalid.status == 400 and invalid.param == "messages"
     timeout = as_api_error(TimeoutError())
@@ -79,7 +99,15 @@ def test_as_api_error_maps_each_kind():
         crash = as_api_error(RuntimeError("agent exploded"))
     finally:
         log.removeHandler(seen)
-    assert (crash.status, crash.code) == (500, "model_error") and crash.message == "model error: RuntimeError: agent exploded"
-    assert any(r.exc_info and "agent exploded" in r.getMessage() for r in seen.records)  # the traceback goes to the log only
+    assert (crash.status, crash.code) == (
+        500,
+        "model_error",
+    ) and crash.message == "model error: RuntimeError: agent exploded"
+    assert any(
+        r.exc_info and "agent exploded" in r.getMessage() for r in seen.records
+    )  # the traceback goes to the log only
     internal = as_api_error(KeyError("k"), during="internal")
-    assert (internal.status, internal.code) == (500, "internal_error") and internal.message == "internal error: KeyError: 'k'"
+    assert (internal.status, internal.code) == (
+        500,
+        "internal_error",
+    ) and internal.message == "internal error: KeyError: 'k'"

@@ -12,18 +12,23 @@ def test_agent_exception_is_500_and_server_keeps_serving(limited_server, post_ch
 
 def test_error_before_the_first_event_is_an_http_error(limited_server, post_chat, assert_error, wait_until):
     base, app, _ = limited_server
-    assert_error(post_chat(base, {"messages": [{"role": "user", "content": "fail-first"}], "stream": True}), 500, "broke before the first word")
+    assert_error(
+        post_chat(base, {"messages": [{"role": "user", "content": "fail-first"}], "stream": True}),
+        500,
+        "broke before the first word",
+    )
     assert wait_until(lambda: not app.state.servelm.admission.running)
 
 
 def test_error_after_stream_start_is_an_event(limited_server, openai_client, wait_until):
     base, app, _ = limited_server
     client = openai_client(base, api_key="sekret")
-    stream = client.chat.completions.create(model="Slow", messages=[{"role": "user", "content": "fail-mid"}], stream=True)
+    stream = client.chat.completions.create(
+        model="Slow", messages=[{"role": "user", "content": "fail-mid"}], stream=True
+    )
     seen = []
     with pytest.raises(Exception, match="broke mid-stream"):
         for chunk in stream:
             seen.append(chunk.choices[0].delta.content)
     assert seen[:2] == ["w0 ", "w1 "]
     assert wait_until(lambda: not app.state.servelm.admission.running)
-

@@ -22,10 +22,16 @@ def test_auth(limited_server, post_chat, chat_body, assert_error):
 
 def test_bad_inputs_name_the_field(limited_server, post_chat, auth, assert_error):
     base, _, _ = limited_server
-    assert_error(post_chat(base, content=b"{not json", headers={**auth, "content-type": "application/json"}), 400, "not valid JSON")
+    assert_error(
+        post_chat(base, content=b"{not json", headers={**auth, "content-type": "application/json"}),
+        400,
+        "not valid JSON",
+    )
     assert_error(post_chat(base, {"messages": []}), 400, "messages")
     assert_error(post_chat(base, {"messages": [{"role": "wizard", "content": "x"}]}), 400, "messages.0.role")
-    assert_error(post_chat(base, {"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}), 400, "temperature")
+    assert_error(
+        post_chat(base, {"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}), 400, "temperature"
+    )
     assert_error(post_chat(base, {}), 400, "messages: Field required")
     assert post_chat(base, {"messages": [{"role": "user"}]}).json()["error"]["param"] == "messages.0"
 

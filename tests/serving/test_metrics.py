@@ -7,7 +7,9 @@ def test_metrics(limited_server, post_chat, chat_body, auth, wait_until):
     base, app, _ = limited_server
     assert post_chat(base, chat_body).status_code == 200
     assert post_chat(base, chat_body, headers={}).status_code == 401
-    with httpx.stream("POST", f"{base}/v1/chat/completions", json={**chat_body, "stream": True}, headers=auth, timeout=30) as first:
+    with httpx.stream(
+        "POST", f"{base}/v1/chat/completions", json={**chat_body, "stream": True}, headers=auth, timeout=30
+    ) as first:
         lines = first.iter_lines()
         next(lines)
         assert post_chat(base, chat_body).status_code == 429  # one running, no queue
@@ -15,9 +17,16 @@ def test_metrics(limited_server, post_chat, chat_body, auth, wait_until):
     text = httpx.get(f"{base}/metrics").text
     assert 'servelm_requests_total{route="/v1/chat/completions",status="200"}' in text
     assert 'status="401"' in text and 'status="429"' in text
-    for name in ("servelm_time_to_first_token_seconds_count", "servelm_inter_token_latency_seconds_count", "servelm_e2e_request_latency_seconds_count",
-                 "servelm_request_queue_time_seconds_count", "servelm_num_requests_running", "servelm_num_requests_waiting",
-                 "servelm_prompt_tokens_total", "servelm_generation_tokens_total"):
+    for name in (
+        "servelm_time_to_first_token_seconds_count",
+        "servelm_inter_token_latency_seconds_count",
+        "servelm_e2e_request_latency_seconds_count",
+        "servelm_request_queue_time_seconds_count",
+        "servelm_num_requests_running",
+        "servelm_num_requests_waiting",
+        "servelm_prompt_tokens_total",
+        "servelm_generation_tokens_total",
+    ):
         assert name in text, name
 
 
@@ -35,9 +44,8 @@ def test_routes_are_counted_under_a_root_path():
     """Mounted under a prefix (a Ray Serve route_prefix, uvicorn --root-path), requests count by their route."""
     from fastapi.testclient import TestClient
 
-    from servelm.serving import create_app
-
     from servelm.agents import PythonModel
+    from servelm.serving import create_app
 
     class Echo(PythonModel):
         def predict(self, context, model_input):

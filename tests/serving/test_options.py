@@ -24,7 +24,9 @@ def test_flat_fields_go_to_their_model():
 
 
 def test_fields_win_over_objects():
-    server, engine = split_options(ServerOptions(port=1234, workers=2), EngineOptions(max_num_seqs=4, device="cpu"), port=5678, max_num_seqs=16)
+    server, engine = split_options(
+        ServerOptions(port=1234, workers=2), EngineOptions(max_num_seqs=4, device="cpu"), port=5678, max_num_seqs=16
+    )
     assert (server.port, server.workers) == (5678, 2)  # the field wins; the rest of the object stays
     assert (engine.max_num_seqs, engine.device) == (16, "cpu")
 
@@ -49,9 +51,17 @@ SERIALIZER_WARNING = pytest.mark.filterwarnings("ignore:Pydantic serializer warn
 
 
 @SERIALIZER_WARNING
-@pytest.mark.parametrize("fields, named", [({"port": 70000}, "option port:"), ({"max_concurrency": 0}, "option max_concurrency:"),
-                                           ({"engine": "tgi"}, "option engine:"), ({"log_level": "loud"}, "option log_level:"),
-                                           ({"timeout": "soon"}, "option timeout:"), ({"gpu_memory_utilization": 1.5}, "option gpu_memory_utilization:")])
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        ({"port": 70000}, "option port:"),
+        ({"max_concurrency": 0}, "option max_concurrency:"),
+        ({"engine": "tgi"}, "option engine:"),
+        ({"log_level": "loud"}, "option log_level:"),
+        ({"timeout": "soon"}, "option timeout:"),
+        ({"gpu_memory_utilization": 1.5}, "option gpu_memory_utilization:"),
+    ],
+)
 def test_a_bad_value_is_a_value_error_naming_the_field(fields, named):
     with pytest.raises(ValueError) as info:
         split_options(**fields)
@@ -94,16 +104,29 @@ def test_cli_parameters_one_flag_per_field():
     assert port.annotation is int and port.default.param_decls == ("--port",) and port.default.default == 8000
     assert port.default.help == ServerOptions.model_fields["port"].description
     assert parameters["max_num_seqs"].default.param_decls == ("--max-num-seqs",)
-    assert parameters["served_model_name"].annotation == Optional[str] and parameters["served_model_name"].default.default is None
+    assert (
+        parameters["served_model_name"].annotation == Optional[str]
+        and parameters["served_model_name"].default.default is None
+    )
 
 
 def test_cli_parameters_booleans_literals_and_factories():
     parameters = {p.name: p for p in cli_parameters(ServerOptions, EngineOptions)}
     process = parameters["engine_process"]
-    assert process.annotation is bool and process.default.param_decls == ("--engine-process/--no-engine-process",) and process.default.default is True
-    assert parameters["stay_up_on_load_error"].default.param_decls == ("--stay-up-on-load-error/--no-stay-up-on-load-error",)
-    assert parameters["log_level"].annotation == Optional[str] and parameters["log_level"].default.default == "info"  # a Literal parses as text
+    assert (
+        process.annotation is bool
+        and process.default.param_decls == ("--engine-process/--no-engine-process",)
+        and process.default.default is True
+    )
+    assert parameters["stay_up_on_load_error"].default.param_decls == (
+        "--stay-up-on-load-error/--no-stay-up-on-load-error",
+    )
+    assert (
+        parameters["log_level"].annotation == Optional[str] and parameters["log_level"].default.default == "info"
+    )  # a Literal parses as text
     assert parameters["engine"].annotation == Optional[str]
     api_key = parameters["api_key"]
-    assert api_key.default.default is None and api_key.default.show_default is False  # a default factory (the environment) is not shown
+    assert (
+        api_key.default.default is None and api_key.default.show_default is False
+    )  # a default factory (the environment) is not shown
     assert parameters["threads"].annotation == Optional[int]

@@ -13,14 +13,17 @@ import httpx
 import pytest
 
 if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.serve") is None:
-    pytest.skip("ray[serve] is not installed in this environment (CI runs these tests in the venv of scripts/test-scale.sh)",
-                allow_module_level=True)
+    pytest.skip(
+        "ray[serve] is not installed in this environment (CI runs these tests in the venv of scripts/test-scale.sh)",
+        allow_module_level=True,
+    )
 
 from ray import serve  # noqa: E402
 
 from servelm.flavors.pyfunc import save_model  # noqa: E402
 from servelm.serving.options import EngineOptions, ServerOptions  # noqa: E402
-from servelm.serving.ray import REPLICA_HEADER, ServelmAppArgs, app as app_builder, build_app, deployment_options  # noqa: E402
+from servelm.serving.ray import REPLICA_HEADER, ServelmAppArgs, build_app, deployment_options  # noqa: E402
+from servelm.serving.ray import app as app_builder
 
 CPUS = {"num_cpus": 0.25}  # replicas of several applications share the two CPUs Ray is given
 
@@ -31,10 +34,17 @@ def ray_base(free_port_session):
     (10 s by default), so an upscale takes seconds."""
     import ray
 
-    os.environ.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-                       "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
-                       "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5"})
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, logging_level="warning")
+    os.environ.update(
+        {
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
+            "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
+        }
+    )
+    ray.init(
+        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, logging_level="warning"
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": free_port_session})
     try:
         yield f"http://127.0.0.1:{free_port_session}"
@@ -62,7 +72,9 @@ def echo_dir(tmp_path_factory, write_code, chat_agent_source):
 @pytest.fixture(scope="session")
 def echo_app(ray_base, echo_dir):
     """The echo agent on two replicas at /echo, behind an API key."""
-    serve.run(build_app(echo_dir, num_replicas=2, ray_actor_options=CPUS, api_key="secret"), name="echo", route_prefix="/echo")
+    serve.run(
+        build_app(echo_dir, num_replicas=2, ray_actor_options=CPUS, api_key="secret"), name="echo", route_prefix="/echo"
+    )
     return f"{ray_base}/echo"
 
 
@@ -83,12 +95,26 @@ def metric(base, name, headers=None):
 # ------------------------------------------------------------------------------------ the app through Ray's proxy
 def test_openai_client_streams_through_the_proxy_chunk_by_chunk(echo_app, openai_client):
     client = openai_client(echo_app, api_key="secret", timeout=60)
-    chunks = [c.choices[0].delta.content for c in client.chat.completions.create(
-        model="echo", messages=[{"role": "user", "content": "one two three four"}], stream=True) if c.choices and c.choices[0].delta.content]
+    chunks = [
+        c.choices[0].delta.content
+        for c in client.chat.completions.create(
+            model="echo", messages=[{"role": "user", "content": "one two three four"}], stream=True
+        )
+        if c.choices and c.choices[0].delta.content
+    ]
     assert chunks == ["one ", "two ", "three ", "four "]  # one SSE event per word: the proxy does not buffer the stream
     events = [e.type for e in client.responses.create(model="echo", input="hi there", stream=True)]
-    assert events[0] == "response.created" and events[-1] == "response.completed" and "response.output_text.delta" in events
-    assert client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}]).choices[0].message.content == "hi"
+    assert (
+        events[0] == "response.created"
+        and events[-1] == "response.completed"
+        and "response.output_text.delta" in events
+    )
+    assert (
+        client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+        .choices[0]
+        .message.content
+        == "hi"
+    )
     assert [m.id for m in client.models.list()] == ["echo"]
 
 
@@ -113,15 +139,28 @@ def test_auth_errors_health_and_metrics_are_the_apps(echo_app):
     assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "model"
     bad = httpx.post(f"{echo_app}/v1/chat/completions", json={"messages": "nope"}, headers=key, timeout=30)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages"
-    assert httpx.post(f"{echo_app}/invocations", json=body, headers=key, timeout=30).json()["messages"][0]["content"] == "hi"
+    assert (
+        httpx.post(f"{echo_app}/invocations", json=body, headers=key, timeout=30).json()["messages"][0]["content"]
+        == "hi"
+    )
     assert httpx.get(f"{echo_app}/health", timeout=30).json() == {"status": "ok"}
-    assert 'servelm_requests_total{route="/v1/chat/completions"' in httpx.get(f"{echo_app}/metrics", timeout=30).text  # the answering replica's
+    assert (
+        'servelm_requests_total{route="/v1/chat/completions"' in httpx.get(f"{echo_app}/metrics", timeout=30).text
+    )  # the answering replica's
 
 
 def test_llm_streams_with_usage_through_the_proxy(tiny_app, openai_client):
     client = openai_client(tiny_app, timeout=60)
-    chunks = list(client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=12, stream=True,
-                                                 stream_options={"include_usage": True}, extra_body={"ignore_eos": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=12,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+    )
     assert chunks[-1].usage.completion_tokens == 12
     assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 1
 
@@ -150,8 +189,11 @@ def test_a_disconnect_mid_stream_frees_the_engine_row(tiny_app):
     assert metric(tiny_app, "servelm_batch_size_count") == steps, "the engine kept stepping after the client left"
     assert steps - steps_before < 1500, "the sequence ran to max_tokens: it was not aborted"
     assert metric(tiny_app, "servelm_num_requests_running") == 0
-    answer = httpx.post(f"{tiny_app}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
-                                                                 "ignore_eos": True}, timeout=60).json()
+    answer = httpx.post(
+        f"{tiny_app}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "ignore_eos": True},
+        timeout=60,
+    ).json()
     assert answer["usage"]["completion_tokens"] == 4
 
 
@@ -173,18 +215,44 @@ def test_a_replica_is_ready_only_once_its_model_loaded(ray_base, echo_dir, tmp_p
 def test_options_become_deployment_options(echo_dir, tiny_llama_dir):
     server, engine = ServerOptions(max_concurrency=24, max_queue=7, graceful_timeout=5), EngineOptions(max_num_seqs=16)
     fixed = deployment_options(server, engine, "pyfunc", num_replicas=3)
-    assert fixed == {"max_ongoing_requests": 24, "max_queued_requests": 7, "graceful_shutdown_timeout_s": 5.0, "num_replicas": 3}
-    auto = deployment_options(server, engine, "transformers", num_replicas="auto", autoscaling_config={"max_replicas": 4})
-    assert auto["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16}  # the LLM's batch
-    assert deployment_options(server, engine, "pyfunc", autoscaling_config={})["autoscaling_config"]["target_ongoing_requests"] == 24
-    assert deployment_options(server, EngineOptions(device="cuda", tensor_parallel_size=2))["ray_actor_options"] == {"num_gpus": 2}
+    assert fixed == {
+        "max_ongoing_requests": 24,
+        "max_queued_requests": 7,
+        "graceful_shutdown_timeout_s": 5.0,
+        "num_replicas": 3,
+    }
+    auto = deployment_options(
+        server, engine, "transformers", num_replicas="auto", autoscaling_config={"max_replicas": 4}
+    )
+    assert auto["autoscaling_config"] == {
+        "min_replicas": 1,
+        "max_replicas": 4,
+        "target_ongoing_requests": 16,
+    }  # the LLM's batch
+    assert (
+        deployment_options(server, engine, "pyfunc", autoscaling_config={})["autoscaling_config"][
+            "target_ongoing_requests"
+        ]
+        == 24
+    )
+    assert deployment_options(server, EngineOptions(device="cuda", tensor_parallel_size=2))["ray_actor_options"] == {
+        "num_gpus": 2
+    }
     with pytest.raises(TypeError, match="port"):
         build_app(echo_dir, port=9000)
     with pytest.raises(ValueError, match="max_concurrency"):
         build_app(echo_dir, max_concurrency=0)
     # `serve run servelm.serving.ray:app model=DIR key=value ...` hands the builder strings; the typed args convert them
-    args = ServelmAppArgs.model_validate({"model": tiny_llama_dir, "max_concurrency": "12", "max_num_seqs": "4", "num_replicas": "auto",
-                                          "autoscaling_config": '{"max_replicas": 2}', "ray_actor_options": '{"num_cpus": 0.5}'})
+    args = ServelmAppArgs.model_validate(
+        {
+            "model": tiny_llama_dir,
+            "max_concurrency": "12",
+            "max_num_seqs": "4",
+            "num_replicas": "auto",
+            "autoscaling_config": '{"max_replicas": 2}',
+            "ray_actor_options": '{"num_cpus": 0.5}',
+        }
+    )
     deployment = app_builder(args)._bound_deployment
     assert deployment.max_ongoing_requests == 12 and deployment.ray_actor_options["num_cpus"] == 0.5
     assert deployment._deployment_config.autoscaling_config.target_ongoing_requests == 4
@@ -193,7 +261,7 @@ def test_options_become_deployment_options(echo_dir, tiny_llama_dir):
         ServelmAppArgs.model_validate({"model": tiny_llama_dir, "not_an_option": 1})
 
 
-SLOW_AGENT = '''
+SLOW_AGENT = """
 import time
 from servelm.agents import ChatAgent, ChatAgentChunk, ChatAgentMessage, ChatAgentResponse
 from servelm.flavors import set_model
@@ -210,16 +278,30 @@ class Slow(ChatAgent):
 
 
 set_model(Slow())
-'''
+"""
 
 
 def test_autoscales_on_ongoing_requests(ray_base, tmp_path, write_code):
     """Target: the replica's concurrency (max_concurrency=2). Four streams at once are twice that: a second replica starts."""
     path = str(tmp_path / "slow")
     save_model(path, python_model=write_code(tmp_path, "slow.py", SLOW_AGENT))
-    serve.run(build_app(path, max_concurrency=2, ray_actor_options=CPUS,
-                        autoscaling_config={"min_replicas": 1, "max_replicas": 2, "upscale_delay_s": 0, "look_back_period_s": 1, "metrics_interval_s": 0.5,
-                                            "downscale_delay_s": 600}), name="slow", route_prefix="/slow")
+    serve.run(
+        build_app(
+            path,
+            max_concurrency=2,
+            ray_actor_options=CPUS,
+            autoscaling_config={
+                "min_replicas": 1,
+                "max_replicas": 2,
+                "upscale_delay_s": 0,
+                "look_back_period_s": 1,
+                "metrics_interval_s": 0.5,
+                "downscale_delay_s": 600,
+            },
+        ),
+        name="slow",
+        route_prefix="/slow",
+    )
 
     def running() -> int:
         states = serve.status().applications["slow"].deployments["servelm"].replica_states
@@ -230,8 +312,12 @@ def test_autoscales_on_ongoing_requests(ray_base, tmp_path, write_code):
 
     def stream() -> None:
         while not stop.is_set():
-            with httpx.stream("POST", f"{ray_base}/slow/v1/chat/completions", timeout=60,
-                              json={"messages": [{"role": "user", "content": "hi"}], "stream": True}) as resp:
+            with httpx.stream(
+                "POST",
+                f"{ray_base}/slow/v1/chat/completions",
+                timeout=60,
+                json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+            ) as resp:
                 for _ in resp.iter_lines():
                     pass
 

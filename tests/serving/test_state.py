@@ -17,7 +17,11 @@ def test_status_and_ready_before_and_after_a_failed_load():
     assert state.status == "loading"
     with pytest.raises(APIError) as info:
         state.ready()
-    assert info.value.status == 503 and info.value.message == "model is still loading" and info.value.headers == {"Retry-After": "1"}
+    assert (
+        info.value.status == 503
+        and info.value.message == "model is still loading"
+        and info.value.headers == {"Retry-After": "1"}
+    )
     state.load_error = "OSError: gone"
     assert state.status == "error"
     with pytest.raises(APIError, match="model failed to load: OSError: gone"):

@@ -11,9 +11,17 @@ from servelm.flavors.generation import SamplingParams  # noqa: E402
 from servelm.flavors.generation.guided import check_grammar  # noqa: E402
 from servelm.flavors.generation.sampling import GuidedDecoding  # noqa: E402
 
-SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}, "ok": {"type": "boolean"},
-                                            "tags": {"type": "array", "items": {"type": "string"}}},
-          "required": ["city", "days", "ok", "tags"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "days": {"type": "integer"},
+        "ok": {"type": "boolean"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["city", "days", "ok", "tags"],
+    "additionalProperties": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +30,10 @@ def batcher_of(tiny_llama):
 
     from servelm.flavors.transformers.batcher import ContinuousBatcher
 
-    model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny_llama).eval(), AutoTokenizer.from_pretrained(tiny_llama)
+    model, tokenizer = (
+        AutoModelForCausalLM.from_pretrained(tiny_llama).eval(),
+        AutoTokenizer.from_pretrained(tiny_llama),
+    )
     return lambda: ContinuousBatcher(model, tokenizer, max_num_seqs=8), tokenizer
 
 
@@ -37,7 +48,10 @@ def test_json_schema_output_always_parses_and_validates(batcher_of):
     make, tokenizer = batcher_of
     batcher = make()
     guided = GuidedDecoding("json_schema", json.dumps(SCHEMA))
-    params = [SamplingParams(max_tokens=m, temperature=t, seed=s, guided=guided) for m, t, s in ((80, 0, None), (120, 1.0, 3), (200, 1.2, 4), (60, 1.0, 5))]
+    params = [
+        SamplingParams(max_tokens=m, temperature=t, seed=s, guided=guided)
+        for m, t, s in ((80, 0, None), (120, 1.0, 3), (200, 1.2, 4), (60, 1.0, 5))
+    ]
     free = SamplingParams(max_tokens=20, temperature=0)
     seqs = run(batcher, tokenizer("hello world")["input_ids"], params + [free])
     for seq in seqs[:-1]:
@@ -52,10 +66,22 @@ def test_json_schema_output_always_parses_and_validates(batcher_of):
 def test_json_object_and_regex(batcher_of):
     make, tokenizer = batcher_of
     batcher = make()
-    obj, code = run(batcher, tokenizer("hello")["input_ids"], [SamplingParams(max_tokens=60, temperature=1.0, seed=1, guided=GuidedDecoding("json_object")),
-                                                                SamplingParams(max_tokens=20, temperature=1.0, seed=1, guided=GuidedDecoding("regex", "[A-Z]{3}-[0-9]{2}"))])
+    obj, code = run(
+        batcher,
+        tokenizer("hello")["input_ids"],
+        [
+            SamplingParams(max_tokens=60, temperature=1.0, seed=1, guided=GuidedDecoding("json_object")),
+            SamplingParams(max_tokens=20, temperature=1.0, seed=1, guided=GuidedDecoding("regex", "[A-Z]{3}-[0-9]{2}")),
+        ],
+    )
     assert isinstance(json.loads(obj.text), dict)
-    assert len(code.text) == 6 and code.text[:3].isupper() and code.text[3] == "-" and code.text[4:].isdigit() and code.finish_reason == "stop"
+    assert (
+        len(code.text) == 6
+        and code.text[:3].isupper()
+        and code.text[3] == "-"
+        and code.text[4:].isdigit()
+        and code.finish_reason == "stop"
+    )
 
 
 def test_a_second_request_with_the_same_schema_compiles_nothing(batcher_of):

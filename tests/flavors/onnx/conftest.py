@@ -29,4 +29,8 @@ def transformers_pyfunc(tmp_path_factory, tiny_llama):
 @pytest.fixture(scope="session")
 def chat_request():
     """A greedy chat request long enough to tell two generations apart (copy it before changing it)."""
-    return {"messages": [{"role": "user", "content": "hello there, what is the model"}], "max_tokens": 24, "temperature": 0}
+    return {
+        "messages": [{"role": "user", "content": "hello there, what is the model"}],
+        "max_tokens": 24,
+        "temperature": 0,
+    }

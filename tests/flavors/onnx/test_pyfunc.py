@@ -17,7 +17,10 @@ def test_pyfunc_chat_matches_transformers_greedy(onnx_dir, transformers_pyfunc, 
 
 
 def test_a_list_of_requests_is_one_batch_with_parity(onnx_dir, transformers_pyfunc):
-    requests = [{"messages": [{"role": "user", "content": f"q {i} " * (i + 1)}], "max_tokens": 12, "temperature": 0} for i in range(6)]
+    requests = [
+        {"messages": [{"role": "user", "content": f"q {i} " * (i + 1)}], "max_tokens": 12, "temperature": 0}
+        for i in range(6)
+    ]
     ours = [r["choices"][0]["message"]["content"] for r in load_pyfunc(onnx_dir).predict(requests)]
     theirs = [r["choices"][0]["message"]["content"] for r in transformers_pyfunc.predict(requests)]
     assert ours == theirs
@@ -28,7 +31,10 @@ def test_predict_stream_yields_chat_chunks(onnx_dir, chat_request):
     chunks = list(model.predict_stream({**chat_request, "max_tokens": 6}))
     assert len({c["id"] for c in chunks}) == 1 and chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
-    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == model.predict({**chat_request, "max_tokens": 6})["choices"][0]["message"]["content"]
+    assert (
+        "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+        == model.predict({**chat_request, "max_tokens": 6})["choices"][0]["message"]["content"]
+    )
 
 
 def test_stop_strings_seed_n_and_defaults(onnx_dir, chat_request):
@@ -41,7 +47,9 @@ def test_stop_strings_seed_n_and_defaults(onnx_dir, chat_request):
     a, b = model.predict(sampled), model.predict(sampled)
     assert [c["message"]["content"] for c in a["choices"]] == [c["message"]["content"] for c in b["choices"]]
     assert a["choices"][0]["message"]["content"] != a["choices"][1]["message"]["content"]
-    assert model.predict({"messages": chat_request["messages"], "temperature": 0})["usage"]["completion_tokens"] == 40  # model_config max_tokens
+    assert (
+        model.predict({"messages": chat_request["messages"], "temperature": 0})["usage"]["completion_tokens"] == 40
+    )  # model_config max_tokens
 
 
 def test_ignore_eos_and_max_length(onnx_dir, chat_request):
@@ -52,5 +60,12 @@ def test_ignore_eos_and_max_length(onnx_dir, chat_request):
 
 def test_prompt_with_the_pad_id_is_generated_as_given(onnx_dir, transformers_pyfunc):
     # the pad token is a real token here (the user typed it): neither flavor may mask it out
-    request = {"messages": [{"role": "user", "content": "<|endoftext|> hello <|endoftext|>"}], "max_tokens": 10, "temperature": 0}
-    assert load_pyfunc(onnx_dir).predict(request)["choices"][0]["message"]["content"] == transformers_pyfunc.predict(request)["choices"][0]["message"]["content"]
+    request = {
+        "messages": [{"role": "user", "content": "<|endoftext|> hello <|endoftext|>"}],
+        "max_tokens": 10,
+        "temperature": 0,
+    }
+    assert (
+        load_pyfunc(onnx_dir).predict(request)["choices"][0]["message"]["content"]
+        == transformers_pyfunc.predict(request)["choices"][0]["message"]["content"]
+    )

@@ -15,7 +15,7 @@ def test_chat_agent_from_code_round_trip_in_subprocess(tmp_path, chat_agent_code
     out = run_python(f"""
         import json
         from servelm.flavors.pyfunc import load_model
-        m = load_model({str(tmp_path / 'm')!r})
+        m = load_model({str(tmp_path / "m")!r})
         print(json.dumps(m.predict({{"messages": [{{"role": "user", "content": "hello world"}}]}})))
         print(json.dumps(list(m.predict_stream({{"messages": [{{"role": "user", "content": "hello world"}}]}}))))
         print(m.metadata.task)
@@ -51,9 +51,14 @@ def test_custom_loader_module(tmp_path, run_python):
         "import os\nclass Impl:\n    def __init__(self, k): self.k = k\n    def predict(self, data, params=None): return [x * self.k for x in data]\n"
         "def _load_pyfunc(data_path, model_config=None):\n    return Impl(int(open(os.path.join(data_path, 'factor.txt')).read()))\n"
     )
-    save_model(str(tmp_path / "m"), loader_module="my_loader_mod", data_path=str(tmp_path / "data"), code_paths=[str(tmp_path / "my_loader_mod.py")])
+    save_model(
+        str(tmp_path / "m"),
+        loader_module="my_loader_mod",
+        data_path=str(tmp_path / "data"),
+        code_paths=[str(tmp_path / "my_loader_mod.py")],
+    )
     out = run_python(f"""
         from servelm.flavors.pyfunc import load_model
-        print(load_model({str(tmp_path / 'm')!r}).predict([1, 2]))
+        print(load_model({str(tmp_path / "m")!r}).predict([1, 2]))
     """)
     assert out.strip() == "[3, 6]"

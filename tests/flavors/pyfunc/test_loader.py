@@ -33,19 +33,27 @@ def test_artifacts_code_paths_and_model_config(tmp_path, run_python):
 
     sys.path.insert(0, str(tmp_path / "lib"))  # validation at save imports it from code_paths
     try:
-        save_model(str(tmp_path / "m"), python_model=str(tmp_path / "model.py"), artifacts={"vocab": str(tmp_path / "vocab.txt")},
-                   code_paths=[str(tmp_path / "lib" / "helper_mod_xyz.py")], model_config={"suffix": "?"})
+        save_model(
+            str(tmp_path / "m"),
+            python_model=str(tmp_path / "model.py"),
+            artifacts={"vocab": str(tmp_path / "vocab.txt")},
+            code_paths=[str(tmp_path / "lib" / "helper_mod_xyz.py")],
+            model_config={"suffix": "?"},
+        )
     finally:
         sys.path.remove(str(tmp_path / "lib"))
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import warnings
         from servelm.flavors.pyfunc import load_model
-        print(load_model({str(tmp_path / 'm')!r}).predict(None))
+        print(load_model({str(tmp_path / "m")!r}).predict(None))
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
-            m = load_model({str(tmp_path / 'm')!r}, model_config={{"suffix": "#", "typo": 1}})
+            m = load_model({str(tmp_path / "m")!r}, model_config={{"suffix": "#", "typo": 1}})
         print(m.predict(None), m.model_config, "typo" in str(w[0].message))
-    """, cwd=str(tmp_path))
+    """,
+        cwd=str(tmp_path),
+    )
     assert out.splitlines() == ["HELLO!?", "HELLO!# {'suffix': '#'} True"]
 
 

@@ -31,15 +31,29 @@ def test_requirements_file_with_r_and_c(tmp_path):
     (tmp_path / "base.txt").write_text("numpy>=1.24\n# a comment\n")
     (tmp_path / "pins.txt").write_text("numpy==2.4.6\n")
     (tmp_path / "reqs.txt").write_text("pandas\n-r base.txt\n-c pins.txt\n")
-    save_model(str(tmp_path / "m"), python_model=Echo(), pip_requirements=str(tmp_path / "reqs.txt"), extra_pip_requirements=["scipy"])
-    assert (tmp_path / "m" / "requirements.txt").read_text().splitlines() == ["pandas", "numpy>=1.24", "scipy", "-c constraints.txt"]
+    save_model(
+        str(tmp_path / "m"),
+        python_model=Echo(),
+        pip_requirements=str(tmp_path / "reqs.txt"),
+        extra_pip_requirements=["scipy"],
+    )
+    assert (tmp_path / "m" / "requirements.txt").read_text().splitlines() == [
+        "pandas",
+        "numpy>=1.24",
+        "scipy",
+        "-c constraints.txt",
+    ]
     assert (tmp_path / "m" / "constraints.txt").read_text().splitlines() == ["numpy==2.4.6"]
     conda = yaml.safe_load((tmp_path / "m" / "conda.yaml").read_text())
     assert {"pip": ["pandas", "numpy>=1.24", "scipy"]} in conda["dependencies"]
 
 
 def test_conda_env(tmp_path):
-    env = {"name": "mine", "channels": ["conda-forge"], "dependencies": ["python=3.11.7", "pip", {"pip": ["servelm", "pandas==2.2"]}]}
+    env = {
+        "name": "mine",
+        "channels": ["conda-forge"],
+        "dependencies": ["python=3.11.7", "pip", {"pip": ["servelm", "pandas==2.2"]}],
+    }
     save_model(str(tmp_path / "m"), python_model=Echo(), conda_env=env)
     assert yaml.safe_load((tmp_path / "m" / "conda.yaml").read_text()) == env
     assert (tmp_path / "m" / "requirements.txt").read_text().splitlines() == ["servelm", "pandas==2.2"]
@@ -52,7 +66,10 @@ def test_conda_env(tmp_path):
 
 
 def test_model_config_file_on_save_and_load(tmp_path, write_code):
-    code = write_code(tmp_path, "model.py", """
+    code = write_code(
+        tmp_path,
+        "model.py",
+        """
         from servelm.agents import PythonModel
         from servelm.flavors import set_model
 
@@ -64,7 +81,8 @@ def test_model_config_file_on_save_and_load(tmp_path, write_code):
                 return self.config["greeting"]
 
         set_model(M())
-    """)
+    """,
+    )
     (tmp_path / "config.yaml").write_text("greeting: hello\n")
     (tmp_path / "other.yaml").write_text("greeting: bonjour\n")
     save_model(str(tmp_path / "m"), python_model=code, model_config=str(tmp_path / "config.yaml"))
@@ -79,29 +97,43 @@ def test_dataframe_ndarray_and_bytes_examples(tmp_path):
     np = pytest.importorskip("numpy")
     frame = pd.DataFrame({"x": [1.5, 2.5], "s": ["a", "b"]})
     save_model(str(tmp_path / "df"), python_model=Echo(), input_example=frame)
-    assert json.loads((tmp_path / "df" / "input_example.json").read_text()) == {"columns": ["x", "s"], "data": [[1.5, "a"], [2.5, "b"]]}
-    assert json.loads((tmp_path / "df" / "serving_input_example.json").read_text())["dataframe_split"]["columns"] == ["x", "s"]
+    assert json.loads((tmp_path / "df" / "input_example.json").read_text()) == {
+        "columns": ["x", "s"],
+        "data": [[1.5, "a"], [2.5, "b"]],
+    }
+    assert json.loads((tmp_path / "df" / "serving_input_example.json").read_text())["dataframe_split"]["columns"] == [
+        "x",
+        "s",
+    ]
     model = load_model(str(tmp_path / "df"))
     assert model.metadata.signature.inputs.column_names() == ["x", "s"]
     assert model.input_example.equals(frame)
-    assert model.predict({"x": 3.0, "s": "c"}).to_dict(orient="records") == [{"x": 3.0, "s": "c"}]  # a dict becomes a one-row DataFrame
+    assert model.predict({"x": 3.0, "s": "c"}).to_dict(orient="records") == [
+        {"x": 3.0, "s": "c"}
+    ]  # a dict becomes a one-row DataFrame
     save_model(str(tmp_path / "nd"), python_model=Echo(), input_example=np.zeros((2, 3), dtype=np.float32))
     assert json.loads((tmp_path / "nd" / "input_example.json").read_text()) == {"inputs": [[0.0] * 3] * 2}
     assert load_model(str(tmp_path / "nd")).predict([[1, 2, 3]]).dtype == np.float32
     assert load_model(str(tmp_path / "nd")).input_example.tolist() == [[0.0] * 3] * 2
     save_model(str(tmp_path / "b"), python_model=Echo(), input_example={"blob": b"\x00\x01"})
-    assert json.loads((tmp_path / "b" / "input_example.json").read_text()) == {"blob": base64.b64encode(b"\x00\x01").decode()}
+    assert json.loads((tmp_path / "b" / "input_example.json").read_text()) == {
+        "blob": base64.b64encode(b"\x00\x01").decode()
+    }
 
 
 def test_set_model_takes_a_callable(tmp_path, write_code):
-    code = write_code(tmp_path, "fn.py", """
+    code = write_code(
+        tmp_path,
+        "fn.py",
+        """
         from servelm.flavors import set_model
 
         def double(model_input: list[int]) -> list[int]:
             return [2 * x for x in model_input]
 
         set_model(double)
-    """)
+    """,
+    )
     save_model(str(tmp_path / "m"), python_model=code, input_example=[1])
     assert load_model(str(tmp_path / "m")).predict([2, 3]) == [4, 6]
     save_model(str(tmp_path / "p"), python_model=lambda xs: [x + 1 for x in xs])
@@ -130,8 +162,10 @@ def test_without_mlflow_a_directory_that_needs_it_says_so(tmp_path, mlflow_refer
     shutil.copytree(mlflow_reference / "chat_agent_pickle", tmp_path / "pickle")
     # a pickle of an MLflow class: what cloudpickle writes for an instance of mlflow.pyfunc.ChatAgent's subclass
     (tmp_path / "pickle" / "python_model.pkl").write_bytes(
-        b"\x80\x05\x95&\x00\x00\x00\x00\x00\x00\x00\x8c\x10mlflow.pyfunc.xy\x94\x8c\x0bEchoChatAgt\x94\x93\x94)\x81\x94.")
-    out = run_python(textwrap.dedent(f"""
+        b"\x80\x05\x95&\x00\x00\x00\x00\x00\x00\x00\x8c\x10mlflow.pyfunc.xy\x94\x8c\x0bEchoChatAgt\x94\x93\x94)\x81\x94."
+    )
+    out = run_python(
+        textwrap.dedent(f"""
         import sys
         sys.modules["mlflow"] = None  # as if mlflow were not installed
         from servelm.flavors import ModelFormatError
@@ -141,7 +175,8 @@ def test_without_mlflow_a_directory_that_needs_it_says_so(tmp_path, mlflow_refer
                 load_model({str(tmp_path)!r} + "/" + name)
             except ModelFormatError as exc:
                 print(name, "pip install mlflow" in str(exc))
-    """))
+    """)
+    )
     assert out.split() == ["code", "True", "pickle", "True"]
     assert os.path.isdir(tmp_path / "code")
 

@@ -59,7 +59,9 @@ def run_both(tmp_path, code: str, driver: str, files: dict[str, str] = None):
         for name, text in (files or {}).items():
             (root / name).write_text(textwrap.dedent(text))
         if code:
-            (root / "model.py").write_text(textwrap.dedent(code) if system == "mlflow" else swapped(textwrap.dedent(code)))
+            (root / "model.py").write_text(
+                textwrap.dedent(code) if system == "mlflow" else swapped(textwrap.dedent(code))
+            )
         source = textwrap.dedent(driver) if system == "mlflow" else swapped(textwrap.dedent(driver))
         scope = {"MODEL_PATH": str(root / "model"), "CODE_PATH": str(root / "model.py"), "ROOT": str(root)}
         exec(compile(source, f"<{system} driver>", "exec", dont_inherit=True), scope)
@@ -202,7 +204,9 @@ def test_add_n_dataframe_model(tmp_path, serve):
     """
     with_mlflow, with_servelm, model_dir = run_both(tmp_path, "", driver)
     assert with_servelm == with_mlflow == [{"a": 15, "b": 5.5}]
-    assert served_predictions(serve, model_dir, {"dataframe_records": [{"a": 10, "b": 0.5}]}) == {"predictions": with_mlflow}
+    assert served_predictions(serve, model_dir, {"dataframe_records": [{"a": 10, "b": 0.5}]}) == {
+        "predictions": with_mlflow
+    }
 
 
 def test_dict_input_becomes_a_dataframe(tmp_path, serve):
@@ -258,8 +262,12 @@ def test_type_hinted_models(tmp_path, serve):
     """
     with_mlflow, with_servelm, model_dir = run_both(tmp_path, "", driver)
     assert with_servelm == with_mlflow == [["user: hello"], ["a: b"], ["X", "Y"], ["Z"]]
-    assert served_predictions(serve, model_dir, {"dataframe_records": [{"role": "r", "content": "c"}]}) == {"predictions": ["r: c"]}
-    assert served_predictions(serve, model_dir + "-upper", {"dataframe_split": {"columns": ["t"], "data": [["q"]]}}) == {"predictions": ["Q"]}
+    assert served_predictions(serve, model_dir, {"dataframe_records": [{"role": "r", "content": "c"}]}) == {
+        "predictions": ["r: c"]
+    }
+    assert served_predictions(
+        serve, model_dir + "-upper", {"dataframe_split": {"columns": ["t"], "data": [["q"]]}}
+    ) == {"predictions": ["Q"]}
 
 
 def test_tensor_signature_and_numpy_output(tmp_path, serve):
@@ -291,7 +299,9 @@ def test_tensor_signature_and_numpy_output(tmp_path, serve):
 def test_signature_api_as_mlflow_writes_it():
     """ColSpec("double", "x"), TensorSpec(np.dtype(...), shape), Schema([...]), infer_signature: the JSON MLflow writes."""
     from mlflow.models import infer_signature as mlflow_infer
-    from mlflow.types.schema import ColSpec as MColSpec, Schema as MSchema, TensorSpec as MTensorSpec
+    from mlflow.types.schema import ColSpec as MColSpec
+    from mlflow.types.schema import Schema as MSchema
+    from mlflow.types.schema import TensorSpec as MTensorSpec
 
     from servelm.flavors import ColSpec, ModelSignature, Schema, TensorSpec, infer_signature
 
@@ -334,7 +344,9 @@ def test_named_tensors(tmp_path):
         def predict(self, context, model_input, params=None):
             return (model_input["a"] * model_input["b"]).sum(axis=1)
 
-    signature = ModelSignature(Schema([TensorSpec(np.dtype("float32"), (-1, 2), "a"), TensorSpec(np.dtype("float32"), (-1, 2), "b")]))
+    signature = ModelSignature(
+        Schema([TensorSpec(np.dtype("float32"), (-1, 2), "a"), TensorSpec(np.dtype("float32"), (-1, 2), "b")])
+    )
     save_model(str(tmp_path / "m"), python_model=Dot(), signature=signature)
     out = load_model(str(tmp_path / "m")).predict({"a": [[1, 2]], "b": [[3, 4]]})
     assert out.tolist() == [11.0] and out.dtype == np.float32

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import httpx
 import pytest
@@ -19,7 +18,7 @@ from servelm.flavors.pyfunc import load_model, save_model  # noqa: E402
 
 CHAT = {"messages": [{"role": "user", "content": "hi there"}]}
 
-AGENTS = '''
+AGENTS = """
 from typing import Any, Optional
 
 import mlflow
@@ -53,7 +52,7 @@ class EchoResponsesAgent(ResponsesAgent):
         for word in text.split(" "):
             yield ResponsesAgentStreamEvent(**self.create_text_delta(delta=word + " ", item_id="msg-1"))
         yield ResponsesAgentStreamEvent(type="response.output_item.done", item=self.create_text_output_item(text=text, id="msg-1"))
-'''
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -84,18 +83,29 @@ def test_mlflow_agents_are_served_on_their_routes(mlflow_agents, serve, openai_c
     """MLflow-saved ChatAgent / ChatModel / ResponsesAgent (code and pickle) on chat, Responses and /invocations."""
     for name, dirs in mlflow_agents.items():
         for path in dirs:
-            assert load_model(path).predict(CHAT if name != "EchoResponsesAgent" else {"input": [{"role": "user", "content": "hi there"}]})
+            assert load_model(path).predict(
+                CHAT if name != "EchoResponsesAgent" else {"input": [{"role": "user", "content": "hi there"}]}
+            )
             with serve(path) as (base, _):
                 client, m = openai_client(base), os.path.basename(path)
                 chat = client.chat.completions.create(model=m, messages=CHAT["messages"])
                 assert chat.choices[0].message.content == "hi there", (name, path)
-                assert client.responses.create(model=m, input="hi there").output_text.strip() == "hi there", (name, path)
-                streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(model=m, messages=CHAT["messages"], stream=True) if c.choices)
+                assert client.responses.create(model=m, input="hi there").output_text.strip() == "hi there", (
+                    name,
+                    path,
+                )
+                streamed = "".join(
+                    c.choices[0].delta.content or ""
+                    for c in client.chat.completions.create(model=m, messages=CHAT["messages"], stream=True)
+                    if c.choices
+                )
                 assert streamed.strip() == "hi there", (name, path)
                 if name == "EchoChatAgent":
                     assert httpx.post(f"{base}/invocations", json=CHAT).json()["messages"][0]["content"] == "hi there"
                     lines = sse_lines(base, "/invocations", {**CHAT, "stream": True})
-                    assert [json.loads(line[6:])["delta"]["content"] for line in lines if line.startswith("data: ")] == ["hi ", "there "]
+                    assert [
+                        json.loads(line[6:])["delta"]["content"] for line in lines if line.startswith("data: ")
+                    ] == ["hi ", "there "]
 
 
 def test_reference_directories_of_mlflow_3_18(mlflow_reference, tmp_path, serve, openai_client):
@@ -108,7 +118,13 @@ def test_reference_directories_of_mlflow_3_18(mlflow_reference, tmp_path, serve,
         model = load_model(str(path))
         assert model.predict(model.input_example), name
     with serve(str(tmp_path / "chat_agent_code")) as (base, _):
-        assert openai_client(base).chat.completions.create(model="chat_agent_code", messages=CHAT["messages"]).choices[0].message.content == "hi there"
+        assert (
+            openai_client(base)
+            .chat.completions.create(model="chat_agent_code", messages=CHAT["messages"])
+            .choices[0]
+            .message.content
+            == "hi there"
+        )
     with serve(str(tmp_path / "upper_code")) as (base, _):
         assert httpx.post(f"{base}/invocations", json={"inputs": ["a", "b"]}).json() == {"predictions": ["A", "B"]}
 
@@ -126,7 +142,11 @@ def test_mlflow_types_where_servelm_types_are_expected():
 
     assert in_memory_pyfunc(Mixed()).predict(CHAT_AGENT_INPUT_EXAMPLE)["messages"][0]["content"] == "Hello!"
     assert ChatMessage(role="user", content="hi").to_dict() == {"role": "user", "content": "hi"}
-    assert ChatAgentMessage(role="user", content="hi", id="1").model_dump_compat(exclude_none=True) == {"role": "user", "content": "hi", "id": "1"}
+    assert ChatAgentMessage(role="user", content="hi", id="1").model_dump_compat(exclude_none=True) == {
+        "role": "user",
+        "content": "hi",
+        "id": "1",
+    }
     assert ChatAgentMessage.model_validate(MlflowMessage(role="user", content="x", id="2")).id == "2"
 
 
@@ -143,7 +163,11 @@ def test_mlflow_loads_servelm_directories(tmp_path, chat_agent_code, chat_model_
     for code, body, read in (
         (chat_agent_code, CHAT, lambda out: out["messages"][0]["content"]),
         (chat_model_code, CHAT, lambda out: out["choices"][0]["message"]["content"]),
-        (responses_agent_code, {"input": [{"role": "user", "content": "hi there"}]}, lambda out: out["output"][0]["content"][0]["text"]),
+        (
+            responses_agent_code,
+            {"input": [{"role": "user", "content": "hi there"}]},
+            lambda out: out["output"][0]["content"][0]["text"],
+        ),
     ):
         path = str(tmp_path / code.split("/")[-1][:-3])
         save_model(path, python_model=code)
@@ -157,13 +181,30 @@ def test_transformers_both_ways(tmp_path, tiny_llama, serve, openai_client):
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama)
     tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_llama)
     path = str(tmp_path / "mlflow-llm")
-    mlflow.transformers.save_model({"model": model, "tokenizer": tokenizer}, path, task="llm/v1/chat", model_config={"max_new_tokens": 5},
-                              pip_requirements=["torch", "transformers"])  # MLflow's inferred ones look for torchvision
-    assert load_model(path).predict({"messages": CHAT["messages"], "max_tokens": 2, "temperature": 0})["choices"][0]["message"]["role"] == "assistant"
+    mlflow.transformers.save_model(
+        {"model": model, "tokenizer": tokenizer},
+        path,
+        task="llm/v1/chat",
+        model_config={"max_new_tokens": 5},
+        pip_requirements=["torch", "transformers"],
+    )  # MLflow's inferred ones look for torchvision
+    assert (
+        load_model(path).predict({"messages": CHAT["messages"], "max_tokens": 2, "temperature": 0})["choices"][0][
+            "message"
+        ]["role"]
+        == "assistant"
+    )
     with serve(path, engine_process=False, startup_timeout=120) as (base, _):
-        reply = openai_client(base).chat.completions.create(model="mlflow-llm", messages=CHAT["messages"], temperature=0)
+        reply = openai_client(base).chat.completions.create(
+            model="mlflow-llm", messages=CHAT["messages"], temperature=0
+        )
         assert reply.usage.completion_tokens <= 5 and reply.choices[0].finish_reason == "length"
-        assert openai_client(base).chat.completions.create(model="mlflow-llm", messages=CHAT["messages"], max_tokens=7, temperature=0).usage.completion_tokens == 7
+        assert (
+            openai_client(base)
+            .chat.completions.create(model="mlflow-llm", messages=CHAT["messages"], max_tokens=7, temperature=0)
+            .usage.completion_tokens
+            == 7
+        )
 
     from servelm.flavors.transformers import save_model as save_llm
 
@@ -188,8 +229,13 @@ def test_runs_uri_for_load_serve_and_predict(tmp_path, serve, free_port):
     with serve(uri) as (base, _):
         assert httpx.post(f"{base}/invocations", json={"inputs": ["w"]}).json() == {"predictions": ["W"]}
     (tmp_path / "in.json").write_text(json.dumps({"inputs": ["e"]}))
-    proc = subprocess.run([sys.executable, "-m", "servelm.serving.cli", "predict", "-m", uri, "-i", str(tmp_path / "in.json")],
-                          capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "servelm.serving.cli", "predict", "-m", uri, "-i", str(tmp_path / "in.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"predictions": ["E"]}
 

@@ -27,7 +27,7 @@ def test_cloudpickle_round_trip_in_subprocess(tmp_path, run_python):
     save_model(str(tmp_path / "m"), python_model=Upper(), input_example=["a", "b"])
     out = run_python(f"""
         from servelm.flavors.pyfunc import load_model
-        m = load_model({str(tmp_path / 'm')!r})
+        m = load_model({str(tmp_path / "m")!r})
         print(m.predict(["x", "y"]), m.input_example)
     """)
     assert out.strip() == "['X', 'Y'] ['a', 'b']"
@@ -41,8 +41,14 @@ def test_callable_is_wrapped(tmp_path):
     assert load_model(str(tmp_path / "m")).predict([1, 2]) == [2, 4]
 
 
-def test_layout_matches_mlflow_reference(tmp_path, chat_agent_code, responses_agent_code, chat_model_code, mlflow_reference):
-    for name, code in (("chat_agent_code", chat_agent_code), ("responses_agent_code", responses_agent_code), ("chat_model_code", chat_model_code)):
+def test_layout_matches_mlflow_reference(
+    tmp_path, chat_agent_code, responses_agent_code, chat_model_code, mlflow_reference
+):
+    for name, code in (
+        ("chat_agent_code", chat_agent_code),
+        ("responses_agent_code", responses_agent_code),
+        ("chat_model_code", chat_model_code),
+    ):
         ours = tmp_path / name
         save_model(str(ours), python_model=code)
         ref = yaml.safe_load((mlflow_reference / name / "MLmodel").read_text())
@@ -54,7 +60,11 @@ def test_layout_matches_mlflow_reference(tmp_path, chat_agent_code, responses_ag
         assert ref_files <= set(os.listdir(ours)), ref_files - set(os.listdir(ours))
         ref_cols = {c.get("name") for c in json.loads(ref["signature"]["inputs"])}
         my_cols = {c.get("name") for c in json.loads(mine["signature"]["inputs"])}
-        assert ref_cols - {"background", "metadata", "parallel_tool_calls", "reasoning", "store", "text", "truncation", "user"} <= my_cols
+        assert (
+            ref_cols
+            - {"background", "metadata", "parallel_tool_calls", "reasoning", "store", "text", "truncation", "user"}
+            <= my_cols
+        )
 
 
 def test_failed_save_leaves_nothing(tmp_path):

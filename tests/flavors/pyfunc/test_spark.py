@@ -4,7 +4,6 @@ is missing on the executors is named. Runs where pyspark is installed (scripts/t
 
 import importlib.util
 import os
-import pickle
 import subprocess
 import sys
 import textwrap
@@ -13,8 +12,10 @@ from collections import Counter
 import pytest
 
 if importlib.util.find_spec("pyspark") is None or importlib.util.find_spec("pyarrow") is None:
-    pytest.skip("pyspark and pyarrow are not installed in this environment (CI runs these tests in the venv of scripts/test-scale.sh)",
-                allow_module_level=True)
+    pytest.skip(
+        "pyspark and pyarrow are not installed in this environment (CI runs these tests in the venv of scripts/test-scale.sh)",
+        allow_module_level=True,
+    )
 
 from servelm.flavors.pyfunc import save_model, spark_udf  # noqa: E402
 from servelm.flavors.pyfunc import spark as spark_module  # noqa: E402
@@ -32,12 +33,25 @@ def spark(tmp_path_factory):
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         pytest.skip("Spark needs a Java runtime (17 or later), and there is none here")
     log_dir = tmp_path_factory.mktemp("spark-log")
-    os.environ.update({"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
-                       "SERVELM_SPARK_LOG": str(log_dir / "events.tsv"), "MODEL_LOADS": str(log_dir / "model-loads.txt")})
-    session = (SparkSession.builder.master("local[2]").appName("servelm-tests")
-               .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
-               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "4")
-               .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(BATCH)).getOrCreate())
+    os.environ.update(
+        {
+            "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "SERVELM_SPARK_LOG": str(log_dir / "events.tsv"),
+            "MODEL_LOADS": str(log_dir / "model-loads.txt"),
+        }
+    )
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("servelm-tests")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(BATCH))
+        .getOrCreate()
+    )
     session.sparkContext.setLogLevel("ERROR")
     try:
         yield session
@@ -60,7 +74,7 @@ def clear_events():
             os.remove(os.environ[name])
 
 
-UPPER = '''
+UPPER = """
 import os
 from servelm.agents import PythonModel
 from servelm.flavors import set_model
@@ -77,7 +91,7 @@ class Upper(PythonModel):
 
 
 set_model(Upper())
-'''
+"""
 
 
 @pytest.fixture(scope="session")
@@ -98,12 +112,14 @@ def test_a_pyfunc_model_scores_a_column_and_loads_once_per_worker(spark, upper_d
     predicts = events("predict")
     assert len(predicts) >= 48 // BATCH and all(int(n) <= BATCH for _, n in predicts)  # one predict per Arrow batch
     assert sum(int(n) for _, n in predicts) == 48
-    assert 1 <= len(loads) <= 2 and len(set(loads)) == len(loads), loads  # once per Python worker (local[2]: at most two)
+    assert 1 <= len(loads) <= 2 and len(set(loads)) == len(loads), (
+        loads
+    )  # once per Python worker (local[2]: at most two)
     assert Counter(pid for pid, _ in events("load")) == Counter(loads)
     assert {pid for pid, _ in predicts} <= set(loads)
 
 
-SUMS = '''
+SUMS = """
 import pandas as pd
 from servelm.agents import PythonModel
 from servelm.flavors import set_model
@@ -119,7 +135,7 @@ class Sums(PythonModel):
 
 
 set_model(Sums())
-'''
+"""
 
 
 def test_named_columns_structs_and_arrays(spark, tmp_path, write_code):
@@ -136,7 +152,9 @@ def test_named_columns_structs_and_arrays(spark, tmp_path, write_code):
     for rows in (by_columns, by_struct, by_signature):
         assert sorted((r.out.total, r.out.label) for r in rows) == expected
     arrays = frame.select(spark_udf(spark, path, result_type="array<double>")("a", "b").alias("out")).collect()
-    assert sorted(r.out for r in arrays) == sorted([i + 2.0, i * 2.0] for i in range(10))  # each row's numeric columns (as MLflow)
+    assert sorted(r.out for r in arrays) == sorted(
+        [i + 2.0, i * 2.0] for i in range(10)
+    )  # each row's numeric columns (as MLflow)
     first = frame.select(spark_udf(spark, path, result_type="double")("a", "b").alias("out")).collect()
     assert sorted(r.out for r in first) == [i + 2.0 for i in range(10)]  # a primitive result: the first column
 
@@ -162,16 +180,27 @@ def test_an_llm_scores_prompts_and_message_lists_one_batch_per_arrow_batch(spark
     assert all(isinstance(r.reply, str) and r.reply for r in rows if r.prompt is not None)
     assert [r.reply for r in rows if r.prompt is None] == [None]  # a null prompt scores to null
     predicts = events("predict")
-    assert sum(int(n) for _, n in predicts) == 11 and max(int(n) for _, n in predicts) > 1  # several rows per predict call
+    assert (
+        sum(int(n) for _, n in predicts) == 11 and max(int(n) for _, n in predicts) > 1
+    )  # several rows per predict call
     loads = events("load", tiny_llama_dir)
     assert len(loads) == len({pid for pid, _ in loads}) and 1 <= len(loads) <= 2  # once per worker, not per batch
 
-    messages = spark.createDataFrame([([{"role": "user", "content": f"hi {i}"}],) for i in range(6)], "messages array<struct<role: string, content: string>>")
-    detailed = spark_udf(spark, tiny_llama_dir, result_type="struct<content: string, finish_reason: string, completion_tokens: int>",
-                         params={"max_tokens": 4, "ignore_eos": True})
+    messages = spark.createDataFrame(
+        [([{"role": "user", "content": f"hi {i}"}],) for i in range(6)],
+        "messages array<struct<role: string, content: string>>",
+    )
+    detailed = spark_udf(
+        spark,
+        tiny_llama_dir,
+        result_type="struct<content: string, finish_reason: string, completion_tokens: int>",
+        params={"max_tokens": 4, "ignore_eos": True},
+    )
     out = [r.out for r in messages.select(detailed("messages").alias("out")).collect()]
     assert all(o.completion_tokens == 4 and o.finish_reason == "length" and o.content for o in out)
-    choices = spark_udf(spark, tiny_llama_dir, result_type="array<string>", params={"max_tokens": 2, "n": 2, "ignore_eos": True})
+    choices = spark_udf(
+        spark, tiny_llama_dir, result_type="array<string>", params={"max_tokens": 2, "n": 2, "ignore_eos": True}
+    )
     assert all(len(r.out) == 2 for r in messages.select(choices("messages").alias("out")).collect())
     pids = [pid for pid, _ in events("load", tiny_llama_dir)]
     assert len(pids) == len(set(pids)) <= 2  # other params, same loaded model: still once per worker
@@ -214,7 +243,10 @@ def test_an_executor_without_servelm_says_so(tmp_path, upper_dir):
         except RuntimeError as exc:
             print("ERROR", exc)
     """)
-    assert "ERROR servelm is not installed in this Spark executor's Python" in out and "pip install -r requirements.txt" in out, out
+    assert (
+        "ERROR servelm is not installed in this Spark executor's Python" in out
+        and "pip install -r requirements.txt" in out
+    ), out
 
 
 def test_an_executor_without_the_flavors_extra_says_so(tiny_llama_dir):

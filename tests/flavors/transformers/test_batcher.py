@@ -23,14 +23,18 @@ def occupied(batcher):
 
 
 def prompt(tokenizer, text):
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+    )
     return tokenizer(rendered, add_special_tokens=False)["input_ids"]
 
 
 def test_greedy_matches_generate_with_mid_batch_joins(lm):
     model, tokenizer = lm
     prompts = [prompt(tokenizer, t) for t in ("hello world", "the model server is fast today", "a")]
-    reference = [model.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False)[0][len(p):].tolist() for p in prompts]
+    reference = [
+        model.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False)[0][len(p) :].tolist() for p in prompts
+    ]
     batcher = ContinuousBatcher(model, tokenizer, max_num_seqs=8)
     greedy = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
     seqs = [batcher.add(prompts[0], greedy)]
@@ -42,7 +46,9 @@ def test_greedy_matches_generate_with_mid_batch_joins(lm):
         outputs = batcher.step()
         sizes.append(len({id(o.seq) for o in outputs}))
     for seq, ref in zip(seqs, reference):
-        stop_at = ref.index(model.generation_config.eos_token_id) if model.generation_config.eos_token_id in ref else len(ref)
+        stop_at = (
+            ref.index(model.generation_config.eos_token_id) if model.generation_config.eos_token_id in ref else len(ref)
+        )
         assert seq.generated[:stop_at] == ref[:stop_at]
         assert seq.finish_reason == "length"
     assert max(sizes) == 3
@@ -69,10 +75,20 @@ def test_greedy_parity_through_chunked_prefills_row_moves_and_cache_growth(lm):
     steps (the last decoding row moved into the hole), and a sequence longer than the cache's spare
     positions: every row still decodes exactly what generate() gives it alone."""
     model, tokenizer = lm
-    texts = ["hello world", "the model server is fast today", "a", "many questions at once, please", "b c d e f g", "stop"]
+    texts = [
+        "hello world",
+        "the model server is fast today",
+        "a",
+        "many questions at once, please",
+        "b c d e f g",
+        "stop",
+    ]
     budgets = [70, 5, 9, 14, 3, 20]
     prompts = [prompt(tokenizer, t) for t in texts]
-    reference = [model.generate(torch.tensor([p]), max_new_tokens=n, do_sample=False)[0][len(p):].tolist() for p, n in zip(prompts, budgets)]
+    reference = [
+        model.generate(torch.tensor([p]), max_new_tokens=n, do_sample=False)[0][len(p) :].tolist()
+        for p, n in zip(prompts, budgets)
+    ]
     batcher = ContinuousBatcher(model, tokenizer, max_num_seqs=8, prefill_tokens=8)
     seqs = {}
     arrivals = {0: [0, 1], 2: [2], 3: [3, 4], 7: [5]}  # step -> sequences that arrive before it
@@ -125,7 +141,9 @@ def test_stop_string_ends_generation(lm):
         free.step()
     stop = seq.text[3:6]
     bounded = ContinuousBatcher(model, tokenizer)
-    stopped = bounded.add(prompt(tokenizer, "hi"), SamplingParams(max_tokens=16, temperature=0, ignore_eos=True, stop=[stop]))
+    stopped = bounded.add(
+        prompt(tokenizer, "hi"), SamplingParams(max_tokens=16, temperature=0, ignore_eos=True, stop=[stop])
+    )
     while bounded.has_work():
         bounded.step()
     assert stopped.finish_reason == "stop" and stopped.text == seq.text[: seq.text.index(stop)]

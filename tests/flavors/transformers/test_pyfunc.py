@@ -14,7 +14,7 @@ def test_pyfunc_chat_in_subprocess(tmp_path, tiny_llama, run_python):
     out = run_python(f"""
         import json
         from servelm.flavors.pyfunc import load_model
-        m = load_model({str(tmp_path / 'm')!r})
+        m = load_model({str(tmp_path / "m")!r})
         req = {{"messages": [{{"role": "user", "content": "hello"}}], "max_tokens": 6, "temperature": 0}}
         one = m.predict(req)
         many = m.predict([req, {{**req, "max_tokens": 3, "n": 2}}])
@@ -24,7 +24,14 @@ def test_pyfunc_chat_in_subprocess(tmp_path, tiny_llama, run_python):
     one, many, chunks = json.loads(out)
     assert one["object"] == "chat.completion" and one["choices"][0]["finish_reason"] in ("length", "stop")
     assert one["usage"]["prompt_tokens"] > 0 and one["usage"]["completion_tokens"] <= 6
-    assert many[0]["choices"][0]["message"]["content"] == one["choices"][0]["message"]["content"]  # batched == alone (greedy)
+    assert (
+        many[0]["choices"][0]["message"]["content"] == one["choices"][0]["message"]["content"]
+    )  # batched == alone (greedy)
     assert len(many[1]["choices"]) == 2 and many[1]["usage"]["completion_tokens"] <= 6
-    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == one["choices"][0]["message"]["content"]
-    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant" and chunks[-1]["choices"][0]["finish_reason"] is not None
+    assert (
+        "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == one["choices"][0]["message"]["content"]
+    )
+    assert (
+        chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+        and chunks[-1]["choices"][0]["finish_reason"] is not None
+    )

@@ -20,7 +20,10 @@ def test_sampling_rules():
     logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0]])
     assert tokens(logits, [RowSampling(SamplingParams(temperature=0))] * 2) == [1, 0]
     assert tokens(logits, [RowSampling(SamplingParams(temperature=1.0, top_k=1))] * 2) == [1, 0]
-    seeded = [tokens(logits, [RowSampling(SamplingParams(temperature=2.0, seed=7), torch.Generator().manual_seed(7))] * 2) for _ in range(3)]
+    seeded = [
+        tokens(logits, [RowSampling(SamplingParams(temperature=2.0, seed=7), torch.Generator().manual_seed(7))] * 2)
+        for _ in range(3)
+    ]
     assert seeded[0] == seeded[1] == seeded[2]
     assert tokens(torch.tensor([[0.0, 0.1, 9.0]]), [RowSampling(SamplingParams(temperature=1.0, top_p=0.5))]) == [2]
 
@@ -28,9 +31,16 @@ def test_sampling_rules():
 def test_penalties_bias_and_masks_change_the_choice_of_their_row_only():
     logits = torch.tensor([[0.0, 5.0, 4.5], [0.0, 5.0, 4.5]])
     greedy = SamplingParams(temperature=0)
-    assert tokens(logits, [RowSampling(SamplingParams(temperature=0, presence_penalty=1.0), history=[1]), RowSampling(greedy)]) == [2, 1]
-    assert tokens(logits, [RowSampling(SamplingParams(temperature=0, frequency_penalty=0.3), history=[1, 1]), RowSampling(greedy)]) == [2, 1]
-    assert tokens(logits, [RowSampling(SamplingParams(temperature=0, logit_bias={0: 10.0})), RowSampling(greedy)]) == [0, 1]
+    assert tokens(
+        logits, [RowSampling(SamplingParams(temperature=0, presence_penalty=1.0), history=[1]), RowSampling(greedy)]
+    ) == [2, 1]
+    assert tokens(
+        logits, [RowSampling(SamplingParams(temperature=0, frequency_penalty=0.3), history=[1, 1]), RowSampling(greedy)]
+    ) == [2, 1]
+    assert tokens(logits, [RowSampling(SamplingParams(temperature=0, logit_bias={0: 10.0})), RowSampling(greedy)]) == [
+        0,
+        1,
+    ]
     allowed = np.array([True, False, True])
     guided = SamplingParams(temperature=0, guided=object())  # any grammar marks the row as processed
     assert tokens(logits, [RowSampling(guided, allowed=allowed), RowSampling(greedy)]) == [2, 1]

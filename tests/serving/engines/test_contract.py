@@ -39,7 +39,11 @@ def llm(request, serve):
         pytest.importorskip("onnxruntime_genai")
         path, options, shared_steps = request.getfixturevalue("tiny_onnx_dir"), {}, 1.0
     else:
-        path, options, shared_steps = request.getfixturevalue("tiny_llama_dir"), {"engine_process": engine == "transformers"}, 8.0
+        path, options, shared_steps = (
+            request.getfixturevalue("tiny_llama_dir"),
+            {"engine_process": engine == "transformers"},
+            8.0,
+        )
     with serve(path, max_num_seqs=32, **options) as (base, app):
         yield Served(engine, base, app, shared_steps)
 
@@ -52,7 +56,11 @@ def client(llm, openai_client):
 def batch_buckets(base):
     """The cumulative ``servelm_batch_size`` histogram buckets: upper bound -> steps."""
     metrics = httpx.get(f"{base}/metrics").text
-    return {line.split('le="')[1].split('"')[0]: float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("servelm_batch_size_bucket")}
+    return {
+        line.split('le="')[1].split('"')[0]: float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("servelm_batch_size_bucket")
+    }
 
 
 def test_the_engine_asked_for_serves(llm):
@@ -60,17 +68,30 @@ def test_the_engine_asked_for_serves(llm):
     from servelm.serving.engines.thread import ThreadEngine
 
     service = llm.app.state.servelm.service
-    kind, engine_class = {"transformers": ("transformers engine", ProcessEngine), "transformers-thread": ("transformers engine", ThreadEngine),
-                          "onnx": ("onnx engine on cpu", ProcessEngine)}[llm.engine]
+    kind, engine_class = {
+        "transformers": ("transformers engine", ProcessEngine),
+        "transformers-thread": ("transformers engine", ThreadEngine),
+        "onnx": ("onnx engine on cpu", ProcessEngine),
+    }[llm.engine]
     assert kind in service.kind and isinstance(service.engine, engine_class)
 
 
 def test_chat_stream_and_usage(client):
-    reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0)
+    reply = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0
+    )
     assert reply.usage.completion_tokens <= 8 and reply.usage.prompt_tokens > 0
     assert reply.choices[0].finish_reason in ("length", "stop")
-    chunks = list(client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0,
-                                                 stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "hello"}],
+            max_tokens=8,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == reply.choices[0].message.content
     assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
 
@@ -82,7 +103,13 @@ def test_n_and_seed(client):
 
 
 def test_stop_string_and_ignore_eos(client):
-    ask = dict(model="tiny", messages=[{"role": "user", "content": "y"}], max_tokens=16, temperature=0, extra_body={"ignore_eos": True})
+    ask = dict(
+        model="tiny",
+        messages=[{"role": "user", "content": "y"}],
+        max_tokens=16,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
     full = client.chat.completions.create(**ask)
     assert full.usage.completion_tokens == 16
     text = full.choices[0].message.content
@@ -100,16 +127,28 @@ def test_text_completions_and_their_stream(client):
     chunks = list(client.completions.create(**ask, stream=True, stream_options={"include_usage": True}))
     assert "".join(c.choices[0].text for c in chunks if c.choices) == reply.choices[0].text
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 6
-    two = client.completions.create(model="tiny", prompt=["a", "b"], max_tokens=3, temperature=0, n=2, extra_body={"ignore_eos": True})
+    two = client.completions.create(
+        model="tiny", prompt=["a", "b"], max_tokens=3, temperature=0, n=2, extra_body={"ignore_eos": True}
+    )
     assert len(two.choices) == 4 and two.usage.completion_tokens == 12
 
 
 def test_responses_api_and_its_stream(client):
     """An answer cut by max_output_tokens is incomplete, as OpenAI reports it (ignore_eos: it is cut)."""
-    response = client.responses.create(model="tiny", input="hi", max_output_tokens=5, temperature=0, extra_body={"ignore_eos": True})
-    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens" and response.usage.output_tokens == 5
-    events = [e.type for e in client.responses.create(model="tiny", input="hi", max_output_tokens=5, temperature=0, stream=True,
-                                                      extra_body={"ignore_eos": True})]
+    response = client.responses.create(
+        model="tiny", input="hi", max_output_tokens=5, temperature=0, extra_body={"ignore_eos": True}
+    )
+    assert (
+        response.status == "incomplete"
+        and response.incomplete_details.reason == "max_output_tokens"
+        and response.usage.output_tokens == 5
+    )
+    events = [
+        e.type
+        for e in client.responses.create(
+            model="tiny", input="hi", max_output_tokens=5, temperature=0, stream=True, extra_body={"ignore_eos": True}
+        )
+    ]
     assert events[0] == "response.created" and events[-1] == "response.incomplete"
     whole = client.responses.create(model="tiny", input="hi", max_output_tokens=200, temperature=0)
     assert whole.usage.output_tokens < 200 or whole.status == "incomplete"
@@ -118,8 +157,14 @@ def test_responses_api_and_its_stream(client):
 def test_raw_stream_is_shaped_like_openai(llm, sse_lines):
     import json
 
-    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6, "temperature": 0, "stream": True, "n": 2,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 6,
+        "temperature": 0,
+        "stream": True,
+        "n": 2,
+        "stream_options": {"include_usage": True},
+    }
     lines = sse_lines(llm.base, "/v1/chat/completions", body)
     assert lines[-1] == "data: [DONE]"
     chunks = [json.loads(line[6:]) for line in lines[:-1]]
@@ -140,8 +185,14 @@ def test_concurrent_streams_share_steps(llm, client):
 
     def stream(i):
         barrier.wait()
-        chunks = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": f"question {i}"}], max_tokens=24, temperature=0,
-                                                stream=True, extra_body={"ignore_eos": True})
+        chunks = client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": f"question {i}"}],
+            max_tokens=24,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
         texts[i] = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
 
     threads = [threading.Thread(target=stream, args=(i,)) for i in range(16)]
@@ -157,7 +208,13 @@ def test_concurrent_streams_share_steps(llm, client):
 def test_disconnect_frees_the_row(llm, wait_until):
     engine = llm.app.state.servelm.service.engine
     admission = llm.app.state.servelm.admission
-    body = {"messages": [{"role": "user", "content": "long"}], "max_tokens": 1500, "temperature": 0, "stream": True, "ignore_eos": True}
+    body = {
+        "messages": [{"role": "user", "content": "long"}],
+        "max_tokens": 1500,
+        "temperature": 0,
+        "stream": True,
+        "ignore_eos": True,
+    }
     with httpx.stream("POST", f"{llm.base}/v1/chat/completions", json=body, timeout=30) as resp:
         lines = resp.iter_lines()
         next(lines)
@@ -166,16 +223,32 @@ def test_disconnect_frees_the_row(llm, wait_until):
 
 
 def test_prompt_over_context_is_400(llm):
-    resp = httpx.post(f"{llm.base}/v1/chat/completions", json={"messages": [{"role": "user", "content": "word " * 3000}]}, timeout=30)
+    resp = httpx.post(
+        f"{llm.base}/v1/chat/completions", json={"messages": [{"role": "user", "content": "word " * 3000}]}, timeout=30
+    )
     assert resp.status_code == 400 and "context" in resp.json()["error"]["message"]
 
 
 # ---------------------------------------------------------------------------------------------- LLMs driving agents
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
-                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
-                                                           "additionalProperties": False}}}
-PLACE = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}}, "required": ["city", "population"],
-         "additionalProperties": False}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+PLACE = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+    "required": ["city", "population"],
+    "additionalProperties": False,
+}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
@@ -194,26 +267,54 @@ def strict_chunks(llm, body, sse_lines):
 def test_a_forced_tool_call_is_a_valid_call(client, llm, sse_lines, choice):
     import json
 
-    reply = client.chat.completions.create(model="tiny", messages=ASK, tools=[WEATHER], tool_choice=choice, temperature=0, max_tokens=150)
+    reply = client.chat.completions.create(
+        model="tiny", messages=ASK, tools=[WEATHER], tool_choice=choice, temperature=0, max_tokens=150
+    )
     (call,) = reply.choices[0].message.tool_calls
-    assert reply.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather" and call.id.startswith("call_")
+    assert (
+        reply.choices[0].finish_reason == "tool_calls"
+        and call.function.name == "get_weather"
+        and call.id.startswith("call_")
+    )
     assert isinstance(json.loads(call.function.arguments)["city"], str)
-    chunks = strict_chunks(llm, {"model": "tiny", "messages": ASK, "tools": [WEATHER], "tool_choice": choice, "temperature": 0, "max_tokens": 150}, sse_lines)
+    chunks = strict_chunks(
+        llm,
+        {
+            "model": "tiny",
+            "messages": ASK,
+            "tools": [WEATHER],
+            "tool_choice": choice,
+            "temperature": 0,
+            "max_tokens": 150,
+        },
+        sse_lines,
+    )
     deltas = [c.choices[0].delta.tool_calls[0] for c in chunks if c.choices and c.choices[0].delta.tool_calls]
-    assert deltas[0].id.startswith("call_") and deltas[0].function.name == "get_weather" and deltas[0].type == "function"
+    assert (
+        deltas[0].id.startswith("call_") and deltas[0].function.name == "get_weather" and deltas[0].type == "function"
+    )
     assert all(d.index == 0 and d.id is None and d.function.name is None for d in deltas[1:])
     assert "".join(d.function.arguments or "" for d in deltas) == call.function.arguments  # greedy: the same call
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
 def test_tool_results_go_back_through_the_template(client):
-    first = client.chat.completions.create(model="tiny", messages=ASK, tools=[WEATHER], tool_choice="required", temperature=0, max_tokens=150)
+    first = client.chat.completions.create(
+        model="tiny", messages=ASK, tools=[WEATHER], tool_choice="required", temperature=0, max_tokens=150
+    )
     call = first.choices[0].message
-    history = ASK + [call.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.tool_calls[0].id, "content": "Sunny, 25 C"}]
-    follow = client.chat.completions.create(model="tiny", messages=history, tools=[WEATHER], temperature=0, max_tokens=8)
+    history = ASK + [
+        call.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.tool_calls[0].id, "content": "Sunny, 25 C"},
+    ]
+    follow = client.chat.completions.create(
+        model="tiny", messages=history, tools=[WEATHER], temperature=0, max_tokens=8
+    )
     assert follow.choices[0].message.content and not follow.choices[0].message.tool_calls
     assert follow.usage.prompt_tokens > first.usage.prompt_tokens + 20  # the call and its result are in the prompt
-    without_tools = client.chat.completions.create(model="tiny", messages=history, tools=[WEATHER], tool_choice="none", temperature=0, max_tokens=8)
+    without_tools = client.chat.completions.create(
+        model="tiny", messages=history, tools=[WEATHER], tool_choice="none", temperature=0, max_tokens=8
+    )
     assert without_tools.usage.prompt_tokens < follow.usage.prompt_tokens  # tool_choice none: the tools are not offered
 
 
@@ -221,41 +322,87 @@ def test_structured_output_always_parses(client):
     import json
 
     for temperature in (0, 1.0):
-        reply = client.chat.completions.create(model="tiny", messages=ASK, temperature=temperature, seed=1, max_tokens=150,
-                                               response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": PLACE, "strict": True}})
+        reply = client.chat.completions.create(
+            model="tiny",
+            messages=ASK,
+            temperature=temperature,
+            seed=1,
+            max_tokens=150,
+            response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": PLACE, "strict": True}},
+        )
         value = json.loads(reply.choices[0].message.content)
         assert set(value) == {"city", "population"} and isinstance(value["population"], int)
-    anything = client.chat.completions.create(model="tiny", messages=ASK, temperature=1.0, seed=2, max_tokens=100, response_format={"type": "json_object"})
+    anything = client.chat.completions.create(
+        model="tiny", messages=ASK, temperature=1.0, seed=2, max_tokens=100, response_format={"type": "json_object"}
+    )
     assert isinstance(json.loads(anything.choices[0].message.content), dict)
 
 
 def test_logprobs_in_chat_and_completions(client, llm, sse_lines):
     import math
 
-    reply = client.chat.completions.create(model="tiny", messages=ASK, temperature=0, max_tokens=5, logprobs=True, top_logprobs=3,
-                                           extra_body={"ignore_eos": True})
+    reply = client.chat.completions.create(
+        model="tiny",
+        messages=ASK,
+        temperature=0,
+        max_tokens=5,
+        logprobs=True,
+        top_logprobs=3,
+        extra_body={"ignore_eos": True},
+    )
     entries = reply.choices[0].logprobs.content
     assert len(entries) == 5 and "".join(e.token for e in entries) == reply.choices[0].message.content
     for entry in entries:
         assert len(entry.top_logprobs) == 3 and entry.top_logprobs[0].logprob >= entry.top_logprobs[-1].logprob
-        assert entry.logprob <= 0 and math.isclose(entry.logprob, entry.top_logprobs[0].logprob, rel_tol=1e-4)  # greedy: the top one
+        assert entry.logprob <= 0 and math.isclose(
+            entry.logprob, entry.top_logprobs[0].logprob, rel_tol=1e-4
+        )  # greedy: the top one
         assert bytes(entry.bytes).decode(errors="replace") == entry.token
-    chunks = strict_chunks(llm, {"model": "tiny", "messages": ASK, "temperature": 0, "max_tokens": 5, "logprobs": True, "ignore_eos": True}, sse_lines)
+    chunks = strict_chunks(
+        llm,
+        {"model": "tiny", "messages": ASK, "temperature": 0, "max_tokens": 5, "logprobs": True, "ignore_eos": True},
+        sse_lines,
+    )
     streamed = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
     assert [e.token for e in streamed] == [e.token for e in entries]
-    text = client.completions.create(model="tiny", prompt="hello", max_tokens=4, temperature=0, logprobs=2, extra_body={"ignore_eos": True})
+    text = client.completions.create(
+        model="tiny", prompt="hello", max_tokens=4, temperature=0, logprobs=2, extra_body={"ignore_eos": True}
+    )
     lp = text.choices[0].logprobs
-    assert len(lp.tokens) == 4 and len(lp.top_logprobs[0]) == 2 and lp.text_offset[0] == 0 and "".join(lp.tokens) == text.choices[0].text
+    assert (
+        len(lp.tokens) == 4
+        and len(lp.top_logprobs[0]) == 2
+        and lp.text_offset[0] == 0
+        and "".join(lp.tokens) == text.choices[0].text
+    )
 
 
 def test_logit_bias_and_penalties_are_applied(client):
-    plain = client.chat.completions.create(model="tiny", messages=ASK, temperature=0, max_tokens=4, logprobs=True, extra_body={"ignore_eos": True})
+    plain = client.chat.completions.create(
+        model="tiny", messages=ASK, temperature=0, max_tokens=4, logprobs=True, extra_body={"ignore_eos": True}
+    )
     first = plain.choices[0].logprobs.content[0]
-    banned = client.chat.completions.create(model="tiny", messages=ASK, temperature=0, max_tokens=4, logprobs=True, top_logprobs=1,
-                                            extra_body={"ignore_eos": True}, logit_bias={str(_token_id(client, first.token)): -100})
+    banned = client.chat.completions.create(
+        model="tiny",
+        messages=ASK,
+        temperature=0,
+        max_tokens=4,
+        logprobs=True,
+        top_logprobs=1,
+        extra_body={"ignore_eos": True},
+        logit_bias={str(_token_id(client, first.token)): -100},
+    )
     assert banned.choices[0].logprobs.content[0].token != first.token
-    repeated = client.chat.completions.create(model="tiny", messages=ASK, temperature=0, max_tokens=30, frequency_penalty=2.0, presence_penalty=2.0,
-                                              logprobs=True, extra_body={"ignore_eos": True})
+    repeated = client.chat.completions.create(
+        model="tiny",
+        messages=ASK,
+        temperature=0,
+        max_tokens=30,
+        frequency_penalty=2.0,
+        presence_penalty=2.0,
+        logprobs=True,
+        extra_body={"ignore_eos": True},
+    )
     tokens = [e.token for e in repeated.choices[0].logprobs.content]
     assert len(set(tokens)) >= 20  # penalties keep a greedy random model from looping over the same few tokens
 
@@ -278,16 +425,37 @@ def test_responses_function_calls_and_structured_text(client, llm):
     from pydantic import TypeAdapter
 
     tool = {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"]}
-    body = {"model": "tiny", "input": "Weather in Paris?", "tools": [tool], "tool_choice": "required", "temperature": 0, "max_output_tokens": 150}
+    body = {
+        "model": "tiny",
+        "input": "Weather in Paris?",
+        "tools": [tool],
+        "tool_choice": "required",
+        "temperature": 0,
+        "max_output_tokens": 150,
+    }
     response = Response.model_validate(httpx.post(f"{llm.base}/v1/responses", json=body, timeout=60).json())
     (call,) = response.output
-    assert call.type == "function_call" and call.name == "get_weather" and json.loads(call.arguments) and response.tools[0].name == "get_weather"
+    assert (
+        call.type == "function_call"
+        and call.name == "get_weather"
+        and json.loads(call.arguments)
+        and response.tools[0].name == "get_weather"
+    )
     with httpx.stream("POST", f"{llm.base}/v1/responses", json={**body, "stream": True}, timeout=60) as streamed:
-        events = [TypeAdapter(ResponseStreamEvent).validate_python(json.loads(line[6:])) for line in streamed.iter_lines() if line.startswith("data: ")]
+        events = [
+            TypeAdapter(ResponseStreamEvent).validate_python(json.loads(line[6:]))
+            for line in streamed.iter_lines()
+            if line.startswith("data: ")
+        ]
     kinds = [e.type for e in events]
     assert "response.function_call_arguments.delta" in kinds and kinds[-1] == "response.completed"
     done = next(e for e in events if e.type == "response.function_call_arguments.done")
     assert done.arguments == call.arguments
-    structured = client.responses.create(model="tiny", input="A place?", temperature=0, max_output_tokens=150,
-                                         text={"format": {"type": "json_schema", "name": "place", "schema": PLACE, "strict": True}})
+    structured = client.responses.create(
+        model="tiny",
+        input="A place?",
+        temperature=0,
+        max_output_tokens=150,
+        text={"format": {"type": "json_schema", "name": "place", "schema": PLACE, "strict": True}},
+    )
     assert set(json.loads(structured.output_text)) == {"city", "population"}

@@ -17,7 +17,12 @@ def test_child_death_fails_open_requests_and_health(tiny_llama_dir, serve):
     with serve(tiny_llama_dir) as (base, app):
         engine = app.state.servelm.service.engine
         assert isinstance(engine, ProcessEngine)
-        body = {"messages": [{"role": "user", "content": "long"}], "max_tokens": 1900, "temperature": 0, "ignore_eos": True}
+        body = {
+            "messages": [{"role": "user", "content": "long"}],
+            "max_tokens": 1900,
+            "temperature": 0,
+            "ignore_eos": True,
+        }
         with httpx.stream("POST", f"{base}/v1/chat/completions", json={**body, "stream": True}, timeout=30) as resp:
             lines = resp.iter_lines()
             next(lines)

@@ -40,16 +40,25 @@ def test_each_engine_gives_the_same_greedy_answer(request, engine, openai_client
     client = openai_client(base)
     reply = client.chat.completions.create(model="smol", messages=QUESTION, temperature=0, max_tokens=30)
     assert reply.choices[0].message.content == ANSWER and reply.choices[0].finish_reason == "stop"
-    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(model="smol", messages=QUESTION, temperature=0,
-                                                                                               max_tokens=30, stream=True) if c.choices)
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model="smol", messages=QUESTION, temperature=0, max_tokens=30, stream=True
+        )
+        if c.choices
+    )
     assert streamed == ANSWER
 
 
 def test_the_chat_template_puts_a_system_prompt_first(transformers_server, openai_client):
     client = openai_client(transformers_server)
     default = client.chat.completions.create(model="smol", messages=QUESTION, temperature=0, max_tokens=1)
-    own = client.chat.completions.create(model="smol", messages=[{"role": "system", "content": "Answer in one word."}] + QUESTION, temperature=0,
-                                         max_tokens=10)
+    own = client.chat.completions.create(
+        model="smol",
+        messages=[{"role": "system", "content": "Answer in one word."}] + QUESTION,
+        temperature=0,
+        max_tokens=10,
+    )
     assert own.usage.prompt_tokens < default.usage.prompt_tokens  # SmolLM2's own default system prompt is longer
     assert "Paris" in own.choices[0].message.content
 
@@ -59,17 +68,36 @@ def test_stop_strings_n_and_seeds(request, engine, openai_client):
     client = openai_client(request.getfixturevalue(f"{engine}_server"))
     cut = client.chat.completions.create(model="smol", messages=QUESTION, temperature=0, max_tokens=30, stop=["Paris"])
     assert cut.choices[0].message.content == "The capital of France is " and cut.choices[0].finish_reason == "stop"
-    ask = dict(model="smol", messages=[{"role": "user", "content": "Write a sentence about the sea."}], temperature=1.0, max_tokens=20, n=2, seed=7)
+    ask = dict(
+        model="smol",
+        messages=[{"role": "user", "content": "Write a sentence about the sea."}],
+        temperature=1.0,
+        max_tokens=20,
+        n=2,
+        seed=7,
+    )
     first, again = client.chat.completions.create(**ask), client.chat.completions.create(**ask)
     assert [c.message.content for c in first.choices] == [c.message.content for c in again.choices]
     assert first.choices[0].message.content != first.choices[1].message.content  # each choice its own seed
 
 
 def test_a_forced_tool_call_from_the_real_model(transformers_server, openai_client):
-    tool = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
-                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
     client = openai_client(transformers_server)
-    reply = client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "What is the weather in Paris?"}], tools=[tool],
-                                           tool_choice="required", temperature=0, max_tokens=60)
+    reply = client.chat.completions.create(
+        model="smol",
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[tool],
+        tool_choice="required",
+        temperature=0,
+        max_tokens=60,
+    )
     (call,) = reply.choices[0].message.tool_calls
     assert call.function.name == "get_weather" and json.loads(call.function.arguments)["city"] == "Paris"

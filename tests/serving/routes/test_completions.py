@@ -26,16 +26,29 @@ def test_each_prompt_answered_through_chat(echo_server, openai_client):
 
 
 def test_streamed_with_usage(echo_server, openai_client, sse_lines):
-    chunks = list(openai_client(echo_server).completions.create(model="echo", prompt="a b", stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        openai_client(echo_server).completions.create(
+            model="echo", prompt="a b", stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert len({c.id for c in chunks}) == 1
     assert "".join(c.choices[0].text for c in chunks if c.choices) == "a b "
     assert chunks[-2].choices[0].finish_reason == "stop" and chunks[-1].choices == [] and chunks[-1].usage is not None
     lines = sse_lines(echo_server, "/v1/completions", {"prompt": "x", "stream": True})
-    assert lines[-1] == "data: [DONE]" and json.loads(lines[0][len("data: "):])["object"] == "text_completion"
+    assert lines[-1] == "data: [DONE]" and json.loads(lines[0][len("data: ") :])["object"] == "text_completion"
 
 
-@pytest.mark.parametrize("extra, param", [({"suffix": "end"}, "suffix"), ({"best_of": 2}, "best_of"), ({"logprobs": 1}, "logprobs"),
-                                          ({"n": 2}, "n"), ({"prompt": []}, "prompt"), ({"model": "gpt-9"}, "model")])
+@pytest.mark.parametrize(
+    "extra, param",
+    [
+        ({"suffix": "end"}, "suffix"),
+        ({"best_of": 2}, "best_of"),
+        ({"logprobs": 1}, "logprobs"),
+        ({"n": 2}, "n"),
+        ({"prompt": []}, "prompt"),
+        ({"model": "gpt-9"}, "model"),
+    ],
+)
 def test_what_is_not_supported_is_named(echo_server, extra, param):
     resp = httpx.post(f"{echo_server}/v1/completions", json={"prompt": "x", **extra}, timeout=30)
     assert resp.status_code in (400, 404), resp.text

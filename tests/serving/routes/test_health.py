@@ -11,8 +11,9 @@ def test_health_ping_version(limited_server):
 
 
 def test_health_is_503_until_loaded(tmp_path, chat_body, wait_until):
-    from servelm.serving import create_app
     from starlette.testclient import TestClient
+
+    from servelm.serving import create_app
 
     app = create_app(str(tmp_path / "does-not-exist"))
     with TestClient(app) as client:

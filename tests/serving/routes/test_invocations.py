@@ -46,7 +46,9 @@ def test_params_pass_through(tmp_path, serve):
     save_model(str(tmp_path / "m"), python_model=WithParams(), input_example=(["a"], {"suffix": "!"}))
     with serve(str(tmp_path / "m")) as (base, _):
         assert httpx.post(f"{base}/invocations", json={"inputs": ["a"]}).json() == {"predictions": ["a!"]}
-        assert httpx.post(f"{base}/invocations", json={"inputs": ["a"], "params": {"suffix": "?"}}).json() == {"predictions": ["a?"]}
+        assert httpx.post(f"{base}/invocations", json={"inputs": ["a"], "params": {"suffix": "?"}}).json() == {
+            "predictions": ["a?"]
+        }
 
 
 def test_agent_body_is_raw_and_streams(tmp_path, chat_agent_code, serve, sse_lines):
@@ -55,7 +57,7 @@ def test_agent_body_is_raw_and_streams(tmp_path, chat_agent_code, serve, sse_lin
         reply = httpx.post(f"{base}/invocations", json={"messages": [{"role": "user", "content": "hi you"}]}).json()
         assert reply["messages"][0]["content"] == "hi you"
         lines = sse_lines(base, "/invocations", {"messages": [{"role": "user", "content": "hi you"}], "stream": True})
-        chunks = [json.loads(line[len("data: "):]) for line in lines if line.startswith("data: ")]
+        chunks = [json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ")]
         assert [c["delta"]["content"] for c in chunks] == ["hi ", "you "]
 
 
@@ -64,14 +66,21 @@ def test_async_agent_invocations_and_bad_body(serve, sse_lines):
 
     class AsyncEcho(ChatAgent):
         async def apredict(self, messages, context=None, custom_inputs=None):
-            return ChatAgentResponse(messages=[ChatAgentMessage(role="assistant", content=messages[-1].content, id="m")])
+            return ChatAgentResponse(
+                messages=[ChatAgentMessage(role="assistant", content=messages[-1].content, id="m")]
+            )
 
         async def apredict_stream(self, messages, context=None, custom_inputs=None):
             for word in messages[-1].content.split():
                 yield ChatAgentChunk(delta=ChatAgentMessage(role="assistant", content=word, id="m"))
 
     with serve(AsyncEcho()) as (base, _):
-        assert httpx.post(f"{base}/invocations", json={"messages": [{"role": "user", "content": "a b"}]}).json()["messages"][0]["content"] == "a b"
+        assert (
+            httpx.post(f"{base}/invocations", json={"messages": [{"role": "user", "content": "a b"}]}).json()[
+                "messages"
+            ][0]["content"]
+            == "a b"
+        )
         lines = sse_lines(base, "/invocations", {"messages": [{"role": "user", "content": "a b"}], "stream": True})
         assert [json.loads(line[6:])["delta"]["content"] for line in lines if line.startswith("data: ")] == ["a", "b"]
         bad = httpx.post(f"{base}/invocations", json={"messages": [{"role": "user"}]})

@@ -27,7 +27,11 @@ def test_streamed_events_are_complete(server, openai_client):
     events = list(c.responses.create(model="m", input=[{"role": "user", "content": "a b"}], stream=True))
     kinds = [e.type for e in events]
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
-    assert kinds.index("response.output_item.added") < kinds.index("response.output_text.delta") < kinds.index("response.output_item.done")
+    assert (
+        kinds.index("response.output_item.added")
+        < kinds.index("response.output_text.delta")
+        < kinds.index("response.output_item.done")
+    )
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "a b "
     assert events[-1].response.output_text.strip() == "a b"
@@ -45,4 +49,4 @@ def test_stream_helper_accumulates(server, openai_client):
 def test_raw_sse_has_event_lines_and_no_done(server, sse_lines):
     lines = sse_lines(server, "/v1/responses", {"input": "q", "stream": True})
     assert lines[0] == "event: response.created" and "[DONE]" not in "".join(lines)
-    assert json.loads(lines[-1][len("data: "):])["type"] == "response.completed"
+    assert json.loads(lines[-1][len("data: ") :])["type"] == "response.completed"

@@ -31,7 +31,9 @@ async def test_concurrent_requests_share_one_call_and_get_their_own_rows():
     predict = Recorder()
     batcher = DynamicBatcher(predict, max_batch_size=100, timeout=0.5)
     try:
-        results = await asyncio.wait_for(asyncio.gather(batcher.submit([1, 2]), batcher.submit([3]), batcher.submit([4, 5, 6])), 10)
+        results = await asyncio.wait_for(
+            asyncio.gather(batcher.submit([1, 2]), batcher.submit([3]), batcher.submit([4, 5, 6])), 10
+        )
     finally:
         await batcher.close()
     assert results == [[10, 20], [30], [40, 50, 60]]
@@ -63,7 +65,9 @@ async def test_a_failed_predict_fails_every_request_of_the_batch_and_the_next_ba
     predict = Recorder(fail=RuntimeError("model broke"))
     batcher = DynamicBatcher(predict, max_batch_size=3, timeout=3600)
     try:
-        results = await asyncio.wait_for(asyncio.gather(batcher.submit([1]), batcher.submit([2, 3]), return_exceptions=True), 10)
+        results = await asyncio.wait_for(
+            asyncio.gather(batcher.submit([1]), batcher.submit([2, 3]), return_exceptions=True), 10
+        )
         assert [type(r) for r in results] == [RuntimeError, RuntimeError] and str(results[0]) == "model broke"
         predict.fail = None
         assert await asyncio.wait_for(batcher.submit([1, 2, 3]), 10) == [10, 20, 30]

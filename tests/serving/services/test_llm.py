@@ -35,8 +35,13 @@ def run_agent(base: str, kind: str, max_tokens: int) -> tuple[list[str], str]:
     async def main() -> str:
         model_class = agents.OpenAIChatCompletionsModel if kind == "chat" else agents.OpenAIResponsesModel
         model = model_class("m", AsyncOpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0))
-        agent = agents.Agent(name="weather", instructions="Answer briefly.", tools=[get_weather], model=model,
-                             model_settings=agents.ModelSettings(tool_choice="required", temperature=0, max_tokens=max_tokens))
+        agent = agents.Agent(
+            name="weather",
+            instructions="Answer briefly.",
+            tools=[get_weather],
+            model=model,
+            model_settings=agents.ModelSettings(tool_choice="required", temperature=0, max_tokens=max_tokens),
+        )
         result = await agents.Runner.run(agent, "What is the weather in Paris?", max_turns=4)
         return str(result.final_output)
 

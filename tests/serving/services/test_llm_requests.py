@@ -11,16 +11,28 @@ from servelm.serving.errors import APIError
 from servelm.serving.services.llm_requests import guided_decoding, logit_bias, refuse_unsupported, tool_plan
 
 HERMES = TOOL_FORMAT_BY_NAME["hermes"]
-TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}}}}
+TOOL = {
+    "type": "function",
+    "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}}},
+}
 
 
 def chat(**fields):
     return ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "hi"}], **fields})
 
 
-@pytest.mark.parametrize("field, value", [("audio", {"voice": "x", "format": "mp3"}), ("prediction", {"type": "content", "content": "x"}),
-                                          ("web_search_options", {}), ("reasoning_effort", "high"), ("modalities", ["text", "audio"]),
-                                          ("store", True), ("top_logprobs", 2)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("audio", {"voice": "x", "format": "mp3"}),
+        ("prediction", {"type": "content", "content": "x"}),
+        ("web_search_options", {}),
+        ("reasoning_effort", "high"),
+        ("modalities", ["text", "audio"]),
+        ("store", True),
+        ("top_logprobs", 2),
+    ],
+)
 def test_what_cannot_be_honoured_is_refused_by_name(field, value):
     if value == {}:
         value = {"search_context_size": "low"}
@@ -47,7 +59,9 @@ def test_tool_choices():
 
 def test_grammars_from_response_format_and_tool_choice():
     schema = {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]}
-    as_schema = chat(response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema, "strict": True}})
+    as_schema = chat(
+        response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema, "strict": True}}
+    )
     assert guided_decoding(as_schema, tool_plan(as_schema), HERMES).kind == "json_schema"
     assert json.loads(guided_decoding(as_schema, tool_plan(as_schema), HERMES).value) == schema
     as_object = chat(response_format={"type": "json_object"})
@@ -57,7 +71,9 @@ def test_grammars_from_response_format_and_tool_choice():
     assert "<tool_call>" in guided_decoding(forced, tool_plan(forced), HERMES).value
     either = chat(tools=[TOOL], response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}})
     assert "answer" in guided_decoding(either, tool_plan(either), HERMES).value  # a call, or the JSON answer
-    assert guided_decoding(chat(tools=[TOOL]), tool_plan(chat(tools=[TOOL])), HERMES) is None  # auto: the model decides freely
+    assert (
+        guided_decoding(chat(tools=[TOOL]), tool_plan(chat(tools=[TOOL])), HERMES) is None
+    )  # auto: the model decides freely
     broken = chat(response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "nonsense"}}})
     with pytest.raises(APIError) as caught:
         guided_decoding(broken, tool_plan(broken), HERMES)

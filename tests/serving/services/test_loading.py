@@ -66,5 +66,7 @@ def test_engine_is_chosen_by_flavor(tiny_onnx_dir, tiny_llama_genai, tiny_llama_
 def test_bare_folder_is_served(request, folder, serve, openai_client):
     path = request.getfixturevalue(folder)
     with serve(path) as (base, _):
-        reply = openai_client(base).chat.completions.create(model=path.rsplit("/", 1)[-1], messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+        reply = openai_client(base).chat.completions.create(
+            model=path.rsplit("/", 1)[-1], messages=[{"role": "user", "content": "hi"}], max_tokens=3
+        )
         assert reply.usage.completion_tokens <= 3
