@@ -313,3 +313,45 @@ class ModelSignature:
 
 
 # Inference and enforcement live in modules of their own; their names stay importable from here.
+from .signature_enforcement import enforce_fields, enforce_params, enforce_schema, enforce_value  # noqa: E402
+from .signature_inference import (  # noqa: E402
+    data_type_from_hint,
+    data_type_of_value,
+    infer_signature,
+    object_from_pydantic,
+    params_schema_from_dict,
+    schema_from_example,
+    schema_from_pydantic_fields,
+    schema_from_type_hint,
+    schema_of,
+)
+
+__all__ = [
+    "AnyType",
+    "Array",
+    "ColSpec",
+    "DataType",
+    "Map",
+    "ModelSignature",
+    "Object",
+    "ParamSchema",
+    "ParamSpec",
+    "Property",
+    "Scalar",
+    "Schema",
+    "TensorSpec",
+    "data_type_from_dict",
+    "data_type_from_hint",
+    "data_type_of_value",
+    "enforce_fields",
+    "enforce_params",
+    "enforce_schema",
+    "enforce_value",
+    "infer_signature",
+    "object_from_pydantic",
+    "params_schema_from_dict",
+    "schema_from_example",
+    "schema_from_pydantic_fields",
+    "schema_from_type_hint",
+    "schema_of",
+]
