@@ -49,12 +49,12 @@ class ChatAgent(PythonModel):
             if name in cls.__dict__:
                 setattr(cls, name, _accept_any_call_form(cls.__dict__[name]))
 
-    def predict(
+    def predict(  # type: ignore[override]
         self,
         messages: list[ChatAgentMessage],
         context: Optional[ChatContext] = None,
         custom_inputs: Optional[dict[str, Any]] = None,
-    ) -> ChatAgentResponse:  # type: ignore[override]
+    ) -> ChatAgentResponse:
         """Answer the conversation with one or more messages."""
         if overrides(self, ChatAgent, "apredict"):
             import asyncio
@@ -62,34 +62,34 @@ class ChatAgent(PythonModel):
             return asyncio.run(self.apredict(messages, context, custom_inputs))
         raise NotImplementedError(f"{type(self).__name__} must implement predict (or apredict)")
 
-    def predict_stream(
+    def predict_stream(  # type: ignore[override]
         self,
         messages: list[ChatAgentMessage],
         context: Optional[ChatContext] = None,
         custom_inputs: Optional[dict[str, Any]] = None,
-    ) -> Iterator[ChatAgentChunk]:  # type: ignore[override]
+    ) -> Iterator[ChatAgentChunk]:
         """Answer as a stream of chunks."""
         if overrides(self, ChatAgent, "apredict_stream"):
             return drive_async_iterator(self.apredict_stream(messages, context, custom_inputs))
         raise NotImplementedError(f"{type(self).__name__} does not implement predict_stream")
 
-    async def apredict(
+    async def apredict(  # type: ignore[override]
         self,
         messages: list[ChatAgentMessage],
         context: Optional[ChatContext] = None,
         custom_inputs: Optional[dict[str, Any]] = None,
-    ) -> ChatAgentResponse:  # type: ignore[override]
+    ) -> ChatAgentResponse:
         """Async predict; by default the sync predict in a worker thread."""
         import asyncio
 
         return await asyncio.to_thread(self.predict, messages, context, custom_inputs)
 
-    async def apredict_stream(
+    async def apredict_stream(  # type: ignore[override]
         self,
         messages: list[ChatAgentMessage],
         context: Optional[ChatContext] = None,
         custom_inputs: Optional[dict[str, Any]] = None,
-    ) -> AsyncIterator[ChatAgentChunk]:  # type: ignore[override]
+    ) -> AsyncIterator[ChatAgentChunk]:
         """Async predict_stream; by default the sync generator stepped in worker threads."""
         async for chunk in iterate_in_thread(self.predict_stream(messages, context, custom_inputs)):
             yield chunk

@@ -71,9 +71,9 @@ class ChatModel(PythonModel):
             if name in cls.__dict__:
                 setattr(cls, name, _accept_any_call_form(cls.__dict__[name]))
 
-    def predict(
+    def predict(  # type: ignore[override]
         self, context: Optional[PythonModelContext], messages: list[ChatMessage], params: ChatParams
-    ) -> ChatCompletionResponse:  # type: ignore[override]
+    ) -> ChatCompletionResponse:
         """Answer the conversation."""
         if overrides(self, ChatModel, "apredict"):
             import asyncio
@@ -81,25 +81,25 @@ class ChatModel(PythonModel):
             return asyncio.run(self.apredict(context, messages, params))
         raise NotImplementedError(f"{type(self).__name__} must implement predict (or apredict)")
 
-    def predict_stream(
+    def predict_stream(  # type: ignore[override]
         self, context: Optional[PythonModelContext], messages: list[ChatMessage], params: ChatParams
-    ) -> Iterator[ChatCompletionChunk]:  # type: ignore[override]
+    ) -> Iterator[ChatCompletionChunk]:
         """Answer the conversation as a stream of chunks."""
         if overrides(self, ChatModel, "apredict_stream"):
             return drive_async_iterator(self.apredict_stream(context, messages, params))
         raise NotImplementedError(f"{type(self).__name__} does not implement predict_stream")
 
-    async def apredict(
+    async def apredict(  # type: ignore[override]
         self, context: Optional[PythonModelContext], messages: list[ChatMessage], params: ChatParams
-    ) -> ChatCompletionResponse:  # type: ignore[override]
+    ) -> ChatCompletionResponse:
         """Async predict; by default the sync predict in a worker thread."""
         import asyncio
 
         return await asyncio.to_thread(self.predict, context, messages, params)
 
-    async def apredict_stream(
+    async def apredict_stream(  # type: ignore[override]
         self, context: Optional[PythonModelContext], messages: list[ChatMessage], params: ChatParams
-    ) -> AsyncIterator[ChatCompletionChunk]:  # type: ignore[override]
+    ) -> AsyncIterator[ChatCompletionChunk]:
         """Async predict_stream; by default the sync generator stepped in worker threads."""
         async for chunk in iterate_in_thread(self.predict_stream(context, messages, params)):
             yield chunk

@@ -64,6 +64,8 @@ class PythonModel:
     they run the sync methods in a worker thread.
     """
 
+    _input_type_hint: Any = None  # the type hint of predict's input, set per subclass
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "predict" in cls.__dict__:

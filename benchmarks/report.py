@@ -117,13 +117,11 @@ def real_targets(rows: Rows, levels: list[int], settings: dict[str, Any]) -> lis
                 f"- {engine} / vllm at {level} clients: **{value:.2f}x** output tok/s (target >= {need:g}x: {_verdict(value >= need)}){ttft}"
             )
     if 16 in levels:
-        best = max(
-            (s for s in own if at(rows, s, 16, workload)),
-            key=lambda s: at(rows, s, 16, workload)["output_throughput"],
-            default=None,
-        )  # type: ignore[index]
-        if best and vllm_rows[16]:
-            value = at(rows, best, 16, workload)["output_throughput"] / vllm_rows[16]["output_throughput"]  # type: ignore[index]
+        at16 = {s: row for s in own if (row := at(rows, s, 16, workload)) is not None}
+        best = max(at16, key=lambda s: at16[s]["output_throughput"], default=None)
+        theirs = vllm_rows[16]
+        if best and theirs:
+            value = at16[best]["output_throughput"] / theirs["output_throughput"]
             lines.append(
                 f"- best servelm engine ({best}) / vllm at 16 clients: **{value:.2f}x** (target >= 1.5x: {_verdict(value >= 1.5)})"
             )
@@ -147,11 +145,11 @@ def real_targets(rows: Rows, levels: list[int], settings: dict[str, Any]) -> lis
             (point.get("prompt_tokens_mean") or 0) + settings.get("max_tokens", 0)
         )  # tokens at the end of a wave
         grown = point["peak_rss_mb"] - point["rss_before_mb"]
-        store = kv_token.get("servelm" if point["system"].startswith("servelm") else "vllm")
-        need = live * store / 2**20 if store else None
+        store: Any = kv_token.get("servelm" if point["system"].startswith("servelm") else "vllm")
+        needed = live * store / 2**20 if store else None  # MiB
         judged = (
-            f"; KV the live tokens need: {need:.0f} MiB, growth / need = **{grown / need:.2f}x** (target <= 2x: {_verdict(grown <= 2 * need)})"
-            if need
+            f"; KV the live tokens need: {needed:.0f} MiB, growth / need = **{grown / needed:.2f}x** (target <= 2x: {_verdict(grown <= 2 * needed)})"
+            if needed
             else ""
         )
         lines.append(

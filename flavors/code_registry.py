@@ -147,6 +147,8 @@ class model_config_for_load:
 
     def __init__(self, config: Any):
         self.config = config
+        self._mlflow: Any = None  # mlflow.models.model_config, when MLflow is imported
+        self._previous: Any = None
 
     def __enter__(self) -> model_config_for_load:
         if not hasattr(_slots, "configs"):

@@ -179,7 +179,7 @@ def merge_requirements(inferred: list[str], pip_requirements: Any, extra: Any) -
     return base
 
 
-class _RecordingEnviron(MutableMapping):  # type: ignore[type-arg]
+class _RecordingEnviron(MutableMapping):
     """os.environ stand-in that remembers which secret-looking names were read."""
 
     def __init__(self, real: Any, seen: set[str]):
@@ -194,7 +194,7 @@ class _RecordingEnviron(MutableMapping):  # type: ignore[type-arg]
         self._note(key)
         return self._real[key]
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         self._note(key)
         return self._real.get(key, default)
 
@@ -227,4 +227,4 @@ def record_secret_env_reads() -> Iterator[set[str]]:
     try:
         yield seen
     finally:
-        os.environ = real  # type: ignore[assignment]  # noqa: B003
+        os.environ = real  # noqa: B003

@@ -305,10 +305,11 @@ class ModelSignature:
 
     @classmethod
     def from_dict(cls, data: dict[str, Optional[str]]) -> ModelSignature:
+        inputs, outputs, params = data.get("inputs"), data.get("outputs"), data.get("params")
         return cls(
-            inputs=Schema.from_json(data["inputs"]) if data.get("inputs") else None,
-            outputs=Schema.from_json(data["outputs"]) if data.get("outputs") else None,
-            params=ParamSchema.from_json(data["params"]) if data.get("params") else None,
+            inputs=Schema.from_json(inputs) if inputs else None,
+            outputs=Schema.from_json(outputs) if outputs else None,
+            params=ParamSchema.from_json(params) if params else None,
         )
 
 

@@ -25,7 +25,7 @@ def enforce_value(value: Any, dtype: DataType, path: str) -> Any:
     if isinstance(dtype, Array):
         if not isinstance(value, (list, tuple)):
             raise _fail(path, "an array", value)
-        out = value
+        out: Any = value
         for i, item in enumerate(value):
             checked = enforce_value(item, dtype.items, f"{path}[{i}]")
             if checked is not item:

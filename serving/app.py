@@ -77,7 +77,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
-        telemetry=_telemetry_config(),
+        telemetry=_telemetry_config(),  # type: ignore[arg-type]  # FastAPI's TelemetryConfig takes these keys
     )
     app.state.servelm = state
     app.add_middleware(RequestLog, metrics=state.metrics, routes=ROUTES)

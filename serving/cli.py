@@ -103,7 +103,7 @@ def _uvicorn_config(app_or_factory: Any, server: ServerOptions, **extra: Any) ->
         host=server.host,
         port=server.port,
         log_config=log_config(server.log_level),
-        timeout_graceful_shutdown=server.graceful_timeout,
+        timeout_graceful_shutdown=int(server.graceful_timeout),
         access_log=False,
         **extra,
     )

@@ -51,7 +51,7 @@ LLM_ENGINES = ("transformers", "onnx", "vllm")
 class ServelmDeployment:
     """One replica: ``create_app`` over the model, loaded before the replica reports ready."""
 
-    async def __init__(
+    async def __init__(  # type: ignore[misc]  # Ray Serve awaits an async constructor
         self,
         model: str,
         server_options: Optional[dict[str, Any]] = None,
@@ -200,7 +200,7 @@ def build_app(
     server_dump = server.model_dump(exclude=set(NOT_UNDER_RAY))
     if server_dump["api_key"] is None:
         del server_dump["api_key"]  # the replica's SERVELM_API_KEY (a runtime_env variable) then applies
-    return ServelmDeployment.options(name=name, **options).bind(model, server_dump, engine.model_dump())
+    return ServelmDeployment.options(name=name, **options).bind(model, server_dump, engine.model_dump())  # type: ignore[attr-defined]
 
 
 _deployment_options = deployment_options  # build_app's parameter of the same name shadows it
@@ -241,10 +241,10 @@ ServelmAppArgs = create_model(  # type: ignore[call-overload]
 ServelmAppArgs.__doc__ = "Arguments of ``serve run servelm.serving.ray:app``: the model, Ray's replica settings, servelm's options (unset: their defaults)."
 
 
-def app(args: ServelmAppArgs) -> Application:  # type: ignore[valid-type]
+def app(args: ServelmAppArgs) -> Application:
     """The application builder: ``serve run servelm.serving.ray:app model=DIR [field=value ...]``, or
     ``import_path: servelm.serving.ray:app`` with ``args:`` in a Serve config file."""
-    given = args.model_dump(exclude_none=True)  # type: ignore[attr-defined]
+    given = args.model_dump(exclude_none=True)
     return build_app(given.pop("model"), **given)
 
 

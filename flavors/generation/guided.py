@@ -32,7 +32,7 @@ def closing(max_tokens: int, generated: int) -> bool:
     return max_tokens - generated <= max(CLOSING_MARGIN, max_tokens // 5)
 
 
-_COMPACT_JSON = {"whitespace_flexible": False}
+_COMPACT_JSON: Any = {"whitespace_flexible": False}  # llguidance's JsonCompileOptions
 
 
 def grammar_text(spec: GuidedDecoding) -> str:

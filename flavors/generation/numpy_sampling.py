@@ -29,7 +29,7 @@ def sample_numpy(logits: Any, rows: list[RowSampling]) -> list[TokenChoice]:
             logprobs = shifted - np.log(np.exp(shifted).sum())
             choice.logprob = float(logprobs[choice.token])
             k = row.params.logprobs
-            top = np.argsort(-logprobs, kind="stable")[:k] if k else []
+            top: Any = np.argsort(-logprobs, kind="stable")[:k] if k else []
             choice.top = [(int(t), float(logprobs[t])) for t in top]
         out.append(choice)
     return out

@@ -126,7 +126,7 @@ class OnnxModel:
             )
         from .batcher import GenaiBatcher
 
-        return GenaiBatcher(self.genai)
+        return GenaiBatcher(self.genai)  # type: ignore[return-value]  # its sequences carry the Engine's state
 
     def chat_prompt_ids(self, request: ChatCompletionRequest) -> list[int]:
         return self.prompts.chat_prompt_ids(request)

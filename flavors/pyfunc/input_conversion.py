@@ -191,7 +191,7 @@ def hint_converter(hint: Any) -> Optional[Callable[[Any], Any]]:
     origin = typing.get_origin(hint)
     if origin is list:
         args = typing.get_args(hint)
-        element = args[0] if args else Any
+        element: Any = args[0] if args else Any
         rows = element is dict or typing.get_origin(element) is dict or _is_pydantic(element)
 
         def to_list(data: Any) -> Any:

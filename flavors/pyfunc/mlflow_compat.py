@@ -102,7 +102,7 @@ def unwrap(model: Any) -> Any:
     return model
 
 
-def _adapter(cls: type, inner: Any) -> Any:
+def _adapter(cls: Any, inner: Any) -> Any:
     """An instance of ``cls`` around ``inner``; stream methods only when ``inner`` implements them (the
     server decides whether a model streams by the methods its class overrides)."""
     if not _overrides_mlflow(inner, "predict_stream"):
@@ -146,14 +146,14 @@ class _MlflowChatAgentBase(_Adapter, ChatAgent):
         converted = [types.ChatAgentMessage(**_dump(m)) for m in messages]
         return converted, types.ChatContext(**_dump(context)) if context is not None else None, custom_inputs
 
-    def predict(self, messages, context=None, custom_inputs=None):  # type: ignore[override]
+    def predict(self, messages, context=None, custom_inputs=None):
         return ChatAgentResponse.model_validate(
             _dump(self.inner.predict(*self._args(messages, context, custom_inputs)))
         )
 
 
 class MlflowChatAgent(_MlflowChatAgentBase):
-    def predict_stream(self, messages, context=None, custom_inputs=None):  # type: ignore[override]
+    def predict_stream(self, messages, context=None, custom_inputs=None):
         for chunk in self.inner.predict_stream(*self._args(messages, context, custom_inputs)):
             yield ChatAgentChunk.model_validate(_dump(chunk))
 
@@ -170,12 +170,12 @@ class _MlflowChatModelBase(_Adapter, ChatModel):
 
         return context, [ChatMessage.from_dict(_dump(m)) for m in messages], ChatParams.from_dict(_dump(params))
 
-    def predict(self, context, messages, params):  # type: ignore[override]
+    def predict(self, context, messages, params):
         return ChatCompletionResponse.model_validate(_dump(self.inner.predict(*self._args(context, messages, params))))
 
 
 class MlflowChatModel(_MlflowChatModelBase):
-    def predict_stream(self, context, messages, params):  # type: ignore[override]
+    def predict_stream(self, context, messages, params):
         for chunk in self.inner.predict_stream(*self._args(context, messages, params)):
             yield ChatCompletionChunk.model_validate(_dump(chunk))
 
@@ -193,12 +193,12 @@ class _MlflowResponsesAgentBase(_Adapter, ResponsesAgent):
 
         return ResponsesAgentRequest(**request.model_dump(exclude_none=True))
 
-    def predict(self, request):  # type: ignore[override]
+    def predict(self, request):
         return ResponsesAgentResponse.model_validate(_dump(self.inner.predict(self._request(request))))
 
 
 class MlflowResponsesAgent(_MlflowResponsesAgentBase):
-    def predict_stream(self, request):  # type: ignore[override]
+    def predict_stream(self, request):
         for event in self.inner.predict_stream(self._request(request)):
             yield ResponsesAgentStreamEvent.model_validate(_dump(event))
 

@@ -91,14 +91,16 @@ def spark_udf(
         "extra_env": extra_env or {},
         "result_type": rtype,
         "input_names": names if all(names) else [],
-        "required": [s.name for s in inputs.specs if getattr(s, "required", True)] if names and all(names) else [],
+        "required": [s.name for s in inputs.specs if getattr(s, "required", True)]
+        if inputs is not None and names and all(names)
+        else [],
         "one_list_column": bool(
             inputs is not None and not inputs.is_tensor() and len(inputs.specs) == 1 and not names[0]
         ),
         "shipped": _ship(spark, path),
         "extra": _extra_hint(meta, path, kind),
     }
-    scorer = pandas_udf(_udf_function(spec), returnType=rtype)  # type: ignore[call-overload]
+    scorer = pandas_udf(_udf_function(spec), returnType=rtype)
     default_columns = spec["input_names"]
 
     def udf(*columns: Any) -> Any:
@@ -245,7 +247,7 @@ def _udf_function(spec: dict[str, Any]) -> Any:
     without servelm unpickles it and fails with a message that says so."""
     import pandas as pd
 
-    def servelm_udf(batches):  # type: ignore[no-untyped-def]
+    def servelm_udf(batches):
         try:
             from servelm.flavors.pyfunc.spark import score_batches
         except ImportError as exc:
@@ -262,7 +264,7 @@ def _udf_function(spec: dict[str, Any]) -> Any:
     out = pd.DataFrame if isinstance(spec["result_type"], StructType) else pd.Series
     servelm_udf.__annotations__ = {
         "batches": Iterator[tuple[Union[pd.Series, pd.DataFrame], ...]],
-        "return": Iterator[out],
+        "return": Iterator[out],  # type: ignore[valid-type]  # pandas_udf reads the annotation at run time
     }
     return servelm_udf
 

@@ -27,7 +27,7 @@ def sample_next(logits: Any, rows: list[RowSampling]) -> list[TokenChoice]:
         index = torch.tensor(wanted, device=logits.device)
         logprobs = logits.index_select(0, index).float().log_softmax(dim=-1)  # [wanted, vocab]
         most = max(rows[i].params.logprobs or 0 for i in wanted)
-        top_values, top_ids = logprobs.topk(most, dim=-1) if most else (None, None)
+        top_values, top_ids = logprobs.topk(max(most, 1), dim=-1)
         chosen = (
             logprobs.gather(1, torch.tensor([[tokens[i]] for i in wanted], device=logits.device)).squeeze(1).tolist()
         )

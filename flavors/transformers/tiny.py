@@ -10,7 +10,7 @@ import json
 import os
 import random
 import shutil
-from typing import Optional
+from typing import Any, Optional
 
 from ..cache import default_cache_dir
 
@@ -94,6 +94,7 @@ def build_tiny_model(
         bos_token_id=None,
         tie_word_embeddings=False,
     )
+    config: Any
     if arch == "llama":
         config = LlamaConfig(**common)
     elif arch == "qwen2":

@@ -314,7 +314,7 @@ def chat_context(request: ChatCompletionRequest) -> Optional[ChatContext]:
     return ChatContext(conversation_id=conversation, user_id=user) if conversation or user else None
 
 
-def _typed(obj: Any, cls: type) -> Any:
+def _typed(obj: Any, cls: Any) -> Any:
     return obj if isinstance(obj, cls) else cls.model_validate(obj)
 
 

@@ -295,7 +295,7 @@ def _text_prompts(request: CompletionRequest) -> list[str]:
     prompts = request.prompts()
     if not all(isinstance(p, str) for p in prompts):
         raise APIError(400, "this model takes text prompts, not token ids", param="prompt")
-    return prompts  # type: ignore[return-value]
+    return prompts
 
 
 def _prompt_as_chat(request: CompletionRequest, prompt: str, model: str) -> ChatCompletionRequest:

@@ -53,9 +53,9 @@ from .llm_requests import guided_decoding, logit_bias, refuse_unsupported, tool_
 
 
 class Piece(NamedTuple):
-    """Output of one choice as it streams; ``index`` -1 ends the stream (``tokens`` = prompt tokens)."""
+    """Output of one choice as it streams; ``choice`` -1 ends the stream (``tokens`` = prompt tokens)."""
 
-    index: int
+    choice: int
     text: str
     finished: bool
     finish_reason: Optional[str]
@@ -161,7 +161,7 @@ class LLMService(ModelService):
                 param=field,
                 code="context_length_exceeded",
             )
-        params = sampling_params(request, len(ids), context, self.defaults)  # type: ignore[arg-type]
+        params = sampling_params(request, len(ids), context, self.defaults)
         if logprobs is None and isinstance(request.logprobs, bool) and request.logprobs:
             logprobs = request.top_logprobs or 0
         params = replace(
@@ -259,12 +259,12 @@ class LLMService(ModelService):
         called: set[int] = set()
         completion = 0
         async for piece in self._pieces(generation):
-            if piece.index < 0:
+            if piece.choice < 0:
                 yield -1, {"prompt_tokens": piece.tokens, "completion_tokens": completion}, None, None
                 return
             delta: dict[str, Any] = {}
             if parsers:
-                parser = parsers[piece.index]
+                parser = parsers[piece.choice]
                 events = parser.feed(piece.text) + (parser.finish() if piece.finished else [])
                 content = "".join(e.content for e in events)
                 calls = [
@@ -274,7 +274,7 @@ class LLMService(ModelService):
                 ]
                 if calls:
                     delta["tool_calls"] = calls
-                    called.add(piece.index)
+                    called.add(piece.choice)
             else:
                 content = piece.text
             if content:
@@ -282,13 +282,13 @@ class LLMService(ModelService):
             if piece.finished:
                 completion += piece.tokens
             finish = (
-                ("tool_calls" if piece.index in called and piece.finish_reason != "length" else piece.finish_reason)
+                ("tool_calls" if piece.choice in called and piece.finish_reason != "length" else piece.finish_reason)
                 if piece.finished
                 else None
             )
             logprobs = {"content": token_logprobs(piece.logprobs, self.codec.token_bytes)} if piece.logprobs else None
             if delta or finish or logprobs:
-                yield piece.index, delta, finish, logprobs
+                yield piece.choice, delta, finish, logprobs
 
     # ------------------------------------------------------------------ chat completions
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletionResponse:
@@ -359,7 +359,7 @@ class LLMService(ModelService):
         generations = self.prepare_text(request)
         prompts = request.prompts()
         results = await asyncio.gather(*(self._collect(g) for g in generations))
-        choices = []
+        choices: list[dict[str, Any]] = []
         prompt_tokens = completion = 0
         for p, (generation, result) in enumerate(zip(generations, results)):
             prompt_tokens += len(generation.prompt_ids)
@@ -398,15 +398,15 @@ class LLMService(ModelService):
         offsets: dict[int, int] = {}
         prompt = request.prompts()[0]
         async for piece in self._pieces(generations[0]):
-            if piece.index < 0:
+            if piece.choice < 0:
                 if include_usage:
                     yield framer.usage(piece.tokens, completion)
                 return
             text = piece.text
-            if request.echo and piece.index not in offsets:
+            if request.echo and piece.choice not in offsets:
                 text = _echo_text(prompt) + text
-            start = offsets.get(piece.index, len(text) - len(piece.text))
-            offsets[piece.index] = start + len(piece.text)
+            start = offsets.get(piece.choice, len(text) - len(piece.text))
+            offsets[piece.choice] = start + len(piece.text)
             if piece.finished:
                 completion += piece.tokens
             lp = (
@@ -414,7 +414,7 @@ class LLMService(ModelService):
                 if request.logprobs is not None
                 else None
             )
-            yield framer.choice(piece.index, text, piece.finish_reason if piece.finished else None, lp)
+            yield framer.choice(piece.choice, text, piece.finish_reason if piece.finished else None, lp)
 
     # ------------------------------------------------------------------ /invocations
     async def invoke(self, data: Any, params: Optional[dict[str, Any]]) -> Any:

@@ -112,7 +112,7 @@ def guided_decoding(request: ChatParams, plan: ToolPlan, fmt: ToolFormat) -> Opt
             GuidedDecoding("json_object")
             if request.response_format.type == "json_object"
             else GuidedDecoding("json_schema", json.dumps(answer))
-        )  # type: ignore[union-attr]
+        )
         param = "response_format"
     else:
         return None
