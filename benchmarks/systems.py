@@ -178,26 +178,23 @@ def build_system(
     vllm_env = {**VLLM_ENV, "VLLM_CPU_KVCACHE_SPACE": str(args.vllm_kv_gib)}
     vllm_args = ["--max-model-len", str(args.max_model_len)] if args.max_model_len else []
     label = f"{name} ({workers} workers)" if workers > 1 else name
-    if name == "servelm-transformers":
+
+    def llm(label: str, argv: list[str], env: dict[str, str], startup_timeout: float = 120.0) -> System:
+        """A system answering streamed chat completions as model "tiny"."""
         return System(
             label,
             "llm",
-            servelm + ["-m", models["transformers"], "--served-model-name", "tiny"],
+            argv,
             "/v1/chat/completions",
             {**llm_body, "model": "tiny"},
             True,
-            one_thread,
+            env,
+            startup_timeout=startup_timeout,
         )
-    if name == "servelm-onnx":
-        return System(
-            label,
-            "llm",
-            servelm + ["-m", models["onnx"], "--served-model-name", "tiny"],
-            "/v1/chat/completions",
-            {**llm_body, "model": "tiny"},
-            True,
-            one_thread,
-        )
+
+    named = ["--served-model-name", "tiny"]
+    if name in ("servelm-transformers", "servelm-onnx"):
+        return llm(label, servelm + ["-m", models[name.removeprefix("servelm-")]] + named, one_thread)
     if name == "servelm-vllm":
         argv = [
             pythons["vllm"] or "",
@@ -210,19 +207,8 @@ def build_system(
             "vllm",
             "-m",
             models["transformers"],
-            "--served-model-name",
-            "tiny",
-        ] + vllm_args
-        return System(
-            name,
-            "llm",
-            argv,
-            "/v1/chat/completions",
-            {**llm_body, "model": "tiny"},
-            True,
-            vllm_env,
-            startup_timeout=400,
-        )
+        ]
+        return llm(name, argv + named + vllm_args, vllm_env, 400)
     if name == "vllm":
         argv = [
             pythons["vllm"] or "",
@@ -230,21 +216,10 @@ def build_system(
             "vllm.entrypoints.openai.api_server",
             "--model",
             models["hf"],
-            "--served-model-name",
-            "tiny",
             "--host",
             "127.0.0.1",
-        ] + vllm_args
-        return System(
-            name,
-            "llm",
-            argv,
-            "/v1/chat/completions",
-            {**llm_body, "model": "tiny"},
-            True,
-            vllm_env,
-            startup_timeout=400,
-        )
+        ]
+        return llm(name, argv + named + vllm_args, vllm_env, 400)
     mlflow_env = {
         "PATH": os.path.dirname(pythons["mlflow"] or PYTHON) + os.pathsep + os.environ.get("PATH", "")
     }  # it execs `uvicorn`

@@ -10,18 +10,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .errors import APIError, as_api_error
-from .http import SlotEventSourceResponse, guard_request
+from .http import SlotEventSourceResponse, check_api_key, guard_request, parse_body, read_json
+from .services.base import ModelService
 from .state import ServerState
+
+Body = TypeVar("Body", bound=BaseModel)
 
 #: SSE events that end a stream after an error (OpenAI's shape for the route)
 ErrorEvents = Callable[[APIError], list[dict[str, Any]]]
+
+
+async def accept(request: Request, body_type: type[Body], route: str) -> tuple[ServerState, ModelService, Body]:
+    """The start of every OpenAI route: the API key checked, a loaded model, the JSON body parsed into
+    ``body_type`` (a 400 naming the field), the model it names checked, and the route one the model answers."""
+    state: ServerState = request.app.state.servelm
+    check_api_key(request, state.server.api_key)
+    service = state.ready()
+    body = parse_body(body_type, await read_json(request, state.server.max_body_bytes))
+    state.check_model(getattr(body, "model", None))
+    service.require(route)
+    return state, service, body
 
 
 async def run_json(request: Request, state: ServerState, work: Callable[[], Awaitable[Any]]) -> Response:

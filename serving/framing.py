@@ -87,24 +87,11 @@ async def openai_chat_chunks(
         yield envelope([], usage=(usage or TokenUsageStats()).model_dump())
 
 
-class ChatChunkFramer:
-    """``chat.completion.chunk`` JSON for one response: the envelope is written once, choices per chunk."""
+class _Framer:
+    """Chunk JSON of one streamed response: the envelope (id, object, created, model) written once."""
 
-    def __init__(self, model: str):
-        self.head = f'{{"id":"{new_id("chatcmpl")}","object":"chat.completion.chunk","created":{now_seconds()},"model":{json.dumps(model)},"choices":'
-        self.started: set[int] = set()
-
-    def choice(
-        self, index: int, delta: dict[str, Any], finish_reason: Optional[str] = None, logprobs: Any = None
-    ) -> str:
-        """A chunk with one choice; the choice's first chunk gets ``role`` (and ``content: ""`` when it has none)."""
-        if index not in self.started:
-            self.started.add(index)
-            delta = {"role": "assistant", **delta}
-            if "content" not in delta and "tool_calls" not in delta:
-                delta["content"] = ""
-        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
-        return self.head + "[" + dumps(choice) + "]}"
+    def __init__(self, prefix: str, kind: str, model: str):
+        self.head = f'{{"id":"{new_id(prefix)}","object":"{kind}","created":{now_seconds()},"model":{json.dumps(model)},"choices":'
 
     def usage(self, prompt_tokens: int, completion_tokens: int) -> str:
         """The final usage chunk (``choices: []``)."""
@@ -116,11 +103,35 @@ class ChatChunkFramer:
         return self.head + '[],"usage":' + dumps(usage) + "}"
 
 
-class CompletionChunkFramer:
+class ChatChunkFramer(_Framer):
+    """``chat.completion.chunk`` JSON: a choice's first chunk carries the role."""
+
+    def __init__(self, model: str):
+        super().__init__("chatcmpl", "chat.completion.chunk", model)
+        self.started: set[int] = set()
+
+    def choice(
+        self, index: int, delta: dict[str, Any], finish_reason: Optional[str] = None, logprobs: Any = None
+    ) -> str:
+        """A chunk with one choice; the choice's first chunk gets ``role`` (and ``content: ""`` when it has none)."""
+        if index not in self.started:
+            self.started.add(index)
+            delta = {"role": "assistant", **delta}
+            if "content" not in delta and "tool_calls" not in delta:
+                delta["content"] = ""
+        return (
+            self.head
+            + "["
+            + dumps({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason})
+            + "]}"
+        )
+
+
+class CompletionChunkFramer(_Framer):
     """``text_completion`` chunk JSON (the legacy /v1/completions stream)."""
 
     def __init__(self, model: str):
-        self.head = f'{{"id":"{new_id("cmpl")}","object":"text_completion","created":{now_seconds()},"model":{json.dumps(model)},"choices":'
+        super().__init__("cmpl", "text_completion", model)
 
     def choice(self, index: int, text: str, finish_reason: Optional[str] = None, logprobs: Any = None) -> str:
         return (
@@ -129,11 +140,3 @@ class CompletionChunkFramer:
             + dumps({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason})
             + "]}"
         )
-
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> str:
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
-        return self.head + '[],"usage":' + dumps(usage) + "}"

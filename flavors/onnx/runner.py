@@ -18,9 +18,9 @@ import numpy as np
 from ..cache import default_cache_dir
 from ..generation.choice import RowSampling, TokenChoice
 from ..generation.numpy_sampling import numpy_generator, sample_numpy
+from ..generation.row_cache import RowCache
 from .last_token import last_token_decoder
 
-_LENGTH_STEP = 256  # positions are allocated in multiples of this (attention cost grows with the buffer)
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
@@ -57,58 +57,24 @@ class OrtDecoder:
         self.position_ids = names.get("position_ids") if names.get("position_ids") in inputs else None
 
 
-class OrtRunner:
-    """A ``ModelRunner`` over an ``OrtDecoder``: its own KV cache, grown as sequences need room."""
+class OrtRunner(RowCache):
+    """A ``ModelRunner`` over an ``OrtDecoder``: its own KV cache (``RowCache`` in numpy buffers, bound to
+    the session in place), and the forward passes over it."""
 
     def __init__(self, decoder: OrtDecoder, max_rows: int):
+        super().__init__(decoder.layers, decoder.kv_heads, decoder.head_dim, decoder.context_length, max_rows)
         self.d = decoder
-        self.context_length = decoder.context_length
         self.vocab_size = decoder.vocab_size
-        self.max_rows = max_rows
-        self.keys: list[np.ndarray] = []
-        self.values: list[np.ndarray] = []
-        self.rows = 0
-        self.length = 0
 
-    # ------------------------------------------------------------------ the cache
-    def ensure(self, rows: int, length: int) -> None:
-        """Grow to at least ``rows`` rows (doubling, up to ``max_rows``) of ``length`` positions (in steps of 256)."""
-        wanted = min(self.max_rows, rows)
-        rows = min(self.max_rows, max(wanted, 2 * self.rows)) if wanted > self.rows else self.rows
-        length = max(self.length, min(self.context_length, -(-length // _LENGTH_STEP) * _LENGTH_STEP))
-        if rows == self.rows and length == self.length:
-            return
-        d = self.d
-        shape = (rows, d.kv_heads, length, d.head_dim)
-        keys = [np.zeros(shape, d.cache_dtype) for _ in range(d.layers)]
-        values = [np.zeros(shape, d.cache_dtype) for _ in range(d.layers)]
-        for old, new in zip(self.keys + self.values, keys + values):
-            new[: self.rows, :, : self.length] = old
-        self.keys, self.values, self.rows, self.length = keys, values, rows, length
+    def _zeros(self, shape: tuple[int, ...]) -> Any:
+        return np.zeros(shape, self.d.cache_dtype)
 
-    def release(self) -> None:
-        self.keys, self.values, self.rows, self.length = [], [], 0, 0
+    def _copy(self, part: Any) -> Any:
+        return part.copy()
 
-    def move(self, src: int, dst: int, length: int) -> None:
-        for cache in self.keys + self.values:
-            cache[dst, :, :length] = cache[src, :, :length]
-
-    def swap(self, a: int, b: int, length: int) -> None:
-        for cache in self.keys + self.values:
-            kept = cache[a, :, :length].copy()
-            cache[a, :, :length] = cache[b, :, :length]
-            cache[b, :, :length] = kept
-
-    def save_block(self, row: int, start: int, size: int) -> tuple[Any, int]:
-        block = np.stack(
-            [c[row, :, start : start + size] for c in self.keys + self.values]
-        )  # [2 * layers, kv_heads, size, head_dim]
+    def _stack(self, parts: list[Any]) -> tuple[Any, int]:
+        block = np.stack(parts)
         return block, block.nbytes
-
-    def load_block(self, block: Any, row: int, start: int) -> None:
-        size = block.shape[2]
-        for cache, part in zip(self.keys + self.values, block):
-            cache[row, :, start : start + size] = part
 
     # ------------------------------------------------------------------ forward passes
     def prefill(self, row: int, token_ids: list[int], start: int) -> Any:

@@ -5,7 +5,7 @@ The names MLflow's ``mlflow.pyfunc`` module has are here too (the base classes, 
 ``spark_udf``), so code written for MLflow runs with its imports swapped.
 """
 
-from typing import Any, Optional
+from typing import Any
 
 from servelm.agents import ChatAgent, ChatModel, PythonModel, PythonModelContext, ResponsesAgent
 
@@ -13,20 +13,13 @@ from .load import PyFuncModel, get_model_dependencies, load_model
 from .save import save_model
 
 
-def spark_udf(
-    spark: Any,
-    model_uri: str,
-    result_type: Any = None,
-    env_manager: Optional[str] = None,
-    params: Optional[dict[str, Any]] = None,
-    extra_env: Optional[dict[str, str]] = None,
-    model_config: Optional[dict[str, Any]] = None,
-) -> Any:
-    """A Spark pandas UDF scoring the model directory ``model_uri``, as ``mlflow.pyfunc.spark_udf``
-    (``servelm.flavors.pyfunc.spark``; needs ``servelm[spark]``)."""
-    from .spark import spark_udf as _spark_udf
+def __getattr__(name: str) -> Any:
+    """``spark_udf`` (``servelm.flavors.pyfunc.spark``), imported on first use: it needs ``servelm[spark]``."""
+    if name == "spark_udf":
+        from .spark import spark_udf
 
-    return _spark_udf(spark, model_uri, result_type, env_manager, params, extra_env, model_config)
+        return spark_udf
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

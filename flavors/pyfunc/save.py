@@ -17,7 +17,7 @@ import cloudpickle
 
 from servelm.agents import ChatAgent, ChatModel, FunctionPythonModel, PythonModel, PythonModelContext, ResponsesAgent
 from servelm.agents.chat_agent_types import ChatAgentRequest, ChatAgentResponse
-from servelm.agents.chat_types import ChatCompletionRequest, ChatCompletionResponse
+from servelm.agents.chat_types import CHAT_MODEL_INPUT_EXAMPLE, ChatCompletionRequest, ChatCompletionResponse
 from servelm.agents.python_model import overrides
 from servelm.agents.responses_types import ResponsesAgentRequest, ResponsesAgentResponse
 
@@ -54,14 +54,7 @@ _AGENT_SCHEMAS: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "agent/v1/chat": (
         ChatCompletionRequest,
         ChatCompletionResponse,
-        {
-            "messages": [{"role": "user", "content": "Hello!"}],
-            "temperature": 1.0,
-            "max_tokens": 10,
-            "stop": ["\n"],
-            "n": 1,
-            "stream": False,
-        },
+        CHAT_MODEL_INPUT_EXAMPLE,
     ),
     "agent/v2/chat": (ChatAgentRequest, ChatAgentResponse, {"messages": [{"role": "user", "content": "Hello!"}]}),
     "agent/v1/responses": (

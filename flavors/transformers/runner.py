@@ -17,10 +17,10 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..generation.choice import RowSampling, TokenChoice
+from ..generation.row_cache import RowCache
 from .sampling import sample_next
 
 ARCHITECTURES = ("llama", "mistral", "qwen2", "phi3")
-_LENGTH_STEP = 256  # positions are allocated in multiples of this
 _ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # fixed frequencies, computed once by transformers
 
 
@@ -134,60 +134,25 @@ def _mkldnn_linear_available() -> bool:
         return False
 
 
-class TorchRunner:
-    """A ``ModelRunner`` over ``LlamaWeights``: its own KV cache, per layer [rows, kv_heads, positions,
-    head_dim], grown as sequences need room and freed when none is left."""
+class TorchRunner(RowCache):
+    """A ``ModelRunner`` over ``LlamaWeights``: its own KV cache (``RowCache`` in torch tensors on the model's
+    device), and the forward passes over it."""
 
     def __init__(self, weights: LlamaWeights, max_rows: int):
+        super().__init__(len(weights.layers), weights.kv_heads, weights.head_dim, weights.context_length, max_rows)
         self.w = weights
         self.torch = weights.torch
-        self.context_length = weights.context_length
         self.vocab_size = weights.vocab_size
-        self.max_rows = max_rows
-        self.keys: list[Any] = []
-        self.values: list[Any] = []
-        self.rows = 0  # allocated
-        self.length = 0  # allocated positions per row
 
-    # ------------------------------------------------------------------ the cache
-    def ensure(self, rows: int, length: int) -> None:
-        """Grow to at least ``rows`` rows (doubling, up to ``max_rows``) of ``length`` positions (in steps of 256)."""
-        wanted = min(self.max_rows, rows)
-        rows = min(self.max_rows, max(wanted, 2 * self.rows)) if wanted > self.rows else self.rows
-        length = max(self.length, min(self.context_length, -(-length // _LENGTH_STEP) * _LENGTH_STEP))
-        if rows == self.rows and length == self.length:
-            return
-        w, torch = self.w, self.torch
-        shape = (rows, w.kv_heads, length, w.head_dim)
-        keys = [torch.zeros(shape, dtype=w.cache_dtype, device=w.device) for _ in w.layers]
-        values = [torch.zeros(shape, dtype=w.cache_dtype, device=w.device) for _ in w.layers]
-        for old, new in zip(self.keys + self.values, keys + values):
-            new[: self.rows, :, : self.length] = old
-        self.keys, self.values, self.rows, self.length = keys, values, rows, length
+    def _zeros(self, shape: tuple[int, ...]) -> Any:
+        return self.torch.zeros(shape, dtype=self.w.cache_dtype, device=self.w.device)
 
-    def release(self) -> None:
-        self.keys, self.values, self.rows, self.length = [], [], 0, 0
+    def _copy(self, part: Any) -> Any:
+        return part.clone()
 
-    def move(self, src: int, dst: int, length: int) -> None:
-        for cache in self.keys + self.values:
-            cache[dst, :, :length] = cache[src, :, :length]
-
-    def swap(self, a: int, b: int, length: int) -> None:
-        for cache in self.keys + self.values:
-            kept = cache[a, :, :length].clone()
-            cache[a, :, :length] = cache[b, :, :length]
-            cache[b, :, :length] = kept
-
-    def save_block(self, row: int, start: int, size: int) -> tuple[Any, int]:
-        block = self.torch.stack(
-            [c[row, :, start : start + size] for c in self.keys + self.values]
-        )  # [2 * layers, kv_heads, size, head_dim]
+    def _stack(self, parts: list[Any]) -> tuple[Any, int]:
+        block = self.torch.stack(parts)
         return block, block.numel() * block.element_size()
-
-    def load_block(self, block: Any, row: int, start: int) -> None:
-        size = block.shape[2]
-        for cache, part in zip(self.keys + self.values, block):
-            cache[row, :, start : start + size] = part
 
     # ------------------------------------------------------------------ forward passes
     def prefill(self, row: int, token_ids: list[int], start: int) -> Any:

@@ -12,23 +12,16 @@ from starlette.responses import Response
 from servelm.agents import ChatCompletionRequest
 
 from ..errors import APIError
-from ..flow import run_json, run_stream
+from ..flow import accept, run_json, run_stream
 from ..framing import dumps
-from ..http import check_api_key, parse_body, read_json
 from ..services.base import CHAT
-from ..state import ServerState
 
 router = APIRouter()
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
-    state: ServerState = request.app.state.servelm
-    check_api_key(request, state.server.api_key)
-    service = state.ready()
-    chat = parse_body(ChatCompletionRequest, await read_json(request, state.server.max_body_bytes))
-    state.check_model(chat.model)
-    service.require(CHAT)
+    state, service, chat = await accept(request, ChatCompletionRequest, CHAT)
     if (chat.n or 1) > 1 and not service.capabilities.n:
         raise APIError(400, "n > 1 is not supported by this model", param="n", code="unsupported_value")
     if chat.logprobs and not service.capabilities.logprobs:

@@ -11,10 +11,8 @@ from starlette.responses import Response
 from servelm.agents import CompletionRequest
 
 from ..errors import APIError
-from ..flow import run_json, run_stream
-from ..http import check_api_key, parse_body, read_json
+from ..flow import accept, run_json, run_stream
 from ..services.base import COMPLETIONS
-from ..state import ServerState
 from .chat import _sse, chat_error_events
 
 router = APIRouter()
@@ -22,12 +20,7 @@ router = APIRouter()
 
 @router.post("/v1/completions")
 async def completions(request: Request) -> Response:
-    state: ServerState = request.app.state.servelm
-    check_api_key(request, state.server.api_key)
-    service = state.ready()
-    body = parse_body(CompletionRequest, await read_json(request, state.server.max_body_bytes))
-    state.check_model(body.model)
-    service.require(COMPLETIONS)
+    state, service, body = await accept(request, CompletionRequest, COMPLETIONS)
     if body.suffix:
         raise APIError(
             400,

@@ -20,9 +20,9 @@ from servelm.agents import ResponsesAgentRequest
 from servelm.agents.responses_types import ResponsesItem
 
 from ..errors import APIError
-from ..flow import run_json, run_stream
+from ..flow import accept, run_json, run_stream
 from ..framing import dumps
-from ..http import check_api_key, parse_body, read_json
+from ..http import check_api_key
 from ..services.base import RESPONSES
 from ..state import ServerState
 
@@ -48,12 +48,7 @@ _DEFAULTS: dict[str, Any] = {
 
 @router.post("/v1/responses")
 async def responses(request: Request) -> Response:
-    state: ServerState = request.app.state.servelm
-    check_api_key(request, state.server.api_key)
-    service = state.ready()
-    body = parse_body(ResponsesAgentRequest, await read_json(request, state.server.max_body_bytes))
-    state.check_model(body.model)
-    service.require(RESPONSES)
+    state, service, body = await accept(request, ResponsesAgentRequest, RESPONSES)
     inputs = [item.model_dump(exclude_none=True) for item in body.input]
     if body.previous_response_id:
         history = state.responses.conversation(body.previous_response_id)

@@ -1,0 +1,71 @@
+"""The KV cache of a runner: per layer a key and a value buffer [rows, kv_heads, positions, head_dim], one
+sequence per row, positions left-aligned; grown as sequences need room, freed when none is left. The
+array library (torch, numpy) is the subclass's: it says how to allocate, copy and stack buffers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+LENGTH_STEP = 256  # positions are allocated in multiples of this
+
+
+class RowCache:
+    """Rows of KV buffers and the row operations the scheduler asks of a runner (``ModelRunner``)."""
+
+    def __init__(self, layers: int, kv_heads: int, head_dim: int, context_length: int, max_rows: int):
+        self.layers, self.kv_heads, self.head_dim = layers, kv_heads, head_dim
+        self.context_length = context_length
+        self.max_rows = max_rows
+        self.keys: list[Any] = []
+        self.values: list[Any] = []
+        self.rows = 0  # allocated
+        self.length = 0  # allocated positions per row
+
+    # ------------------------------------------------------------------ what the array library provides
+    def _zeros(self, shape: tuple[int, ...]) -> Any:
+        raise NotImplementedError
+
+    def _copy(self, part: Any) -> Any:
+        raise NotImplementedError
+
+    def _stack(self, parts: list[Any]) -> tuple[Any, int]:
+        """The parts stacked into one new buffer, and its size in bytes."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the rows
+    def ensure(self, rows: int, length: int) -> None:
+        """Grow to at least ``rows`` rows (doubling, up to ``max_rows``) of ``length`` positions (in steps of 256),
+        keeping what is cached."""
+        wanted = min(self.max_rows, rows)
+        rows = min(self.max_rows, max(wanted, 2 * self.rows)) if wanted > self.rows else self.rows
+        length = max(self.length, min(self.context_length, -(-length // LENGTH_STEP) * LENGTH_STEP))
+        if rows == self.rows and length == self.length:
+            return
+        shape = (rows, self.kv_heads, length, self.head_dim)
+        keys = [self._zeros(shape) for _ in range(self.layers)]
+        values = [self._zeros(shape) for _ in range(self.layers)]
+        for old, new in zip(self.keys + self.values, keys + values):
+            new[: self.rows, :, : self.length] = old
+        self.keys, self.values, self.rows, self.length = keys, values, rows, length
+
+    def release(self) -> None:
+        self.keys, self.values, self.rows, self.length = [], [], 0, 0
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        for cache in self.keys + self.values:
+            cache[dst, :, :length] = cache[src, :, :length]
+
+    def swap(self, a: int, b: int, length: int) -> None:
+        for cache in self.keys + self.values:
+            kept = self._copy(cache[a, :, :length])
+            cache[a, :, :length] = cache[b, :, :length]
+            cache[b, :, :length] = kept
+
+    def save_block(self, row: int, start: int, size: int) -> tuple[Any, int]:
+        """A copy of positions ``start .. start+size`` of ``row``: [2 * layers, kv_heads, size, head_dim], and its bytes."""
+        return self._stack([c[row, :, start : start + size] for c in self.keys + self.values])
+
+    def load_block(self, block: Any, row: int, start: int) -> None:
+        size = block.shape[2]
+        for cache, part in zip(self.keys + self.values, block):
+            cache[row, :, start : start + size] = part
