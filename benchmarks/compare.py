@@ -13,6 +13,7 @@ JSON, a markdown table with the target ratios (benchmarks/report.py), and PNG pl
 
 Systems (benchmarks/systems.py; those whose software is missing are skipped and listed as such):
   servelm-transformers, servelm-onnx, servelm-vllm  servelm serve with each engine (streamed, ignore_eos)
+  servelm-onnx-int4     the onnx engine on an int4 export (weights as 4-bit blocks, like the GGUF checkpoint's)
   vllm                  vLLM's own OpenAI server (python -m vllm.entrypoints.openai.api_server)
   mlflow-transformers   mlflow models serve of the same model saved by mlflow.transformers (no streaming)
   servelm-agent, mlflow-agent   the trivial ChatAgent, non-streamed, at --agent-concurrency (request overhead)
@@ -89,7 +90,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument(
         "--points", default="", help="extra LLM points after the main levels, e.g. long@16,agent@16,long@32"
     )
-    parser.add_argument("--requests", type=int, default=256, help="requests per level (at least one per client)")
+    parser.add_argument("--requests", type=int, default=256, help="requests per level (at least two per client)")
     parser.add_argument("--agent-requests", type=int, default=4000, help="requests for the trivial-agent level")
     parser.add_argument("--agent-concurrency", type=int, default=32, help="clients for the trivial-agent level")
     parser.add_argument(
@@ -144,7 +145,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             skipped[name] = "servelm is not installed in the vllm venv (pip install -e . there)"
         if name.startswith("mlflow") and pythons["mlflow"] is None:
             skipped[name] = "mlflow is not installed (give --mlflow-python)"
-        if name == "servelm-onnx" and python_with("onnxruntime_genai") is None:
+        if name.startswith("servelm-onnx") and python_with("onnxruntime_genai") is None:
             skipped[name] = "onnxruntime-genai is not installed (pip install 'servelm[onnx]')"
     runnable = [n for n in wanted if n not in skipped]
     import servelm.agents
@@ -183,7 +184,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         for name in runnable:
             worker_counts = (
                 [int(w) for w in args.workers.split(",")]
-                if name in ("servelm-transformers", "servelm-onnx", "servelm-agent")
+                if name in ("servelm-transformers", "servelm-onnx", "servelm-onnx-int4", "servelm-agent")
                 else [1]
             )
             for workers in worker_counts:
@@ -199,7 +200,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                         report["rows"] += measure(system, base, levels, args.requests, args.repeat, args.workload, proc)
                         for workload, clients in points:
                             for row in measure(
-                                system, base, [clients], max(args.requests // 2, clients), args.repeat, workload, proc
+                                system, base, [clients], args.requests // 2, args.repeat, workload, proc
                             ):
                                 report["rows"].append({**row, "extra_point": True})
                     elif shutil.which("wrk") and not args.no_wrk:

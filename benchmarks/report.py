@@ -10,8 +10,11 @@ from typing import Any, Optional
 Rows = list[dict[str, Any]]
 
 
-def at(rows: Rows, system: str, level: int, workload: Optional[str] = None) -> Optional[dict[str, Any]]:
-    """The row of ``system`` at ``level`` clients (of ``workload``, default: the run's main one), if it had no failures."""
+def at(
+    rows: Rows, system: str, level: int, workload: Optional[str] = None, extra: bool = False
+) -> Optional[dict[str, Any]]:
+    """The row of ``system`` at ``level`` clients (of ``workload``; a main level, or with ``extra`` an extra
+    point), if it had no failures."""
     return next(
         (
             r
@@ -20,7 +23,7 @@ def at(rows: Rows, system: str, level: int, workload: Optional[str] = None) -> O
             and r["concurrency"] == level
             and not r["failures"]
             and (workload is None or r.get("workload", "fixed") == workload)
-            and not r.get("extra_point")
+            and bool(r.get("extra_point")) == extra
         ),
         None,
     )
@@ -132,11 +135,14 @@ def real_targets(rows: Rows, levels: list[int], settings: dict[str, Any]) -> lis
                 target = f" (target >= 4x: {_verdict(value >= 4)})" if system != "vllm" else " (for reference)"
                 lines.append(f"- {system}: 16 streams / 1 stream = **{value:.1f}x**{target}")
     for point in (r for r in rows if r.get("extra_point") and r.get("workload") == "agent"):
-        plain = at(rows, point["system"], point["concurrency"], workload)
+        # the baseline: the same prompt shape with nothing shared (the unshared point), else the main workload
+        unshared = at(rows, point["system"], point["concurrency"], "unshared", extra=True)
+        baseline = "unshared" if unshared else workload
+        plain = unshared or at(rows, point["system"], point["concurrency"], workload)
         if plain and plain.get("ttft_p50_s") and point.get("ttft_p50_s"):
             value = point["ttft_p50_s"] / plain["ttft_p50_s"]
             lines.append(
-                f"- {point['system']}: agent-like TTFT p50 / no-shared-prefix TTFT p50 at {point['concurrency']} clients = **{value:.2f}x** "
+                f"- {point['system']}: agent-like TTFT p50 / TTFT p50 of {baseline} prompts at {point['concurrency']} clients = **{value:.2f}x** "
                 f"({point['ttft_p50_s'] * 1000:.0f} ms vs {plain['ttft_p50_s'] * 1000:.0f} ms; target <= 0.5x: {_verdict(value <= 0.5)})"
             )
     kv_token = settings.get("kv_bytes_per_token") or {}

@@ -10,8 +10,11 @@ warms up with one request per client first.
 
 Workloads (``--workload``): ``fixed`` sends one short prompt every time; ``real`` a distinct prompt of
 about 250 tokens per request; ``long`` distinct prompts of about 1500 tokens; ``agent`` a shared system
-prompt of about 1000 tokens followed by a short distinct user turn (what an agent framework sends).
-Prompts are made of common words drawn from a seeded generator, distinct from their first word.
+prompt of about 1000 tokens followed by a short distinct user turn (what an agent framework sends);
+``unshared`` the same shape with a distinct system prompt per request (the agent point's baseline).
+Prompts are made of common words drawn from a generator seeded by the workload, ``--salt`` and the
+request's index: distinct from their first word, and distinct between runs with different salts (a
+server's prefix cache must not carry one level's prompts into the next).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any, Optional
 import aiohttp
 
 PROMPT = "Write a short story about a small model server that answers many questions at once."
-WORKLOADS = ("fixed", "real", "long", "agent")
+WORKLOADS = ("fixed", "real", "long", "agent", "unshared")
 _WORDS = (
     "time year people way day man thing woman life child world school state family student group country problem hand part "
     "place case week company system program question work government number night point home water room mother area money story "
@@ -49,18 +52,18 @@ def _text(rng: random.Random, words: int) -> str:
     return " ".join(rng.choice(_WORDS) for _ in range(words))
 
 
-def workload_messages(workload: str, index: int) -> list[dict[str, str]]:
-    """The chat messages of request ``index`` of a workload (distinct per index, the same across runs)."""
+def workload_messages(workload: str, index: int, salt: str = "") -> list[dict[str, str]]:
+    """The chat messages of request ``index`` of a workload (distinct per index and salt, reproducible)."""
     if workload == "fixed":
         return [{"role": "user", "content": PROMPT}]
-    rng = random.Random(f"{workload}-{index}")
+    rng = random.Random(f"{workload}-{salt}-{index}")
     if workload == "real":
         return [{"role": "user", "content": f"Summarize this in one sentence: {_text(rng, 213)}"}]
     if workload == "long":
         return [{"role": "user", "content": f"Summarize this in one sentence: {_text(rng, 1460)}"}]
-    if workload == "agent":
-        shared = random.Random("agent-system-prompt")
-        system = "You are a helpful assistant for a logistics company. Follow these notes: " + _text(shared, 950)
+    if workload in ("agent", "unshared"):
+        notes = random.Random("agent-system-prompt") if workload == "agent" else rng
+        system = "You are a helpful assistant for a logistics company. Follow these notes: " + _text(notes, 950)
         return [
             {"role": "system", "content": system},
             {"role": "user", "content": f"Question {index}: {_text(rng, 12)}?"},
@@ -143,7 +146,13 @@ def _stats(prefix: str, values: list[float]) -> dict[str, Optional[float]]:
 
 
 async def run_level(
-    url: str, body: dict[str, Any], concurrency: int, requests: int, stream: bool, workload: str = "fixed"
+    url: str,
+    body: dict[str, Any],
+    concurrency: int,
+    requests: int,
+    stream: bool,
+    workload: str = "fixed",
+    salt: str = "",
 ) -> dict[str, Any]:
     """``requests`` requests from ``concurrency`` clients (after a warm-up); one result row."""
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -152,7 +161,7 @@ async def run_level(
         return (
             body
             if workload == "fixed" or "messages" not in body
-            else {**body, "messages": workload_messages(workload, index)}
+            else {**body, "messages": workload_messages(workload, index, salt)}
         )
 
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=3600)) as client:
@@ -228,6 +237,7 @@ def main() -> None:
         choices=WORKLOADS,
         help="the prompts: one fixed prompt, or distinct ones per request",
     )
+    parser.add_argument("--salt", default="", help="varies the prompts of a workload between runs")
     parser.add_argument("--label", default="", help="system name recorded with the results")
     parser.add_argument("--out", help="append result rows as JSON lines to this file")
     args = parser.parse_args()
@@ -238,9 +248,17 @@ def main() -> None:
     )
     for level in (int(c) for c in args.concurrency.split(",")):
         row = asyncio.run(
-            run_level(args.url.rstrip("/") + args.path, body, level, args.requests, args.stream, args.workload)
+            run_level(
+                args.url.rstrip("/") + args.path,
+                body,
+                level,
+                args.requests,
+                args.stream,
+                args.workload,
+                f"{args.salt}-{level}",
+            )
         )
-        row.update(system=args.label, max_tokens=args.max_tokens, stream=args.stream)
+        row.update(system=args.label, max_tokens=body.get("max_tokens", args.max_tokens), stream=args.stream)
         if args.workload == "fixed":
             row["prompt"] = PROMPT
         print(json.dumps(row))

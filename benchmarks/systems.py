@@ -23,7 +23,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve import PROMPT  # noqa: E402
 
 PYTHON = os.path.abspath(sys.executable)  # children run in other directories: never a relative interpreter path
-LLM_SYSTEMS = ("servelm-transformers", "servelm-onnx", "servelm-vllm", "vllm", "mlflow-transformers")
+LLM_SYSTEMS = (
+    "servelm-transformers",
+    "servelm-onnx",
+    "servelm-onnx-int4",
+    "servelm-vllm",
+    "vllm",
+    "mlflow-transformers",
+)
 AGENT_SYSTEMS = ("servelm-agent", "mlflow-agent")
 VLLM_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_HOST_IP": "127.0.0.1"}
 MODELS = ("tiny", "smollm2")  # a random tiny Llama (hidden 64, 2 layers), or SmolLM2-135M-Instruct
@@ -119,12 +126,14 @@ def prepare_models(
     models: dict[str, str] = {"hf": tiny_model("llama") if model == "tiny" else smollm2()}
     models["transformers"] = os.path.join(work, "llm-transformers")
     save_transformers(models["hf"], models["transformers"])
-    if "servelm-onnx" in systems:
-        from servelm.flavors.onnx import export
-        from servelm.flavors.onnx import save_model as save_onnx
+    for system, precision in (("servelm-onnx", onnx_precision), ("servelm-onnx-int4", "int4")):
+        if system in systems:
+            from servelm.flavors.onnx import export
+            from servelm.flavors.onnx import save_model as save_onnx
 
-        models["onnx"] = os.path.join(work, "llm-onnx")
-        save_onnx(export(models["hf"], os.path.join(work, "llm-genai"), precision=onnx_precision), models["onnx"])
+            key = system.removeprefix("servelm-")
+            models[key] = os.path.join(work, f"llm-{key}")
+            save_onnx(export(models["hf"], os.path.join(work, f"genai-{key}"), precision=precision), models[key])
     if "servelm-agent" in systems:
         from servelm.flavors.pyfunc import save_model as save_pyfunc
 
@@ -193,7 +202,7 @@ def build_system(
         )
 
     named = ["--served-model-name", "tiny"]
-    if name in ("servelm-transformers", "servelm-onnx"):
+    if name in ("servelm-transformers", "servelm-onnx", "servelm-onnx-int4"):
         return llm(label, servelm + ["-m", models[name.removeprefix("servelm-")]] + named, one_thread)
     if name == "servelm-vllm":
         argv = [
@@ -376,14 +385,17 @@ def measure(
     repeat: int = 1,
     workload: str = "fixed",
     proc: Optional[subprocess.Popen[bytes]] = None,
+    salt: str = "",
 ) -> list[dict[str, Any]]:
     """One row per concurrency level from benchmarks/serve.py, run in a fresh process per level (a load
     client sharing its heap would spend its time in the garbage collector). With ``repeat`` > 1 the
     levels run that many times over and each level's row is the run with the median throughput (all
     runs are kept under ``runs``). With ``proc``, the memory of the server's process tree is sampled
-    while each level runs (``rss_before_mb``, ``peak_rss_mb``)."""
+    while each level runs (``rss_before_mb``, ``peak_rss_mb``). Each level sends at least two requests per
+    client (a steady state, not one burst), and each run its own prompts (``salt``): no server's prefix
+    cache sees a prompt twice."""
     if repeat > 1:
-        rounds = [measure(system, base, levels, requests, 1, workload, proc) for _ in range(repeat)]
+        rounds = [measure(system, base, levels, requests, 1, workload, proc, f"{salt}r{i}") for i in range(repeat)]
         rows = []
         for i in range(len(levels)):
             runs = sorted((r[i] for r in rounds), key=lambda r: r["output_throughput"] or r["request_throughput"])
@@ -409,11 +421,13 @@ def measure(
             "--concurrency",
             str(level),
             "--requests",
-            str(max(requests, level)),
+            str(max(requests, 2 * level)),
             "--body",
             json.dumps(system.body),
             "--workload",
             workload,
+            "--salt",
+            salt,
         ] + (["--stream"] if system.stream else [])
         sampler = MemorySampler(proc.pid) if proc is not None else None
         try:

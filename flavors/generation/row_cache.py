@@ -32,6 +32,10 @@ class RowCache:
         """The parts stacked into one new buffer, and its size in bytes."""
         raise NotImplementedError
 
+    def _join(self, blocks: list[Any]) -> Any:
+        """Saved blocks [2 * layers, kv_heads, size, head_dim] joined along their positions (axis 2)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ the rows
     def ensure(self, rows: int, length: int) -> None:
         """Grow to at least ``rows`` rows (doubling, up to ``max_rows``) of ``length`` positions (in steps of 256),
@@ -65,7 +69,11 @@ class RowCache:
         """A copy of positions ``start .. start+size`` of ``row``: [2 * layers, kv_heads, size, head_dim], and its bytes."""
         return self._stack([c[row, :, start : start + size] for c in self.keys + self.values])
 
-    def load_block(self, block: Any, row: int, start: int) -> None:
-        size = block.shape[2]
-        for cache, part in zip(self.keys + self.values, block):
+    def load_blocks(self, blocks: list[Any], row: int, start: int) -> None:
+        """Write saved blocks back, one after another from ``start`` of ``row`` (one copy per cache buffer)."""
+        if not blocks:
+            return
+        joined = blocks[0] if len(blocks) == 1 else self._join(blocks)
+        size = joined.shape[2]
+        for cache, part in zip(self.keys + self.values, joined):
             cache[row, :, start : start + size] = part

@@ -18,66 +18,16 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
 from .batcher import Sequence, StepOutput
 from .choice import RowSampling, TokenChoice
 from .detokenizer import IncrementalDetokenizer
 from .guided import Grammars, closing, tokenizer_json
+from .model_runner import Chunk, ModelRunner
 from .prefix_cache import PrefixCache, block_keys
 from .sampling import SamplingParams
 from .stop import StopChecker
-
-
-class ModelRunner(Protocol):
-    """A model's forward passes over a KV cache of rows (one sequence per row, positions left-aligned)."""
-
-    #: tokens a sequence may hold, prompt and output together
-    context_length: int
-    #: entries of a logits row
-    vocab_size: int
-
-    def ensure(self, rows: int, length: int) -> None:
-        """Make room for ``rows`` rows of ``length`` positions each (growing, keeping what is cached)."""
-        ...
-
-    def release(self) -> None:
-        """Free the cache (no sequence holds a row any more)."""
-        ...
-
-    def prefill(self, row: int, token_ids: list[int], start: int) -> Any:
-        """Compute ``token_ids`` at positions ``start ..`` of ``row`` (attending to positions before
-        ``start`` already cached), write their KV; return the logits of the last one, [1, vocab]."""
-        ...
-
-    def decode(self, tokens: list[int], positions: list[int]) -> Any:
-        """One token for each row ``0 .. len(tokens)-1`` at its position; return logits [rows, vocab]."""
-        ...
-
-    def move(self, src: int, dst: int, length: int) -> None:
-        """Copy the first ``length`` positions of row ``src`` to row ``dst``."""
-        ...
-
-    def swap(self, a: int, b: int, length: int) -> None:
-        """Exchange the first ``length`` positions of rows ``a`` and ``b``."""
-        ...
-
-    def save_block(self, row: int, start: int, size: int) -> tuple[Any, int]:
-        """A copy of positions ``start .. start+size`` of ``row`` (for the prefix cache) and its size in bytes."""
-        ...
-
-    def load_block(self, block: Any, row: int, start: int) -> None:
-        """Write a saved block back at ``start`` of ``row``."""
-        ...
-
-    def generator(self, seed: int) -> Any:
-        """A seeded random generator for one sequence's sampling."""
-        ...
-
-    def sample(self, logits: Any, rows: list[RowSampling]) -> list[TokenChoice]:
-        """The next token of each row of ``logits`` [rows, vocab], each with its own parameters, history
-        and grammar mask (log-probabilities where asked for)."""
-        ...
 
 
 @dataclass
@@ -162,18 +112,40 @@ class Scheduler:
 
     # ------------------------------------------------------------------ the step
     def step(self) -> list[StepOutput]:
-        """Free aborted rows, admit waiting sequences, prefill up to the token budget, then decode one
-        token for every running sequence."""
+        """Free aborted rows, admit waiting sequences, then one forward pass: a token for every running
+        sequence and prompt chunks up to the token budget; a sequence whose prompt completes samples its
+        first token and joins the decoding rows."""
         for seq in [s for s in self.rows if s is not None and s.aborted]:
             seq.finish_reason = seq.finish_reason or "abort"
             self._free(seq)
         self._admit()
-        outputs = self._prefill()
-        if self.decoding:
-            outputs += self._decode()
-        self.last_batch_size = len(
-            {id(out.seq) for out in outputs}
-        )  # a sequence whose prefill completes also decodes this step
+        running: list[ScheduledSequence] = self.rows[: self.decoding]  # type: ignore[assignment]
+        planned = self._plan_prefill()
+        if running:
+            longest = max(s.computed for s in running) + 1
+            self.runner.ensure(len(self.rows), self._room_for(longest + 32))
+        outputs: list[StepOutput] = []
+        if running or planned:
+            chunks = [
+                Chunk(seq.row, seq.prompt_ids[seq.computed : seq.computed + take], seq.computed)
+                for seq, take in planned
+            ]
+            logits = self.runner.forward([s.pending for s in running], [s.computed for s in running], chunks)
+            for seq in running:
+                seq.computed += 1
+            for seq, take in planned:
+                seq.computed += take
+            completed = [i for i, (seq, _) in enumerate(planned) if seq.computed == len(seq.prompt_ids)]
+            sampled = running + [planned[i][0] for i in completed]
+            wanted = list(range(len(running))) + [len(running) + i for i in completed]
+            choices = self._sample(logits if len(wanted) == len(logits) else logits[wanted], sampled)
+            outputs = [self._accept(seq, choice) for seq, choice in zip(running, choices)]
+            for seq, choice in zip(sampled[len(running) :], choices[len(running) :]):
+                self.prefilling.remove(seq)
+                self._save_prefix(seq)
+                self._join_decoding(seq)
+                outputs.append(self._accept(seq, choice))
+        self.last_batch_size = len(outputs)
         if not any(s is not None for s in self.rows):
             self.rows, self.decoding = [], 0
             self.runner.release()
@@ -201,9 +173,9 @@ class Scheduler:
         if cache is None:
             return
         seq.keys = block_keys(seq.prompt_ids, cache.block_size)
-        for i, block in enumerate(cache.lookup(seq.keys, seq.prompt_ids)):
-            self.runner.load_block(block, seq.row, i * cache.block_size)
-            seq.computed = (i + 1) * cache.block_size
+        blocks = cache.lookup(seq.keys, seq.prompt_ids)
+        self.runner.load_blocks(blocks, seq.row, 0)
+        seq.computed = len(blocks) * cache.block_size
 
     def _save_prefix(self, seq: ScheduledSequence) -> None:
         cache = self.prefix_cache
@@ -214,35 +186,17 @@ class Scheduler:
             block, nbytes = self.runner.save_block(seq.row, i * size, size)
             cache.save(seq.keys[i], seq.prompt_ids[i * size : (i + 1) * size], block, nbytes)
 
-    def _prefill(self) -> list[StepOutput]:
-        """Prompt chunks, oldest sequence first, up to the step's token budget; a sequence whose prompt
-        is complete samples its first token and joins the decoding rows."""
-        outputs = []
+    def _plan_prefill(self) -> list[tuple[ScheduledSequence, int]]:
+        """Prompt chunks for this step, oldest sequence first, up to the token budget: (sequence, tokens)."""
+        planned = []
         budget = self.prefill_tokens
-        while self.prefilling and budget > 0:
-            seq = self.prefilling[0]
-            take = min(budget, len(seq.prompt_ids) - seq.computed)
-            logits = self.runner.prefill(seq.row, seq.prompt_ids[seq.computed : seq.computed + take], seq.computed)
-            seq.computed += take
-            budget -= take
-            if seq.computed < len(seq.prompt_ids):
+        for seq in self.prefilling:
+            if budget <= 0:
                 break
-            self.prefilling.popleft()
-            self._save_prefix(seq)
-            choice = self._sample(logits, [seq])[0]
-            self._join_decoding(seq)
-            outputs.append(self._accept(seq, choice))
-        return outputs
-
-    def _decode(self) -> list[StepOutput]:
-        running = self.rows[: self.decoding]
-        longest = max(s.computed for s in running if s is not None) + 1
-        self.runner.ensure(len(self.rows), self._room_for(longest + 32))
-        logits = self.runner.decode([s.pending for s in running], [s.computed for s in running])  # type: ignore[union-attr]
-        for seq in running:
-            seq.computed += 1  # type: ignore[union-attr]
-        choices = self._sample(logits, running)  # type: ignore[arg-type]
-        return [self._accept(seq, choice) for seq, choice in zip(running, choices)]  # type: ignore[arg-type]
+            take = min(budget, len(seq.prompt_ids) - seq.computed)
+            planned.append((seq, take))
+            budget -= take
+        return planned
 
     def _sample(self, logits: Any, seqs: list[ScheduledSequence]) -> list[TokenChoice]:
         """The runner's sampler over ``seqs``' rows of ``logits``, with grammar masks for constrained rows."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..cache import default_cache_dir
 from ..generation.choice import RowSampling, TokenChoice
+from ..generation.model_runner import Chunk
 from ..generation.numpy_sampling import numpy_generator, sample_numpy
 from ..generation.row_cache import RowCache
 from .last_token import last_token_decoder
@@ -76,7 +77,17 @@ class OrtRunner(RowCache):
         block = np.stack(parts)
         return block, block.nbytes
 
+    def _join(self, blocks: list[Any]) -> Any:
+        return np.concatenate(blocks, axis=2)
+
     # ------------------------------------------------------------------ forward passes
+    def forward(self, tokens: list[int], positions: list[int], chunks: list[Chunk]) -> Any:
+        """The decode rows in one session run, then each chunk in its own (the exported graph takes one
+        length per call)."""
+        parts = [self.decode(tokens, positions)] if tokens else []
+        parts += [self.prefill(chunk.row, chunk.token_ids, chunk.start) for chunk in chunks]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)  # [rows + chunks, vocab]
+
     def prefill(self, row: int, token_ids: list[int], start: int) -> Any:
         count = len(token_ids)
         mask = np.ones((1, start + count), np.int64)

@@ -8,6 +8,7 @@ import inspect
 from typing import Any
 
 from ..generation.choice import RowSampling, TokenChoice
+from ..generation.model_runner import Chunk
 from .sampling import sample_next
 
 
@@ -34,19 +35,21 @@ class HFRunner:
     def release(self) -> None:
         self.caches = []
 
+    def forward(self, tokens: list[int], positions: list[int], chunks: list[Chunk]) -> Any:
+        """Each decode row, then each chunk, through the model one at a time."""
+        logits = [
+            self._forward(self.caches[row], [token], position)
+            for row, (token, position) in enumerate(zip(tokens, positions))
+        ]
+        logits += [self.prefill(chunk.row, chunk.token_ids, chunk.start) for chunk in chunks]
+        return self.torch.cat(logits)  # [rows + chunks, vocab]
+
     def prefill(self, row: int, token_ids: list[int], start: int) -> Any:
         from transformers import DynamicCache
 
         if start == 0:
             self.caches[row] = DynamicCache()
         return self._forward(self.caches[row], token_ids, start)  # [1, vocab]
-
-    def decode(self, tokens: list[int], positions: list[int]) -> Any:
-        logits = [
-            self._forward(self.caches[row], [token], position)
-            for row, (token, position) in enumerate(zip(tokens, positions))
-        ]
-        return self.torch.cat(logits)  # [rows, vocab]
 
     def _forward(self, cache: Any, token_ids: list[int], start: int) -> Any:
         torch = self.torch
@@ -67,7 +70,7 @@ class HFRunner:
     def save_block(self, row: int, start: int, size: int) -> tuple[Any, int]:
         raise NotImplementedError("HFRunner keeps no prefix blocks")
 
-    def load_block(self, block: Any, row: int, start: int) -> None:
+    def load_blocks(self, blocks: list[Any], row: int, start: int) -> None:
         raise NotImplementedError("HFRunner keeps no prefix blocks")
 
     def generator(self, seed: int) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..generation.choice import RowSampling, TokenChoice
+from ..generation.model_runner import Chunk
 from ..generation.row_cache import RowCache
 from .sampling import sample_next
 
@@ -154,62 +155,74 @@ class TorchRunner(RowCache):
         block = self.torch.stack(parts)
         return block, block.numel() * block.element_size()
 
-    # ------------------------------------------------------------------ forward passes
-    def prefill(self, row: int, token_ids: list[int], start: int) -> Any:
-        torch, w = self.torch, self.w
-        count = len(token_ids)
-        with torch.inference_mode():
-            ids = torch.tensor(token_ids, device=w.device)
-            positions = torch.arange(start, start + count, device=w.device)
-            end = start + count
-            mask = None
-            if start:  # the chunk attends to the cached positions before it, and causally within itself
-                mask = torch.arange(end, device=w.device)[None, :] <= positions[:, None]  # [count, end]
-            x = w.embed[ids]  # [count, hidden]
-            cos, sin = w.cos[positions][:, None, :], w.sin[positions][:, None, :]  # [count, 1, rotary_dim]
-            for i, layer in enumerate(w.layers):
-                q, k, v = self._qkv(x, layer, cos, sin)  # [count, heads | kv_heads, head_dim]
-                self.keys[i][row, :, start:end] = k.transpose(0, 1)
-                self.values[i][row, :, start:end] = v.transpose(0, 1)
-                attended = torch.nn.functional.scaled_dot_product_attention(
-                    q.transpose(0, 1)[None],
-                    self.keys[i][row : row + 1, :, :end],
-                    self.values[i][row : row + 1, :, :end],
-                    attn_mask=mask,
-                    is_causal=mask is None,
-                    enable_gqa=True,
-                )  # [1, heads, count, head_dim]
-                x = self._rest_of_layer(x, attended[0].transpose(0, 1).reshape(count, -1), layer)
-            return w.linear(_rms_norm(torch, x[-1:], w.norm, w.eps), w.lm_head)  # [1, vocab]
+    def _join(self, blocks: list[Any]) -> Any:
+        return self.torch.cat(blocks, dim=2)
 
-    def decode(self, tokens: list[int], positions: list[int]) -> Any:
+    # ------------------------------------------------------------------ the forward pass
+    def forward(self, tokens: list[int], positions: list[int], chunks: list[Chunk]) -> Any:
+        """One step: the decode rows and every prompt chunk go through the linear layers together (the
+        weights are read once a step, whatever the mix); attention runs per part over its own row(s)."""
         torch, w = self.torch, self.w
-        count = len(tokens)
+        rows = len(tokens)
+        spans = []  # (row, start, end, offset of the chunk's tokens in the step)
+        offset = rows
+        for chunk in chunks:
+            count = len(chunk.token_ids)
+            spans.append((chunk.row, chunk.start, chunk.start + count, offset))
+            offset += count
         with torch.inference_mode():
-            ids = torch.tensor(tokens, device=w.device)
-            where = torch.tensor(positions, device=w.device)
-            end = max(positions) + 1
-            mask = None
-            if min(positions) != end - 1:  # rows of different lengths: each attends to its own positions
-                mask = (torch.arange(end, device=w.device)[None, :] <= where[:, None])[
-                    :, None, None, :
-                ]  # [rows, 1, 1, end]
-            rows = torch.arange(count, device=w.device)
-            x = w.embed[ids]  # [rows, hidden]
-            cos, sin = w.cos[where][:, None, :], w.sin[where][:, None, :]  # [rows, 1, rotary_dim]
+            ids = torch.tensor(tokens + [t for c in chunks for t in c.token_ids], device=w.device)  # [step tokens]
+            where = torch.tensor(
+                positions + [p for c in chunks for p in range(c.start, c.start + len(c.token_ids))], device=w.device
+            )  # [step tokens]
+            decode_mask, end = self._decode_mask(positions, where[:rows]) if rows else (None, 0)
+            chunk_masks = [
+                torch.arange(stop, device=w.device)[None, :] <= where[at : at + stop - start, None] if start else None
+                for _, start, stop, at in spans
+            ]  # [count, stop]: cached positions, and causal within the chunk
+            decode_rows = torch.arange(rows, device=w.device)
+            x = w.embed[ids]  # [step tokens, hidden]
+            cos, sin = w.cos[where][:, None, :], w.sin[where][:, None, :]  # [step tokens, 1, rotary_dim]
             for i, layer in enumerate(w.layers):
-                q, k, v = self._qkv(x, layer, cos, sin)  # [rows, heads | kv_heads, head_dim]
-                self.keys[i][rows, :, where] = k
-                self.values[i][rows, :, where] = v
-                attended = torch.nn.functional.scaled_dot_product_attention(
-                    q[:, :, None, :],
-                    self.keys[i][:count, :, :end],
-                    self.values[i][:count, :, :end],
-                    attn_mask=mask,
-                    enable_gqa=True,
-                )  # [rows, heads, 1, head_dim]
-                x = self._rest_of_layer(x, attended.reshape(count, -1), layer)
-            return w.linear(_rms_norm(torch, x, w.norm, w.eps), w.lm_head)  # [rows, vocab]
+                q, k, v = self._qkv(x, layer, cos, sin)  # [step tokens, heads | kv_heads, head_dim]
+                keys, values = self.keys[i], self.values[i]
+                parts = []
+                if rows:
+                    keys[decode_rows, :, where[:rows]] = k[:rows]
+                    values[decode_rows, :, where[:rows]] = v[:rows]
+                    attended = torch.nn.functional.scaled_dot_product_attention(
+                        q[:rows, :, None, :],
+                        keys[:rows, :, :end],
+                        values[:rows, :, :end],
+                        attn_mask=decode_mask,
+                        enable_gqa=True,
+                    )  # [rows, heads, 1, head_dim]
+                    parts.append(attended.reshape(rows, -1))
+                for (row, start, stop, at), mask in zip(spans, chunk_masks):
+                    count = stop - start
+                    keys[row, :, start:stop] = k[at : at + count].transpose(0, 1)
+                    values[row, :, start:stop] = v[at : at + count].transpose(0, 1)
+                    attended = torch.nn.functional.scaled_dot_product_attention(
+                        q[at : at + count].transpose(0, 1)[None],
+                        keys[row : row + 1, :, :stop],
+                        values[row : row + 1, :, :stop],
+                        attn_mask=mask,
+                        is_causal=mask is None,
+                        enable_gqa=True,
+                    )  # [1, heads, count, head_dim]
+                    parts.append(attended[0].transpose(0, 1).reshape(count, -1))
+                x = self._rest_of_layer(x, parts[0] if len(parts) == 1 else torch.cat(parts), layer)
+            last = list(range(rows)) + [at + stop - start - 1 for _, start, stop, at in spans]
+            return w.linear(_rms_norm(torch, x[last], w.norm, w.eps), w.lm_head)  # [rows + chunks, vocab]
+
+    def _decode_mask(self, positions: list[int], where: Any) -> tuple[Any, int]:
+        """The decode rows' attention mask [rows, 1, 1, end] (None when every row is as long) and ``end``,
+        the longest row's length."""
+        end = max(positions) + 1
+        if min(positions) == end - 1:
+            return None, end
+        arange = self.torch.arange(end, device=self.w.device)
+        return (arange[None, :] <= where[:, None])[:, None, None, :], end
 
     def _qkv(self, x: Any, layer: dict[str, Any], cos: Any, sin: Any) -> tuple[Any, Any, Any]:
         """Queries and keys (rotated) and values of one layer, in the cache dtype."""

@@ -1,0 +1,87 @@
+"""The Scheduler's step over a real runner (the tiny Llama on the torch runner): one forward pass mixing
+decode rows with several prompt chunks, and prompts that reuse a cached prefix, all decoding exactly what
+transformers' generate() gives each prompt alone."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from servelm.flavors.transformers.batcher import ContinuousBatcher  # noqa: E402
+from servelm.flavors.transformers.sampling import SamplingParams  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(1)
+    return AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+
+
+def reference(model, prompt_ids, tokens):
+    return model.generate(torch.tensor([prompt_ids]), max_new_tokens=tokens, do_sample=False)[0][
+        len(prompt_ids) :
+    ].tolist()
+
+
+def greedy(tokens):
+    return SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
+
+
+def run(batcher):
+    steps = 0
+    while batcher.has_work():
+        batcher.step()
+        steps += 1
+    return steps
+
+
+def test_a_step_mixes_decode_rows_and_several_prompt_chunks(lm, tiny_llama):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    batcher = ContinuousBatcher(lm, tokenizer, max_num_seqs=8, prefill_tokens=128)
+    prompts = [list(range(5 + i, 20 + 2 * i)) for i in range(5)]
+    first = batcher.add(prompts[0], greedy(12))
+    batcher.step()  # the first prompt is prefilled: it decodes from the next step on
+    later = [batcher.add(p, greedy(10)) for p in prompts[1:]]
+    outputs = batcher.step()  # one forward: the first row decodes while four prompts are prefilled
+    assert {out.seq.seq_id for out in outputs} == {s.seq_id for s in [first] + later}
+    run(batcher)
+    for seq, prompt_ids in zip([first] + later, prompts):
+        assert seq.generated == reference(lm, prompt_ids, len(seq.generated))
+
+
+def test_a_shared_prefix_is_computed_once_and_decodes_the_same(lm, tiny_llama):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    batcher = ContinuousBatcher(lm, tokenizer, max_num_seqs=8, block_size=16)
+    shared = [(7 * i) % 200 + 3 for i in range(80)]
+    prompts = [shared + [11 + i, 12 + i, 13 + i] for i in range(3)]
+    seqs = [batcher.add(prompts[0], greedy(8))]
+    run(batcher)
+    seqs += [batcher.add(p, greedy(8)) for p in prompts[1:]]
+    batcher.step()  # admitted: the shared 80 tokens come from the cache, only the rest is computed
+    assert all(s.computed == len(shared) + 3 for s in seqs[1:])
+    run(batcher)
+    assert batcher.prefix_cache is not None and batcher.prefix_cache.hits == 2 * 80
+    for seq, prompt_ids in zip(seqs, prompts):
+        assert seq.generated == reference(lm, prompt_ids, 8)
+
+
+def test_a_prompt_repeated_exactly_still_computes_its_last_token(lm, tiny_llama):
+    """A prompt of whole blocks seen before: every block but the last is reused, since the first
+    token's logits need the last prompt token computed."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    batcher = ContinuousBatcher(lm, tokenizer, max_num_seqs=4, block_size=16)
+    prompt_ids = [(5 * i) % 150 + 2 for i in range(48)]
+    runs = []
+    for _ in range(2):
+        seq = batcher.add(prompt_ids, greedy(6))
+        run(batcher)
+        runs.append(seq.generated)
+    assert runs[0] == runs[1] == reference(lm, prompt_ids, 6)
+    assert batcher.prefix_cache is not None and batcher.prefix_cache.hits == 32
