@@ -88,6 +88,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     )
     parser.add_argument("--concurrency", default="1,8,32,64", help="client counts for the LLM systems")
     parser.add_argument(
+        "--point-repeat", type=int, default=1, help="runs of each extra point (the median is kept, as --repeat)"
+    )
+    parser.add_argument(
         "--points", default="", help="extra LLM points after the main levels, e.g. long@16,agent@16,long@32"
     )
     parser.add_argument("--requests", type=int, default=256, help="requests per level (at least two per client)")
@@ -172,6 +175,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             "max_tokens": args.max_tokens,
             "workers": args.workers,
             "repeat": args.repeat,
+            "point_repeat": args.point_repeat,
             "onnx_precision": args.onnx_precision,
             "servelm_threads": args.servelm_threads,
         },
@@ -200,7 +204,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                         report["rows"] += measure(system, base, levels, args.requests, args.repeat, args.workload, proc)
                         for workload, clients in points:
                             for row in measure(
-                                system, base, [clients], args.requests // 2, args.repeat, workload, proc
+                                system, base, [clients], args.requests // 2, args.point_repeat, workload, proc
                             ):
                                 report["rows"].append({**row, "extra_point": True})
                     elif shutil.which("wrk") and not args.no_wrk:

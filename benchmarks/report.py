@@ -176,7 +176,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {report['machine']}. Versions: "
         + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v)
         + ".",
-        f"Load: benchmarks/serve.py (aiohttp, a fresh client process per level, the same for every system), {settings['requests']} requests per level, "
+        f"Load: benchmarks/serve.py (aiohttp, a fresh client process per level, the same for every system), {settings['requests']} requests per level or two per client if more (extra points: half that), "
         f"workload `{settings.get('workload', 'fixed')}`, max_tokens {settings['max_tokens']} with ignore_eos where supported, temperature 0"
         + (
             f"; each level run {settings.get('repeat')} times, the median kept."
