@@ -34,6 +34,7 @@ import tempfile
 from typing import Any, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure import measure, measure_with_wrk  # noqa: E402
 from report import markdown, plots  # noqa: E402
 from serve import WORKLOADS  # noqa: E402
 from systems import (  # noqa: E402
@@ -42,8 +43,6 @@ from systems import (  # noqa: E402
     MODELS,
     PYTHON,
     build_system,
-    measure,
-    measure_with_wrk,
     prepare_models,
     python_with,
     start,

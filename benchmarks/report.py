@@ -1,9 +1,14 @@
 """What benchmarks/compare.py writes: the target ratios of the issues (met or missed, with the measured
-value), a markdown report and PNG plots. Every figure comes from the rows of one run."""
+value), a markdown report and PNG plots. Every figure comes from the rows of one run.
+
+    python benchmarks/report.py benchmarks/results/compare.json   # the README's table of that run
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -267,3 +272,36 @@ def plots(report: dict[str, Any], out_dir: str, stem: str) -> list[str]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def summary(report: dict[str, Any]) -> str:
+    """One line per LLM system: output tok/s and TTFT p50 at each main client count, and the ratio to vLLM
+    at each (the README's table)."""
+    rows, settings = report["rows"], report["settings"]
+    levels, workload = settings["concurrency"], settings.get("workload", "fixed")
+    systems = sorted({r["system"] for r in rows if r["kind"] == "llm"}, key=lambda s: (s == "vllm", s))
+    header = "| system | " + " | ".join(f"{n} client{'s' if n > 1 else ''}: tok/s (TTFT p50)" for n in levels)
+    out = [header + " |", "| --- |" + " --- |" * len(levels)]
+    for system in systems:
+        cells = []
+        for level in levels:
+            mine, theirs = at(rows, system, level, workload), at(rows, "vllm", level, workload)
+            if mine is None:
+                cells.append("-")
+                continue
+            ttft = first_token(mine, "p50")
+            cell = (
+                f"{mine['output_throughput']:.0f} ({ttft * 1000:.0f} ms)"
+                if ttft is not None
+                else f"{mine['output_throughput']:.0f}"
+            )
+            if theirs is not None and system != "vllm":
+                cell += f", **{mine['output_throughput'] / theirs['output_throughput']:.2f}x**"
+            cells.append(cell)
+        out.append(f"| {system} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        print(summary(json.load(f)))

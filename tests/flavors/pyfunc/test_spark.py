@@ -253,7 +253,7 @@ def test_an_executor_without_the_flavors_extra_says_so(tiny_llama_dir):
     out = run_isolated(f"""
         import sys
         sys.modules["torch"] = None  # as on an executor without servelm[transformers]
-        from servelm.flavors.pyfunc.spark import loaded_model
+        from servelm.flavors.pyfunc.spark_worker import loaded_model
         try:
             loaded_model({{"path": {tiny_llama_dir!r}, "model_config": {{}}, "extra": "pip install 'servelm[transformers]'"}})
         except RuntimeError as exc:
