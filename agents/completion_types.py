@@ -16,7 +16,8 @@ class CompletionRequest(ChatParams):
     model: Optional[str] = None
     prompt: Union[str, list[str], list[int], list[list[int]]]
     echo: Optional[bool] = None
-    logprobs: Optional[int] = Field(default=None, ge=0, le=20)  # type: ignore[assignment]  # an int here: how many alternatives
+    # an int here: how many alternatives
+    logprobs: Optional[int] = Field(default=None, ge=0, le=20)  # type: ignore[assignment]
     suffix: Optional[str] = None
     best_of: Optional[int] = Field(default=None, ge=1)
 

@@ -47,7 +47,9 @@ class ResponsesAgent(PythonModel):
             return asyncio.run(self.apredict(request))
         raise NotImplementedError(f"{type(self).__name__} must implement predict (or apredict)")
 
-    def predict_stream(self, request: ResponsesAgentRequest) -> Iterator[ResponsesAgentStreamEvent]:  # type: ignore[override]
+    def predict_stream(  # type: ignore[override]
+        self, request: ResponsesAgentRequest
+    ) -> Iterator[ResponsesAgentStreamEvent]:
         """Answer as a stream of events (text deltas, then ``response.output_item.done`` per item)."""
         if overrides(self, ResponsesAgent, "apredict_stream"):
             return drive_async_iterator(self.apredict_stream(request))
@@ -59,7 +61,9 @@ class ResponsesAgent(PythonModel):
 
         return await asyncio.to_thread(self.predict, request)
 
-    async def apredict_stream(self, request: ResponsesAgentRequest) -> AsyncIterator[ResponsesAgentStreamEvent]:  # type: ignore[override]
+    async def apredict_stream(  # type: ignore[override]
+        self, request: ResponsesAgentRequest
+    ) -> AsyncIterator[ResponsesAgentStreamEvent]:
         """Async predict_stream; by default the sync generator stepped in worker threads."""
         async for event in iterate_in_thread(self.predict_stream(request)):
             yield event

@@ -156,7 +156,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
         "argv": argv if argv is not None else sys.argv[1:],
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.system()}, Python {platform.python_version()}",
+        "machine": (
+            f"{os.cpu_count()} cores, {platform.machine()}, {platform.system()}, Python {platform.python_version()}"
+        ),
         "versions": {
             "servelm": servelm.agents.__version__,
             "onnxruntime-genai": version_of(PYTHON, "onnxruntime_genai"),

@@ -22,18 +22,23 @@ from collections.abc import Callable
 from typing import Any
 
 AGENTS_SOURCE = """
-from servelm.agents import (ChatAgent, ChatAgentChunk, ChatAgentMessage, ChatAgentResponse, ChatModel, ChatCompletionResponse,
-                            ChatChoice, ChatMessage, ResponsesAgent, ResponsesAgentResponse, PythonModel)
+from servelm.agents import (ChatAgent, ChatAgentChunk, ChatAgentMessage, ChatAgentResponse, ChatModel,
+                            ChatCompletionResponse, ChatChoice, ChatMessage, ResponsesAgent, ResponsesAgentResponse,
+                            PythonModel)
 
 class EchoChatAgent(ChatAgent):
     def predict(self, messages, context=None, custom_inputs=None):
-        return ChatAgentResponse(messages=[ChatAgentMessage(role="assistant", content=messages[-1].content, id="msg-1")])
+        return ChatAgentResponse(
+            messages=[ChatAgentMessage(role="assistant", content=messages[-1].content, id="msg-1")]
+        )
     def predict_stream(self, messages, context=None, custom_inputs=None):
         yield ChatAgentChunk(delta=ChatAgentMessage(role="assistant", content=messages[-1].content, id="msg-1"))
 
 class EchoChatModel(ChatModel):
     def predict(self, context, messages, params):
-        return ChatCompletionResponse(choices=[ChatChoice(message=ChatMessage(role="assistant", content=messages[-1].content))])
+        return ChatCompletionResponse(
+            choices=[ChatChoice(message=ChatMessage(role="assistant", content=messages[-1].content))]
+        )
 
 class EchoResponsesAgent(ResponsesAgent):
     def predict(self, request):
@@ -53,18 +58,24 @@ from mlflow.types.responses import ResponsesAgentResponse
 
 class EchoChatAgent(ChatAgent):
     def predict(self, messages, context=None, custom_inputs=None):
-        return ChatAgentResponse(messages=[ChatAgentMessage(role="assistant", content=messages[-1].content, id="msg-1")])
+        return ChatAgentResponse(
+            messages=[ChatAgentMessage(role="assistant", content=messages[-1].content, id="msg-1")]
+        )
     def predict_stream(self, messages, context=None, custom_inputs=None):
         yield ChatAgentChunk(delta=ChatAgentMessage(role="assistant", content=messages[-1].content, id="msg-1"))
 
 class EchoChatModel(ChatModel):
     def predict(self, context, messages, params):
-        return ChatCompletionResponse(choices=[ChatChoice(message=ChatMessage(role="assistant", content=messages[-1].content))])
+        return ChatCompletionResponse(
+            choices=[ChatChoice(message=ChatMessage(role="assistant", content=messages[-1].content))]
+        )
 
 class EchoResponsesAgent(ResponsesAgent):
     def predict(self, request):
         c = request.input[-1].content
-        return ResponsesAgentResponse(output=[self.create_text_output_item(text=c if isinstance(c, str) else "", id="msg-1")])
+        return ResponsesAgentResponse(
+            output=[self.create_text_output_item(text=c if isinstance(c, str) else "", id="msg-1")]
+        )
 
 class Upper(PythonModel):
     def predict(self, model_input: list[str], params=None) -> list[str]:

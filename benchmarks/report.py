@@ -66,14 +66,19 @@ def tiny_targets(rows: Rows, top: int) -> list[str]:
                 ok = ta <= tb * (1.1 if ttft_check == "within10" else 1.0)
                 extra = f"; TTFT p50 {ta * 1000:.0f} ms vs {tb * 1000:.0f} ms ({'ok' if ok else '**worse**'})"
         lines.append(
-            f"- {what}: {a} / {b} = **{value:.2f}x** at {top} clients (target >= {need:g}x: {_verdict(value >= need)}){extra}"
+            f"- {what}: {a} / {b} = **{value:.2f}x** at {top} clients "
+            f"(target >= {need:g}x: {_verdict(value >= need)}){extra}"
         )
 
     engines = [
         s for s in sorted({r["system"] for r in rows}) if s.startswith("servelm-") and not s.startswith("servelm-agent")
     ]
     own = _own_engines(rows)
-    best = max((s for s in own if at(rows, s, top)), key=lambda s: at(rows, s, top)["output_throughput"], default=None)  # type: ignore[index]
+    best = max(
+        (s for s in own if at(rows, s, top)),
+        key=lambda s: at(rows, s, top)["output_throughput"],  # type: ignore[index]
+        default=None,
+    )
     if best:
         ratio(best, "vllm", 2.0, "best servelm engine vs vLLM", "lower")
     for engine in engines:
@@ -83,7 +88,8 @@ def tiny_targets(rows: Rows, top: int) -> list[str]:
             if one and many:
                 value = many["output_throughput"] / one["output_throughput"]
                 lines.append(
-                    f"- {engine} at {top} clients vs one at a time: **{value:.1f}x** (target >= 10x: {_verdict(value >= 10)})"
+                    f"- {engine} at {top} clients vs one at a time: **{value:.1f}x** "
+                    f"(target >= 10x: {_verdict(value >= 10)})"
                 )
         if engine.startswith("servelm-vllm"):
             ratio(engine, "vllm", 0.95, "servelm on vLLM vs vLLM's own server", "within10")
@@ -122,7 +128,8 @@ def real_targets(rows: Rows, levels: list[int], settings: dict[str, Any]) -> lis
                 else ""
             )
             lines.append(
-                f"- {engine} / vllm at {level} clients: **{value:.2f}x** output tok/s (target >= {need:g}x: {_verdict(value >= need)}){ttft}"
+                f"- {engine} / vllm at {level} clients: **{value:.2f}x** output tok/s "
+                f"(target >= {need:g}x: {_verdict(value >= need)}){ttft}"
             )
     if 16 in levels:
         at16 = {s: row for s in own if (row := at(rows, s, 16, workload)) is not None}
@@ -131,7 +138,8 @@ def real_targets(rows: Rows, levels: list[int], settings: dict[str, Any]) -> lis
         if best and theirs:
             value = at16[best]["output_throughput"] / theirs["output_throughput"]
             lines.append(
-                f"- best servelm engine ({best}) / vllm at 16 clients: **{value:.2f}x** (target >= 1.5x: {_verdict(value >= 1.5)})"
+                f"- best servelm engine ({best}) / vllm at 16 clients: **{value:.2f}x** "
+                f"(target >= 1.5x: {_verdict(value >= 1.5)})"
             )
         for system in own + ["vllm"]:
             one, many = at(rows, system, 1, workload), at(rows, system, 16, workload)
@@ -147,8 +155,10 @@ def real_targets(rows: Rows, levels: list[int], settings: dict[str, Any]) -> lis
         if plain and plain.get("ttft_p50_s") and point.get("ttft_p50_s"):
             value = point["ttft_p50_s"] / plain["ttft_p50_s"]
             lines.append(
-                f"- {point['system']}: agent-like TTFT p50 / TTFT p50 of {baseline} prompts at {point['concurrency']} clients = **{value:.2f}x** "
-                f"({point['ttft_p50_s'] * 1000:.0f} ms vs {plain['ttft_p50_s'] * 1000:.0f} ms; target <= 0.5x: {_verdict(value <= 0.5)})"
+                f"- {point['system']}: agent-like TTFT p50 / TTFT p50 of {baseline} prompts "
+                f"at {point['concurrency']} clients = **{value:.2f}x** "
+                f"({point['ttft_p50_s'] * 1000:.0f} ms vs {plain['ttft_p50_s'] * 1000:.0f} ms; "
+                f"target <= 0.5x: {_verdict(value <= 0.5)})"
             )
     kv_token = settings.get("kv_bytes_per_token") or {}
     for point in (r for r in rows if r.get("extra_point") and r.get("workload") == "long" and r.get("peak_rss_mb")):
@@ -159,12 +169,14 @@ def real_targets(rows: Rows, levels: list[int], settings: dict[str, Any]) -> lis
         store: Any = kv_token.get("servelm" if point["system"].startswith("servelm") else "vllm")
         needed = live * store / 2**20 if store else None  # MiB
         judged = (
-            f"; KV the live tokens need: {needed:.0f} MiB, growth / need = **{grown / needed:.2f}x** (target <= 2x: {_verdict(grown <= 2 * needed)})"
+            f"; KV the live tokens need: {needed:.0f} MiB, growth / need = **{grown / needed:.2f}x** "
+            f"(target <= 2x: {_verdict(grown <= 2 * needed)})"
             if needed
             else ""
         )
         lines.append(
-            f"- {point['system']}: {point['concurrency']} clients x ~{point.get('prompt_tokens_mean', 0):.0f}-token prompts: "
+            f"- {point['system']}: {point['concurrency']} clients "
+            f"x ~{point.get('prompt_tokens_mean', 0):.0f}-token prompts: "
             f"peak RSS {point['peak_rss_mb']:.0f} MiB (grew {grown:.0f} MiB under load){judged}"
         )
     return lines
@@ -181,26 +193,35 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {report['machine']}. Versions: "
         + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v)
         + ".",
-        f"Load: benchmarks/serve.py (aiohttp, a fresh client process per level, the same for every system), {settings['requests']} requests per level or two per client if more (extra points: half that), "
-        f"workload `{settings.get('workload', 'fixed')}`, max_tokens {settings['max_tokens']} with ignore_eos where supported, temperature 0"
+        "Load: benchmarks/serve.py (aiohttp, a fresh client process per level, the same for every system), "
+        f"{settings['requests']} requests per level or two per client if more (extra points: half that), "
+        f"workload `{settings.get('workload', 'fixed')}`, max_tokens {settings['max_tokens']} "
+        "with ignore_eos where supported, temperature 0"
         + (
             f"; each level run {settings.get('repeat')} times, the median kept."
             if settings.get("repeat", 1) > 1
             else "."
         ),
-        "Systems ran one after another in this one run. TTFT for MLflow (no streaming) is its whole reply's latency (marked *).",
+        (
+            "Systems ran one after another in this one run. "
+            "TTFT for MLflow (no streaming) is its whole reply's latency (marked *)."
+        ),
         "",
         "## LLM (streamed chat completions)",
         "",
-        "| system | workload | clients | prompt tokens | output tok/s | req/s | TTFT p50 | TTFT p99 | TPOT p50 | ITL p50 | peak RSS | failures |",
+        (
+            "| system | workload | clients | prompt tokens | output tok/s | req/s | TTFT p50 | TTFT p99 | TPOT p50 "
+            "| ITL p50 | peak RSS | failures |"
+        ),
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in (r for r in rows if r["kind"] == "llm"):
         star = "" if r["stream"] else "*"
         rss = f"{r['peak_rss_mb']:.0f} MiB" if r.get("peak_rss_mb") else "-"
         out.append(
-            f"| {r['system']} | {r.get('workload', 'fixed')} | {r['concurrency']} | {r.get('prompt_tokens_mean') or '-'} | {r['output_throughput']:.1f} | "
-            f"{r['request_throughput']:.2f} | {ms(first_token(r, 'p50'))}{star} | {ms(first_token(r, 'p99'))}{star} | {ms(r.get('tpot_p50_s'))} | "
+            f"| {r['system']} | {r.get('workload', 'fixed')} | {r['concurrency']} | "
+            f"{r.get('prompt_tokens_mean') or '-'} | {r['output_throughput']:.1f} | {r['request_throughput']:.2f} | "
+            f"{ms(first_token(r, 'p50'))}{star} | {ms(first_token(r, 'p99'))}{star} | {ms(r.get('tpot_p50_s'))} | "
             f"{ms(r.get('itl_p50_s'))} | {rss} | {r['failures']} |"
         )
     agents = [r for r in rows if r["kind"] == "agent"]
@@ -214,7 +235,8 @@ def markdown(report: dict[str, Any]) -> str:
         ]
         for r in agents:
             out.append(
-                f"| {r['system']} | {r['route']} | {r['concurrency']} | {r['request_throughput']:.0f} | {ms(r['e2e_p50_s'])} | {ms(r['e2e_p99_s'])} | "
+                f"| {r['system']} | {r['route']} | {r['concurrency']} | {r['request_throughput']:.0f} | "
+                f"{ms(r['e2e_p50_s'])} | {ms(r['e2e_p99_s'])} | "
                 f"{r['failures']} | {r.get('load_tool', 'aiohttp')} |"
             )
     targets = real_targets(rows, settings["concurrency"], settings) if real else tiny_targets(rows, top)
@@ -262,7 +284,8 @@ def plots(report: dict[str, Any], out_dir: str, stem: str) -> list[str]:
         ax.set_xlabel("concurrent clients")
         ax.set_ylabel(ylabel)
         ax.set_title(
-            f"{settings.get('model', 'tiny')}, workload {settings.get('workload', 'fixed')}, {settings['max_tokens']} tokens per request ({report['date']})"
+            f"{settings.get('model', 'tiny')}, workload {settings.get('workload', 'fixed')}, "
+            f"{settings['max_tokens']} tokens per request ({report['date']})"
         )
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)

@@ -3,7 +3,8 @@
     python benchmarks/serve.py --url http://127.0.0.1:8000 --model NAME --concurrency 1,8,32,64 \
         --requests 128 --max-tokens 32 [--stream] [--ignore-eos] [--label NAME] --out FILE.jsonl
 
-The client is aiohttp (httpx's own overhead capped a 2-core machine before the servers did). Metrics as vLLM's ``bench serve`` defines them: TTFT (first chunk with content), TPOT per request
+The client is aiohttp (httpx's own overhead capped a 2-core machine before the servers did). Metrics as vLLM's
+``bench serve`` defines them: TTFT (first chunk with content), TPOT per request
 ((e2e - ttft) / (output tokens - 1)), ITL pooled over all gaps between content chunks, end-to-end latency;
 mean, p50 and p99 (seconds); request/s and output tokens/s (from the server's usage counts). Each level
 warms up with one request per client first.
@@ -33,18 +34,20 @@ import aiohttp
 PROMPT = "Write a short story about a small model server that answers many questions at once."
 WORKLOADS = ("fixed", "real", "long", "agent", "unshared")
 _WORDS = (
-    "time year people way day man thing woman life child world school state family student group country problem hand part "
-    "place case week company system program question work government number night point home water room mother area money story "
-    "fact month lot right study book eye job word business issue side kind head house service friend father power hour game line "
-    "end member law car city community name president team minute idea kid body information back parent face others level office "
-    "door health person art war history party result change morning reason research girl guy moment air teacher force education "
-    "foot boy age policy music market sense nation plan college interest death experience effect use class control care field "
-    "development role effort rate heart drug show leader light voice wife police mind price report decision son view relationship "
-    "town road arm difference value building action model season society tax director position player record paper space ground "
-    "form event official matter center couple site project activity star table need court american oil situation cost industry "
-    "figure street image phone data picture practice piece land product doctor wall patient worker news test movie north love "
-    "support technology step baby computer type attention film tree source organization hair window evidence population site "
-    "small large new old good great high different important public bad same able local sure free better best early young"
+    "time year people way day man thing woman life child world school state family student group country problem hand "
+    "part place case week company system program question work government number night point home water room mother "
+    "area money story fact month lot right study book eye job word business issue side kind head house service friend "
+    "father power hour game line end member law car city community name president team minute idea kid body "
+    "information back parent face others level office door health person art war history party result change morning "
+    "reason research girl guy moment air teacher force education foot boy age policy music market sense nation plan "
+    "college interest death experience effect use class control care field development role effort rate heart drug "
+    "show leader light voice wife police mind price report decision son view relationship town road arm difference "
+    "value building action model season society tax director position player record paper space ground form event "
+    "official matter center couple site project activity star table need court american oil situation cost industry "
+    "figure street image phone data picture practice piece land product doctor wall patient worker news test movie "
+    "north love support technology step baby computer type attention film tree source organization hair window "
+    "evidence population site small large new old good great high different important public bad same able local sure "
+    "free better best early young"
 ).split()
 
 

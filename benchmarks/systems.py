@@ -40,7 +40,9 @@ from servelm.flavors import set_model
 
 class Echo(ChatAgent):
     def predict(self, messages, context=None, custom_inputs=None):
-        return ChatAgentResponse(messages=[ChatAgentMessage(role="assistant", content=messages[-1].content, id="msg-1")])
+        return ChatAgentResponse(
+            messages=[ChatAgentMessage(role="assistant", content=messages[-1].content, id="msg-1")]
+        )
 
 
 set_model(Echo())
@@ -53,7 +55,9 @@ from mlflow.types.agent import ChatAgentMessage, ChatAgentResponse
 
 class Echo(ChatAgent):
     def predict(self, messages, context=None, custom_inputs=None):
-        return ChatAgentResponse(messages=[ChatAgentMessage(role="assistant", content=messages[-1].content, id="msg-1")])
+        return ChatAgentResponse(
+            messages=[ChatAgentMessage(role="assistant", content=messages[-1].content, id="msg-1")]
+        )
 
 
 mlflow.models.set_model(Echo())
@@ -64,7 +68,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 source, agent_code, out_llm, out_agent = sys.argv[1:5]
 mlflow.pyfunc.save_model(out_agent, python_model=agent_code, pip_requirements=["mlflow"])
 model, tokenizer = AutoModelForCausalLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)
-mlflow.transformers.save_model({"model": model, "tokenizer": tokenizer}, out_llm, task="llm/v1/chat", pip_requirements=["torch", "transformers"])
+mlflow.transformers.save_model(
+    {"model": model, "tokenizer": tokenizer}, out_llm, task="llm/v1/chat", pip_requirements=["torch", "transformers"]
+)
 """
 
 

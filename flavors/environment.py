@@ -223,7 +223,8 @@ def record_secret_env_reads() -> Iterator[set[str]]:
     """Within the block, collect names of ``*_API_KEY`` / ``*_API_TOKEN`` variables the code reads."""
     seen: set[str] = set()
     real = os.environ
-    os.environ = _RecordingEnviron(real, seen)  # type: ignore[assignment]  # noqa: B003  # swapped on purpose, restored below
+    # swapped on purpose, restored below
+    os.environ = _RecordingEnviron(real, seen)  # type: ignore[assignment]  # noqa: B003
     try:
         yield seen
     finally:

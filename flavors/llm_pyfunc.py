@@ -1,6 +1,7 @@
 """The python_function face shared by the LLM flavors: OpenAI chat request in, OpenAI chat response out.
 
-A flavor supplies its batcher (``generation.Batcher``, the contract the serving engines drive too) and its prompt encoding; everything a client sees — n choices, usage in tokens, finish reasons,
+A flavor supplies its batcher (``generation.Batcher``, the contract the serving engines drive too) and its prompt
+encoding; everything a client sees — n choices, usage in tokens, finish reasons,
 streamed chunks, a list of requests generated as one batch, ``text-generation`` prompt -> text — is here.
 """
 

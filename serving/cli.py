@@ -1,4 +1,5 @@
-"""The ``servelm`` command line: ``serve`` a model directory, ``predict`` a file with it, run the ``demo``; ``--version``.
+"""The ``servelm`` command line: ``serve`` a model directory, ``predict`` a file with it, run the
+``demo``; ``--version``.
 
 ``serve``'s flags are generated from ``ServerOptions`` and ``EngineOptions`` (serving/options.py), the
 one place their names, types, defaults and help live.
@@ -89,7 +90,10 @@ serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     ]
     + cli_parameters(ServerOptions, EngineOptions)
 )
-serve.__annotations__ = {p.name: p.annotation for p in serve.__signature__.parameters.values()}  # type: ignore[attr-defined]
+serve.__annotations__ = {
+    p.name: p.annotation
+    for p in serve.__signature__.parameters.values()  # type: ignore[attr-defined]
+}
 app.command()(serve)
 
 

@@ -23,12 +23,16 @@ from servelm.flavors import set_model
 class ReverseAgent(ChatAgent):
     def predict(self, messages, context=None, custom_inputs=None):
         words = (messages[-1].content or "").split()
-        return ChatAgentResponse(messages=[ChatAgentMessage(role="assistant", content=" ".join(reversed(words)), id="msg-1")])
+        return ChatAgentResponse(
+            messages=[ChatAgentMessage(role="assistant", content=" ".join(reversed(words)), id="msg-1")]
+        )
 
     def predict_stream(self, messages, context=None, custom_inputs=None):
         words = (messages[-1].content or "").split()
         for i, word in enumerate(reversed(words)):
-            yield ChatAgentChunk(delta=ChatAgentMessage(role="assistant", content=("" if i == 0 else " ") + word, id="msg-1"))
+            yield ChatAgentChunk(
+                delta=ChatAgentMessage(role="assistant", content=("" if i == 0 else " ") + word, id="msg-1")
+            )
 
 
 set_model(ReverseAgent())

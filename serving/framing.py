@@ -91,7 +91,10 @@ class _Framer:
     """Chunk JSON of one streamed response: the envelope (id, object, created, model) written once."""
 
     def __init__(self, prefix: str, kind: str, model: str):
-        self.head = f'{{"id":"{new_id(prefix)}","object":"{kind}","created":{now_seconds()},"model":{json.dumps(model)},"choices":'
+        self.head = (
+            f'{{"id":"{new_id(prefix)}","object":"{kind}","created":{now_seconds()},'
+            f'"model":{json.dumps(model)},"choices":'
+        )
 
     def usage(self, prompt_tokens: int, completion_tokens: int) -> str:
         """The final usage chunk (``choices: []``)."""

@@ -200,7 +200,9 @@ def build_app(
     server_dump = server.model_dump(exclude=set(NOT_UNDER_RAY))
     if server_dump["api_key"] is None:
         del server_dump["api_key"]  # the replica's SERVELM_API_KEY (a runtime_env variable) then applies
-    return ServelmDeployment.options(name=name, **options).bind(model, server_dump, engine.model_dump())  # type: ignore[attr-defined]
+    return ServelmDeployment.options(name=name, **options).bind(  # type: ignore[attr-defined]
+        model, server_dump, engine.model_dump()
+    )
 
 
 _deployment_options = deployment_options  # build_app's parameter of the same name shadows it
@@ -238,7 +240,10 @@ ServelmAppArgs = create_model(  # type: ignore[call-overload]
         if name not in NOT_UNDER_RAY
     },
 )
-ServelmAppArgs.__doc__ = "Arguments of ``serve run servelm.serving.ray:app``: the model, Ray's replica settings, servelm's options (unset: their defaults)."
+ServelmAppArgs.__doc__ = (
+    "Arguments of ``serve run servelm.serving.ray:app``: the model, Ray's replica settings, servelm's options "
+    "(unset: their defaults)."
+)
 
 
 def app(args: ServelmAppArgs) -> Application:

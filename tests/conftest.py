@@ -78,7 +78,9 @@ class EchoResponsesAgent(ResponsesAgent):
         text = request.input[-1].text()
         for word in text.split(" "):
             yield ResponsesAgentStreamEvent(**self.create_text_delta(delta=word + " ", item_id="msg-1"))
-        yield ResponsesAgentStreamEvent(type="response.output_item.done", item=self.create_text_output_item(text=text, id="msg-1"))
+        yield ResponsesAgentStreamEvent(
+            type="response.output_item.done", item=self.create_text_output_item(text=text, id="msg-1")
+        )
 
 
 set_model(EchoResponsesAgent())
@@ -89,13 +91,17 @@ set_model(EchoResponsesAgent())
 def chat_model_source() -> str:
     """A ChatModel that answers with the last message and streams it word by word."""
     return """
-from servelm.agents import ChatModel, ChatCompletionResponse, ChatChoice, ChatMessage, ChatCompletionChunk, ChatChunkChoice, ChatChoiceDelta
+from servelm.agents import (
+    ChatModel, ChatCompletionResponse, ChatChoice, ChatMessage, ChatCompletionChunk, ChatChunkChoice, ChatChoiceDelta
+)
 from servelm.flavors import set_model
 
 
 class EchoChatModel(ChatModel):
     def predict(self, context, messages, params):
-        return ChatCompletionResponse(choices=[ChatChoice(message=ChatMessage(role="assistant", content=messages[-1].text()))])
+        return ChatCompletionResponse(
+            choices=[ChatChoice(message=ChatMessage(role="assistant", content=messages[-1].text()))]
+        )
 
     def predict_stream(self, context, messages, params):
         for word in messages[-1].text().split(" "):

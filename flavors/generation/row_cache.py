@@ -66,7 +66,8 @@ class RowCache:
             cache[b, :, :length] = kept
 
     def save_block(self, row: int, start: int, size: int) -> tuple[Any, int]:
-        """A copy of positions ``start .. start+size`` of ``row``: [2 * layers, kv_heads, size, head_dim], and its bytes."""
+        """A copy of positions ``start .. start+size`` of ``row``: [2 * layers, kv_heads, size, head_dim], and its
+        bytes."""
         return self._stack([c[row, :, start : start + size] for c in self.keys + self.values])
 
     def load_blocks(self, blocks: list[Any], row: int, start: int) -> None:

@@ -90,7 +90,8 @@ class Scheduler:
             seq.generator = self.runner.generator(params.seed)
         if params.logit_bias and max(params.logit_bias) >= self.runner.vocab_size:
             raise ValueError(
-                f"logit_bias names token {max(params.logit_bias)}; this model's vocabulary has {self.runner.vocab_size} tokens"
+                f"logit_bias names token {max(params.logit_bias)}; "
+                f"this model's vocabulary has {self.runner.vocab_size} tokens"
             )
         if params.guided is not None:
             seq.matcher = self.grammars().matcher(params.guided)  # ValueError for a grammar that cannot compile

@@ -107,8 +107,10 @@ def template_takes_tools(chat_template: Optional[str]) -> bool:
 # ---------------------------------------------------------------------------------------------- prompts
 _PREAMBLE = (
     "You are a function calling AI model. You may call one or more functions to assist with the user query. "
-    "Don't make assumptions about what values to plug into functions. Here are the available tools:\n<tools>\n{tools}\n</tools>\n"
-    "For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n"
+    "Don't make assumptions about what values to plug into functions. Here are the available tools:\n"
+    "<tools>\n{tools}\n</tools>\n"
+    "For each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n"
     '<tool_call>\n{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
 )
 

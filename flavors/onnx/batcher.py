@@ -75,8 +75,9 @@ class GenaiBatcher:
             raise ValueError("the prompt is empty")
         if params.needs_processing or params.logprobs is not None:
             raise ValueError(
-                f"onnxruntime-genai's Engine ({self.genai.provider}) cannot constrain output to a grammar (response_format, "
-                "a forced tool_choice), apply penalties or logit_bias, or give logprobs; serve this model on cpu for those"
+                f"onnxruntime-genai's Engine ({self.genai.provider}) cannot constrain output to a grammar "
+                "(response_format, a forced tool_choice), apply penalties or logit_bias, or give logprobs; "
+                "serve this model on cpu for those"
             )
         if len(prompt_ids) >= self.context_length:
             raise ValueError(f"the prompt has {len(prompt_ids)} tokens; this model's context is {self.context_length}")

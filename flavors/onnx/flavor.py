@@ -56,7 +56,8 @@ def save_model(
     check_task(task)
     if not os.path.isfile(os.path.join(onnx_model_dir, GENAI_CONFIG)):
         raise ModelFormatError(
-            f"{onnx_model_dir} is not an onnxruntime-genai folder (no {GENAI_CONFIG}); create one with servelm.flavors.onnx.export"
+            f"{onnx_model_dir} is not an onnxruntime-genai folder (no {GENAI_CONFIG}); "
+            "create one with servelm.flavors.onnx.export"
         )
     if task == "llm/v1/chat" and not has_chat_template(onnx_model_dir):
         raise ModelFormatError(
@@ -121,7 +122,8 @@ def genai_dir_of(path: str) -> tuple[str, Model]:
 
 
 def locate_folder(path: str) -> tuple[str, Optional[str], dict[str, Any], Optional[Model]]:
-    """(genai folder, saved provider, saved model_config, MLmodel) of an onnx-flavor directory or a bare genai folder."""
+    """(genai folder, saved provider, saved model_config, MLmodel) of an onnx-flavor directory or a bare genai
+    folder."""
     if os.path.isfile(os.path.join(path, "MLmodel")):
         folder, meta = genai_dir_of(path)
         return folder, (meta.flavor(FLAVOR_NAME).get("providers") or [None])[0], meta.pyfunc_config(), meta
@@ -151,7 +153,8 @@ def load_genai(
 
 
 def load_model(path: str, return_type: str = "model", execution_provider: Optional[str] = None) -> Any:
-    """The native objects: an ``onnxruntime_genai.Model``, or ``{"model", "tokenizer"}`` with return_type="components"."""
+    """The native objects: an ``onnxruntime_genai.Model``, or ``{"model", "tokenizer"}`` with
+    return_type="components"."""
     if return_type not in ("model", "components"):
         raise ValueError("return_type must be 'model' or 'components'")
     genai, _ = load_genai(path, execution_provider)

@@ -26,7 +26,8 @@ from .runtime import GENAI_CONFIG, choose_provider, import_genai, open_genai, re
 
 @dataclass
 class OnnxPrompts:
-    """A genai folder's tokenizer and chat template (a ``ChatCodec``), with its context length and end-of-sequence ids."""
+    """A genai folder's tokenizer and chat template (a ``ChatCodec``), with its context length and end-of-sequence
+    ids."""
 
     path: str
     tokenizer: Any  # tokenizers.Tokenizer
@@ -142,5 +143,6 @@ def opened(genai_dir: str, provider: str, max_batch_size: int, threads: Optional
 
 
 def onnx_batcher(genai_dir: str, provider: str, threads: Optional[int], max_num_seqs: int) -> Batcher:
-    """The batcher of a genai folder (a picklable factory: called where the engine runs, which loads the model there)."""
+    """The batcher of a genai folder (a picklable factory: called where the engine runs, which loads the model
+    there)."""
     return opened(genai_dir, provider, max_num_seqs, threads).new_batcher(max_num_seqs)

@@ -134,8 +134,8 @@ def load_model(path: str, model_config: Any = None) -> PyFuncModel:
     """Load a model directory as a PyFuncModel.
 
     ``path`` may be any model URI (``runs:/``, ``models:/``, ``s3://``... through MLflow, see flavors/uri.py).
-    ``model_config`` (a dict or a YAML file path) overrides the saved config (unknown keys warned and ignored). Any loader_module with
-    ``_load_pyfunc(data_path, model_config=None)`` is honoured; code_paths go on sys.path first.
+    ``model_config`` (a dict or a YAML file path) overrides the saved config (unknown keys warned and ignored). Any
+    loader_module with ``_load_pyfunc(data_path, model_config=None)`` is honoured; code_paths go on sys.path first.
     """
     if model_config is not None and not isinstance(model_config, dict):
         from .save import read_model_config

@@ -173,7 +173,8 @@ def check_result_type(rtype: Any, kind: str) -> None:
         ):
             return
         raise ValueError(
-            f"an LLM scores into string (the reply), array<string> (each choice) or a struct of {', '.join(LLM_FIELDS)}; "
+            "an LLM scores into string (the reply), array<string> (each choice) "
+            f"or a struct of {', '.join(LLM_FIELDS)}; "
             f"got {rtype.simpleString()}"
         )
     ok = primitive(rtype) or (isinstance(rtype, ArrayType) and primitive(rtype.elementType))
@@ -215,7 +216,8 @@ def _data_type(spark: Any, result_type: Any) -> Any:
 
 
 def _ship(spark: Any, path: str) -> Optional[str]:
-    """Off local mode, send the model directory to the executors (its name there); None where they share this filesystem."""
+    """Off local mode, send the model directory to the executors (its name there); None where they share this
+    filesystem."""
     master = spark.sparkContext.master
     if master.startswith("local"):
         return None

@@ -57,7 +57,8 @@ def _load(path: str, spec: dict[str, Any]) -> Any:
         if missing is None:
             raise
         raise RuntimeError(
-            f"this Spark executor's Python ({sys.executable}) lacks the module {missing!r}, which the model {path} needs: "
+            f"this Spark executor's Python ({sys.executable}) lacks the module {missing!r}, "
+            f"which the model {path} needs: "
             f"{spec['extra']} there"
         ) from exc
 

@@ -64,7 +64,8 @@ def _components(transformers_model: Any) -> tuple[Any, Any, Optional[str]]:
     if hasattr(transformers_model, "model") and hasattr(transformers_model, "tokenizer"):
         return transformers_model.model, transformers_model.tokenizer, None
     raise ModelFormatError(
-        f"transformers_model must be a text-generation pipeline, a {{'model', 'tokenizer'}} dict or a checkpoint path; got {type(transformers_model).__name__}"
+        "transformers_model must be a text-generation pipeline, a {'model', 'tokenizer'} dict or a checkpoint path; "
+        f"got {type(transformers_model).__name__}"
     )
 
 
@@ -173,7 +174,8 @@ def locate_checkpoint(path: str) -> Checkpoint:
     if not os.path.isfile(os.path.join(path, "MLmodel")):
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise ModelFormatError(
-                f"{path} is neither a transformers-flavor directory nor a Hugging Face checkpoint (no MLmodel, no config.json)"
+                f"{path} is neither a transformers-flavor directory nor a Hugging Face checkpoint "
+                "(no MLmodel, no config.json)"
             )
         return Checkpoint(path, None, path, None, None)
     meta = Model.load(path)

@@ -12,7 +12,10 @@ from .pyfunc import TransformersPyfunc
 def _load_pyfunc(data_path: str, model_config: Optional[dict[str, Any]] = None) -> TransformersPyfunc:
     """Load the model directory ``data_path`` as a chat (or text-generation) pyfunc model. ``model_config``
     may hold ``device``, ``threads`` and ``dtype`` (where and how the model runs) besides generation defaults."""
-    meta_config = {**locate_checkpoint(data_path).meta.pyfunc_config(), **(model_config or {})}  # type: ignore[union-attr]
+    meta_config = {
+        **locate_checkpoint(data_path).meta.pyfunc_config(),  # type: ignore[union-attr]
+        **(model_config or {}),
+    }
     model, tokenizer, meta = load_components(
         data_path, meta_config.get("device"), meta_config.get("threads"), meta_config.get("dtype")
     )

@@ -8,9 +8,9 @@ loaded in the child, never in the server process) and the server process keeps t
 Two one-way pipes: requests go down as ("add", id, prompt ids, SamplingParams) / ("abort", id) /
 ("stop",); each step comes back as ("step", batch size, [(id, text, finished, finish_reason, tokens,
 error, logprobs)], whether the batcher still holds sequences), read on the event loop itself whenever the pipe is
-readable (no reader thread: a thread would have to win the GIL from a busy loop before every hand-off). The child exits when the server
-process goes away (its request pipe reaches EOF). If the child dies, every open request ends with an
-error and ``health_error`` says so.
+readable (no reader thread: a thread would have to win the GIL from a busy loop before every hand-off). The child
+exits when the server process goes away (its request pipe reaches EOF). If the child dies, every open request
+ends with an error and ``health_error`` says so.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from .base import Delta
 
 @dataclass(eq=False)
 class EngineRequest:
-    """A submitted sequence (a ``RequestStream``): its id, and the queue of Deltas it streams to on the caller's loop."""
+    """A submitted sequence (a ``RequestStream``): its id, and the queue of Deltas it streams to on the caller's
+    loop."""
 
     rid: int
     prompt_ids: list[int]

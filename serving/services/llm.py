@@ -146,7 +146,8 @@ class LLMService(ModelService):
             field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
             raise APIError(
                 400,
-                f"This model's maximum context length is {context} tokens. However, you requested {len(ids) + asked} tokens "
+                f"This model's maximum context length is {context} tokens. "
+                f"However, you requested {len(ids) + asked} tokens "
                 f"({len(ids)} in the {prompt_field}, {asked} in the completion). Please reduce the length of the "
                 f"{prompt_field} or completion.",
                 param=field,

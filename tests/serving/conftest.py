@@ -73,7 +73,8 @@ def chat_body():
 
 @pytest.fixture(scope="session")
 def post_chat(auth):
-    """``post_chat(base, body=None, **httpx_kwargs)``: POST /v1/chat/completions with the key unless headers are given."""
+    """``post_chat(base, body=None, **httpx_kwargs)``: POST /v1/chat/completions with the key unless headers are
+    given."""
 
     def post(base, body=None, **kw):
         kw.setdefault("headers", auth)

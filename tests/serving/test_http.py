@@ -87,7 +87,10 @@ def test_disconnect_cancels_non_streamed_async_work(serve, chat_body, wait_until
     with serve(agent) as (base, app):
         host, port = base.removeprefix("http://").split(":")
         payload = json.dumps(chat_body).encode()
-        head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        )
         with socket.create_connection((host, int(port))) as client:
             client.sendall(head.encode() + payload)
             assert agent.started.wait(10)  # the request is in the agent's hands: now the client goes away

@@ -282,7 +282,8 @@ set_model(Slow())
 
 
 def test_autoscales_on_ongoing_requests(ray_base, tmp_path, write_code):
-    """Target: the replica's concurrency (max_concurrency=2). Four streams at once are twice that: a second replica starts."""
+    """Target: the replica's concurrency (max_concurrency=2). Four streams at once are twice that: a second replica
+    starts."""
     path = str(tmp_path / "slow")
     save_model(path, python_model=write_code(tmp_path, "slow.py", SLOW_AGENT))
     serve.run(

@@ -52,13 +52,19 @@ def streamed(fmt, text, seed):
     [
         (
             "hermes",
-            'Checking.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "tags": ["a}", {"b": "]"}]}}\n</tool_call>',
+            (
+                "Checking.\n<tool_call>\n"
+                '{"name": "get_weather", "arguments": {"city": "Paris", "tags": ["a}", {"b": "]"}]}}\n</tool_call>'
+            ),
             "Checking.",
             [("get_weather", '{"city": "Paris", "tags": ["a}", {"b": "]"}]}')],
         ),
         (
             "hermes",
-            '<tool_call>\n{"arguments": {"x": 1}, "name": "f"}\n</tool_call>\n<tool_call>\n{"name": "g", "arguments": "{\\"y\\": 2}"}\n</tool_call>',
+            (
+                '<tool_call>\n{"arguments": {"x": 1}, "name": "f"}\n</tool_call>\n'
+                '<tool_call>\n{"name": "g", "arguments": "{\\"y\\": 2}"}\n</tool_call>'
+            ),
             "",
             [("f", '{"x": 1}'), ("g", '{"y": 2}')],
         ),

@@ -48,8 +48,10 @@ def test_custom_loader_module(tmp_path, run_python):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "factor.txt").write_text("3")
     (tmp_path / "my_loader_mod.py").write_text(
-        "import os\nclass Impl:\n    def __init__(self, k): self.k = k\n    def predict(self, data, params=None): return [x * self.k for x in data]\n"
-        "def _load_pyfunc(data_path, model_config=None):\n    return Impl(int(open(os.path.join(data_path, 'factor.txt')).read()))\n"
+        "import os\nclass Impl:\n    def __init__(self, k): self.k = k\n"
+        "    def predict(self, data, params=None): return [x * self.k for x in data]\n"
+        "def _load_pyfunc(data_path, model_config=None):\n"
+        "    return Impl(int(open(os.path.join(data_path, 'factor.txt')).read()))\n"
     )
     save_model(
         str(tmp_path / "m"),

@@ -162,7 +162,8 @@ def test_without_mlflow_a_directory_that_needs_it_says_so(tmp_path, mlflow_refer
     shutil.copytree(mlflow_reference / "chat_agent_pickle", tmp_path / "pickle")
     # a pickle of an MLflow class: what cloudpickle writes for an instance of mlflow.pyfunc.ChatAgent's subclass
     (tmp_path / "pickle" / "python_model.pkl").write_bytes(
-        b"\x80\x05\x95&\x00\x00\x00\x00\x00\x00\x00\x8c\x10mlflow.pyfunc.xy\x94\x8c\x0bEchoChatAgt\x94\x93\x94)\x81\x94."
+        b"\x80\x05\x95&\x00\x00\x00\x00\x00\x00\x00"
+        b"\x8c\x10mlflow.pyfunc.xy\x94\x8c\x0bEchoChatAgt\x94\x93\x94)\x81\x94."
     )
     out = run_python(
         textwrap.dedent(f"""

@@ -133,7 +133,9 @@ def test_models_from_code_model_config(tmp_path, serve):
         import os
         import mlflow
         os.chdir(ROOT)
-        mlflow.pyfunc.save_model(MODEL_PATH, python_model=CODE_PATH, model_config=os.path.join(ROOT, "prod.yaml"), input_example=["Ada"])
+        mlflow.pyfunc.save_model(
+            MODEL_PATH, python_model=CODE_PATH, model_config=os.path.join(ROOT, "prod.yaml"), input_example=["Ada"]
+        )
         os.remove(os.path.join(ROOT, "dev.yaml"))
         result = mlflow.pyfunc.load_model(MODEL_PATH).predict(["Ada", "Alan"])
     """
@@ -199,7 +201,9 @@ def test_add_n_dataframe_model(tmp_path, serve):
                 return model_input.apply(lambda column: column + self.n)
 
 
-        mlflow.pyfunc.save_model(path=MODEL_PATH, python_model=AddN(n=5), input_example=pd.DataFrame({"a": [1, 2], "b": [3.0, 4.5]}))
+        mlflow.pyfunc.save_model(
+            path=MODEL_PATH, python_model=AddN(n=5), input_example=pd.DataFrame({"a": [1, 2], "b": [3.0, 4.5]})
+        )
         result = mlflow.pyfunc.load_model(MODEL_PATH).predict(pd.DataFrame({"a": [10], "b": [0.5]}))
     """
     with_mlflow, with_servelm, model_dir = run_both(tmp_path, "", driver)
@@ -287,7 +291,10 @@ def test_tensor_signature_and_numpy_output(tmp_path, serve):
         x = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
         signature = infer_signature(x, Scale().predict(None, x))
         mlflow.pyfunc.save_model(MODEL_PATH, python_model=Scale(), signature=signature)
-        result = [signature.inputs.to_dict(), mlflow.pyfunc.load_model(MODEL_PATH).predict(np.array([[0.5, 1, 1.5, 2]], dtype=np.float32))]
+        result = [
+            signature.inputs.to_dict(),
+            mlflow.pyfunc.load_model(MODEL_PATH).predict(np.array([[0.5, 1, 1.5, 2]], dtype=np.float32)),
+        ]
     """
     with_mlflow, with_servelm, model_dir = run_both(tmp_path, "", driver)
     assert with_servelm == with_mlflow
@@ -297,7 +304,8 @@ def test_tensor_signature_and_numpy_output(tmp_path, serve):
 
 
 def test_signature_api_as_mlflow_writes_it():
-    """ColSpec("double", "x"), TensorSpec(np.dtype(...), shape), Schema([...]), infer_signature: the JSON MLflow writes."""
+    """ColSpec("double", "x"), TensorSpec(np.dtype(...), shape), Schema([...]), infer_signature: the JSON MLflow
+    writes."""
     from mlflow.models import infer_signature as mlflow_infer
     from mlflow.types.schema import ColSpec as MColSpec
     from mlflow.types.schema import Schema as MSchema

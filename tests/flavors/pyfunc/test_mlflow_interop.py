@@ -29,7 +29,9 @@ from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse
 
 
 class EchoChatAgent(ChatAgent):
-    def predict(self, messages: list[ChatAgentMessage], context=None, custom_inputs: Optional[dict[str, Any]] = None) -> ChatAgentResponse:
+    def predict(
+        self, messages: list[ChatAgentMessage], context=None, custom_inputs: Optional[dict[str, Any]] = None
+    ) -> ChatAgentResponse:
         return ChatAgentResponse(messages=[ChatAgentMessage(role="assistant", content=messages[-1].content, id="m1")])
 
     def predict_stream(self, messages, context=None, custom_inputs=None):
@@ -39,7 +41,9 @@ class EchoChatAgent(ChatAgent):
 
 class EchoChatModel(ChatModel):
     def predict(self, context, messages: list[ChatMessage], params) -> ChatCompletionResponse:
-        return ChatCompletionResponse(choices=[ChatChoice(index=0, message=ChatMessage(role="assistant", content=messages[-1].content))])
+        return ChatCompletionResponse(
+            choices=[ChatChoice(index=0, message=ChatMessage(role="assistant", content=messages[-1].content))]
+        )
 
 
 class EchoResponsesAgent(ResponsesAgent):
@@ -51,7 +55,9 @@ class EchoResponsesAgent(ResponsesAgent):
         text = request.input[-1].content
         for word in text.split(" "):
             yield ResponsesAgentStreamEvent(**self.create_text_delta(delta=word + " ", item_id="msg-1"))
-        yield ResponsesAgentStreamEvent(type="response.output_item.done", item=self.create_text_output_item(text=text, id="msg-1"))
+        yield ResponsesAgentStreamEvent(
+            type="response.output_item.done", item=self.create_text_output_item(text=text, id="msg-1")
+        )
 """
 
 

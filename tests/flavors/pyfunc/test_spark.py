@@ -13,7 +13,8 @@ import pytest
 
 if importlib.util.find_spec("pyspark") is None or importlib.util.find_spec("pyarrow") is None:
     pytest.skip(
-        "pyspark and pyarrow are not installed in this environment (CI runs these tests in the venv of scripts/test-scale.sh)",
+        "pyspark and pyarrow are not installed in this environment "
+        "(CI runs these tests in the venv of scripts/test-scale.sh)",
         allow_module_level=True,
     )
 
@@ -129,8 +130,10 @@ class Sums(PythonModel):
     def predict(self, context, model_input, params=None):
         if isinstance(model_input, dict):  # the input example, when saved
             model_input = pd.DataFrame([model_input])
-        assert isinstance(model_input, pd.DataFrame), type(model_input)  # what spark_udf gives a model with named columns
-        return pd.DataFrame({"total": model_input["a"] + model_input["b"], "product": model_input["a"] * model_input["b"],
+        # what spark_udf gives a model with named columns
+        assert isinstance(model_input, pd.DataFrame), type(model_input)
+        return pd.DataFrame({"total": model_input["a"] + model_input["b"],
+                             "product": model_input["a"] * model_input["b"],
                              "label": [f"{a}x{b}" for a, b in zip(model_input["a"], model_input["b"])]})
 
 
@@ -255,7 +258,9 @@ def test_an_executor_without_the_flavors_extra_says_so(tiny_llama_dir):
         sys.modules["torch"] = None  # as on an executor without servelm[transformers]
         from servelm.flavors.pyfunc.spark_worker import loaded_model
         try:
-            loaded_model({{"path": {tiny_llama_dir!r}, "model_config": {{}}, "extra": "pip install 'servelm[transformers]'"}})
+            loaded_model(
+                {{"path": {tiny_llama_dir!r}, "model_config": {{}}, "extra": "pip install 'servelm[transformers]'"}}
+            )
         except RuntimeError as exc:
             print("ERROR", exc)
     """)

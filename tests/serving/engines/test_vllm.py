@@ -106,7 +106,8 @@ def test_responses_api(vllm_server, client):
     assert events[0] == "response.created" and events[-1] == "response.incomplete"
 
 
-# bounded values: vLLM has no closing preference near the token limit, and a random model would write a free string forever
+# bounded values: vLLM has no closing preference near the token limit, and a random model would
+# write a free string forever
 WEATHER = {
     "type": "function",
     "function": {
