@@ -55,9 +55,15 @@ class PrefixCache:
         self.hits += len(found) * self.block_size
         return found
 
-    def missing(self, keys: list[int]) -> list[int]:
-        """Indexes of the blocks (by position in ``keys``) not saved yet."""
-        return [i for i, key in enumerate(keys) if key not in self._blocks]
+    def __contains__(self, key: int) -> bool:
+        return key in self._blocks
+
+    def depth(self, keys: list[int]) -> int:
+        """How many leading ``keys`` are saved (a look without counting a hit or touching recency)."""
+        for i, key in enumerate(keys):
+            if key not in self._blocks:
+                return i
+        return len(keys)
 
     def save(self, key: int, tokens: list[int], block: Any, nbytes: int) -> None:
         """Keep ``block`` (the KV of ``tokens``) under ``key``, evicting old blocks past the byte budget."""

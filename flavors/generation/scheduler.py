@@ -10,7 +10,10 @@ last decoding row into it, and a sequence whose prefill completes moves to row `
 copied, never the whole cache.
 
 Prompts that start like an earlier prompt reuse its KV (``prefix_cache.py``): a shared system prompt is
-computed once.
+computed once. A prompt looks the cache up when its prefill is first planned, not when it arrives, and
+each full block is saved as soon as it is computed; a prompt whose next block another prompt ahead of it
+is computing waits for that block instead of computing it again, so requests that arrive together with
+the same system prompt compute it once too.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class ScheduledSequence(Sequence):
     computed: int = 0  # tokens whose KV is in the cache
     pending: int = -1  # the last sampled token, fed to the next decode step
     keys: list[int] = field(default_factory=list)  # prefix-cache keys of its prompt's full blocks
+    looked_up: bool = False  # the prefix cache was consulted (at its first planned prefill)
+    saved: int = 0  # leading blocks known to be in the prefix cache
     detokenizer: Optional[IncrementalDetokenizer] = None
     generator: Any = None
     matcher: Any = None  # llguidance matcher, under a grammar
@@ -136,6 +141,7 @@ class Scheduler:
                 seq.computed += 1
             for seq, take in planned:
                 seq.computed += take
+                self._save_prefix(seq)
             completed = [i for i, (seq, _) in enumerate(planned) if seq.computed == len(seq.prompt_ids)]
             sampled = running + [planned[i][0] for i in completed]
             wanted = list(range(len(running))) + [len(running) + i for i in completed]
@@ -143,7 +149,6 @@ class Scheduler:
             outputs = [self._accept(seq, choice) for seq, choice in zip(running, choices)]
             for seq, choice in zip(sampled[len(running) :], choices[len(running) :]):
                 self.prefilling.remove(seq)
-                self._save_prefix(seq)
                 self._join_decoding(seq)
                 outputs.append(self._accept(seq, choice))
         self.last_batch_size = len(outputs)
@@ -163,37 +168,61 @@ class Scheduler:
             self.runner.ensure(len(self.rows), self._room_for(len(seq.prompt_ids) + 1))
             seq.row = row
             self.rows[row] = seq
-            self._load_prefix(seq)
+            if self.prefix_cache is not None:
+                seq.keys = block_keys(seq.prompt_ids, self.prefix_cache.block_size)
             self.prefilling.append(seq)
 
     def _room_for(self, length: int) -> int:
         return min(self.context_length, length)
 
     def _load_prefix(self, seq: ScheduledSequence) -> None:
+        """Load the longest cached prefix of ``seq``'s prompt into its row (before any of it is computed)."""
+        seq.looked_up = True
         cache = self.prefix_cache
         if cache is None:
             return
-        seq.keys = block_keys(seq.prompt_ids, cache.block_size)
         blocks = cache.lookup(seq.keys, seq.prompt_ids)
         self.runner.load_blocks(blocks, seq.row, 0)
+        seq.saved = len(blocks)
         seq.computed = len(blocks) * cache.block_size
 
     def _save_prefix(self, seq: ScheduledSequence) -> None:
+        """Save the prompt blocks of ``seq`` computed since the last save."""
         cache = self.prefix_cache
         if cache is None:
             return
         size = cache.block_size
-        for i in cache.missing(seq.keys):
-            block, nbytes = self.runner.save_block(seq.row, i * size, size)
-            cache.save(seq.keys[i], seq.prompt_ids[i * size : (i + 1) * size], block, nbytes)
+        done = min(len(seq.keys), seq.computed // size)
+        for i in range(seq.saved, done):
+            if seq.keys[i] not in cache:
+                block, nbytes = self.runner.save_block(seq.row, i * size, size)
+                cache.save(seq.keys[i], seq.prompt_ids[i * size : (i + 1) * size], block, nbytes)
+        seq.saved = max(seq.saved, done)
+
+    def _waits_for_a_block(self, seq: ScheduledSequence, computing: set[int]) -> bool:
+        """Whether the first block ``seq`` would compute is one a prompt ahead of it is computing."""
+        cache = self.prefix_cache
+        if cache is None:
+            return False
+        found = cache.depth(seq.keys[: (len(seq.prompt_ids) - 1) // cache.block_size])
+        return found < len(seq.keys) and seq.keys[found] in computing
 
     def _plan_prefill(self) -> list[tuple[ScheduledSequence, int]]:
-        """Prompt chunks for this step, oldest sequence first, up to the token budget: (sequence, tokens)."""
+        """Prompt chunks for this step, oldest sequence first, up to the token budget: (sequence, tokens).
+        A prompt not started yet loads its cached prefix first, or waits while a prompt ahead of it
+        computes the block it would compute next."""
         planned = []
         budget = self.prefill_tokens
+        computing: set[int] = set()  # keys of the blocks prompts ahead in the queue have still to compute
+        size = self.prefix_cache.block_size if self.prefix_cache is not None else 1
         for seq in self.prefilling:
             if budget <= 0:
                 break
+            if not seq.looked_up:
+                if self._waits_for_a_block(seq, computing):
+                    continue
+                self._load_prefix(seq)
+            computing.update(seq.keys[seq.computed // size :])
             take = min(budget, len(seq.prompt_ids) - seq.computed)
             planned.append((seq, take))
             budget -= take

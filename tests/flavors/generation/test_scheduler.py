@@ -70,6 +70,24 @@ def test_a_shared_prefix_is_computed_once_and_decodes_the_same(lm, tiny_llama):
         assert seq.generated == reference(lm, prompt_ids, 8)
 
 
+def test_prompts_arriving_together_compute_their_shared_prefix_once(lm, tiny_llama):
+    """The first prompt computes the shared blocks (over two steps, under a small budget); the others wait
+    for them, then load them and compute only their own tokens."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    batcher = ContinuousBatcher(lm, tokenizer, max_num_seqs=8, prefill_tokens=64, block_size=16)
+    shared = [(3 * i) % 190 + 4 for i in range(80)]
+    prompts = [shared + [20 + i, 21 + i, 22 + i] for i in range(3)]
+    seqs = [batcher.add(p, greedy(6)) for p in prompts]
+    batcher.step()
+    assert [s.computed for s in seqs] == [64, 0, 0]  # the others wait: their first block is being computed
+    run(batcher)
+    assert batcher.prefix_cache is not None and batcher.prefix_cache.hits == 2 * 80
+    for seq, prompt_ids in zip(seqs, prompts):
+        assert seq.generated == reference(lm, prompt_ids, 6)
+
+
 def test_a_prompt_repeated_exactly_still_computes_its_last_token(lm, tiny_llama):
     """A prompt of whole blocks seen before: every block but the last is reused, since the first
     token's logits need the last prompt token computed."""
