@@ -46,9 +46,29 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
+def refuse_unsupported_options(body: ResponsesAgentRequest) -> None:
+    """400 for Responses options this server cannot honour: background mode (responses are answered in
+    the request) and ``truncation: "auto"`` (a conversation past the context is refused, not cut)."""
+    if body.background:
+        raise APIError(
+            400,
+            "background: responses are answered within the request here; omit background or set it to false",
+            param="background",
+            code="unsupported_parameter",
+        )
+    if body.truncation not in (None, "disabled"):
+        raise APIError(
+            400,
+            f"truncation: only 'disabled' is supported here; got {body.truncation!r}",
+            param="truncation",
+            code="unsupported_value",
+        )
+
+
 @router.post("/v1/responses")
 async def responses(request: Request) -> Response:
     state, service, body = await accept(request, ResponsesAgentRequest, RESPONSES)
+    refuse_unsupported_options(body)
     inputs = [item.model_dump(exclude_none=True) for item in body.input]
     if body.previous_response_id:
         history = state.responses.conversation(body.previous_response_id)

@@ -50,3 +50,17 @@ def test_raw_sse_has_event_lines_and_no_done(server, sse_lines):
     lines = sse_lines(server, "/v1/responses", {"input": "q", "stream": True})
     assert lines[0] == "event: response.created" and "[DONE]" not in "".join(lines)
     assert json.loads(lines[-1][len("data: ") :])["type"] == "response.completed"
+
+
+@pytest.mark.parametrize(
+    "extra, param",
+    [({"background": True}, "background"), ({"truncation": "auto"}, "truncation")],
+)
+def test_options_that_cannot_be_honoured_are_refused(server, openai_client, extra, param):
+    import openai
+
+    c = openai_client(server)
+    with pytest.raises(openai.BadRequestError) as caught:
+        c.responses.create(model="m", input="hi", **extra)
+    assert caught.value.body["param"] == param
+    assert c.responses.create(model="m", input="hi", background=False, truncation="disabled").status == "completed"
