@@ -236,24 +236,17 @@ def build_system(
     mlflow_env = {
         "PATH": os.path.dirname(pythons["mlflow"] or PYTHON) + os.pathsep + os.environ.get("PATH", "")
     }  # it execs `uvicorn`
+
+    def mlflow_serve(model_dir: str) -> list[str]:
+        """``mlflow models serve`` of ``model_dir`` in MLflow's interpreter, on loopback."""
+        python = pythons["mlflow"] or ""
+        return [python, "-m", "mlflow", "models", "serve", "-m", model_dir, "--env-manager", "local", "-h", "127.0.0.1"]
+
     if name == "mlflow-transformers":  # MLflow cannot stream, and its sampler refuses temperature 0
-        argv = [
-            pythons["mlflow"] or "",
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            models["mlflow-transformers"],
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-        ]
         return System(
             name,
             "llm",
-            argv,
+            mlflow_serve(models["mlflow-transformers"]),
             "/invocations",
             {"messages": llm_body["messages"], "max_tokens": args.max_tokens},
             False,
@@ -266,20 +259,17 @@ def build_system(
             label, "agent", servelm + ["-m", models["servelm-agent"]], "/v1/chat/completions", agent_body, False
         )
     if name == "mlflow-agent":
-        argv = [
-            pythons["mlflow"] or "",
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            models["mlflow-agent"],
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-        ]
-        return System(name, "agent", argv, "/invocations", agent_body, False, mlflow_env, "/ping", 180)
+        return System(
+            name,
+            "agent",
+            mlflow_serve(models["mlflow-agent"]),
+            "/invocations",
+            agent_body,
+            False,
+            mlflow_env,
+            "/ping",
+            180,
+        )
     raise ValueError(f"unknown system {name!r}")
 
 

@@ -72,3 +72,8 @@ class Batcher(Protocol):
     def has_work(self) -> bool:
         """Whether any sequence is waiting or running (aborted ones count until they are freed)."""
         ...
+
+    def idle(self) -> None:
+        """Free memory kept for running sequences (a KV cache) while none is left; called by an engine
+        after ``IDLE_SECONDS`` without work, so back-to-back bursts reuse it."""
+        ...

@@ -154,8 +154,13 @@ class Scheduler:
         self.last_batch_size = len(outputs)
         if not any(s is not None for s in self.rows):
             self.rows, self.decoding = [], 0
-            self.runner.release()
         return outputs
+
+    def idle(self) -> None:
+        """Free the KV cache while nothing runs. Engines call this once they have had no work for a moment,
+        so a burst that follows another keeps the cache instead of allocating it again row by row."""
+        if not self.has_work():
+            self.runner.release()
 
     def _admit(self) -> None:
         while self.waiting and sum(s is not None for s in self.rows) < self.max_num_seqs:

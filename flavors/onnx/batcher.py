@@ -154,6 +154,9 @@ class GenaiBatcher:
     def has_work(self) -> bool:
         return bool(self.live or self.seeded)
 
+    def idle(self) -> None:
+        """Nothing to free: onnxruntime-genai's Engine owns its cache."""
+
     # ------------------------------------------------------------------ the step
     def step(self) -> list[StepOutput]:
         """One Engine step (prefill of newcomers and/or a decode for the scheduled batch), and one token

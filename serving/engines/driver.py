@@ -12,6 +12,8 @@ from .base import Delta
 
 log = logging.getLogger("servelm.engine")
 
+IDLE_SECONDS = 1.0  # seconds without work after which an engine lets its batcher free its KV cache
+
 
 class BatcherDriver:
     """A batcher and the requests riding on it, keyed by request id: add, abort, and one step that
@@ -43,6 +45,10 @@ class BatcherDriver:
 
     def has_work(self) -> bool:
         return bool(self.batcher.has_work())
+
+    def idle(self) -> None:
+        """The engine has had no work for ``IDLE_SECONDS``: the batcher may free its cache."""
+        self.batcher.idle()
 
     def step(self) -> tuple[int, list[tuple[int, Delta]]]:
         """One batcher step: (sequences in it, [(request id, Delta)])."""

@@ -30,7 +30,7 @@ from servelm.flavors.generation.choice import TokenChoice
 from ..errors import APIError
 from ..logs import configure_logging
 from .base import Delta, StepObserver
-from .driver import BatcherDriver
+from .driver import IDLE_SECONDS, BatcherDriver
 from .requests import EngineRequest, RequestTable
 
 log = logging.getLogger("servelm.engine")
@@ -197,12 +197,15 @@ def engine_main(
     gc.collect()
     gc.freeze()  # the model and libraries live as long as the process: keep them out of the cyclic collector's passes
     outputs.send(("ready", None))
+    released = True  # nothing allocated yet
     while True:
-        wait: Optional[float] = 0.0 if driver.has_work() else None  # block when idle, only peek when busy
+        # peek when busy; when idle, wait IDLE_SECONDS, free the cache, then block until a request comes
+        wait: Optional[float] = 0.0 if driver.has_work() else (None if released else IDLE_SECONDS)
+        received = False
         try:
             while requests.poll(wait):
                 message = requests.recv()
-                wait = 0.0
+                wait, received = 0.0, True
                 if message[0] == "add":
                     _, rid, prompt_ids, params = message
                     refused = driver.add(rid, prompt_ids, params)
@@ -216,12 +219,17 @@ def engine_main(
                     return
         except (EOFError, OSError):  # the server process is gone
             return
-        if driver.has_work():
-            batch, items = driver.step()
-            try:
-                outputs.send(("step", batch, [_wire(rid, delta) for rid, delta in items], driver.has_work()))
-            except OSError:  # the server process is gone
-                return
+        if not driver.has_work():
+            if not received and not released:
+                driver.idle()
+                released = True
+            continue
+        released = False
+        batch, items = driver.step()
+        try:
+            outputs.send(("step", batch, [_wire(rid, delta) for rid, delta in items], driver.has_work()))
+        except OSError:  # the server process is gone
+            return
 
 
 def _wire(rid: int, delta: Delta) -> tuple[Any, ...]:

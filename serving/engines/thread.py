@@ -19,7 +19,7 @@ from typing import Any, Optional
 from servelm.flavors.generation import Batcher, SamplingParams
 
 from .base import StepObserver
-from .driver import BatcherDriver
+from .driver import IDLE_SECONDS, BatcherDriver
 from .requests import EngineRequest, RequestTable
 
 
@@ -89,8 +89,10 @@ class ThreadEngine:
         while not self._stopped:
             self._take_inbox(driver)
             if not driver.has_work():
-                self._wake.wait(timeout=1.0)
+                woken = self._wake.wait(timeout=IDLE_SECONDS)
                 self._wake.clear()
+                if not woken and not self._inbox and not driver.has_work():
+                    driver.idle()
                 continue
             batch, items = driver.step()
             if self.on_step is not None and batch:

@@ -123,3 +123,30 @@ def test_vllm_engine_without_vllm_says_how_to_install(tmp_path, tiny_llama):
         CLI + ["serve", "-m", tiny_llama, "--engine", "vllm"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 2 and "pip install 'servelm[vllm]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def broken_code_model(tmp_path):
+    """A models-from-code directory whose code file no longer parses."""
+    (tmp_path / "agent.py").write_text(SLOW_AGENT)
+    save_model(str(tmp_path / "broken"), python_model=str(tmp_path / "agent.py"))
+    for code in (tmp_path / "broken").rglob("agent.py"):
+        code.write_text("def broken(:\n")
+    return str(tmp_path / "broken")
+
+
+@pytest.mark.parametrize("case", ["syntax error in the code", "onnx engine on a transformers directory", "no cuda"])
+def test_a_model_that_fails_to_load_exits_with_the_reason_on_one_line(tmp_path, tiny_llama_dir, free_port, case):
+    if case == "syntax error in the code":
+        argv = ["-m", broken_code_model(tmp_path)]
+    elif case == "onnx engine on a transformers directory":
+        argv = ["-m", tiny_llama_dir, "--engine", "onnx"]
+    else:
+        torch = pytest.importorskip("torch")
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        argv = ["-m", tiny_llama_dir, "--device", "cuda"]
+    proc = subprocess.run(CLI + ["serve", *argv, "--port", str(free_port)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line or line.startswith("Error")]
+    assert errors, proc.stderr
+    assert "Traceback" not in proc.stderr

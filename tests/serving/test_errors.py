@@ -111,3 +111,13 @@ def test_as_api_error_maps_each_kind():
         500,
         "internal_error",
     ) and internal.message == "internal error: KeyError: 'k'"
+
+
+def test_unknown_routes_and_methods_are_openai_shaped(limited_server):
+    import httpx
+
+    base, _, _ = limited_server
+    missing = httpx.get(f"{base}/v1/nowhere")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_route"
+    wrong = httpx.get(f"{base}/v1/chat/completions")
+    assert wrong.status_code == 405 and set(wrong.json()["error"]) == {"message", "type", "param", "code"}

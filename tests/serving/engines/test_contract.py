@@ -229,6 +229,15 @@ def test_prompt_over_context_is_400(llm):
     assert resp.status_code == 400 and "context" in resp.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("max_tokens", [10_000_000, 1e20])
+def test_max_tokens_past_the_context_is_400_before_any_stream(llm, stream, max_tokens):
+    body = {"messages": ASK, "max_tokens": max_tokens, "stream": stream}
+    resp = httpx.post(f"{llm.base}/v1/chat/completions", json=body, timeout=30)
+    assert resp.status_code == 400 and resp.headers["content-type"].startswith("application/json")
+    assert resp.json()["error"]["param"] == "max_tokens"
+
+
 # ---------------------------------------------------------------------------------------------- LLMs driving agents
 WEATHER = {
     "type": "function",

@@ -118,3 +118,13 @@ def test_chat_model_and_responses_agent_answer_chat(
                 if ch.choices
             )
             assert streamed == "one two "
+
+
+def test_sse_events_are_separated_by_blank_lines_without_cr(chat_agent_server):
+    import httpx
+
+    body = {"messages": [{"role": "user", "content": "a b c"}], "stream": True}
+    with httpx.stream("POST", f"{chat_agent_server}/v1/chat/completions", json=body, timeout=30) as resp:
+        raw = b"".join(resp.iter_bytes())
+    assert b"\r" not in raw and raw.endswith(b"data: [DONE]\n\n")
+    assert all(event.startswith(b"data: ") for event in raw.split(b"\n\n") if event)
