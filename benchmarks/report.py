@@ -1,7 +1,8 @@
 """What benchmarks/compare.py writes: the target ratios of the issues (met or missed, with the measured
 value), a markdown report and PNG plots. Every figure comes from the rows of one run.
 
-    python benchmarks/report.py benchmarks/results/compare.json   # the README's table of that run
+    python benchmarks/report.py benchmarks/results/compare.json           # the README's table of that run
+    python benchmarks/report.py benchmarks/results/compare.json --write   # and write its .md and plots again
 """
 
 from __future__ import annotations
@@ -165,7 +166,10 @@ def real_targets(rows: Rows, levels: list[int], settings: dict[str, Any]) -> lis
         live = point["concurrency"] * (
             (point.get("prompt_tokens_mean") or 0) + settings.get("max_tokens", 0)
         )  # tokens at the end of a wave
-        grown = point["peak_rss_mb"] - point["rss_before_mb"]
+        idle = min(
+            r["rss_before_mb"] for r in rows if r["system"] == point["system"] and r.get("rss_before_mb")
+        )  # MiB: the server loaded and idle, before its first level (caches it keeps count as growth)
+        grown = point["peak_rss_mb"] - idle
         store: Any = kv_token.get("servelm" if point["system"].startswith("servelm") else "vllm")
         needed = live * store / 2**20 if store else None  # MiB
         judged = (
@@ -177,7 +181,7 @@ def real_targets(rows: Rows, levels: list[int], settings: dict[str, Any]) -> lis
         lines.append(
             f"- {point['system']}: {point['concurrency']} clients "
             f"x ~{point.get('prompt_tokens_mean', 0):.0f}-token prompts: "
-            f"peak RSS {point['peak_rss_mb']:.0f} MiB (grew {grown:.0f} MiB under load){judged}"
+            f"peak RSS {point['peak_rss_mb']:.0f} MiB ({grown:.0f} MiB over the loaded, idle server){judged}"
         )
     return lines
 
@@ -326,5 +330,12 @@ def summary(report: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    with open(sys.argv[1]) as f:
-        print(summary(json.load(f)))
+    path = sys.argv[1]
+    with open(path) as f:
+        results = json.load(f)
+    if "--write" in sys.argv[2:]:
+        stem = os.path.splitext(path)[0]
+        with open(stem + ".md", "w") as f:
+            f.write(markdown(results))
+        plots(results, os.path.dirname(stem), os.path.basename(stem))
+    print(summary(results))
