@@ -202,15 +202,16 @@ class Scheduler:
             if seq.keys[i] not in cache:
                 block, nbytes = self.runner.save_block(seq.row, i * size, size)
                 cache.save(seq.keys[i], seq.prompt_ids[i * size : (i + 1) * size], block, nbytes)
-        seq.saved = max(seq.saved, done)
+        seq.saved = done  # never below: computed only grows, and the loaded blocks were already computed
 
     def _waits_for_a_block(self, seq: ScheduledSequence, computing: set[int]) -> bool:
         """Whether the first block ``seq`` would compute is one a prompt ahead of it is computing."""
         cache = self.prefix_cache
         if cache is None:
             return False
-        found = cache.depth(seq.keys[: (len(seq.prompt_ids) - 1) // cache.block_size])
-        return found < len(seq.keys) and seq.keys[found] in computing
+        loadable = seq.keys[: (len(seq.prompt_ids) - 1) // cache.block_size]  # as ``PrefixCache.lookup`` caps it
+        found = cache.depth(loadable)
+        return found < len(loadable) and loadable[found] in computing
 
     def _plan_prefill(self) -> list[tuple[ScheduledSequence, int]]:
         """Prompt chunks for this step, oldest sequence first, up to the token budget: (sequence, tokens).
