@@ -4,7 +4,7 @@ array library (torch, numpy) is the subclass's: it says how to allocate, copy an
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 LENGTH_STEP = 256  # positions are allocated in multiples of this
 
@@ -20,6 +20,7 @@ class RowCache:
         self.values: list[Any] = []
         self.rows = 0  # allocated
         self.length = 0  # allocated positions per row
+        self._joined: Optional[tuple[list[Any], Any]] = None  # the last blocks loaded, and them joined
 
     # ------------------------------------------------------------------ what the array library provides
     def _zeros(self, shape: tuple[int, ...]) -> Any:
@@ -38,22 +39,30 @@ class RowCache:
 
     # ------------------------------------------------------------------ the rows
     def ensure(self, rows: int, length: int) -> None:
-        """Grow to at least ``rows`` rows (doubling, up to ``max_rows``) of ``length`` positions (in steps of 256),
-        keeping what is cached."""
+        """Make room for ``rows`` rows (allocating more in doubling steps, up to ``max_rows``) of ``length``
+        positions (in steps of 256), keeping the first ``rows`` rows' cache. Rows past ``rows`` hold nothing
+        (the scheduler uses rows from 0 up), so a reallocation for length drops them; buffers are replaced
+        one at a time, so growing needs one layer's buffer beyond the cache, not a second cache."""
         wanted = min(self.max_rows, rows)
-        rows = min(self.max_rows, max(wanted, 2 * self.rows)) if wanted > self.rows else self.rows
         length = max(self.length, min(self.context_length, -(-length // LENGTH_STEP) * LENGTH_STEP))
-        if rows == self.rows and length == self.length:
+        if wanted <= self.rows and length == self.length:
             return
+        rows = min(self.max_rows, max(wanted, 2 * self.rows)) if wanted > self.rows else wanted
         shape = (rows, self.kv_heads, length, self.head_dim)
-        keys = [self._zeros(shape) for _ in range(self.layers)]
-        values = [self._zeros(shape) for _ in range(self.layers)]
-        for old, new in zip(self.keys + self.values, keys + values):
-            new[: self.rows, :, : self.length] = old
-        self.keys, self.values, self.rows, self.length = keys, values, rows, length
+        kept = min(rows, self.rows)
+        for buffers in (self.keys, self.values):
+            if not buffers:
+                buffers.extend(self._zeros(shape) for _ in range(self.layers))
+                continue
+            for i, old in enumerate(buffers):
+                new = self._zeros(shape)
+                new[:kept, :, : self.length] = old[:kept]
+                buffers[i] = new
+        self.rows, self.length = rows, length
 
     def release(self) -> None:
         self.keys, self.values, self.rows, self.length = [], [], 0, 0
+        self._joined = None
 
     def move(self, src: int, dst: int, length: int) -> None:
         for cache in self.keys + self.values:
@@ -71,10 +80,21 @@ class RowCache:
         return self._stack([c[row, :, start : start + size] for c in self.keys + self.values])
 
     def load_blocks(self, blocks: list[Any], row: int, start: int) -> None:
-        """Write saved blocks back, one after another from ``start`` of ``row`` (one copy per cache buffer)."""
+        """Write saved blocks back, one after another from ``start`` of ``row`` (one copy per cache buffer).
+        The joined blocks of the last load are kept: prompts that arrive together load the same prefix."""
         if not blocks:
             return
-        joined = blocks[0] if len(blocks) == 1 else self._join(blocks)
+        if len(blocks) == 1:
+            joined = blocks[0]
+        elif (
+            self._joined is not None
+            and len(self._joined[0]) == len(blocks)
+            and all(a is b for a, b in zip(self._joined[0], blocks))
+        ):
+            joined = self._joined[1]
+        else:
+            joined = self._join(blocks)
+            self._joined = (list(blocks), joined)
         size = joined.shape[2]
         for cache, part in zip(self.keys + self.values, joined):
             cache[row, :, start : start + size] = part

@@ -31,6 +31,7 @@ from .model_runner import Chunk, ModelRunner
 from .prefix_cache import PrefixCache, block_keys
 from .sampling import SamplingParams
 from .stop import StopChecker
+from .zeroed_memory import trim_heap
 
 
 @dataclass
@@ -161,6 +162,7 @@ class Scheduler:
         so a burst that follows another keeps the cache instead of allocating it again row by row."""
         if not self.has_work():
             self.runner.release()
+            trim_heap()
 
     def _admit(self) -> None:
         while self.waiting and sum(s is not None for s in self.rows) < self.max_num_seqs:

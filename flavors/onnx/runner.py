@@ -20,6 +20,7 @@ from ..generation.choice import RowSampling, TokenChoice
 from ..generation.model_runner import Chunk
 from ..generation.numpy_sampling import numpy_generator, sample_numpy
 from ..generation.row_cache import RowCache
+from ..generation.zeroed_memory import zeroed_array
 from .last_token import last_token_decoder
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -68,7 +69,7 @@ class OrtRunner(RowCache):
         self.vocab_size = decoder.vocab_size
 
     def _zeros(self, shape: tuple[int, ...]) -> Any:
-        return np.zeros(shape, self.d.cache_dtype)
+        return zeroed_array(shape, self.d.cache_dtype)
 
     def _copy(self, part: Any) -> Any:
         return part.copy()

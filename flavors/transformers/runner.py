@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import numpy as np
+
 from ..generation.choice import RowSampling, TokenChoice
 from ..generation.model_runner import Chunk
 from ..generation.row_cache import RowCache
+from ..generation.zeroed_memory import zeroed_array
 from .sampling import sample_next
 
 ARCHITECTURES = ("llama", "mistral", "qwen2", "phi3")
@@ -146,7 +149,10 @@ class TorchRunner(RowCache):
         self.vocab_size = weights.vocab_size
 
     def _zeros(self, shape: tuple[int, ...]) -> Any:
-        return self.torch.zeros(shape, dtype=self.w.cache_dtype, device=self.w.device)
+        torch = self.torch
+        if self.w.device.type == "cpu" and self.w.cache_dtype == torch.float32:  # committed as it is written
+            return torch.from_numpy(zeroed_array(shape, np.float32))
+        return torch.zeros(shape, dtype=self.w.cache_dtype, device=self.w.device)
 
     def _copy(self, part: Any) -> Any:
         return part.clone()
