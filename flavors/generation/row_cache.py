@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from .zeroed_memory import zeroed_array
+
 LENGTH_STEP = 256  # positions are allocated in multiples of this
 
 
@@ -98,3 +100,26 @@ class RowCache:
         size = joined.shape[2]
         for cache, part in zip(self.keys + self.values, joined):
             cache[row, :, start : start + size] = part
+
+
+class NumpyRowCache(RowCache):
+    """A ``RowCache`` in numpy buffers of ``dtype`` (the onnx runner's)."""
+
+    dtype: Any = "float32"
+
+    def _zeros(self, shape: tuple[int, ...]) -> Any:
+        return zeroed_array(shape, self.dtype)
+
+    def _copy(self, part: Any) -> Any:
+        return part.copy()
+
+    def _stack(self, parts: list[Any]) -> tuple[Any, int]:
+        import numpy as np
+
+        block = np.stack(parts)
+        return block, block.nbytes
+
+    def _join(self, blocks: list[Any]) -> Any:
+        import numpy as np
+
+        return np.concatenate(blocks, axis=2)

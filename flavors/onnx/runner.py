@@ -19,8 +19,7 @@ from ..cache import default_cache_dir
 from ..generation.choice import RowSampling, TokenChoice
 from ..generation.model_runner import Chunk
 from ..generation.numpy_sampling import numpy_generator, sample_numpy
-from ..generation.row_cache import RowCache
-from ..generation.zeroed_memory import zeroed_array
+from ..generation.row_cache import NumpyRowCache
 from .last_token import last_token_decoder
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -59,27 +58,15 @@ class OrtDecoder:
         self.position_ids = names.get("position_ids") if names.get("position_ids") in inputs else None
 
 
-class OrtRunner(RowCache):
-    """A ``ModelRunner`` over an ``OrtDecoder``: its own KV cache (``RowCache`` in numpy buffers, bound to
+class OrtRunner(NumpyRowCache):
+    """A ``ModelRunner`` over an ``OrtDecoder``: its own KV cache (``NumpyRowCache``, bound to
     the session in place), and the forward passes over it."""
 
     def __init__(self, decoder: OrtDecoder, max_rows: int):
         super().__init__(decoder.layers, decoder.kv_heads, decoder.head_dim, decoder.context_length, max_rows)
         self.d = decoder
+        self.dtype = decoder.cache_dtype
         self.vocab_size = decoder.vocab_size
-
-    def _zeros(self, shape: tuple[int, ...]) -> Any:
-        return zeroed_array(shape, self.d.cache_dtype)
-
-    def _copy(self, part: Any) -> Any:
-        return part.copy()
-
-    def _stack(self, parts: list[Any]) -> tuple[Any, int]:
-        block = np.stack(parts)
-        return block, block.nbytes
-
-    def _join(self, blocks: list[Any]) -> Any:
-        return np.concatenate(blocks, axis=2)
 
     # ------------------------------------------------------------------ forward passes
     def forward(self, tokens: list[int], positions: list[int], chunks: list[Chunk]) -> Any:

@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from servelm.flavors.generation.row_cache import LENGTH_STEP, RowCache
+from servelm.flavors.generation.row_cache import LENGTH_STEP, NumpyRowCache
 from servelm.flavors.generation.zeroed_memory import trim_heap, zeroed_array
 
 
-class NumpyRows(RowCache):
-    def _zeros(self, shape: tuple[int, ...]) -> Any:
-        return zeroed_array(shape, np.float32)
-
-    def _copy(self, part: Any) -> Any:
-        return part.copy()
-
-    def _stack(self, parts: list[Any]) -> tuple[Any, int]:
-        block = np.stack(parts)
-        return block, block.nbytes
-
-    def _join(self, blocks: list[Any]) -> Any:
-        return np.concatenate(blocks, axis=2)
+def rows(max_rows: int = 8) -> NumpyRowCache:
+    return NumpyRowCache(layers=2, kv_heads=1, head_dim=2, context_length=4 * LENGTH_STEP, max_rows=max_rows)
 
 
-def rows(max_rows: int = 8) -> NumpyRows:
-    return NumpyRows(layers=2, kv_heads=1, head_dim=2, context_length=4 * LENGTH_STEP, max_rows=max_rows)
-
-
-def fill(cache: NumpyRows, row: int, length: int, value: float) -> None:
+def fill(cache: NumpyRowCache, row: int, length: int, value: float) -> None:
     for buffer in cache.keys + cache.values:
         buffer[row, :, :length] = value
 
