@@ -15,12 +15,16 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
+import sys
 from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure import tree_rss  # noqa: E402
 
 
 def rss_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096 / 2**20
+    return tree_rss(os.getpid()) / 2**20
 
 
 def measure(model: str, sizes: range) -> dict[str, Any]:

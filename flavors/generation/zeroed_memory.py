@@ -22,8 +22,8 @@ def zeroed_array(shape: tuple[int, ...], dtype: Any) -> Any:
     import numpy as np
 
     dtype = np.dtype(dtype)
-    nbytes = max(1, int(np.prod(shape)) * dtype.itemsize)
-    return np.frombuffer(mmap.mmap(-1, nbytes), dtype, count=int(np.prod(shape))).reshape(shape)
+    count = int(np.prod(shape))
+    return np.frombuffer(mmap.mmap(-1, max(1, count * dtype.itemsize)), dtype, count=count).reshape(shape)
 
 
 @lru_cache(maxsize=1)
