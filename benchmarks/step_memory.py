@@ -5,9 +5,10 @@
 The transformers flavor's torch runner computes one forward pass per step size from ``--first`` to
 ``--last`` prompt tokens (stride ``--stride``), beside two decode rows, as a scheduler's steps would
 vary; then it frees its KV cache and the heap is trimmed. Resident memory (RSS, MiB) is read after
-loading, every 20 sizes, and after the release: memory that stays after the release is held per step
-shape by the libraries underneath (oneDNN keeps a primitive per shape; ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``
-bounds that part). Prints one JSON object, also written to ``--out``.
+loading, every 20 sizes, and after the release. Memory that stays after the release is held per step
+shape by the libraries underneath (oneDNN builds and keeps kernels per shape); the runner rounds step
+sizes up to a bounded set (``runner.padded_step_tokens``), and ``--exact`` turns that off to show what
+it bounds. Prints one JSON object, also written to ``--out``.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ def rss_mib() -> float:
     return tree_rss(os.getpid()) / 2**20
 
 
-def measure(model: str, sizes: range) -> dict[str, Any]:
+def measure(model: str, sizes: range, exact: bool) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM
 
     from servelm.flavors.generation.model_runner import Chunk
     from servelm.flavors.generation.zeroed_memory import trim_heap
+    from servelm.flavors.transformers import runner as runner_module
     from servelm.flavors.transformers import smollm2, tiny_model
     from servelm.flavors.transformers.runner import LlamaWeights, TorchRunner
 
@@ -41,6 +43,8 @@ def measure(model: str, sizes: range) -> dict[str, Any]:
     del lm
     gc.collect()
     trim_heap()
+    if exact:
+        runner_module.EXACT_STEP_TOKENS = sizes.stop + 2
     runner = TorchRunner(weights, max_rows=4)
     runner.ensure(3, sizes.stop + 1)
     loaded = rss_mib()
@@ -57,6 +61,7 @@ def measure(model: str, sizes: range) -> dict[str, Any]:
     return {
         "model": model,
         "step_sizes": len(sizes),
+        "padded": not exact,
         "loaded_mib": round(loaded),
         "after_steps_mib": round(peak),
         "after_release_mib": round(rss_mib()),
@@ -70,9 +75,10 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=1)
     parser.add_argument("--last", type=int, default=600)
     parser.add_argument("--stride", type=int, default=3)
+    parser.add_argument("--exact", action="store_true", help="run every step at its exact size (no padding)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    result = measure(args.model, range(args.first, args.last, args.stride))
+    result = measure(args.model, range(args.first, args.last, args.stride), args.exact)
     text = json.dumps(result)
     print(text)
     if args.out:

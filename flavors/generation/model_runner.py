@@ -54,8 +54,9 @@ class ModelRunner(Protocol):
         """A copy of positions ``start .. start+size`` of ``row`` (for the prefix cache) and its size in bytes."""
         ...
 
-    def load_blocks(self, blocks: list[Any], row: int, start: int) -> None:
-        """Write saved blocks back, one after another from position ``start`` of ``row``."""
+    def load_blocks(self, blocks: list[Any], row: int, start: int, length: int) -> None:
+        """Write saved blocks back, one after another from position ``start`` of ``row``: their first
+        ``length`` positions (the last block may be used in part)."""
         ...
 
     def generator(self, seed: int) -> Any:

@@ -81,25 +81,37 @@ class RowCache:
         bytes."""
         return self._stack([c[row, :, start : start + size] for c in self.keys + self.values])
 
-    def load_blocks(self, blocks: list[Any], row: int, start: int) -> None:
-        """Write saved blocks back, one after another from ``start`` of ``row`` (one copy per cache buffer).
-        The joined blocks of the last load are kept: prompts that arrive together load the same prefix."""
-        if not blocks:
+    def load_blocks(self, blocks: list[Any], row: int, start: int, length: int) -> None:
+        """Write the first ``length`` positions of saved blocks back, one after another from ``start`` of
+        ``row`` (one copy per cache buffer for the whole blocks; a last block used in part is written
+        apart). The joined whole blocks of the last load are kept: prompts that arrive together load the
+        same prefix."""
+        if not blocks or length <= 0:
             return
+        whole = min(len(blocks), length // blocks[0].shape[2])
+        if whole:
+            joined = self._joined_blocks(blocks[:whole])
+            size = joined.shape[2]
+            for cache, part in zip(self.keys + self.values, joined):
+                cache[row, :, start : start + size] = part
+            start, length = start + size, length - size
+        if length > 0 and whole < len(blocks):
+            for cache, part in zip(self.keys + self.values, blocks[whole]):
+                cache[row, :, start : start + length] = part[:, :length]
+
+    def _joined_blocks(self, blocks: list[Any]) -> Any:
+        """``blocks`` joined along positions (the last join is reused when the same blocks come again)."""
         if len(blocks) == 1:
-            joined = blocks[0]
-        elif (
+            return blocks[0]
+        if (
             self._joined is not None
             and len(self._joined[0]) == len(blocks)
             and all(a is b for a, b in zip(self._joined[0], blocks))
         ):
-            joined = self._joined[1]
-        else:
-            joined = self._join(blocks)
-            self._joined = (list(blocks), joined)
-        size = joined.shape[2]
-        for cache, part in zip(self.keys + self.values, joined):
-            cache[row, :, start : start + size] = part
+            return self._joined[1]
+        joined = self._join(blocks)
+        self._joined = (list(blocks), joined)
+        return joined
 
 
 class NumpyRowCache(RowCache):

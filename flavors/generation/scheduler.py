@@ -188,10 +188,10 @@ class Scheduler:
         cache = self.prefix_cache
         if cache is None:
             return
-        blocks = cache.lookup(seq.keys, seq.prompt_ids)
-        self.runner.load_blocks(blocks, seq.row, 0)
-        seq.saved = len(blocks)
-        seq.computed = len(blocks) * cache.block_size
+        blocks, tokens = cache.lookup(seq.keys, seq.prompt_ids)
+        self.runner.load_blocks(blocks, seq.row, 0, tokens)
+        seq.saved = tokens // cache.block_size
+        seq.computed = tokens
 
     def _save_prefix(self, seq: ScheduledSequence) -> None:
         """Save the prompt blocks of ``seq`` computed since the last save."""
@@ -203,7 +203,8 @@ class Scheduler:
         for i in range(seq.saved, done):
             if seq.keys[i] not in cache:
                 block, nbytes = self.runner.save_block(seq.row, i * size, size)
-                cache.save(seq.keys[i], seq.prompt_ids[i * size : (i + 1) * size], block, nbytes)
+                previous = seq.keys[i - 1] if i else 0
+                cache.save(seq.keys[i], seq.prompt_ids[i * size : (i + 1) * size], block, nbytes, previous)
         seq.saved = done  # never below: computed only grows, and the loaded blocks were already computed
 
     def _waits_for_a_block(self, seq: ScheduledSequence, computing: set[int]) -> bool:

@@ -70,7 +70,7 @@ class HFRunner:
     def save_block(self, row: int, start: int, size: int) -> tuple[Any, int]:
         raise NotImplementedError("HFRunner keeps no prefix blocks")
 
-    def load_blocks(self, blocks: list[Any], row: int, start: int) -> None:
+    def load_blocks(self, blocks: list[Any], row: int, start: int, length: int) -> None:
         raise NotImplementedError("HFRunner keeps no prefix blocks")
 
     def generator(self, seed: int) -> Any:

@@ -25,6 +25,9 @@ from ..generation.zeroed_memory import zeroed_array
 from .sampling import sample_next
 
 ARCHITECTURES = ("llama", "mistral", "qwen2", "phi3")
+#: steps of more tokens than this run the linear layers padded to a multiple of ``STEP_BUCKET``
+EXACT_STEP_TOKENS = 32
+STEP_BUCKET = 16
 _ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # fixed frequencies, computed once by transformers
 
 
@@ -176,11 +179,15 @@ class TorchRunner(RowCache):
             count = len(chunk.token_ids)
             spans.append((chunk.row, chunk.start, chunk.start + count, offset))
             offset += count
+        step_ids = tokens + [t for c in chunks for t in c.token_ids]
+        step_positions = positions + [p for c in chunks for p in range(c.start, c.start + len(c.token_ids))]
+        padding = padded_step_tokens(len(step_ids)) - len(step_ids)
         with torch.inference_mode():
-            ids = torch.tensor(tokens + [t for c in chunks for t in c.token_ids], device=w.device)  # [step tokens]
-            where = torch.tensor(
-                positions + [p for c in chunks for p in range(c.start, c.start + len(c.token_ids))], device=w.device
-            )  # [step tokens]
+            ids = torch.tensor(step_ids + [0] * padding, device=w.device)  # [padded step tokens]
+            where = torch.tensor(step_positions + [0] * padding, device=w.device)  # [padded step tokens]
+            filler = (
+                torch.zeros(padding, w.heads * w.head_dim, dtype=w.cache_dtype, device=w.device) if padding else None
+            )  # [padding, heads * head_dim]: the padding rows' attention output
             decode_mask, end = self._decode_mask(positions, where[:rows]) if rows else (None, 0)
             chunk_masks = [
                 torch.arange(stop, device=w.device)[None, :] <= where[at : at + stop - start, None] if start else None
@@ -217,6 +224,8 @@ class TorchRunner(RowCache):
                         enable_gqa=True,
                     )  # [1, heads, count, head_dim]
                     parts.append(attended[0].transpose(0, 1).reshape(count, -1))
+                if filler is not None:
+                    parts.append(filler)
                 x = self._rest_of_layer(x, parts[0] if len(parts) == 1 else torch.cat(parts), layer)
             last = list(range(rows)) + [at + stop - start - 1 for _, start, stop, at in spans]
             return w.linear(_rms_norm(torch, x[last], w.norm, w.eps), w.lm_head)  # [rows + chunks, vocab]
@@ -252,6 +261,16 @@ class TorchRunner(RowCache):
 
     def sample(self, logits: Any, rows: list[RowSampling]) -> list[TokenChoice]:
         return sample_next(logits, rows)
+
+
+def padded_step_tokens(count: int) -> int:
+    """The token count a step of ``count`` tokens runs its linear layers at. oneDNN builds (and keeps) a
+    kernel for each distinct shape it sees, so a server whose steps carried every count from 1 to the
+    prefill budget would hold hundreds of them; counts past ``EXACT_STEP_TOKENS`` round up to a multiple of
+    ``STEP_BUCKET`` (padding rows whose outputs are never read)."""
+    if count <= EXACT_STEP_TOKENS:
+        return count
+    return -(-count // STEP_BUCKET) * STEP_BUCKET
 
 
 def _rms_norm(torch: Any, x: Any, weight: Any, eps: float) -> Any:

@@ -50,10 +50,14 @@ def test_blocks_saved_from_one_row_load_into_another():
         buffer[0, 0, :8, 0] = np.arange(8)
     blocks = [cache.save_block(0, start, 4)[0] for start in (0, 4)]
     for row in (1, 2):  # the second load reuses the first one's joined blocks
-        cache.load_blocks(blocks, row, 0)
+        cache.load_blocks(blocks, row, 0, 8)
         assert all((b[row, 0, :8, 0] == np.arange(8)).all() for b in cache.keys + cache.values)
-    cache.load_blocks(blocks[1:], 1, 0)  # other blocks: joined anew
+    cache.load_blocks(blocks[1:], 1, 0, 4)  # other blocks: joined anew
     assert (cache.keys[0][1, 0, :4, 0] == np.arange(4, 8)).all()
+    cache.load_blocks(blocks, 2, 0, 6)  # the last block in part: the positions after it are left alone
+    cache.keys[0][2, 0, 6:8, 0] = -1
+    cache.load_blocks(blocks, 2, 0, 6)
+    assert cache.keys[0][2, 0, :8, 0].tolist() == [0, 1, 2, 3, 4, 5, -1, -1]
 
 
 def test_zeroed_arrays_are_writable_zeros():

@@ -89,8 +89,8 @@ def test_prompts_arriving_together_compute_their_shared_prefix_once(lm, tiny_lla
 
 
 def test_a_prompt_repeated_exactly_still_computes_its_last_token(lm, tiny_llama):
-    """A prompt of whole blocks seen before: every block but the last is reused, since the first
-    token's logits need the last prompt token computed."""
+    """A prompt of whole blocks seen before: every token but the last is reused (the last block in
+    part), since the first token's logits need the last prompt token computed."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
@@ -102,4 +102,25 @@ def test_a_prompt_repeated_exactly_still_computes_its_last_token(lm, tiny_llama)
         run(batcher)
         runs.append(seq.generated)
     assert runs[0] == runs[1] == reference(lm, prompt_ids, 6)
-    assert batcher.prefix_cache is not None and batcher.prefix_cache.hits == 32
+    assert batcher.prefix_cache is not None and batcher.prefix_cache.hits == 47
+
+
+def test_a_prefix_ending_inside_a_block_reuses_the_block_that_follows_it(lm, tiny_llama):
+    """A system prompt of 2.5 blocks: a later prompt loads the two full blocks, then the shared start of
+    the earlier prompt's third block (its own turn differs after it), and computes only its own tokens."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    batcher = ContinuousBatcher(lm, tokenizer, max_num_seqs=4, block_size=16)
+    shared = [(11 * i) % 170 + 5 for i in range(40)]
+    prompts = [
+        shared + [30 + i, 31 + i, 32 + i, 33 + i, 34 + i, 35 + i, 36 + i, 37 + i, 38 + i, 39 + i] for i in range(3)
+    ]
+    seqs = [batcher.add(prompts[0], greedy(6))]
+    run(batcher)
+    seqs += [batcher.add(p, greedy(6)) for p in prompts[1:]]
+    batcher.step()
+    assert batcher.prefix_cache is not None and batcher.prefix_cache.hits == 2 * 40
+    run(batcher)
+    for seq, prompt_ids in zip(seqs, prompts):
+        assert seq.generated == reference(lm, prompt_ids, 6)

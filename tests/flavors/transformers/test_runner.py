@@ -1,0 +1,41 @@
+"""The torch runner: steps padded to bounded shapes compute what the unpadded step computes."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from servelm.flavors.generation.model_runner import Chunk  # noqa: E402
+from servelm.flavors.transformers import runner as runner_module  # noqa: E402
+from servelm.flavors.transformers.runner import LlamaWeights, TorchRunner, padded_step_tokens  # noqa: E402
+
+
+def test_step_token_counts_round_up_past_the_exact_range():
+    exact, bucket = runner_module.EXACT_STEP_TOKENS, runner_module.STEP_BUCKET
+    assert [padded_step_tokens(n) for n in (1, exact)] == [1, exact]
+    assert padded_step_tokens(exact + 1) % bucket == 0
+    assert all(n <= padded_step_tokens(n) < n + bucket for n in range(1, 700))
+    assert len({padded_step_tokens(n) for n in range(1, 545)}) <= exact + 544 // bucket + 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_padded_step_matches_the_unpadded_one(tiny_llama, monkeypatch, dtype):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    weights = LlamaWeights(model, getattr(torch, dtype))
+
+    def step(exact: int):
+        monkeypatch.setattr(runner_module, "EXACT_STEP_TOKENS", exact)
+        runner = TorchRunner(weights, max_rows=4)
+        runner.ensure(3, 64)
+        runner.forward([], [], [Chunk(0, list(range(3, 13)), 0), Chunk(1, list(range(20, 27)), 0)])
+        # two decode rows and a 37-token chunk: 39 tokens, padded to the next bucket
+        logits = runner.forward([5, 6], [10, 7], [Chunk(2, list(range(40, 77)), 0)])
+        return logits.float(), runner.keys[0][:3, :, :37].clone()
+
+    padded_logits, padded_keys = step(runner_module.EXACT_STEP_TOKENS)
+    exact_logits, exact_keys = step(10**6)
+    assert padded_logits.shape == exact_logits.shape == (3, weights.vocab_size)
+    tolerance = 1e-5 if dtype == "float32" else 2e-2
+    torch.testing.assert_close(padded_logits, exact_logits, atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(padded_keys, exact_keys, atol=tolerance, rtol=tolerance)
