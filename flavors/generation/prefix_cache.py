@@ -76,16 +76,18 @@ class PrefixCache:
         longest run of ``tokens``, and that run's length (0 when none shares a first token)."""
         best, longest = None, 0
         for key in islice(reversed(self._after.get(previous, {})), TAIL_CANDIDATES):
-            block, _, saved, _ = self._blocks[key]
+            saved = self._blocks[key][2]
             common = 0
             for a, b in zip(saved, tokens):
                 if a != b:
                     break
                 common += 1
             if common > longest:
-                best, longest = block, common
-                self._blocks.move_to_end(key)
-        return best, longest
+                best, longest = key, common
+        if best is None:
+            return None, 0
+        self._blocks.move_to_end(best)  # only the block used counts as used
+        return self._blocks[best][0], longest
 
     def __contains__(self, key: int) -> bool:
         return key in self._blocks
