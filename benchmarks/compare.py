@@ -13,6 +13,7 @@ JSON, a markdown table with the target ratios (benchmarks/report.py), and PNG pl
 
 Systems (benchmarks/systems.py; those whose software is missing are skipped and listed as such):
   servelm-transformers, servelm-onnx, servelm-vllm  servelm serve with each engine (streamed, ignore_eos)
+  servelm-transformers-int8   the transformers engine with --quantization int8 (int8 linear layers)
   servelm-onnx-int4     the onnx engine on an int4 export (weights as 4-bit blocks, like the GGUF checkpoint's)
   vllm                  vLLM's own OpenAI server (python -m vllm.entrypoints.openai.api_server)
   mlflow-transformers   mlflow models serve of the same model saved by mlflow.transformers (no streaming)
@@ -189,7 +190,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         for name in runnable:
             worker_counts = (
                 [int(w) for w in args.workers.split(",")]
-                if name in ("servelm-transformers", "servelm-onnx", "servelm-onnx-int4", "servelm-agent")
+                if name.startswith(("servelm-transformers", "servelm-onnx", "servelm-agent"))
                 else [1]
             )
             for workers in worker_counts:

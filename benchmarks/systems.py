@@ -23,6 +23,7 @@ from serve import PROMPT  # noqa: E402
 PYTHON = os.path.abspath(sys.executable)  # children run in other directories: never a relative interpreter path
 LLM_SYSTEMS = (
     "servelm-transformers",
+    "servelm-transformers-int8",
     "servelm-onnx",
     "servelm-onnx-int4",
     "servelm-vllm",
@@ -208,6 +209,8 @@ def build_system(
     named = ["--served-model-name", "tiny"]
     if name in ("servelm-transformers", "servelm-onnx", "servelm-onnx-int4"):
         return llm(label, servelm + ["-m", models[name.removeprefix("servelm-")]] + named, one_thread)
+    if name == "servelm-transformers-int8":
+        return llm(label, servelm + ["-m", models["transformers"], "--quantization", "int8"] + named, one_thread)
     if name == "servelm-vllm":
         argv = [
             pythons["vllm"] or "",

@@ -4,7 +4,7 @@ model runner (``runner.py`` for the Llama family, ``hf_runner.py`` for anything 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Optional
 
 from ..generation.scheduler import Scheduler
 from .hf_runner import HFRunner
@@ -13,13 +13,16 @@ from .runner import LlamaWeights, TorchRunner, unsupported_reason
 log = logging.getLogger("servelm.transformers")
 
 
-def model_runner_factory(model: Any) -> Any:
+def model_runner_factory(model: Any, quantization: Optional[str] = None) -> Any:
     """A function making fresh runners (each with its own KV cache) over ``model``'s weights, laid out
-    once; the model's own forward when the Llama-family runner cannot run it."""
+    once (``quantization="int8"``: linear layers in int8); the model's own forward when the Llama-family
+    runner cannot run it (an error when quantization was asked for: only that runner quantizes)."""
     reason = unsupported_reason(model)
     if reason is None:
-        weights = LlamaWeights(model, model.dtype)
+        weights = LlamaWeights(model, model.dtype, quantization)
         return lambda max_rows: TorchRunner(weights, max_rows)
+    if quantization:
+        raise ValueError(f"quantization {quantization!r} is not available for this model: {reason}")
     log.warning(
         "running %s through transformers' own forward, one sequence per call (slow under load): %s",
         type(model).__name__,

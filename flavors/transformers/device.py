@@ -8,6 +8,7 @@ checkpoints (fp16 where bf16 is not supported); on a CPU bf16 when it computes b
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Optional
 
@@ -25,6 +26,13 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def cpu_has_vnni() -> bool:
+    """Whether this CPU has int8 dot-product instructions (AVX512-VNNI or AVX-VNNI)."""
+    flags = _cpu_flags().split()
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+@functools.lru_cache(maxsize=1)
 def _cpu_flags() -> str:
     try:
         with open("/proc/cpuinfo") as f:

@@ -28,12 +28,14 @@ class TransformersPyfunc(ChatLLMPyfunc):
         model_name: str,
         config: Optional[dict[str, Any]] = None,
         max_num_seqs: int = 64,
+        quantization: Optional[str] = None,
     ):
         super().__init__(task, model_name, int(getattr(model.config, "max_position_embeddings", 0) or 2048), config)
         self.model = model
         self.tokenizer = tokenizer
         self.max_num_seqs = max_num_seqs
-        self.runners = model_runner_factory(model)  # the weights laid out once; each predict gets its own cache
+        # the weights laid out once; each predict gets its own cache
+        self.runners = model_runner_factory(model, quantization)
 
     def new_batcher(self) -> ContinuousBatcher:
         return ContinuousBatcher(self.model, self.tokenizer, self.max_num_seqs, runners=self.runners)

@@ -22,6 +22,7 @@ from ..generation.choice import RowSampling, TokenChoice
 from ..generation.model_runner import Chunk
 from ..generation.row_cache import RowCache
 from ..generation.zeroed_memory import zeroed_array
+from .int8_linear import QUANTIZATIONS, int8_linear, int8_unavailable_reason, pack_int8
 from .sampling import sample_next
 
 ARCHITECTURES = ("llama", "mistral", "qwen2", "phi3")
@@ -59,9 +60,10 @@ def unsupported_reason(model: Any) -> Optional[str]:
 
 class LlamaWeights:
     """The weights of a loaded Llama-family model, laid out for the runner (shared by every runner of
-    the model; read-only). ``dtype`` is the compute dtype of the linear layers."""
+    the model; read-only). ``dtype`` is the compute dtype of the linear layers; ``quantization="int8"``
+    runs them in int8 instead (``int8_linear.py``)."""
 
-    def __init__(self, model: Any, dtype: Any):
+    def __init__(self, model: Any, dtype: Any, quantization: Optional[str] = None):
         import torch
 
         self.torch = torch
@@ -75,7 +77,13 @@ class LlamaWeights:
         self.eps = config.rms_norm_eps
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 2048)
         on_cpu = self.device.type == "cpu"
-        self.packed = on_cpu and dtype == torch.bfloat16 and _mkldnn_linear_available()
+        if quantization not in (None, *QUANTIZATIONS):
+            raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}; got {quantization!r}")
+        reason = int8_unavailable_reason(self.device) if quantization else None
+        if reason:
+            raise ValueError(reason)
+        self.int8 = quantization == "int8"
+        self.packed = not self.int8 and on_cpu and dtype == torch.bfloat16 and _mkldnn_linear_available()
         # fp32 attention on CPU (its fp32 kernels are much faster for one query); the model dtype elsewhere
         self.cache_dtype = torch.float32 if on_cpu else dtype
         self.layers = [self._layer(layer) for layer in model.model.layers]
@@ -95,7 +103,9 @@ class LlamaWeights:
         self.rotary_dim = self.cos.shape[-1]
 
     def _linear(self, weight: Any, bias: Any) -> tuple[Any, Any]:
-        """(weight, bias) in the form ``linear`` takes: packed for oneDNN, else the plain tensor."""
+        """(weight, bias) in the form ``linear`` takes: packed for fbgemm (int8) or oneDNN, else the plain tensor."""
+        if self.int8:
+            return pack_int8(weight, bias), None
         weight = weight.detach().to(self.dtype).contiguous()
         bias = bias.detach().to(self.dtype) if bias is not None else None
         if self.packed:
@@ -103,6 +113,8 @@ class LlamaWeights:
         return weight, bias
 
     def linear(self, x: Any, weight: tuple[Any, Any]) -> Any:
+        if self.int8:
+            return int8_linear(x, weight[0], self.dtype)
         if self.packed:
             return self.torch.ops.mkldnn._linear_pointwise(x, weight[0], weight[1], "none", [], "")
         return self.torch.nn.functional.linear(x, weight[0], weight[1])

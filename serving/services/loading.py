@@ -90,6 +90,11 @@ def build_service(
 
     path = os.path.abspath(resolve_model_uri(model_or_path))
     chosen = choose_engine(path, engine.engine)
+    if engine.quantization and chosen != "transformers":
+        raise ModelFormatError(
+            f"quantization applies to the transformers engine, not {chosen}"
+            + (" (an onnx model's precision is chosen when it is exported)" if chosen == "onnx" else "")
+        )
     if chosen in ("transformers", "vllm") and _is_gguf(path):
         from servelm.flavors.transformers.gguf import gguf_checkpoint
 
@@ -128,9 +133,17 @@ def transformers_service(path: str, options: EngineOptions, metrics: ServerMetri
     tokenizer = load_tokenizer(checkpoint)
     require_chat_template(tokenizer, path)
     defaults = _request_defaults(checkpoint)
-    dtype = options.dtype or defaults.pop("dtype", None)  # a dtype saved in model_config applies when none is asked for
+    # a dtype or quantization saved in model_config applies when none is asked for (not a request default)
+    saved_dtype, saved_quantization = defaults.pop("dtype", None), defaults.pop("quantization", None)
+    dtype = options.dtype or saved_dtype
     make_batcher = functools.partial(
-        transformers_batcher, path, options.device, options.threads, dtype, options.max_num_seqs
+        transformers_batcher,
+        path,
+        options.device,
+        options.threads,
+        dtype,
+        options.max_num_seqs,
+        options.quantization or saved_quantization,
     )
     engine_class = ProcessEngine if options.engine_process else ThreadEngine
     engine = engine_class(make_batcher, context_length(checkpoint), on_step=metrics.batch_size.observe)
@@ -148,23 +161,30 @@ def _request_defaults(checkpoint: Any) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=4)
-def _loaded(path: str, device: Optional[str], threads: Optional[int], dtype: Optional[str]) -> tuple[Any, Any, Any]:
+def _loaded(
+    path: str, device: Optional[str], threads: Optional[int], dtype: Optional[str], quantization: Optional[str]
+) -> tuple[Any, Any, Any]:
     """(model, tokenizer, runner factory), loaded once per process: a batcher rebuilt after a failed step
     reuses them."""
     from servelm.flavors.transformers.batcher import model_runner_factory
     from servelm.flavors.transformers.flavor import load_checkpoint, locate_checkpoint
 
     model, tokenizer = load_checkpoint(locate_checkpoint(path), device, threads, dtype)
-    return model, tokenizer, model_runner_factory(model)
+    return model, tokenizer, model_runner_factory(model, quantization)
 
 
 def transformers_batcher(
-    path: str, device: Optional[str], threads: Optional[int], dtype: Optional[str], max_num_seqs: int
+    path: str,
+    device: Optional[str],
+    threads: Optional[int],
+    dtype: Optional[str],
+    max_num_seqs: int,
+    quantization: Optional[str] = None,
 ) -> Any:
     """The batcher of the model at ``path`` (called where the engine runs: the model loads there)."""
     from servelm.flavors.transformers.batcher import ContinuousBatcher
 
-    model, tokenizer, runners = _loaded(path, device, threads, dtype)
+    model, tokenizer, runners = _loaded(path, device, threads, dtype, quantization)
     return ContinuousBatcher(model, tokenizer, max_num_seqs, runners=runners)
 
 

@@ -35,3 +35,13 @@ def test_pyfunc_chat_in_subprocess(tmp_path, tiny_llama, run_python):
         chunks[0]["choices"][0]["delta"]["role"] == "assistant"
         and chunks[-1]["choices"][0]["finish_reason"] is not None
     )
+
+
+def test_pyfunc_runs_int8_when_its_model_config_asks(tmp_path, tiny_llama):
+    from servelm.flavors.pyfunc import load_model
+
+    save_model(tiny_llama, str(tmp_path / "m"), model_config={"quantization": "int8"})
+    model = load_model(str(tmp_path / "m"))
+    reply = model.predict({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0})
+    assert reply["usage"]["completion_tokens"] <= 3
+    assert model.get_raw_model().runners(1).w.int8

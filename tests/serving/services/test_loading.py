@@ -70,3 +70,29 @@ def test_bare_folder_is_served(request, folder, serve, openai_client):
             model=path.rsplit("/", 1)[-1], messages=[{"role": "user", "content": "hi"}], max_tokens=3
         )
         assert reply.usage.completion_tokens <= 3
+
+
+@pytest.mark.parametrize("where", ["option", "model_config"])
+def test_int8_quantization_serves_the_transformers_engine(where, tiny_llama, tmp_path, serve, openai_client):
+    from servelm.flavors.transformers import save_model
+    from servelm.flavors.transformers.runner import TorchRunner
+
+    path = str(tmp_path / "tiny")
+    save_model(tiny_llama, path, model_config={"quantization": "int8"} if where == "model_config" else None)
+    options = {"quantization": "int8"} if where == "option" else {}
+    with serve(path, engine_process=False, **options) as (base, app):
+        reply = openai_client(base).chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0
+        )
+        assert reply.usage.completion_tokens <= 4 and reply.choices[0].message.content is not None
+        runner = app.state.servelm.service.engine.driver.batcher.runner
+        assert isinstance(runner, TorchRunner) and runner.w.int8
+
+
+def test_quantization_is_refused_for_other_engines(tiny_llama_genai):
+    from servelm.serving.metrics import ServerMetrics
+    from servelm.serving.options import EngineOptions, ServerOptions
+    from servelm.serving.services.loading import build_service
+
+    with pytest.raises(ModelFormatError, match="exported"):
+        build_service(tiny_llama_genai, ServerOptions(), EngineOptions(quantization="int8"), ServerMetrics())
