@@ -257,7 +257,7 @@ def responses_as_chat_request(request: ResponsesAgentRequest, model: str) -> Cha
         "response_format": _text_format(request.text),
     }
     extra = request.model_extra or {}
-    wants_logprobs = "message.output_text.logprobs" in (extra.get("include") or [])
+    wants_logprobs = "message.output_text.logprobs" in _includes(extra.get("include"))
     top = extra.get("top_logprobs")
     if "ignore_eos" in extra:  # vLLM's extension, as on chat requests
         fields["ignore_eos"] = extra["ignore_eos"]
@@ -267,6 +267,38 @@ def responses_as_chat_request(request: ResponsesAgentRequest, model: str) -> Cha
         return ChatCompletionRequest.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
         raise validation_error(exc) from None
+
+
+#: the Responses API's ``include`` values. For an LLM served here only the logprobs add anything: the others
+#: ask for the output of hosted tools (refused with their tools), of reasoning items or of input images, which
+#: these responses never carry, so asking for them is answered by their absence, as OpenAI answers it.
+RESPONSES_INCLUDABLE = (
+    "message.output_text.logprobs",
+    "reasoning.encrypted_content",
+    "message.input_image.image_url",
+    "file_search_call.results",
+    "web_search_call.results",
+    "web_search_call.action.sources",
+    "computer_call_output.output.image_url",
+    "code_interpreter_call.outputs",
+)
+
+
+def _includes(value: Any) -> set[str]:
+    """A request's ``include`` values, checked (a 400 naming ``include`` for anything else)."""
+    if value is None:
+        return set()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise APIError(400, "include: expected a list of strings", param="include", code="invalid_type")
+    unknown = sorted(set(value) - set(RESPONSES_INCLUDABLE))
+    if unknown:
+        raise APIError(
+            400,
+            f"include: unknown value(s) {', '.join(map(repr, unknown))}; known: {', '.join(RESPONSES_INCLUDABLE)}",
+            param="include",
+            code="invalid_value",
+        )
+    return set(value)
 
 
 def _text_format(text: Any) -> Optional[dict[str, Any]]:

@@ -154,6 +154,26 @@ def test_responses_api_and_its_stream(client):
     assert whole.usage.output_tokens < 200 or whole.status == "incomplete"
 
 
+def test_responses_include_values(client):
+    """Logprobs are given when included; the values for hosted tools, reasoning and input images are
+    answered by their absence; anything else is a 400 naming ``include``."""
+    import openai
+
+    response = client.responses.create(
+        model="tiny",
+        input="hi",
+        max_output_tokens=3,
+        temperature=0,
+        include=["message.output_text.logprobs", "reasoning.encrypted_content", "file_search_call.results"],
+    )
+    text = response.output[-1].content[0]
+    assert len(text.logprobs) == response.usage.output_tokens
+    assert not any(item.type == "reasoning" for item in response.output)
+    with pytest.raises(openai.BadRequestError) as error:
+        client.responses.create(model="tiny", input="hi", max_output_tokens=3, include=["message.output_text.spelling"])
+    assert error.value.body["param"] == "include" and "spelling" in error.value.body["message"]
+
+
 def test_raw_stream_is_shaped_like_openai(llm, sse_lines):
     import json
 
