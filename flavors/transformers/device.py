@@ -26,6 +26,7 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_has_vnni() -> bool:
     """Whether this CPU has int8 dot-product instructions (AVX512-VNNI or AVX-VNNI)."""
     flags = _cpu_flags().split()

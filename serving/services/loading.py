@@ -74,6 +74,28 @@ def in_memory_pyfunc(python_model: PythonModel) -> PyFuncModel:
     return PyFuncModel(metadata, wrap_python_model(python_model, context), {}, "", python_model)
 
 
+#: engine options that only some engines read, and those engines
+ENGINE_ONLY_OPTIONS: dict[str, tuple[str, ...]] = {
+    "quantization": ("transformers",),
+    "dtype": ("transformers", "vllm"),
+    "max_model_len": ("vllm",),
+    "gpu_memory_utilization": ("vllm",),
+    "tensor_parallel_size": ("vllm",),
+    "enforce_eager": ("vllm",),
+}
+
+
+def refuse_unread_options(engine: EngineOptions, chosen: str) -> None:
+    """An error naming the first option set away from its default that the ``chosen`` engine would not read."""
+    for name, engines in ENGINE_ONLY_OPTIONS.items():
+        if chosen not in engines and getattr(engine, name) != EngineOptions.model_fields[name].default:
+            hint = " (an onnx model's precision is chosen when it is exported)" if chosen == "onnx" else ""
+            raise ModelFormatError(
+                f"option {name} applies to the {' and '.join(engines)} engine{'s' if len(engines) > 1 else ''}, "
+                f"not {chosen}{hint}"
+            )
+
+
 def build_service(
     model_or_path: Any, server: ServerOptions, engine: EngineOptions, metrics: ServerMetrics
 ) -> ModelService:
@@ -90,11 +112,7 @@ def build_service(
 
     path = os.path.abspath(resolve_model_uri(model_or_path))
     chosen = choose_engine(path, engine.engine)
-    if engine.quantization and chosen != "transformers":
-        raise ModelFormatError(
-            f"quantization applies to the transformers engine, not {chosen}"
-            + (" (an onnx model's precision is chosen when it is exported)" if chosen == "onnx" else "")
-        )
+    refuse_unread_options(engine, chosen)
     if chosen in ("transformers", "vllm") and _is_gguf(path):
         from servelm.flavors.transformers.gguf import gguf_checkpoint
 

@@ -96,3 +96,16 @@ def test_quantization_is_refused_for_other_engines(tiny_llama_genai):
 
     with pytest.raises(ModelFormatError, match="exported"):
         build_service(tiny_llama_genai, ServerOptions(), EngineOptions(quantization="int8"), ServerMetrics())
+
+
+@pytest.mark.parametrize(
+    "option", [{"dtype": "float32"}, {"max_model_len": 512}, {"enforce_eager": True}], ids=lambda o: next(iter(o))
+)
+def test_options_the_chosen_engine_would_not_read_are_refused(tiny_llama_genai, option):
+    from servelm.serving.options import EngineOptions
+    from servelm.serving.services.loading import refuse_unread_options
+
+    name = next(iter(option))
+    with pytest.raises(ModelFormatError, match=f"option {name} applies to"):
+        refuse_unread_options(EngineOptions(**option), "onnx")
+    refuse_unread_options(EngineOptions(**option), "vllm")  # vLLM reads each of them
