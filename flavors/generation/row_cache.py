@@ -126,12 +126,20 @@ class NumpyRowCache(RowCache):
         return part.copy()
 
     def _stack(self, parts: list[Any]) -> tuple[Any, int]:
+        """A saved block in its own mapping (``zeroed_array``): the prefix cache evicts blocks all the time,
+        and a freed mapping goes back to the system at once where freed heap blocks would stay with the
+        process, scattered between live allocations."""
         import numpy as np
 
-        block = np.stack(parts)
+        block = zeroed_array((len(parts), *parts[0].shape), self.dtype)
+        np.stack(parts, out=block)
         return block, block.nbytes
 
     def _join(self, blocks: list[Any]) -> Any:
         import numpy as np
 
-        return np.concatenate(blocks, axis=2)
+        shape = list(blocks[0].shape)
+        shape[2] = sum(b.shape[2] for b in blocks)
+        joined = zeroed_array(tuple(shape), self.dtype)
+        np.concatenate(blocks, axis=2, out=joined)
+        return joined

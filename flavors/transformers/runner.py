@@ -173,11 +173,19 @@ class TorchRunner(RowCache):
         return part.clone()
 
     def _stack(self, parts: list[Any]) -> tuple[Any, int]:
-        block = self.torch.stack(parts)
+        """A saved block in a buffer of its own from ``_zeros`` (on CPU, its own mapping): the prefix cache
+        evicts blocks all the time, and a freed mapping goes back to the system at once where freed heap
+        blocks would stay with the process, scattered between live allocations."""
+        block = self._zeros((len(parts), *parts[0].shape))
+        self.torch.stack(parts, out=block)
         return block, block.numel() * block.element_size()
 
     def _join(self, blocks: list[Any]) -> Any:
-        return self.torch.cat(blocks, dim=2)
+        shape = list(blocks[0].shape)
+        shape[2] = sum(b.shape[2] for b in blocks)
+        joined = self._zeros(tuple(shape))
+        self.torch.cat(blocks, dim=2, out=joined)
+        return joined
 
     # ------------------------------------------------------------------ the forward pass
     def forward(self, tokens: list[int], positions: list[int], chunks: list[Chunk]) -> Any:
