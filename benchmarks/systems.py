@@ -185,9 +185,8 @@ def build_system(
         "stream_options": {"include_usage": True},
     }
     agent_body = {"messages": [{"role": "user", "content": "Say hello to the benchmark."}]}
-    servelm = [PYTHON, "-m", "servelm.serving.cli", "serve", "--log-level", "warning", "--workers", str(workers)]
-    if args.servelm_threads:
-        servelm += ["--threads", str(args.servelm_threads)]
+    agent_servelm = [PYTHON, "-m", "servelm.serving.cli", "serve", "--log-level", "warning", "--workers", str(workers)]
+    servelm = agent_servelm + (["--threads", str(args.servelm_threads)] if args.servelm_threads else [])
     one_thread = {"OMP_NUM_THREADS": "1"}
     vllm_env = {**VLLM_ENV, "VLLM_CPU_KVCACHE_SPACE": str(args.vllm_kv_gib)}
     vllm_args = ["--max-model-len", str(args.max_model_len)] if args.max_model_len else []
@@ -259,7 +258,7 @@ def build_system(
         )
     if name == "servelm-agent":
         return System(
-            label, "agent", servelm + ["-m", models["servelm-agent"]], "/v1/chat/completions", agent_body, False
+            label, "agent", agent_servelm + ["-m", models["servelm-agent"]], "/v1/chat/completions", agent_body, False
         )
     if name == "mlflow-agent":
         return System(

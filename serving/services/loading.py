@@ -76,6 +76,11 @@ def in_memory_pyfunc(python_model: PythonModel) -> PyFuncModel:
 
 #: engine options that only some engines read, and those engines
 ENGINE_ONLY_OPTIONS: dict[str, tuple[str, ...]] = {
+    "max_num_seqs": ("transformers", "onnx", "vllm"),
+    "tool_call_parser": ("transformers", "onnx", "vllm"),
+    "device": ("transformers", "onnx"),
+    "threads": ("transformers", "onnx"),
+    "engine_process": ("transformers", "onnx"),
     "quantization": ("transformers",),
     "dtype": ("transformers", "vllm"),
     "max_model_len": ("vllm",),
@@ -89,11 +94,38 @@ def refuse_unread_options(engine: EngineOptions, chosen: str) -> None:
     """An error naming the first option set away from its default that the ``chosen`` engine would not read."""
     for name, engines in ENGINE_ONLY_OPTIONS.items():
         if chosen not in engines and getattr(engine, name) != EngineOptions.model_fields[name].default:
-            hint = " (an onnx model's precision is chosen when it is exported)" if chosen == "onnx" else ""
+            hint = ""
+            if chosen == "onnx" and name in ("quantization", "dtype"):
+                hint = " (an onnx model's precision is chosen when it is exported)"
+            elif chosen == "pyfunc":
+                hint = " (a pyfunc model runs its own code; LLM engine options do not reach it)"
+            raise ModelFormatError(f"option {name} applies to {_engines_named(engines)}, not {chosen}{hint}")
+
+
+def _engines_named(engines: tuple[str, ...]) -> str:
+    """("transformers", "onnx", "vllm") as "the transformers, onnx and vllm engines"."""
+    if len(engines) == 1:
+        return f"the {engines[0]} engine"
+    return f"the {', '.join(engines[:-1])} and {engines[-1]} engines"
+
+
+#: engine options a model directory may carry in its ``model_config`` (read when the option is not given)
+SAVED_ENGINE_OPTIONS = ("dtype", "quantization")
+
+
+def saved_engine_options(defaults: dict[str, Any], chosen: str) -> dict[str, Any]:
+    """The engine options saved in a model's ``model_config``, taken out of its request ``defaults``; one
+    the ``chosen`` engine would not read is an error naming it (the directory asks for what would not run)."""
+    saved = {name: defaults.pop(name) for name in SAVED_ENGINE_OPTIONS if name in defaults}
+    for name in saved:
+        engines = ENGINE_ONLY_OPTIONS[name]
+        if chosen not in engines:
             raise ModelFormatError(
-                f"option {name} applies to the {' and '.join(engines)} engine{'s' if len(engines) > 1 else ''}, "
-                f"not {chosen}{hint}"
+                f"this model's model_config sets {name}={saved[name]!r}, which applies to {_engines_named(engines)}, "
+                f"not {chosen}; "
+                "serve it with one of those engines, or save it without that key"
             )
+    return saved
 
 
 def build_service(
@@ -104,10 +136,10 @@ def build_service(
 
     if isinstance(model_or_path, ModelService):
         return model_or_path
-    if isinstance(model_or_path, PyFuncModel):
-        return AgentService(model_or_path, server.max_threads)
-    if isinstance(model_or_path, PythonModel):
-        return AgentService(in_memory_pyfunc(model_or_path), server.max_threads)
+    if isinstance(model_or_path, (PyFuncModel, PythonModel)):
+        refuse_unread_options(engine, "pyfunc")
+        pyfunc = model_or_path if isinstance(model_or_path, PyFuncModel) else in_memory_pyfunc(model_or_path)
+        return AgentService(pyfunc, server.max_threads)
     from servelm.flavors.uri import resolve_model_uri
 
     path = os.path.abspath(resolve_model_uri(model_or_path))
@@ -151,9 +183,8 @@ def transformers_service(path: str, options: EngineOptions, metrics: ServerMetri
     tokenizer = load_tokenizer(checkpoint)
     require_chat_template(tokenizer, path)
     defaults = _request_defaults(checkpoint)
-    # a dtype or quantization saved in model_config applies when none is asked for (not a request default)
-    saved_dtype, saved_quantization = defaults.pop("dtype", None), defaults.pop("quantization", None)
-    dtype = options.dtype or saved_dtype
+    saved = saved_engine_options(defaults, "transformers")  # applied when the option is not given
+    dtype = options.dtype or saved.get("dtype")
     make_batcher = functools.partial(
         transformers_batcher,
         path,
@@ -161,7 +192,7 @@ def transformers_service(path: str, options: EngineOptions, metrics: ServerMetri
         options.threads,
         dtype,
         options.max_num_seqs,
-        options.quantization or saved_quantization,
+        options.quantization or saved.get("quantization"),
     )
     engine_class = ProcessEngine if options.engine_process else ThreadEngine
     engine = engine_class(make_batcher, context_length(checkpoint), on_step=metrics.batch_size.observe)
@@ -220,6 +251,7 @@ def onnx_service(path: str, options: EngineOptions, metrics: ServerMetrics) -> M
 
     folder, saved, defaults, _ = locate_folder(path)
     defaults = {**generation_defaults(folder), **defaults}
+    saved_engine_options(defaults, "onnx")
     prompts = OnnxPrompts.read(folder)
     if prompts.template is None:
         raise ModelFormatError(f"{folder} has no chat template: the onnx engine serves chat models")
@@ -255,6 +287,9 @@ def vllm_service(path: str, server: ServerOptions, options: EngineOptions, metri
     tokenizer = load_tokenizer(checkpoint)
     require_chat_template(tokenizer, path)
     defaults = _request_defaults(checkpoint)
+    saved = saved_engine_options(defaults, "vllm")
+    if saved.get("dtype") and not options.dtype:
+        options = options.model_copy(update={"dtype": saved["dtype"]})
     engine = VLLMEngine(
         checkpoint.weights, checkpoint.tokenizer_dir, server.served_model_name or default_model_name(path), options
     )

@@ -109,3 +109,39 @@ def test_options_the_chosen_engine_would_not_read_are_refused(tiny_llama_genai, 
     with pytest.raises(ModelFormatError, match=f"option {name} applies to"):
         refuse_unread_options(EngineOptions(**option), "onnx")
     refuse_unread_options(EngineOptions(**option), "vllm")  # vLLM reads each of them
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"threads": 2}, {"tool_call_parser": "hermes"}, {"engine_process": False}, {"max_num_seqs": 8}, {"device": "cpu"}],
+    ids=lambda o: next(iter(o)),
+)
+def test_llm_engine_options_are_refused_for_a_pyfunc_agent(option):
+    from servelm.agents import ChatAgent
+    from servelm.serving.metrics import ServerMetrics
+    from servelm.serving.options import EngineOptions, ServerOptions
+    from servelm.serving.services.loading import build_service, refuse_unread_options
+
+    class Echo(ChatAgent):
+        def predict(self, messages, context=None, custom_inputs=None):
+            raise NotImplementedError
+
+    name = next(iter(option))
+    with pytest.raises(ModelFormatError, match=f"option {name} applies to .* not pyfunc .*its own code"):
+        build_service(Echo(), ServerOptions(), EngineOptions(**option), ServerMetrics())
+    refuse_unread_options(EngineOptions(**option), "transformers")  # the transformers engine reads each of them
+
+
+def test_engine_options_saved_in_model_config_must_suit_the_engine():
+    from servelm.serving.services.loading import saved_engine_options
+
+    defaults = {"quantization": "int8", "dtype": "bfloat16", "temperature": 0.5}
+    with pytest.raises(ModelFormatError, match="model_config sets quantization='int8'.* not onnx"):
+        saved_engine_options({"quantization": "int8"}, "onnx")
+    with pytest.raises(ModelFormatError, match="model_config sets dtype='bfloat16'.* not onnx"):
+        saved_engine_options(dict(defaults), "onnx")
+    with pytest.raises(ModelFormatError, match="quantization.* not vllm"):
+        saved_engine_options(dict(defaults), "vllm")
+    assert saved_engine_options(defaults, "transformers") == {"quantization": "int8", "dtype": "bfloat16"}
+    assert defaults == {"temperature": 0.5}  # taken out of the request defaults
+    assert saved_engine_options({"dtype": "bfloat16"}, "vllm") == {"dtype": "bfloat16"}
