@@ -78,7 +78,7 @@ def in_memory_pyfunc(python_model: PythonModel) -> PyFuncModel:
 ENGINE_ONLY_OPTIONS: dict[str, tuple[str, ...]] = {
     "max_num_seqs": ("transformers", "onnx", "vllm"),
     "tool_call_parser": ("transformers", "onnx", "vllm"),
-    "device": ("transformers", "onnx"),
+    "device": ("transformers", "onnx", "vllm"),  # vLLM finds its device; Ray reads it for GPU actors
     "threads": ("transformers", "onnx"),
     "engine_process": ("transformers", "onnx"),
     "quantization": ("transformers",),
