@@ -64,7 +64,11 @@ def parse_points(spec: str) -> list[tuple[str, int]]:
 
 
 def kv_bytes_per_token(checkpoint: str) -> dict[str, int]:
-    """KV-cache bytes one token needs: as servelm stores it on CPU (fp32) and as vLLM does (bf16)."""
+    """KV-cache bytes one token needs, by system: vLLM and servelm's transformers engine store it in bf16
+    here (the transformers engine in fp32 where the CPU lacks native bf16, and under int8, whose attention
+    stays fp32); the onnx exports keep fp32 caches."""
+    from servelm.flavors.transformers.device import cpu_has_native_bf16
+
     with open(os.path.join(checkpoint, "config.json")) as f:
         config = json.load(f)
     heads = config["num_attention_heads"]
@@ -74,7 +78,15 @@ def kv_bytes_per_token(checkpoint: str) -> dict[str, int]:
         * config.get("num_key_value_heads", heads)
         * config.get("head_dim", config["hidden_size"] // heads)
     )
-    return {"servelm": per_token * 4, "vllm": per_token * 2}
+    transformers = 2 if cpu_has_native_bf16() else 4
+    return {
+        "servelm-transformers": per_token * transformers,
+        "servelm-transformers-int8": per_token * 4,
+        "servelm-onnx": per_token * 4,
+        "servelm-onnx-int4": per_token * 4,
+        "servelm-vllm": per_token * 2,
+        "vllm": per_token * 2,
+    }
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:

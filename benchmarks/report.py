@@ -170,7 +170,9 @@ def real_targets(rows: Rows, levels: list[int], settings: dict[str, Any]) -> lis
             r["rss_before_mb"] for r in rows if r["system"] == point["system"] and r.get("rss_before_mb")
         )  # MiB: the server loaded and idle, before its first level (caches it keeps count as growth)
         grown = point["peak_rss_mb"] - idle
-        store: Any = kv_token.get("servelm" if point["system"].startswith("servelm") else "vllm")
+        store: Any = kv_token.get(point["system"]) or kv_token.get(
+            "servelm" if point["system"].startswith("servelm") else "vllm"
+        )  # bytes per token: by system, or one figure for every servelm system
         needed = live * store / 2**20 if store else None  # MiB
         judged = (
             f"; KV the live tokens need: {needed:.0f} MiB, growth / need = **{grown / needed:.2f}x** "

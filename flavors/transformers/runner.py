@@ -4,8 +4,9 @@ scheduler drives).
 
 Why not the model's own forward: on a small model most of a decode step is Python (module calls, mask
 and cache bookkeeping), not arithmetic. Here a layer is a dozen tensor ops; on CPUs with native bf16 the
-linear layers run oneDNN kernels on weights packed once at load, and attention reads an fp32 KV cache
-(the CPU's fp32 attention kernels are several times faster than its bf16 ones for one query token).
+linear layers run oneDNN kernels on weights packed once at load. A decode step's attention hands each kv
+head its group of query heads as one block (the CPU's bf16 kernels are slow at one query per head with
+``enable_gqa``), so the cache can stay in the model's dtype and a step reads half the bytes of fp32.
 
 Covers the architectures whose layers are RMSNorm -> GQA attention with rotary embeddings -> gated
 SiLU MLP: Llama (SmolLM, TinyLlama...), Mistral without sliding windows, Qwen2 (q/k/v biases) and Phi3
@@ -84,8 +85,9 @@ class LlamaWeights:
             raise ValueError(reason)
         self.int8 = quantization == "int8"
         self.packed = not self.int8 and on_cpu and dtype == torch.bfloat16 and _mkldnn_linear_available()
-        # fp32 attention on CPU (its fp32 kernels are much faster for one query); the model dtype elsewhere
-        self.cache_dtype = torch.float32 if on_cpu else dtype
+        # the KV cache and attention: the model dtype, as in the model's own forward; fp32 under int8, whose
+        # rounding leaves no room for bf16 attention's (greedy answers go astray)
+        self.cache_dtype = torch.float32 if self.int8 else dtype
         self.layers = [self._layer(layer) for layer in model.model.layers]
         self.embed = model.get_input_embeddings().weight.detach().to(dtype)  # [vocab, hidden]
         self.norm = model.model.norm.weight.detach().to(dtype)
@@ -153,6 +155,10 @@ def _mkldnn_linear_available() -> bool:
         return False
 
 
+#: numpy dtypes by item size: a CPU cache of any torch dtype is a view of a mapped numpy buffer of the same size
+_SAME_SIZE_NUMPY = {2: np.int16, 4: np.float32}
+
+
 class TorchRunner(RowCache):
     """A ``ModelRunner`` over ``LlamaWeights``: its own KV cache (``RowCache`` in torch tensors on the model's
     device), and the forward passes over it."""
@@ -165,8 +171,10 @@ class TorchRunner(RowCache):
 
     def _zeros(self, shape: tuple[int, ...]) -> Any:
         torch = self.torch
-        if self.w.device.type == "cpu" and self.w.cache_dtype == torch.float32:  # committed as it is written
-            return torch.from_numpy(zeroed_array(shape, np.float32))
+        if self.w.device.type == "cpu" and self.w.cache_dtype.itemsize in _SAME_SIZE_NUMPY:  # committed as written
+            return torch.from_numpy(zeroed_array(shape, _SAME_SIZE_NUMPY[self.w.cache_dtype.itemsize])).view(
+                self.w.cache_dtype
+            )
         return torch.zeros(shape, dtype=self.w.cache_dtype, device=self.w.device)
 
     def _copy(self, part: Any) -> Any:
@@ -214,6 +222,7 @@ class TorchRunner(RowCache):
                 for _, start, stop, at in spans
             ]  # [count, stop]: cached positions, and causal within the chunk
             decode_rows = torch.arange(rows, device=w.device)
+            group = w.heads // w.kv_heads  # query heads per kv head (heads h*group .. h*group+group-1 read kv head h)
             x = w.embed[ids]  # [step tokens, hidden]
             cos, sin = w.cos[where][:, None, :], w.sin[where][:, None, :]  # [step tokens, 1, rotary_dim]
             for i, layer in enumerate(w.layers):
@@ -224,12 +233,11 @@ class TorchRunner(RowCache):
                     keys[decode_rows, :, where[:rows]] = k[:rows]
                     values[decode_rows, :, where[:rows]] = v[:rows]
                     attended = torch.nn.functional.scaled_dot_product_attention(
-                        q[:rows, :, None, :],
+                        q[:rows].view(rows, w.kv_heads, group, w.head_dim),
                         keys[:rows, :, :end],
                         values[:rows, :, :end],
                         attn_mask=decode_mask,
-                        enable_gqa=True,
-                    )  # [rows, heads, 1, head_dim]
+                    )  # [rows, kv_heads, group, head_dim]: a kv head's queries as one block over its keys
                     parts.append(attended.reshape(rows, -1))
                 for (row, start, stop, at), mask in zip(spans, chunk_masks):
                     count = stop - start
