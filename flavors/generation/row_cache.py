@@ -32,12 +32,24 @@ class RowCache:
         raise NotImplementedError
 
     def _stack(self, parts: list[Any]) -> tuple[Any, int]:
-        """The parts stacked into one new buffer, and its size in bytes."""
-        raise NotImplementedError
+        """The parts stacked into one new buffer from ``_zeros`` (on CPU, a mapping of its own: the prefix
+        cache evicts blocks all the time, and a freed mapping goes back to the system at once where freed
+        heap blocks would stay with the process, scattered between live allocations), and its size in bytes."""
+        block = self._zeros((len(parts), *parts[0].shape))
+        for i, part in enumerate(parts):
+            block[i] = part
+        return block, block.nbytes
 
     def _join(self, blocks: list[Any]) -> Any:
-        """Saved blocks [2 * layers, kv_heads, size, head_dim] joined along their positions (axis 2)."""
-        raise NotImplementedError
+        """Saved blocks [2 * layers, kv_heads, size, head_dim] joined along their positions (axis 2), into a
+        new buffer from ``_zeros``."""
+        first = blocks[0]
+        joined = self._zeros((first.shape[0], first.shape[1], sum(b.shape[2] for b in blocks), first.shape[3]))
+        start = 0
+        for block in blocks:
+            joined[:, :, start : start + block.shape[2]] = block
+            start += block.shape[2]
+        return joined
 
     # ------------------------------------------------------------------ the rows
     def ensure(self, rows: int, length: int) -> None:
@@ -124,22 +136,3 @@ class NumpyRowCache(RowCache):
 
     def _copy(self, part: Any) -> Any:
         return part.copy()
-
-    def _stack(self, parts: list[Any]) -> tuple[Any, int]:
-        """A saved block in its own mapping (``zeroed_array``): the prefix cache evicts blocks all the time,
-        and a freed mapping goes back to the system at once where freed heap blocks would stay with the
-        process, scattered between live allocations."""
-        import numpy as np
-
-        block = zeroed_array((len(parts), *parts[0].shape), self.dtype)
-        np.stack(parts, out=block)
-        return block, block.nbytes
-
-    def _join(self, blocks: list[Any]) -> Any:
-        import numpy as np
-
-        shape = list(blocks[0].shape)
-        shape[2] = sum(b.shape[2] for b in blocks)
-        joined = zeroed_array(tuple(shape), self.dtype)
-        np.concatenate(blocks, axis=2, out=joined)
-        return joined

@@ -171,29 +171,14 @@ class TorchRunner(RowCache):
 
     def _zeros(self, shape: tuple[int, ...]) -> Any:
         torch = self.torch
-        if self.w.device.type == "cpu" and self.w.cache_dtype.itemsize in _SAME_SIZE_NUMPY:  # committed as written
-            return torch.from_numpy(zeroed_array(shape, _SAME_SIZE_NUMPY[self.w.cache_dtype.itemsize])).view(
-                self.w.cache_dtype
-            )
-        return torch.zeros(shape, dtype=self.w.cache_dtype, device=self.w.device)
+        dtype = self.w.cache_dtype
+        same_size = _SAME_SIZE_NUMPY.get(dtype.itemsize)
+        if self.w.device.type == "cpu" and same_size is not None:  # committed as it is written
+            return torch.from_numpy(zeroed_array(shape, same_size)).view(dtype)
+        return torch.zeros(shape, dtype=dtype, device=self.w.device)
 
     def _copy(self, part: Any) -> Any:
         return part.clone()
-
-    def _stack(self, parts: list[Any]) -> tuple[Any, int]:
-        """A saved block in a buffer of its own from ``_zeros`` (on CPU, its own mapping): the prefix cache
-        evicts blocks all the time, and a freed mapping goes back to the system at once where freed heap
-        blocks would stay with the process, scattered between live allocations."""
-        block = self._zeros((len(parts), *parts[0].shape))
-        self.torch.stack(parts, out=block)
-        return block, block.numel() * block.element_size()
-
-    def _join(self, blocks: list[Any]) -> Any:
-        shape = list(blocks[0].shape)
-        shape[2] = sum(b.shape[2] for b in blocks)
-        joined = self._zeros(tuple(shape))
-        self.torch.cat(blocks, dim=2, out=joined)
-        return joined
 
     # ------------------------------------------------------------------ the forward pass
     def forward(self, tokens: list[int], positions: list[int], chunks: list[Chunk]) -> Any:
