@@ -78,7 +78,7 @@ def in_memory_pyfunc(python_model: PythonModel) -> PyFuncModel:
 ENGINE_ONLY_OPTIONS: dict[str, tuple[str, ...]] = {
     "max_num_seqs": ("transformers", "onnx", "vllm"),
     "tool_call_parser": ("transformers", "onnx", "vllm"),
-    "device": ("transformers", "onnx", "vllm"),  # vLLM finds its device; Ray reads it for GPU actors
+    "device": ("transformers", "onnx", "vllm"),  # for vLLM only the device it runs on (vllm_device_refusal)
     "threads": ("transformers", "onnx"),
     "engine_process": ("transformers", "onnx"),
     "quantization": ("transformers",),
@@ -126,6 +126,18 @@ def saved_engine_options(defaults: dict[str, Any], chosen: str) -> dict[str, Any
                 "serve it with one of those engines, or save it without that key"
             )
     return saved
+
+
+def vllm_device_refusal(device: Optional[str], has_cuda: bool) -> Optional[str]:
+    """Why vLLM cannot honour ``device``, or None. vLLM runs on the device its build finds (a GPU when there
+    is one), so the option may only name that device (Ray reads ``cuda`` to give its actors GPUs)."""
+    runs_on = "cuda" if has_cuda else "cpu"
+    if device is None or device == runs_on:
+        return None
+    return (
+        f"option device={device!r}: the vllm engine runs on {runs_on} here and picks its device itself "
+        "(choose GPUs with CUDA_VISIBLE_DEVICES)"
+    )
 
 
 def build_service(
@@ -272,9 +284,13 @@ def vllm_service(path: str, server: ServerOptions, options: EngineOptions, metri
     if not vllm_available():
         raise ModelFormatError(INSTALL_HINT)
     try:
+        import torch
         import transformers  # noqa: F401
     except ImportError:
-        raise ModelFormatError("the vllm engine needs transformers (vLLM installs it)") from None
+        raise ModelFormatError("the vllm engine needs torch and transformers (vLLM installs them)") from None
+    refusal = vllm_device_refusal(options.device, torch.cuda.is_available())
+    if refusal:
+        raise ModelFormatError(refusal)
     from servelm.flavors.generation.codec import HFCodec
     from servelm.flavors.transformers.chat import require_chat_template
     from servelm.flavors.transformers.flavor import FLAVOR_NAME, load_tokenizer, locate_checkpoint

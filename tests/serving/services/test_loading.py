@@ -145,3 +145,13 @@ def test_engine_options_saved_in_model_config_must_suit_the_engine():
     assert saved_engine_options(defaults, "transformers") == {"quantization": "int8", "dtype": "bfloat16"}
     assert defaults == {"temperature": 0.5}  # taken out of the request defaults
     assert saved_engine_options({"dtype": "bfloat16"}, "vllm") == {"dtype": "bfloat16"}
+
+
+def test_vllm_takes_only_the_device_it_runs_on():
+    from servelm.serving.services.loading import vllm_device_refusal
+
+    assert vllm_device_refusal(None, False) is None and vllm_device_refusal("cpu", False) is None
+    assert vllm_device_refusal("cuda", True) is None  # what Ray reads to give GPU actors their GPUs
+    assert "runs on cpu" in (vllm_device_refusal("cuda", False) or "")
+    assert "CUDA_VISIBLE_DEVICES" in (vllm_device_refusal("cuda:1", True) or "")
+    assert "runs on cuda" in (vllm_device_refusal("cpu", True) or "")
