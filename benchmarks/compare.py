@@ -64,9 +64,9 @@ def parse_points(spec: str) -> list[tuple[str, int]]:
 
 
 def kv_bytes_per_token(checkpoint: str) -> dict[str, int]:
-    """KV-cache bytes one token needs, by system: vLLM and servelm's transformers engine store it in bf16
-    here (the transformers engine in fp32 where the CPU lacks native bf16, and under int8, whose attention
-    stays fp32); the onnx exports keep fp32 caches."""
+    """KV-cache bytes one token needs, by system: vLLM and servelm's transformers engine (int8 too) store it
+    in bf16 here (the transformers engine in fp32 where the CPU lacks native bf16); the onnx exports keep
+    fp32 caches."""
     from servelm.flavors.transformers.device import cpu_has_native_bf16
 
     with open(os.path.join(checkpoint, "config.json")) as f:
@@ -81,7 +81,7 @@ def kv_bytes_per_token(checkpoint: str) -> dict[str, int]:
     transformers = 2 if cpu_has_native_bf16() else 4
     return {
         "servelm-transformers": per_token * transformers,
-        "servelm-transformers-int8": per_token * 4,
+        "servelm-transformers-int8": per_token * transformers,
         "servelm-onnx": per_token * 4,
         "servelm-onnx-int4": per_token * 4,
         "servelm-vllm": per_token * 2,

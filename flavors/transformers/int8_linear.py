@@ -3,8 +3,9 @@
 Weights are quantized once at load, symmetric per output channel; activations are quantized per step
 (one scale per call, from the step's own range) and the product runs on fbgemm's int8 GEMM (AVX512-VNNI
 or AVX2 kernels), the scheme of vLLM's and torchao's dynamic w8a8. Against bf16 weights a decode step
-streams half the weight bytes and a prompt step computes on the int8 units; the answers differ slightly
-from the unquantized model's, as with any weight quantization, so it is a choice the user makes.
+streams half the weight bytes and a prompt step computes on the int8 units; the answers differ from the
+unquantized model's more than bf16's do (the runner keeps the layers that lose the most in the model dtype,
+``runner.py``), so it is a choice the user makes.
 """
 
 from __future__ import annotations

@@ -62,7 +62,9 @@ def unsupported_reason(model: Any) -> Optional[str]:
 class LlamaWeights:
     """The weights of a loaded Llama-family model, laid out for the runner (shared by every runner of
     the model; read-only). ``dtype`` is the compute dtype of the linear layers; ``quantization="int8"``
-    runs them in int8 instead (``int8_linear.py``)."""
+    runs them in int8 instead (``int8_linear.py``), all but the MLP's down projections: their input, the
+    gated product, loses the most to int8 activations, and in the model dtype they keep the answers much
+    closer to the unquantized model's for a small share of the weights."""
 
     def __init__(self, model: Any, dtype: Any, quantization: Optional[str] = None):
         import torch
@@ -84,10 +86,8 @@ class LlamaWeights:
         if reason:
             raise ValueError(reason)
         self.int8 = quantization == "int8"
-        self.packed = not self.int8 and on_cpu and dtype == torch.bfloat16 and _mkldnn_linear_available()
-        # the KV cache and attention: the model dtype, as in the model's own forward; fp32 under int8, whose
-        # rounding leaves no room for bf16 attention's (greedy answers go astray)
-        self.cache_dtype = torch.float32 if self.int8 else dtype
+        self.packed = on_cpu and dtype == torch.bfloat16 and _mkldnn_linear_available()
+        self.cache_dtype = dtype  # the KV cache and attention: the model dtype, as in the model's own forward
         self.layers = [self._layer(layer) for layer in model.model.layers]
         self.embed = model.get_input_embeddings().weight.detach().to(dtype)  # [vocab, hidden]
         self.norm = model.model.norm.weight.detach().to(dtype)
@@ -104,9 +104,10 @@ class LlamaWeights:
         self.sin = (torch.cat([angles.sin(), angles.sin()], dim=-1) * scale).to(self.cache_dtype)
         self.rotary_dim = self.cos.shape[-1]
 
-    def _linear(self, weight: Any, bias: Any) -> tuple[Any, Any]:
-        """(weight, bias) in the form ``linear`` takes: packed for fbgemm (int8) or oneDNN, else the plain tensor."""
-        if self.int8:
+    def _linear(self, weight: Any, bias: Any, quantize: bool = True) -> tuple[Any, Any]:
+        """(weight, bias) in the form ``linear`` takes: packed for fbgemm under int8 (unless not ``quantize``),
+        or for oneDNN, else the plain tensor."""
+        if self.int8 and quantize:
             return pack_int8(weight, bias), None
         weight = weight.detach().to(self.dtype).contiguous()
         bias = bias.detach().to(self.dtype) if bias is not None else None
@@ -115,7 +116,7 @@ class LlamaWeights:
         return weight, bias
 
     def linear(self, x: Any, weight: tuple[Any, Any]) -> Any:
-        if self.int8:
+        if isinstance(weight[0], self.torch.ScriptObject):  # fbgemm's packed int8 weight
             return int8_linear(x, weight[0], self.dtype)
         if self.packed:
             return self.torch.ops.mkldnn._linear_pointwise(x, weight[0], weight[1], "none", [], "")
@@ -140,7 +141,7 @@ class LlamaWeights:
             "o": self._linear(attn.o_proj.weight, attn.o_proj.bias),
             "norm2": layer.post_attention_layernorm.weight.detach().to(self.dtype),
             "gate_up": gate_up,
-            "down": self._linear(mlp.down_proj.weight, None),
+            "down": self._linear(mlp.down_proj.weight, None, quantize=False),
         }
 
 

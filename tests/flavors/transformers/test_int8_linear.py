@@ -53,3 +53,15 @@ def test_unknown_quantization_is_refused(tiny_llama):
 
 def test_int8_needs_the_cpu():
     assert "CPU" in (int8_unavailable_reason(torch.device("cuda")) or "")
+
+
+def test_down_projections_and_the_cache_stay_in_the_model_dtype(tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.bfloat16).eval()
+    weights = LlamaWeights(model, torch.bfloat16, "int8")
+    for layer in weights.layers:
+        assert all(isinstance(layer[name][0], torch.ScriptObject) for name in ("qkv", "o", "gate_up"))
+        assert not isinstance(layer["down"][0], torch.ScriptObject)
+    assert isinstance(weights.lm_head[0], torch.ScriptObject)
+    assert weights.cache_dtype == torch.bfloat16

@@ -1,5 +1,5 @@
 """The user-facing behaviour of every engine on a real model, SmolLM2-135M-Instruct: the greedy answer a
-new user reads, the same through pyfunc, the transformers engine and the onnx engine; the chat template's
+new user reads, the same through pyfunc (int8 too), the transformers engine and the onnx engine; the chat template's
 system prompt; stop strings; n choices and seeds; a forced tool call."""
 
 import json
@@ -30,6 +30,21 @@ def test_pyfunc_answers_the_question(tmp_path_factory, smollm2_checkpoint):
 
     path = str(tmp_path_factory.mktemp("smol") / "smol")
     save_model(smollm2_checkpoint, path, model_config={"dtype": "float32"})
+    reply = load_model(path).predict({"messages": QUESTION, "temperature": 0, "max_tokens": 30})
+    assert reply["choices"][0]["message"]["content"] == ANSWER
+
+
+def test_int8_answers_the_question_too(tmp_path_factory, smollm2_checkpoint):
+    import torch
+
+    from servelm.flavors.pyfunc import load_model
+    from servelm.flavors.transformers import save_model
+    from servelm.flavors.transformers.int8_linear import int8_unavailable_reason
+
+    if int8_unavailable_reason(torch.device("cpu")):
+        pytest.skip("no fbgemm int8 kernels in this torch")
+    path = str(tmp_path_factory.mktemp("smol-int8") / "smol")
+    save_model(smollm2_checkpoint, path, model_config={"quantization": "int8"})
     reply = load_model(path).predict({"messages": QUESTION, "temperature": 0, "max_tokens": 30})
     assert reply["choices"][0]["message"]["content"] == ANSWER
 
