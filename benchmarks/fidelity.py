@@ -40,7 +40,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from servelm.flavors.transformers import smollm2, tiny_model
     from servelm.flavors.transformers.device import choose_device
+    from servelm.flavors.transformers.int8_linear import QUANTIZATIONS
     from servelm.flavors.transformers.runner import LlamaWeights
+
+    names = args.quantization.split(",")
+    unknown = [name for name in names if name not in ("none", *QUANTIZATIONS)]
+    if unknown:
+        parser.error(f"--quantization: {', '.join(unknown)} (choose from none, {', '.join(QUANTIZATIONS)})")
 
     path = smollm2() if args.model == "smollm2" else tiny_model("llama")
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     texts = [reference_text(reference_model, tokenizer, i, args.new_tokens) for i in range(args.prompts)]
     rows = []
-    for name in args.quantization.split(","):
+    for name in names:
         quantization = None if name == "none" else name
         weights = LlamaWeights(model, dtype, quantization)
         rows.append({"quantization": name, **compare(weights, texts)})

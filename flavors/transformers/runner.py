@@ -87,7 +87,6 @@ class LlamaWeights:
             raise ValueError(reason)
         self.int8 = quantization == "int8"
         self.packed = on_cpu and dtype == torch.bfloat16 and _mkldnn_linear_available()
-        self.cache_dtype = dtype  # the KV cache and attention: the model dtype, as in the model's own forward
         self.layers = [self._layer(layer) for layer in model.model.layers]
         self.embed = model.get_input_embeddings().weight.detach().to(dtype)  # [vocab, hidden]
         self.norm = model.model.norm.weight.detach().to(dtype)
@@ -98,10 +97,8 @@ class LlamaWeights:
         positions = torch.arange(self.context_length, device=self.device, dtype=torch.float32)
         angles = torch.outer(positions, inv_freq)  # [context, rotary_dim / 2]
         scale = float(getattr(rotary, "attention_scaling", 1.0))
-        self.cos = (torch.cat([angles.cos(), angles.cos()], dim=-1) * scale).to(
-            self.cache_dtype
-        )  # [context, rotary_dim]
-        self.sin = (torch.cat([angles.sin(), angles.sin()], dim=-1) * scale).to(self.cache_dtype)
+        self.cos = (torch.cat([angles.cos(), angles.cos()], dim=-1) * scale).to(dtype)  # [context, rotary_dim]
+        self.sin = (torch.cat([angles.sin(), angles.sin()], dim=-1) * scale).to(dtype)
         self.rotary_dim = self.cos.shape[-1]
 
     def _linear(self, weight: Any, bias: Any, quantize: bool = True) -> tuple[Any, Any]:
@@ -172,7 +169,7 @@ class TorchRunner(RowCache):
 
     def _zeros(self, shape: tuple[int, ...]) -> Any:
         torch = self.torch
-        dtype = self.w.cache_dtype
+        dtype = self.w.dtype  # the KV cache and attention run in the model dtype, as in the model's own forward
         same_size = _SAME_SIZE_NUMPY.get(dtype.itemsize)
         if self.w.device.type == "cpu" and same_size is not None:  # committed as it is written
             return torch.from_numpy(zeroed_array(shape, same_size)).view(dtype)
@@ -200,7 +197,7 @@ class TorchRunner(RowCache):
             ids = torch.tensor(step_ids + [0] * padding, device=w.device)  # [padded step tokens]
             where = torch.tensor(step_positions + [0] * padding, device=w.device)  # [padded step tokens]
             filler = (
-                torch.zeros(padding, w.heads * w.head_dim, dtype=w.cache_dtype, device=w.device) if padding else None
+                torch.zeros(padding, w.heads * w.head_dim, dtype=w.dtype, device=w.device) if padding else None
             )  # [padding, heads * head_dim]: the padding rows' attention output
             decode_mask, end = self._decode_mask(positions, where[:rows]) if rows else (None, 0)
             chunk_masks = [
@@ -257,7 +254,7 @@ class TorchRunner(RowCache):
         """Queries and keys (rotated) and values of one layer, in the cache dtype."""
         w = self.w
         tokens = x.shape[0]
-        qkv = w.linear(_rms_norm(self.torch, x, layer["norm1"], w.eps), layer["qkv"]).to(w.cache_dtype)
+        qkv = w.linear(_rms_norm(self.torch, x, layer["norm1"], w.eps), layer["qkv"])
         split = (w.heads + w.kv_heads) * w.head_dim
         qk = _rotate(self.torch, qkv[:, :split].view(tokens, w.heads + w.kv_heads, w.head_dim), cos, sin, w.rotary_dim)
         return qk[:, : w.heads], qk[:, w.heads :], qkv[:, split:].view(tokens, w.kv_heads, w.head_dim)
@@ -265,7 +262,7 @@ class TorchRunner(RowCache):
     def _rest_of_layer(self, x: Any, attended: Any, layer: dict[str, Any]) -> Any:
         """Output projection and residual, then the gated MLP and residual."""
         w, torch = self.w, self.torch
-        x = x + w.linear(attended.to(w.dtype), layer["o"])
+        x = x + w.linear(attended, layer["o"])
         gate, up = w.linear(_rms_norm(torch, x, layer["norm2"], w.eps), layer["gate_up"]).chunk(2, dim=-1)
         return x + w.linear(torch.nn.functional.silu(gate) * up, layer["down"])
 

@@ -64,4 +64,6 @@ def test_down_projections_and_the_cache_stay_in_the_model_dtype(tiny_llama):
         assert all(isinstance(layer[name][0], torch.ScriptObject) for name in ("qkv", "o", "gate_up"))
         assert not isinstance(layer["down"][0], torch.ScriptObject)
     assert isinstance(weights.lm_head[0], torch.ScriptObject)
-    assert weights.cache_dtype == torch.bfloat16
+    runner = TorchRunner(weights, max_rows=1)
+    runner.ensure(1, 8)
+    assert runner.keys[0].dtype == runner.values[0].dtype == torch.bfloat16
