@@ -4,9 +4,10 @@ scheduler drives).
 
 Why not the model's own forward: on a small model most of a decode step is Python (module calls, mask
 and cache bookkeeping), not arithmetic. Here a layer is a dozen tensor ops; on CPUs with native bf16 the
-linear layers run oneDNN kernels on weights packed once at load. A decode step's attention hands each kv
-head its group of query heads as one block (the CPU's bf16 kernels are slow at one query per head with
-``enable_gqa``), so the cache can stay in the model's dtype and a step reads half the bytes of fp32.
+linear layers run oneDNN kernels on weights packed once at load. The cache stays in the model's dtype (a
+bf16 step reads half the bytes of fp32). On CPU a decode step's attention is one kernel over the cache
+(``decode_attention.py``); elsewhere torch's attention takes each kv head's group of query heads as one
+block (its bf16 kernels are slow at one query per head with ``enable_gqa``).
 
 Covers the architectures whose layers are RMSNorm -> GQA attention with rotary embeddings -> gated
 SiLU MLP: Llama (SmolLM, TinyLlama...), Mistral without sliding windows, Qwen2 (q/k/v biases) and Phi3
@@ -23,6 +24,7 @@ from ..generation.choice import RowSampling, TokenChoice
 from ..generation.model_runner import Chunk
 from ..generation.row_cache import RowCache
 from ..generation.zeroed_memory import zeroed_array
+from .decode_attention import decode_kernel, set_kernel_threads
 from .int8_linear import QUANTIZATIONS, int8_linear, int8_unavailable_reason, pack_int8
 from .sampling import sample_next
 
@@ -161,11 +163,16 @@ class TorchRunner(RowCache):
     """A ``ModelRunner`` over ``LlamaWeights``: its own KV cache (``RowCache`` in torch tensors on the model's
     device), and the forward passes over it."""
 
-    def __init__(self, weights: LlamaWeights, max_rows: int):
+    def __init__(self, weights: LlamaWeights, max_rows: int, fused_decode: bool = True):
         super().__init__(len(weights.layers), weights.kv_heads, weights.head_dim, weights.context_length, max_rows)
         self.w = weights
         self.torch = weights.torch
         self.vocab_size = weights.vocab_size
+        group = weights.heads // weights.kv_heads
+        # decode steps' attention in one kernel over the cache (None: torch's scaled_dot_product_attention)
+        self.decode_kernel = (
+            decode_kernel(weights.head_dim, group, weights.dtype, weights.device) if fused_decode else None
+        )
 
     def _zeros(self, shape: tuple[int, ...]) -> Any:
         torch = self.torch
@@ -199,7 +206,12 @@ class TorchRunner(RowCache):
             filler = (
                 torch.zeros(padding, w.heads * w.head_dim, dtype=w.dtype, device=w.device) if padding else None
             )  # [padding, heads * head_dim]: the padding rows' attention output
-            decode_mask, end = self._decode_mask(positions, where[:rows]) if rows else (None, 0)
+            kernel = self.decode_kernel if rows else None
+            decode_mask, end = self._decode_mask(positions, where[:rows]) if rows and kernel is None else (None, 0)
+            lengths = np.asarray(positions, dtype=np.int64) + 1  # [rows]: cached positions after this step
+            attended_rows = np.empty((rows, w.heads, w.head_dim), np.float32)  # the kernel's output
+            if kernel is not None:
+                set_kernel_threads(torch.get_num_threads())
             chunk_masks = [
                 torch.arange(stop, device=w.device)[None, :] <= where[at : at + stop - start, None] if start else None
                 for _, start, stop, at in spans
@@ -215,13 +227,25 @@ class TorchRunner(RowCache):
                 if rows:
                     keys[decode_rows, :, where[:rows]] = k[:rows]
                     values[decode_rows, :, where[:rows]] = v[:rows]
-                    attended = torch.nn.functional.scaled_dot_product_attention(
-                        q[:rows].view(rows, w.kv_heads, group, w.head_dim),
-                        keys[:rows, :, :end],
-                        values[:rows, :, :end],
-                        attn_mask=decode_mask,
-                    )  # [rows, kv_heads, group, head_dim]: a kv head's queries as one block over its keys
-                    parts.append(attended.reshape(rows, -1))
+                    if kernel is not None:
+                        queries = q[:rows].float().contiguous().view(rows, w.kv_heads, group, w.head_dim)
+                        kernel(
+                            queries.numpy(),
+                            _numpy_view(torch, keys),
+                            _numpy_view(torch, values),
+                            lengths,
+                            w.head_dim**-0.5,
+                            attended_rows,
+                        )  # attended_rows [rows, heads, head_dim]
+                        parts.append(torch.from_numpy(attended_rows).view(rows, -1).to(w.dtype))
+                    else:
+                        attended = torch.nn.functional.scaled_dot_product_attention(
+                            q[:rows].view(rows, w.kv_heads, group, w.head_dim),
+                            keys[:rows, :, :end],
+                            values[:rows, :, :end],
+                            attn_mask=decode_mask,
+                        )  # [rows, kv_heads, group, head_dim]: a kv head's queries as one block over its keys
+                        parts.append(attended.reshape(rows, -1))
                 for (row, start, stop, at), mask in zip(spans, chunk_masks):
                     count = stop - start
                     keys[row, :, start:stop] = k[at : at + count].transpose(0, 1)
@@ -282,6 +306,13 @@ def padded_step_tokens(count: int) -> int:
     if count <= EXACT_STEP_TOKENS:
         return count
     return -(-count // STEP_BUCKET) * STEP_BUCKET
+
+
+def _numpy_view(torch: Any, cache: Any) -> np.ndarray:
+    """A CPU cache buffer as the numpy array the decode kernel reads (bf16 as its uint16 bits), no copy."""
+    if cache.dtype == torch.bfloat16:
+        return cache.view(torch.int16).numpy().view(np.uint16)
+    return cache.numpy()
 
 
 def _rms_norm(torch: Any, x: Any, weight: Any, eps: float) -> Any:

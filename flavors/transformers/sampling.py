@@ -61,7 +61,7 @@ def _draw(torch: Any, logits: Any, rows: list[RowSampling]) -> list[int]:
     """Greedy rows take the argmax; the others are sampled after temperature, top-k and top-p."""
     device = logits.device
     params = [row.params for row in rows]
-    choice = logits.argmax(dim=-1)  # [batch]
+    choice = logits.float().argmax(dim=-1)  # [batch]: in fp32 (exact for bf16, whose CPU argmax is much slower)
     sampled = [i for i, p in enumerate(params) if p.temperature > 0]
     if not sampled:
         return choice.tolist()

@@ -1,0 +1,129 @@
+"""Decode attention on CPU: each decoding row's new queries against that row's cached keys and values, as
+one numba kernel over the runner's KV cache in place.
+
+Why not torch's ``scaled_dot_product_attention`` for decode steps: a kv head's group of queries is a
+matrix of a few rows, and the CPU kernels spend most of such a call on per-block set-up rather than on
+reading the cache, which is what a decode step's attention has to do. Here each (row, kv head) reads its
+keys and values once, widened from bf16 to fp32 as they are read, over that row's own length (no mask,
+no padding to the longest row), and the group's queries share every key and value read. The softmax and
+both products accumulate in fp32. The kernel runs on numba's threads with the GIL released.
+
+``decode_kernel`` gives the kernel for a model's head size, query group and cache dtype, or None where it
+cannot run (numba not installed, a dtype it does not read, not a CPU): the runner then uses torch's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import cache
+from typing import Any, Optional
+
+log = logging.getLogger("servelm.transformers")
+
+#: (queries [rows, kv_heads, group, head_dim] fp32, keys, values [cache rows, kv_heads, positions, head_dim]
+#: as uint16 bf16 bits or fp32, lengths [rows] int64, scale, out [rows, kv_heads * group, head_dim] fp32) -> None
+DecodeKernel = Callable[[Any, Any, Any, Any, float, Any], None]
+
+_CACHE_DTYPES = ("bfloat16", "float32")
+
+
+def decode_kernel(head_dim: int, group: int, dtype: Any, device: Any) -> Optional[DecodeKernel]:
+    """The compiled decode-attention kernel for this shape and cache dtype (compiled once per process and
+    shape, and cached on disk by numba), or None where it does not apply."""
+    name = str(dtype).removeprefix("torch.")
+    if getattr(device, "type", device) != "cpu" or name not in _CACHE_DTYPES:
+        return None
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        log.info("numba is not installed: decode attention runs in torch (pip install 'servelm[transformers]')")
+        return None
+    return _compiled(head_dim, group, name == "bfloat16")
+
+
+def set_kernel_threads(count: int) -> None:
+    """Run the kernel on ``count`` threads of the calling thread (the runner passes torch's intra-op count,
+    so ``--threads`` bounds both)."""
+    import numba
+
+    numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+
+
+@cache
+def _compiled(head_dim: int, group: int, bf16: bool) -> DecodeKernel:
+    """The kernel with the head size and group as constants (the compiler unrolls the per-feature loops)."""
+    import numpy as np
+    from numba import njit, prange
+
+    HEAD_DIM, GROUP, BF16 = head_dim, group, bf16  # noqa: N806 (compile-time constants)
+    LOG2E = np.float32(1.4426950408889634)  # noqa: N806
+
+    @njit(nogil=True, fastmath=True, parallel=True, boundscheck=False, cache=True)
+    def kernel(q, keys, values, lengths, scale, out):
+        rows, kv_heads = q.shape[0], q.shape[1]
+        for task in prange(rows * kv_heads):
+            r = task // kv_heads
+            h = task - r * kv_heads
+            n = lengths[r]
+            row_keys, row_values = keys[r, h], values[r, h]  # [positions, head_dim]
+            queries = q[r, h]  # [group, head_dim]
+            scores = np.empty((GROUP, n), np.float32)
+            wide = np.empty(HEAD_DIM, np.float32)  # one key or value in fp32
+            wide_bits = wide.view(np.uint32)
+            for t in range(n):
+                key = row_keys[t]
+                for d in range(HEAD_DIM):
+                    if BF16:
+                        wide_bits[d] = np.uint32(key[d]) << 16  # bf16 is the top half of an fp32
+                    else:
+                        wide[d] = key[d]
+                for g in range(GROUP):
+                    dot = np.float32(0.0)
+                    for d in range(HEAD_DIM):
+                        dot += queries[g, d] * wide[d]
+                    scores[g, t] = dot * scale
+            # softmax per query, with exp as 2^i * 2^f (f in [0, 1): a polynomial) so the loop vectorizes
+            powers = np.empty(n, np.int32)
+            power_values = powers.view(np.float32)
+            totals = np.empty(GROUP, np.float32)
+            for g in range(GROUP):
+                row = scores[g]
+                top = row[0]
+                for t in range(n):
+                    top = max(top, row[t])
+                for t in range(n):
+                    y = max(row[t] - top, np.float32(-87.0)) * LOG2E
+                    i = np.floor(y)
+                    f = y - i
+                    p = np.float32(1.8775767e-3)
+                    p = p * f + np.float32(8.9893397e-3)
+                    p = p * f + np.float32(5.5826318e-2)
+                    p = p * f + np.float32(2.4015361e-1)
+                    p = p * f + np.float32(6.9315308e-1)
+                    p = p * f + np.float32(9.9999994e-1)
+                    row[t] = p
+                    powers[t] = (np.int32(i) + np.int32(127)) << 23
+                total = np.float32(0.0)
+                for t in range(n):
+                    row[t] *= power_values[t]
+                    total += row[t]
+                totals[g] = total
+            acc = np.zeros((GROUP, HEAD_DIM), np.float32)
+            for t in range(n):
+                value = row_values[t]
+                for d in range(HEAD_DIM):
+                    if BF16:
+                        wide_bits[d] = np.uint32(value[d]) << 16
+                    else:
+                        wide[d] = value[d]
+                for g in range(GROUP):
+                    weight = scores[g, t]
+                    for d in range(HEAD_DIM):
+                        acc[g, d] += weight * wide[d]
+            for g in range(GROUP):
+                inverse = np.float32(1.0) / totals[g]
+                for d in range(HEAD_DIM):
+                    out[r, h * GROUP + g, d] = acc[g, d] * inverse
+
+    return kernel

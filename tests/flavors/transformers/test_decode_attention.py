@@ -1,0 +1,68 @@
+"""The CPU decode-attention kernel: what torch's attention computes, over each row's own length of the cache."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("numba")
+
+from servelm.flavors.generation.model_runner import Chunk  # noqa: E402
+from servelm.flavors.transformers.decode_attention import decode_kernel  # noqa: E402
+from servelm.flavors.transformers.runner import LlamaWeights, TorchRunner, _numpy_view  # noqa: E402
+
+
+def reference(q, keys, values, lengths):
+    """Each row's queries [kv_heads, group, head_dim] attending over its first ``lengths[row]`` positions, in fp32."""
+    rows, kv_heads, group, head_dim = q.shape
+    out = torch.empty(rows, kv_heads * group, head_dim)
+    for r, n in enumerate(lengths.tolist()):
+        attended = torch.nn.functional.scaled_dot_product_attention(
+            q[r].float(), keys[r, :, :n].float(), values[r, :, :n].float()
+        )  # [kv_heads, group, head_dim]
+        out[r] = attended.reshape(kv_heads * group, head_dim)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize(("kv_heads", "group", "head_dim"), [(3, 3, 64), (2, 1, 32), (1, 4, 16)])
+def test_the_kernel_computes_what_torch_attention_does(dtype, kv_heads, group, head_dim):
+    generator = torch.Generator().manual_seed(0)
+    rows, capacity = 5, 96
+    keys = torch.randn(rows + 2, kv_heads, capacity, head_dim, generator=generator).to(dtype)
+    values = torch.randn(rows + 2, kv_heads, capacity, head_dim, generator=generator).to(dtype)
+    q = (torch.randn(rows, kv_heads, group, head_dim, generator=generator) * 3).to(dtype)
+    lengths = np.array([1, 17, 96, 40, 2], dtype=np.int64)
+    for r, n in enumerate(lengths):  # what lies past a row's length must not count
+        keys[r, :, n:] = 1e4
+        values[r, :, n:] = -1e4
+    kernel = decode_kernel(head_dim, group, dtype, torch.device("cpu"))
+    assert kernel is not None
+    out = np.empty((rows, kv_heads * group, head_dim), np.float32)
+    kernel(q.float().numpy(), _numpy_view(torch, keys), _numpy_view(torch, values), lengths, head_dim**-0.5, out)
+    torch.testing.assert_close(torch.from_numpy(out), reference(q, keys, values, lengths), atol=2e-5, rtol=2e-5)
+
+
+def test_no_kernel_where_it_cannot_run():
+    assert decode_kernel(64, 3, torch.float16, torch.device("cpu")) is None
+    assert decode_kernel(64, 3, torch.bfloat16, torch.device("cuda")) is None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_runner_decodes_the_same_with_the_kernel_as_without(tiny_llama, dtype):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    weights = LlamaWeights(model, getattr(torch, dtype))
+
+    def steps(fused: bool):
+        runner = TorchRunner(weights, max_rows=4, fused_decode=fused)
+        assert (runner.decode_kernel is not None) == fused
+        runner.ensure(4, 64)
+        runner.forward([], [], [Chunk(0, list(range(3, 13)), 0), Chunk(1, list(range(20, 27)), 0)])
+        runner.forward([], [], [Chunk(2, list(range(40, 43)), 0)])
+        first = runner.forward([5, 6, 7], [10, 7, 3], [])  # rows of three lengths
+        second = runner.forward([8, 9, 10], [11, 8, 4], [Chunk(3, list(range(50, 60)), 0)])  # and a prompt chunk
+        return torch.cat([first, second]).float()
+
+    tolerance = 1e-4 if dtype == "float32" else 3e-2
+    torch.testing.assert_close(steps(True), steps(False), atol=tolerance, rtol=tolerance)
