@@ -52,7 +52,8 @@ def set_kernel_threads(count: int) -> None:
 
 @cache
 def _compiled(head_dim: int, group: int, bf16: bool) -> DecodeKernel:
-    """The kernel with the head size and group as constants (the compiler unrolls the per-feature loops)."""
+    """The kernel with the head size and group as constants (the compiler unrolls the per-feature loops),
+    compiled."""
     import numpy as np
     from numba import njit, prange
 
@@ -126,4 +127,14 @@ def _compiled(head_dim: int, group: int, bf16: bool) -> DecodeKernel:
                 for d in range(HEAD_DIM):
                     out[r, h * GROUP + g, d] = acc[g, d] * inverse
 
+    # compile now (or load numba's cache), not in a server's first decode step: the types the runner passes
+    cache_dtype = np.uint16 if bf16 else np.float32
+    kernel(
+        np.zeros((1, 1, group, head_dim), np.float32),
+        np.zeros((1, 1, 1, head_dim), cache_dtype),
+        np.zeros((1, 1, 1, head_dim), cache_dtype),
+        np.ones(1, np.int64),
+        1.0,
+        np.zeros((1, group, head_dim), np.float32),
+    )
     return kernel
