@@ -51,11 +51,24 @@ def set_kernel_threads(count: int) -> None:
 
 
 @cache
-def _compiled(head_dim: int, group: int, bf16: bool) -> DecodeKernel:
+def _compiled(head_dim: int, group: int, bf16: bool) -> Optional[DecodeKernel]:
     """The kernel with the head size and group as constants (the compiler unrolls the per-feature loops),
-    compiled."""
+    compiled; None (logged) where numba cannot compile or run it."""
+    try:
+        return _compile(head_dim, group, bf16)
+    except Exception as exc:  # a numba without a usable threading layer, a compiler error: torch's attention
+        log.warning("the decode-attention kernel is unavailable (%s): decode attention runs in torch", exc)
+        return None
+
+
+def _compile(head_dim: int, group: int, bf16: bool) -> DecodeKernel:
+    import numba
     import numpy as np
     from numba import njit, prange
+
+    if numba.config.THREADING_LAYER == "default":  # type: ignore[attr-defined]
+        # tbb or OpenMP, never the workqueue layer: engine threads of one process may run the kernel at once
+        numba.config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
 
     HEAD_DIM, GROUP, BF16 = head_dim, group, bf16  # noqa: N806 (compile-time constants)
     LOG2E = np.float32(1.4426950408889634)  # noqa: N806

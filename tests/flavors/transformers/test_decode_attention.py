@@ -66,3 +66,26 @@ def test_a_runner_decodes_the_same_with_the_kernel_as_without(tiny_llama, dtype)
 
     tolerance = 1e-4 if dtype == "float32" else 3e-2
     torch.testing.assert_close(steps(True), steps(False), atol=tolerance, rtol=tolerance)
+
+
+def test_the_kernel_runs_on_a_thread_safe_layer():
+    import numba
+
+    kernel = decode_kernel(16, 2, torch.float32, torch.device("cpu"))
+    assert kernel is not None
+    assert numba.threading_layer() in ("tbb", "omp")  # engine threads of one process may call it at once
+
+
+def test_a_kernel_that_cannot_compile_leaves_torch_attention(monkeypatch, caplog):
+    from servelm.flavors.transformers import decode_attention
+
+    def broken(*args):
+        raise ValueError("no threading layer")
+
+    monkeypatch.setattr(decode_attention, "_compile", broken)
+    decode_attention._compiled.cache_clear()
+    try:
+        assert decode_kernel(48, 2, torch.float32, torch.device("cpu")) is None
+    finally:
+        decode_attention._compiled.cache_clear()
+    assert "runs in torch" in caplog.text
