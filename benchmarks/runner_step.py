@@ -1,15 +1,17 @@
 """One engine step of the transformers flavor's torch runner against the model's own forward, same batch.
 
     python benchmarks/runner_step.py [--model smollm2|tiny] [--rows 16] [--positions 300,1500] \
-        [--prefill 250] [--quantization int8] [--repeat 7] [--out FILE.json]
+        [--prefill 250] [--quantization int8] [--torch-attention] [--repeat 7] [--out FILE.json]
 
 For each context length in ``--positions``: ``--rows`` sequences of that many cached positions take one
 decode step (a token each), in servelm's runner (``runner.py``, over its own KV cache) and in the Hugging
 Face model's forward (``past_key_values`` a DynamicCache cropped back after each call); then one prompt
 of ``--prefill`` tokens is computed by each. The two alternate within each repeat (the machine drifts);
 medians in ms and the ratio HF / servelm (above 1: servelm's step is faster). Both run in the dtype servelm
-picks on this machine; with ``--quantization int8`` only servelm's linear layers are int8. Prints one JSON
-object, also written to ``--out``.
+picks on this machine; with ``--quantization int8`` only servelm's linear layers are int8; with
+``--torch-attention`` servelm's decode steps attend with torch's attention instead of its decode kernel
+(``decode_attention.py``), to see what the kernel is worth. Prints one JSON object, also written to
+``--out``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--positions", default="300,1500", help="cached positions per sequence, comma-separated")
     parser.add_argument("--prefill", type=int, default=250, help="prompt tokens of the prefill step (0: none)")
     parser.add_argument("--quantization", default=None, choices=(None, "int8"))
+    parser.add_argument(
+        "--torch-attention", action="store_true", help="decode attention in torch, not servelm's decode kernel"
+    )
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -59,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
 
     for positions in (int(p) for p in args.positions.split(",")):
-        times = decode_times(model, weights, rows, positions, rng, args.repeat)
+        times = decode_times(model, weights, rows, positions, rng, args.repeat, not args.torch_attention)
         results.append(step_row(f"decode {rows} rows at {positions} positions", times))
     if args.prefill:
         times = prefill_times(model, weights, args.prefill, rng, args.repeat)
@@ -70,6 +75,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "dtype": str(dtype).removeprefix("torch."),
         "device": str(device),
         "quantization": args.quantization,
+        "decode_attention": "torch" if args.torch_attention else "kernel",
         "threads": torch.get_num_threads(),
         "steps": results,
     }
@@ -80,7 +86,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return report
 
 
-def decode_times(model: Any, weights: Any, rows: int, positions: int, rng: Any, repeat: int) -> dict[str, list[float]]:
+def decode_times(
+    model: Any, weights: Any, rows: int, positions: int, rng: Any, repeat: int, kernel: bool = True
+) -> dict[str, list[float]]:
     """Milliseconds of one decode step of ``rows`` sequences with ``positions`` cached, servelm's runner and
     the model's forward alternating."""
     import torch
@@ -92,7 +100,7 @@ def decode_times(model: Any, weights: Any, rows: int, positions: int, rng: Any, 
     device = weights.device
     prompts = rng.integers(100, weights.vocab_size, (rows, positions))  # [rows, positions]
     tokens = rng.integers(100, weights.vocab_size, rows).tolist()  # [rows]
-    runner = TorchRunner(weights, rows)
+    runner = TorchRunner(weights, rows, fused_decode=kernel)
     runner.ensure(rows, positions + 1)
     for row in range(rows):
         runner.forward([], [], [Chunk(row, prompts[row].tolist(), 0)])
