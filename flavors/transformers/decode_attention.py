@@ -73,7 +73,6 @@ def _compile(head_dim: int, group: int, bf16: bool) -> DecodeKernel:
     HEAD_DIM, GROUP, BF16 = head_dim, group, bf16  # noqa: N806 (compile-time constants)
     LOG2E = np.float32(1.4426950408889634)  # noqa: N806
 
-    @njit(nogil=True, fastmath=True, parallel=True, boundscheck=False, cache=True)
     def kernel(q, keys, values, lengths, scale, out):
         rows, kv_heads = q.shape[0], q.shape[1]
         for task in prange(rows * kv_heads):
@@ -140,9 +139,16 @@ def _compile(head_dim: int, group: int, bf16: bool) -> DecodeKernel:
                 for d in range(HEAD_DIM):
                     out[r, h * GROUP + g, d] = acc[g, d] * inverse
 
+    def jit(cache: bool) -> Any:
+        return njit(kernel, cache=cache, nogil=True, fastmath=True, parallel=True, boundscheck=False)
+
+    try:
+        compiled = jit(cache=True)
+    except RuntimeError:  # nowhere writable for numba's cache (a read-only install and home): compile each start
+        compiled = jit(cache=False)
     # compile now (or load numba's cache), not in a server's first decode step: the types the runner passes
     cache_dtype = np.uint16 if bf16 else np.float32
-    kernel(
+    compiled(
         np.zeros((1, 1, group, head_dim), np.float32),
         np.zeros((1, 1, 1, head_dim), cache_dtype),
         np.zeros((1, 1, 1, head_dim), cache_dtype),
@@ -150,4 +156,4 @@ def _compile(head_dim: int, group: int, bf16: bool) -> DecodeKernel:
         1.0,
         np.zeros((1, group, head_dim), np.float32),
     )
-    return kernel
+    return compiled

@@ -89,3 +89,22 @@ def test_a_kernel_that_cannot_compile_leaves_torch_attention(monkeypatch, caplog
     finally:
         decode_attention._compiled.cache_clear()
     assert "runs in torch" in caplog.text
+
+
+def test_the_kernel_compiles_where_numba_cannot_cache_it(monkeypatch):
+    import numba
+
+    from servelm.flavors.transformers import decode_attention
+
+    monkeypatch.setattr(numba.config, "CACHE_LOCATOR_CLASSES", "NoLocatorHere")  # numba's cache has nowhere to go
+    kernel = decode_attention._compile(8, 1, False)
+    out = np.empty((1, 1, 8), np.float32)
+    kernel(
+        np.ones((1, 1, 1, 8), np.float32),
+        np.ones((1, 1, 4, 8), np.float32),
+        np.ones((1, 1, 4, 8), np.float32),
+        np.array([3]),
+        0.5,
+        out,
+    )
+    np.testing.assert_allclose(out, 1.0, rtol=1e-6)
