@@ -208,10 +208,10 @@ class TorchRunner(RowCache):
             )  # [padding, heads * head_dim]: the padding rows' attention output
             kernel = self.decode_kernel if rows else None
             decode_mask, end = self._decode_mask(positions, where[:rows]) if rows and kernel is None else (None, 0)
-            lengths = np.asarray(positions, dtype=np.int64) + 1  # [rows]: cached positions after this step
-            attended_rows = np.empty((rows, w.heads, w.head_dim), np.float32)  # the kernel's output
             if kernel is not None:
                 set_kernel_threads(torch.get_num_threads())
+                lengths = np.asarray(positions, dtype=np.int64) + 1  # [rows]: cached positions after this step
+                attended_rows = np.empty((rows, w.heads, w.head_dim), np.float32)  # the kernel's output
             chunk_masks = [
                 torch.arange(stop, device=w.device)[None, :] <= where[at : at + stop - start, None] if start else None
                 for _, start, stop, at in spans
