@@ -6,7 +6,10 @@ matrix of a few rows, and the CPU kernels spend most of such a call on per-block
 reading the cache, which is what a decode step's attention has to do. Here each (row, kv head) reads its
 keys and values once, widened from bf16 to fp32 as they are read, over that row's own length (no mask,
 no padding to the longest row), and the group's queries share every key and value read. The softmax and
-both products accumulate in fp32. The kernel runs on numba's threads with the GIL released.
+both products accumulate in fp32. On CPUs with avx512_bf16 and head sizes a multiple of 32, the scores
+take the CPU's bf16 dot product sixteen keys at a time and the values' weighted sums stay in registers
+(``bf16_intrinsics.py``); the results are the same up to the order of additions. The kernel runs on
+numba's threads with the GIL released.
 
 ``decode_kernel`` gives the kernel for a model's head size, query group and cache dtype, or None where it
 cannot run (numba not installed, a dtype it does not read, not a CPU): the runner then uses torch's.
@@ -21,8 +24,9 @@ from typing import Any, Optional
 
 log = logging.getLogger("servelm.transformers")
 
-#: (queries [rows, kv_heads, group, head_dim] fp32, keys, values [cache rows, kv_heads, positions, head_dim]
-#: as uint16 bf16 bits or fp32, lengths [rows] int64, scale, out [rows, kv_heads * group, head_dim] fp32) -> None
+#: (queries [rows, kv_heads, group, head_dim], keys, values [cache rows, kv_heads, positions, head_dim], all
+#: three uint16 bf16 bits or all fp32, lengths [rows] int64, scale, out [rows, kv_heads * group, head_dim] fp32)
+#: -> None
 DecodeKernel = Callable[[Any, Any, Any, Any, float, Any], None]
 
 _CACHE_DTYPES = ("bfloat16", "float32")
@@ -51,26 +55,50 @@ def set_kernel_threads(count: int) -> None:
 
 
 @cache
-def _compiled(head_dim: int, group: int, bf16: bool) -> Optional[DecodeKernel]:
+def _compiled(head_dim: int, group: int, bf16: bool, dot_bf16: bool = True) -> Optional[DecodeKernel]:
     """The kernel with the head size and group as constants (the compiler unrolls the per-feature loops),
     compiled; None (logged) where numba cannot compile or run it."""
     try:
-        return _compile(head_dim, group, bf16)
+        return _compile(head_dim, group, bf16, dot_bf16)
     except Exception as exc:  # a numba without a usable threading layer, a compiler error: torch's attention
         log.warning("the decode-attention kernel is unavailable (%s): decode attention runs in torch", exc)
         return None
 
 
-def _compile(head_dim: int, group: int, bf16: bool) -> DecodeKernel:
+# the bf16 dot-product intrinsics, read by the kernel as globals (numba caches a kernel whose closure holds
+# only plain constants; it could not key its cache on intrinsics held there)
+_dot: Any = None
+_dot16: Any = None
+_accumulate: Any = None
+_prefetch: Any = None
+AHEAD = 32  # positions: how far ahead of its reading the kernel asks for cache lines
+
+
+def _load_bf16_dot() -> None:
+    global _dot, _dot16, _accumulate, _prefetch
+    from .bf16_intrinsics import accumulate, dot, dot16, prefetch
+
+    _dot, _dot16, _accumulate, _prefetch = dot, dot16, accumulate, prefetch
+
+
+def _compile(head_dim: int, group: int, bf16: bool, dot_bf16: bool = True) -> DecodeKernel:
+    """The kernel compiled; ``dot_bf16`` lets it take bf16 scores on the CPU's bf16 instruction where there
+    is one (``bf16_intrinsics.py``)."""
     import numba
     import numpy as np
     from numba import njit, prange
+
+    from .bf16_intrinsics import LANES, PAIRS, has_bf16_dot
 
     if numba.config.THREADING_LAYER == "default":  # type: ignore[attr-defined]
         # tbb or OpenMP, never the workqueue layer: engine threads of one process may run the kernel at once
         numba.config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
 
     HEAD_DIM, GROUP, BF16 = head_dim, group, bf16  # noqa: N806 (compile-time constants)
+    DOT_BF16 = bf16 and dot_bf16 and head_dim % PAIRS == 0 and has_bf16_dot()  # noqa: N806
+    BLOCK = LANES * head_dim  # noqa: N806 (values in sixteen positions)
+    if DOT_BF16:
+        _load_bf16_dot()
     LOG2E = np.float32(1.4426950408889634)  # noqa: N806
 
     def kernel(q, keys, values, lengths, scale, out):
@@ -80,22 +108,41 @@ def _compile(head_dim: int, group: int, bf16: bool) -> DecodeKernel:
             h = task - r * kv_heads
             n = lengths[r]
             row_keys, row_values = keys[r, h], values[r, h]  # [positions, head_dim]
-            queries = q[r, h]  # [group, head_dim]
             scores = np.empty((GROUP, n), np.float32)
             wide = np.empty(HEAD_DIM, np.float32)  # one key or value in fp32
             wide_bits = wide.view(np.uint32)
-            for t in range(n):
-                key = row_keys[t]
-                for d in range(HEAD_DIM):
-                    if BF16:
-                        wide_bits[d] = np.uint32(key[d]) << 16  # bf16 is the top half of an fp32
-                    else:
-                        wide[d] = key[d]
+            if DOT_BF16:  # on the CPU's bf16 products, sixteen keys at a time
+                flat_keys = row_keys.ravel()  # [positions * head_dim]
+                whole = n - n % LANES
                 for g in range(GROUP):
-                    dot = np.float32(0.0)
+                    query, row = q[r, h, g], scores[g]  # [head_dim] bf16 bits, [n]
+                    for t in range(0, whole, LANES):
+                        if g == 0 and t + AHEAD < n:
+                            _prefetch(flat_keys, (t + AHEAD) * HEAD_DIM, BLOCK)
+                        _dot16(query, flat_keys, t * HEAD_DIM, HEAD_DIM, np.float32(scale), row, t)
+                    for t in range(whole, n):
+                        row[t] = _dot(query, flat_keys, t * HEAD_DIM, HEAD_DIM) * scale
+            else:
+                queries = np.empty((GROUP, HEAD_DIM), np.float32)
+                queries_bits = queries.view(np.uint32)
+                for g in range(GROUP):
                     for d in range(HEAD_DIM):
-                        dot += queries[g, d] * wide[d]
-                    scores[g, t] = dot * scale
+                        if BF16:
+                            queries_bits[g, d] = np.uint32(q[r, h, g, d]) << 16
+                        else:
+                            queries[g, d] = q[r, h, g, d]
+                for t in range(n):
+                    key = row_keys[t]
+                    for d in range(HEAD_DIM):
+                        if BF16:
+                            wide_bits[d] = np.uint32(key[d]) << 16  # bf16 is the top half of an fp32
+                        else:
+                            wide[d] = key[d]
+                    for g in range(GROUP):
+                        total = np.float32(0.0)
+                        for d in range(HEAD_DIM):
+                            total += queries[g, d] * wide[d]
+                        scores[g, t] = total * scale
             # softmax per query, with exp as 2^i * 2^f (f in [0, 1): a polynomial) so the loop vectorizes
             powers = np.empty(n, np.int32)
             power_values = powers.view(np.float32)
@@ -123,17 +170,27 @@ def _compile(head_dim: int, group: int, bf16: bool) -> DecodeKernel:
                     total += row[t]
                 totals[g] = total
             acc = np.zeros((GROUP, HEAD_DIM), np.float32)
-            for t in range(n):
-                value = row_values[t]
-                for d in range(HEAD_DIM):
-                    if BF16:
-                        wide_bits[d] = np.uint32(value[d]) << 16
-                    else:
-                        wide[d] = value[d]
-                for g in range(GROUP):
-                    weight = scores[g, t]
+            if DOT_BF16:  # sixteen values at a time, the sums held in registers
+                flat_values = row_values.ravel()  # [positions * head_dim]
+                whole = n - n % LANES
+                for t in range(0, whole, LANES):
+                    if t + AHEAD < n:
+                        _prefetch(flat_values, (t + AHEAD) * HEAD_DIM, BLOCK)
+                    _accumulate(flat_values, t, scores, acc, HEAD_DIM, GROUP, LANES)
+                for t in range(whole, n):
+                    _accumulate(flat_values, t, scores, acc, HEAD_DIM, GROUP, 1)
+            else:
+                for t in range(n):
+                    value = row_values[t]
                     for d in range(HEAD_DIM):
-                        acc[g, d] += weight * wide[d]
+                        if BF16:
+                            wide_bits[d] = np.uint32(value[d]) << 16
+                        else:
+                            wide[d] = value[d]
+                    for g in range(GROUP):
+                        weight = scores[g, t]
+                        for d in range(HEAD_DIM):
+                            acc[g, d] += weight * wide[d]
             for g in range(GROUP):
                 inverse = np.float32(1.0) / totals[g]
                 for d in range(HEAD_DIM):
@@ -149,7 +206,7 @@ def _compile(head_dim: int, group: int, bf16: bool) -> DecodeKernel:
     # compile now (or load numba's cache), not in a server's first decode step: the types the runner passes
     cache_dtype = np.uint16 if bf16 else np.float32
     compiled(
-        np.zeros((1, 1, group, head_dim), np.float32),
+        np.zeros((1, 1, group, head_dim), cache_dtype),
         np.zeros((1, 1, 1, head_dim), cache_dtype),
         np.zeros((1, 1, 1, head_dim), cache_dtype),
         np.ones(1, np.int64),

@@ -228,9 +228,9 @@ class TorchRunner(RowCache):
                     keys[decode_rows, :, where[:rows]] = k[:rows]
                     values[decode_rows, :, where[:rows]] = v[:rows]
                     if kernel is not None:
-                        queries = q[:rows].float().contiguous().view(rows, w.kv_heads, group, w.head_dim)
+                        queries = q[:rows].contiguous().view(rows, w.kv_heads, group, w.head_dim)
                         kernel(
-                            queries.numpy(),
+                            _numpy_view(torch, queries),
                             _numpy_view(torch, keys),
                             _numpy_view(torch, values),
                             lengths,

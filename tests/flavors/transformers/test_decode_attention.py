@@ -7,6 +7,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("numba")
 
 from servelm.flavors.generation.model_runner import Chunk  # noqa: E402
+from servelm.flavors.transformers.bf16_intrinsics import has_bf16_dot  # noqa: E402
 from servelm.flavors.transformers.decode_attention import decode_kernel  # noqa: E402
 from servelm.flavors.transformers.runner import LlamaWeights, TorchRunner, _numpy_view  # noqa: E402
 
@@ -38,8 +39,30 @@ def test_the_kernel_computes_what_torch_attention_does(dtype, kv_heads, group, h
     kernel = decode_kernel(head_dim, group, dtype, torch.device("cpu"))
     assert kernel is not None
     out = np.empty((rows, kv_heads * group, head_dim), np.float32)
-    kernel(q.float().numpy(), _numpy_view(torch, keys), _numpy_view(torch, values), lengths, head_dim**-0.5, out)
+    kernel(_numpy_view(torch, q), _numpy_view(torch, keys), _numpy_view(torch, values), lengths, head_dim**-0.5, out)
     torch.testing.assert_close(torch.from_numpy(out), reference(q, keys, values, lengths), atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.skipif(not has_bf16_dot(), reason="the CPU has no avx512_bf16")
+@pytest.mark.parametrize("head_dim", [32, 64, 128])
+def test_bf16_products_give_the_scores_widening_does(head_dim):
+    from servelm.flavors.transformers import decode_attention
+
+    generator = torch.Generator().manual_seed(1)
+    rows, kv_heads, group, capacity = 4, 2, 3, 80
+    keys = torch.randn(rows, kv_heads, capacity, head_dim, generator=generator).to(torch.bfloat16)
+    values = torch.randn(rows, kv_heads, capacity, head_dim, generator=generator).to(torch.bfloat16)
+    q = (torch.randn(rows, kv_heads, group, head_dim, generator=generator) * 3).to(torch.bfloat16)
+    lengths = np.array([16, 1, 80, 33], dtype=np.int64)  # whole blocks of sixteen keys, and what is left over
+    outs = []
+    for products in (True, False):
+        kernel = decode_attention._compile(head_dim, group, True, products)
+        out = np.empty((rows, kv_heads * group, head_dim), np.float32)
+        views = [_numpy_view(torch, t) for t in (q, keys, values)]
+        kernel(*views, lengths, head_dim**-0.5, out)
+        outs.append(torch.from_numpy(out))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(outs[0], reference(q, keys, values, lengths), atol=2e-5, rtol=2e-5)
 
 
 def test_no_kernel_where_it_cannot_run():
