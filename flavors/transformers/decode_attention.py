@@ -24,10 +24,11 @@ from typing import Any, Optional
 
 log = logging.getLogger("servelm.transformers")
 
-#: (queries [rows, kv_heads, group, head_dim], keys, values [cache rows, kv_heads, positions, head_dim], all
-#: three uint16 bf16 bits or all fp32, lengths [rows] int64, scale, out [rows, kv_heads * group, head_dim] fp32)
-#: -> None
-DecodeKernel = Callable[[Any, Any, Any, Any, float, Any], None]
+#: (queries [rows, kv_heads, group, head_dim], cache_rows [rows] int64: each query's row of the cache, keys,
+#: values [cache rows, kv_heads, positions, head_dim] (queries, keys and values all uint16 bf16 bits or all
+#: fp32), lengths [rows] int64: the positions each query attends over, scale,
+#: out [rows, kv_heads * group, head_dim] fp32) -> None
+DecodeKernel = Callable[[Any, Any, Any, Any, Any, float, Any], None]
 
 _CACHE_DTYPES = ("bfloat16", "float32")
 
@@ -44,6 +45,16 @@ def decode_kernel(head_dim: int, group: int, dtype: Any, device: Any) -> Optiona
         log.info("numba is not installed: decode attention runs in torch (pip install 'servelm[transformers]')")
         return None
     return _compiled(head_dim, group, name == "bfloat16")
+
+
+def prompts_in_kernel(head_dim: int, dtype: Any) -> bool:
+    """Whether the kernel is also the faster attention for prompt chunks: its bf16 instruction path (a bf16
+    cache, a head size a multiple of 32, a CPU with avx512_bf16), which reads each key a chunk's query
+    needs once per kv head at a fraction of the cost of torch's flash attention on CPU. Elsewhere a
+    query at a time would read the cache no faster than torch does a whole chunk."""
+    from .bf16_intrinsics import PAIRS, has_bf16_dot
+
+    return str(dtype).removeprefix("torch.") == "bfloat16" and head_dim % PAIRS == 0 and has_bf16_dot()
 
 
 def set_kernel_threads(count: int) -> None:
@@ -88,26 +99,29 @@ def _compile(head_dim: int, group: int, bf16: bool, dot_bf16: bool = True) -> De
     import numpy as np
     from numba import njit, prange
 
-    from .bf16_intrinsics import LANES, PAIRS, has_bf16_dot
+    from .bf16_intrinsics import LANES
 
     if numba.config.THREADING_LAYER == "default":  # type: ignore[attr-defined]
         # tbb or OpenMP, never the workqueue layer: engine threads of one process may run the kernel at once
         numba.config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
 
     HEAD_DIM, GROUP, BF16 = head_dim, group, bf16  # noqa: N806 (compile-time constants)
-    DOT_BF16 = bf16 and dot_bf16 and head_dim % PAIRS == 0 and has_bf16_dot()  # noqa: N806
+    DOT_BF16 = dot_bf16 and prompts_in_kernel(head_dim, "bfloat16" if bf16 else "float32")  # noqa: N806
     BLOCK = LANES * head_dim  # noqa: N806 (values in sixteen positions)
     if DOT_BF16:
         _load_bf16_dot()
     LOG2E = np.float32(1.4426950408889634)  # noqa: N806
 
-    def kernel(q, keys, values, lengths, scale, out):
+    def kernel(q, cache_rows, keys, values, lengths, scale, out):
         rows, kv_heads = q.shape[0], q.shape[1]
         for task in prange(rows * kv_heads):
-            r = task // kv_heads
-            h = task - r * kv_heads
+            # queries from both ends in turn: numba hands each thread a contiguous share of the tasks, and a
+            # prompt's queries grow longer one by one
+            turn = task // kv_heads
+            h = task - turn * kv_heads
+            r = turn // 2 if turn % 2 == 0 else rows - 1 - turn // 2
             n = lengths[r]
-            row_keys, row_values = keys[r, h], values[r, h]  # [positions, head_dim]
+            row_keys, row_values = keys[cache_rows[r], h], values[cache_rows[r], h]  # [positions, head_dim]
             scores = np.empty((GROUP, n), np.float32)
             wide = np.empty(HEAD_DIM, np.float32)  # one key or value in fp32
             wide_bits = wide.view(np.uint32)
@@ -207,6 +221,7 @@ def _compile(head_dim: int, group: int, bf16: bool, dot_bf16: bool = True) -> De
     cache_dtype = np.uint16 if bf16 else np.float32
     compiled(
         np.zeros((1, 1, group, head_dim), cache_dtype),
+        np.zeros(1, np.int64),
         np.zeros((1, 1, 1, head_dim), cache_dtype),
         np.zeros((1, 1, 1, head_dim), cache_dtype),
         np.ones(1, np.int64),

@@ -24,7 +24,7 @@ from ..generation.choice import RowSampling, TokenChoice
 from ..generation.model_runner import Chunk
 from ..generation.row_cache import RowCache
 from ..generation.zeroed_memory import zeroed_array
-from .decode_attention import decode_kernel, set_kernel_threads
+from .decode_attention import decode_kernel, prompts_in_kernel, set_kernel_threads
 from .int8_linear import QUANTIZATIONS, int8_linear, int8_unavailable_reason, pack_int8
 from .sampling import sample_next
 
@@ -173,6 +173,8 @@ class TorchRunner(RowCache):
         self.decode_kernel = (
             decode_kernel(weights.head_dim, group, weights.dtype, weights.device) if fused_decode else None
         )
+        # whether prompt chunks' attention runs in that kernel too (where it has its bf16 instruction path)
+        self.prompts_in_kernel = self.decode_kernel is not None and prompts_in_kernel(weights.head_dim, weights.dtype)
 
     def _zeros(self, shape: tuple[int, ...]) -> Any:
         torch = self.torch
@@ -188,7 +190,8 @@ class TorchRunner(RowCache):
     # ------------------------------------------------------------------ the forward pass
     def forward(self, tokens: list[int], positions: list[int], chunks: list[Chunk]) -> Any:
         """One step: the decode rows and every prompt chunk go through the linear layers together (the
-        weights are read once a step, whatever the mix); attention runs per part over its own row(s)."""
+        weights are read once a step, whatever the mix); attention runs in the decode kernel for the decode
+        rows and, where it takes them, every prompt token, else in torch per part over its own row(s)."""
         torch, w = self.torch, self.w
         rows = len(tokens)
         spans = []  # (row, start, end, offset of the chunk's tokens in the step)
@@ -206,16 +209,26 @@ class TorchRunner(RowCache):
             filler = (
                 torch.zeros(padding, w.heads * w.head_dim, dtype=w.dtype, device=w.device) if padding else None
             )  # [padding, heads * head_dim]: the padding rows' attention output
-            kernel = self.decode_kernel if rows else None
+            kernel = self.decode_kernel if rows or (spans and self.prompts_in_kernel) else None
+            in_kernel = rows + (offset - rows if self.prompts_in_kernel else 0)  # step tokens the kernel attends
             decode_mask, end = self._decode_mask(positions, where[:rows]) if rows and kernel is None else (None, 0)
             if kernel is not None:
                 set_kernel_threads(torch.get_num_threads())
-                lengths = np.asarray(positions, dtype=np.int64) + 1  # [rows]: cached positions after this step
-                attended_rows = np.empty((rows, w.heads, w.head_dim), np.float32)  # the kernel's output
+                kernel_rows = np.arange(rows, dtype=np.int64)  # [in_kernel]: each query's row of the cache
+                lengths = np.asarray(positions, dtype=np.int64) + 1  # [in_kernel]: cached positions it attends
+                if in_kernel > rows:
+                    kernel_rows = np.concatenate(
+                        [kernel_rows, *(np.full(stop - start, row, np.int64) for row, start, stop, _ in spans)]
+                    )
+                    lengths = np.concatenate(
+                        [lengths, *(np.arange(start + 1, stop + 1) for _, start, stop, _ in spans)]
+                    )
+                attended_rows = np.empty((in_kernel, w.heads, w.head_dim), np.float32)  # the kernel's output
             chunk_masks = [
                 torch.arange(stop, device=w.device)[None, :] <= where[at : at + stop - start, None] if start else None
                 for _, start, stop, at in spans
-            ]  # [count, stop]: cached positions, and causal within the chunk
+                if at >= in_kernel
+            ]  # [count, stop]: cached positions, and causal within the chunk (for the chunks torch attends)
             decode_rows = torch.arange(rows, device=w.device)
             group = w.heads // w.kv_heads  # query heads per kv head (heads h*group .. h*group+group-1 read kv head h)
             x = w.embed[ids]  # [step tokens, hidden]
@@ -227,29 +240,31 @@ class TorchRunner(RowCache):
                 if rows:
                     keys[decode_rows, :, where[:rows]] = k[:rows]
                     values[decode_rows, :, where[:rows]] = v[:rows]
-                    if kernel is not None:
-                        queries = q[:rows].contiguous().view(rows, w.kv_heads, group, w.head_dim)
-                        kernel(
-                            _numpy_view(torch, queries),
-                            _numpy_view(torch, keys),
-                            _numpy_view(torch, values),
-                            lengths,
-                            w.head_dim**-0.5,
-                            attended_rows,
-                        )  # attended_rows [rows, heads, head_dim]
-                        parts.append(torch.from_numpy(attended_rows).view(rows, -1).to(w.dtype))
-                    else:
-                        attended = torch.nn.functional.scaled_dot_product_attention(
-                            q[:rows].view(rows, w.kv_heads, group, w.head_dim),
-                            keys[:rows, :, :end],
-                            values[:rows, :, :end],
-                            attn_mask=decode_mask,
-                        )  # [rows, kv_heads, group, head_dim]: a kv head's queries as one block over its keys
-                        parts.append(attended.reshape(rows, -1))
-                for (row, start, stop, at), mask in zip(spans, chunk_masks):
+                for row, start, stop, at in spans:
+                    keys[row, :, start:stop] = k[at : at + stop - start].transpose(0, 1)
+                    values[row, :, start:stop] = v[at : at + stop - start].transpose(0, 1)
+                if kernel is not None:
+                    queries = q[:in_kernel].contiguous().view(in_kernel, w.kv_heads, group, w.head_dim)
+                    kernel(
+                        _numpy_view(torch, queries),
+                        kernel_rows,
+                        _numpy_view(torch, keys),
+                        _numpy_view(torch, values),
+                        lengths,
+                        w.head_dim**-0.5,
+                        attended_rows,
+                    )  # attended_rows [in_kernel, heads, head_dim]
+                    parts.append(torch.from_numpy(attended_rows).view(in_kernel, -1).to(w.dtype))
+                elif rows:
+                    attended = torch.nn.functional.scaled_dot_product_attention(
+                        q[:rows].view(rows, w.kv_heads, group, w.head_dim),
+                        keys[:rows, :, :end],
+                        values[:rows, :, :end],
+                        attn_mask=decode_mask,
+                    )  # [rows, kv_heads, group, head_dim]: a kv head's queries as one block over its keys
+                    parts.append(attended.reshape(rows, -1))
+                for (row, start, stop, at), mask in zip([span for span in spans if span[3] >= in_kernel], chunk_masks):
                     count = stop - start
-                    keys[row, :, start:stop] = k[at : at + count].transpose(0, 1)
-                    values[row, :, start:stop] = v[at : at + count].transpose(0, 1)
                     attended = torch.nn.functional.scaled_dot_product_attention(
                         q[at : at + count].transpose(0, 1)[None],
                         keys[row : row + 1, :, :stop],

@@ -39,8 +39,31 @@ def test_the_kernel_computes_what_torch_attention_does(dtype, kv_heads, group, h
     kernel = decode_kernel(head_dim, group, dtype, torch.device("cpu"))
     assert kernel is not None
     out = np.empty((rows, kv_heads * group, head_dim), np.float32)
-    kernel(_numpy_view(torch, q), _numpy_view(torch, keys), _numpy_view(torch, values), lengths, head_dim**-0.5, out)
+    views = [_numpy_view(torch, t) for t in (q, keys, values)]
+    kernel(views[0], np.arange(rows), *views[1:], lengths, head_dim**-0.5, out)
     torch.testing.assert_close(torch.from_numpy(out), reference(q, keys, values, lengths), atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_a_prompts_queries_share_a_row_and_see_up_to_their_own_position(dtype):
+    generator = torch.Generator().manual_seed(2)
+    kv_heads, group, head_dim, start, count = 3, 3, 64, 20, 37
+    keys = torch.randn(3, kv_heads, 96, head_dim, generator=generator).to(dtype)
+    values = torch.randn(3, kv_heads, 96, head_dim, generator=generator).to(dtype)
+    q = (torch.randn(count, kv_heads, group, head_dim, generator=generator) * 3).to(dtype)
+    kernel = decode_kernel(head_dim, group, dtype, torch.device("cpu"))
+    assert kernel is not None
+    out = np.empty((count, kv_heads * group, head_dim), np.float32)
+    views = [_numpy_view(torch, t) for t in (q, keys, values)]
+    kernel(views[0], np.full(count, 1), *views[1:], np.arange(start + 1, start + count + 1), head_dim**-0.5, out)
+    causal = torch.arange(start + count)[None, :] <= torch.arange(start, start + count)[:, None]  # [count, positions]
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q.float().permute(1, 2, 0, 3),  # [kv_heads, group, count, head_dim]
+        keys[1, :, : start + count, None].float().transpose(1, 2),
+        values[1, :, : start + count, None].float().transpose(1, 2),
+        attn_mask=causal,
+    ).permute(2, 0, 1, 3)  # [count, kv_heads, group, head_dim]
+    torch.testing.assert_close(torch.from_numpy(out), expected.reshape(count, -1, head_dim), atol=2e-5, rtol=2e-5)
 
 
 @pytest.mark.skipif(not has_bf16_dot(), reason="the CPU has no avx512_bf16")
@@ -59,7 +82,7 @@ def test_bf16_products_give_the_scores_widening_does(head_dim):
         kernel = decode_attention._compile(head_dim, group, True, products)
         out = np.empty((rows, kv_heads * group, head_dim), np.float32)
         views = [_numpy_view(torch, t) for t in (q, keys, values)]
-        kernel(*views, lengths, head_dim**-0.5, out)
+        kernel(views[0], np.arange(rows), *views[1:], lengths, head_dim**-0.5, out)
         outs.append(torch.from_numpy(out))
     torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(outs[0], reference(q, keys, values, lengths), atol=2e-5, rtol=2e-5)
@@ -124,6 +147,7 @@ def test_the_kernel_compiles_where_numba_cannot_cache_it(monkeypatch):
     out = np.empty((1, 1, 8), np.float32)
     kernel(
         np.ones((1, 1, 1, 8), np.float32),
+        np.zeros(1, np.int64),
         np.ones((1, 1, 4, 8), np.float32),
         np.ones((1, 1, 4, 8), np.float32),
         np.array([3]),
