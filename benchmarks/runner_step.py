@@ -9,7 +9,7 @@ Face model's forward (``past_key_values`` a DynamicCache cropped back after each
 of ``--prefill`` tokens is computed by each. The two alternate within each repeat (the machine drifts);
 medians in ms and the ratio HF / servelm (above 1: servelm's step is faster). Both run in the dtype servelm
 picks on this machine; with ``--quantization int8`` only servelm's linear layers are int8; with
-``--torch-attention`` servelm's decode steps attend with torch's attention instead of its decode kernel
+``--torch-attention`` servelm's steps attend with torch's attention instead of its kernel
 (``decode_attention.py``), to see what the kernel is worth. Prints one JSON object, also written to
 ``--out``.
 """
@@ -40,9 +40,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--positions", default="300,1500", help="cached positions per sequence, comma-separated")
     parser.add_argument("--prefill", type=int, default=250, help="prompt tokens of the prefill step (0: none)")
     parser.add_argument("--quantization", default=None, choices=(None, "int8"))
-    parser.add_argument(
-        "--torch-attention", action="store_true", help="decode attention in torch, not servelm's decode kernel"
-    )
+    parser.add_argument("--torch-attention", action="store_true", help="attention in torch, not servelm's kernel")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -67,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         times = decode_times(model, weights, rows, positions, rng, args.repeat, not args.torch_attention)
         results.append(step_row(f"decode {rows} rows at {positions} positions", times))
     if args.prefill:
-        times = prefill_times(model, weights, args.prefill, rng, args.repeat)
+        times = prefill_times(model, weights, args.prefill, rng, args.repeat, not args.torch_attention)
         results.append(step_row(f"prefill of {args.prefill} tokens", times))
 
     report = {
@@ -125,7 +123,9 @@ def decode_times(
     return times
 
 
-def prefill_times(model: Any, weights: Any, count: int, rng: Any, repeat: int) -> dict[str, list[float]]:
+def prefill_times(
+    model: Any, weights: Any, count: int, rng: Any, repeat: int, kernel: bool = True
+) -> dict[str, list[float]]:
     """Milliseconds of computing one prompt of ``count`` tokens, servelm's runner and the model's forward
     alternating."""
     import torch
@@ -134,7 +134,7 @@ def prefill_times(model: Any, weights: Any, count: int, rng: Any, repeat: int) -
     from servelm.flavors.transformers.runner import TorchRunner
 
     prompt = rng.integers(100, weights.vocab_size, count).tolist()  # [count]
-    runner = TorchRunner(weights, 1)
+    runner = TorchRunner(weights, 1, fused_decode=kernel)
     runner.ensure(1, count)
     ids = torch.tensor([prompt], device=weights.device)  # [1, count]
     times: dict[str, list[float]] = {"servelm": [], "hf": []}

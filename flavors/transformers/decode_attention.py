@@ -1,5 +1,6 @@
 """Decode attention on CPU: each decoding row's new queries against that row's cached keys and values, as
-one numba kernel over the runner's KV cache in place.
+one numba kernel over the runner's KV cache in place; where it runs on the CPU's bf16 instructions, each
+token of a prompt chunk too, as a query over its row up to its own position.
 
 Why not torch's ``scaled_dot_product_attention`` for decode steps: a kv head's group of queries is a
 matrix of a few rows, and the CPU kernels spend most of such a call on per-block set-up rather than on

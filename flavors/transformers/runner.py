@@ -6,8 +6,9 @@ Why not the model's own forward: on a small model most of a decode step is Pytho
 and cache bookkeeping), not arithmetic. Here a layer is a dozen tensor ops; on CPUs with native bf16 the
 linear layers run oneDNN kernels on weights packed once at load. The cache stays in the model's dtype (a
 bf16 step reads half the bytes of fp32). On CPU a decode step's attention is one kernel over the cache
-(``decode_attention.py``); elsewhere torch's attention takes each kv head's group of query heads as one
-block (its bf16 kernels are slow at one query per head with ``enable_gqa``).
+(``decode_attention.py``), and so is a prompt chunk's where the CPU has bf16 instructions; elsewhere torch's
+attention takes each kv head's group of query heads as one block (its bf16 kernels are slow at one query per
+head with ``enable_gqa``).
 
 Covers the architectures whose layers are RMSNorm -> GQA attention with rotary embeddings -> gated
 SiLU MLP: Llama (SmolLM, TinyLlama...), Mistral without sliding windows, Qwen2 (q/k/v biases) and Phi3
