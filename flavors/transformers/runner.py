@@ -30,6 +30,8 @@ from .int8_linear import QUANTIZATIONS, int8_linear, int8_unavailable_reason, pa
 from .sampling import sample_next
 
 ARCHITECTURES = ("llama", "mistral", "qwen2", "phi3")
+#: how many of each token's highest logits are recomputed in fp32 (``TorchRunner.logits``)
+EXACT_TOP = 8
 #: steps of more tokens than this run the linear layers padded to a multiple of ``STEP_BUCKET``
 EXACT_STEP_TOKENS = 32
 STEP_BUCKET = 16
@@ -93,7 +95,11 @@ class LlamaWeights:
         self.layers = [self._layer(layer) for layer in model.model.layers]
         self.embed = model.get_input_embeddings().weight.detach().to(dtype)  # [vocab, hidden]
         self.norm = model.model.norm.weight.detach().to(dtype)
-        self.lm_head = self._linear(model.get_output_embeddings().weight, None)
+        output = model.get_output_embeddings().weight
+        self.lm_head = self._linear(output, None)
+        # the vocabulary's rows in the model dtype, for the top logits' fp32 recomputation (``TorchRunner.logits``)
+        tied = output.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+        self.output_rows = self.embed if tied else output.detach().to(dtype)  # [vocab, hidden]
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         rotary = model.model.rotary_emb
         inv_freq = rotary.inv_freq.detach().float().to(self.device)  # [rotary_dim / 2]
@@ -279,7 +285,20 @@ class TorchRunner(RowCache):
                     parts.append(filler)
                 x = self._rest_of_layer(x, parts[0] if len(parts) == 1 else torch.cat(parts), layer)
             last = list(range(rows)) + [at + stop - start - 1 for _, start, stop, at in spans]
-            return w.linear(_rms_norm(torch, x[last], w.norm, w.eps), w.lm_head)  # [rows + chunks, vocab]
+            return self.logits(_rms_norm(torch, x[last], w.norm, w.eps))  # [rows + chunks, vocab]
+
+    def logits(self, hidden: Any) -> Any:
+        """fp32 logits [tokens, vocab] of the final hidden states [tokens, hidden]: the vocabulary projection in
+        the model dtype, then the ``EXACT_TOP`` highest recomputed in fp32 from the same hidden states. Near 25,
+        bf16 logits lie an eighth apart, so their rounding alone would decide close calls between the top tokens
+        (a greedy answer's first word, say); the recomputation costs a few dot products."""
+        torch, w = self.torch, self.w
+        logits = w.linear(hidden, w.lm_head).float()  # [tokens, vocab]
+        if w.dtype == torch.float32 and not w.int8:
+            return logits
+        top = logits.topk(min(EXACT_TOP, logits.shape[-1]), dim=-1).indices  # [tokens, EXACT_TOP]
+        exact = torch.einsum("th,tkh->tk", hidden.float(), w.output_rows[top].float())  # [tokens, EXACT_TOP]
+        return logits.scatter_(1, top, exact)
 
     def _decode_mask(self, positions: list[int], where: Any) -> tuple[Any, int]:
         """The decode rows' attention mask [rows, 1, 1, end] (None when every row is as long) and ``end``,

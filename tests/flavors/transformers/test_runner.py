@@ -39,3 +39,24 @@ def test_a_padded_step_matches_the_unpadded_one(tiny_llama, monkeypatch, dtype):
     tolerance = 1e-5 if dtype == "float32" else 2e-2
     torch.testing.assert_close(padded_logits, exact_logits, atol=tolerance, rtol=tolerance)
     torch.testing.assert_close(padded_keys, exact_keys, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("quantization", [None, "int8"])
+def test_the_top_logits_are_the_fp32_projection_of_the_hidden_state(tiny_llama, quantization):
+    from transformers import AutoModelForCausalLM
+
+    from servelm.flavors.transformers.int8_linear import int8_unavailable_reason
+
+    if quantization and int8_unavailable_reason(torch.device("cpu")):
+        pytest.skip(int8_unavailable_reason(torch.device("cpu")))
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    weights = LlamaWeights(model, torch.bfloat16, quantization)
+    runner = TorchRunner(weights, max_rows=2)
+    hidden = torch.randn(3, weights.hidden, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    with torch.inference_mode():
+        logits = runner.logits(hidden)
+    assert logits.dtype == torch.float32 and logits.shape == (3, weights.vocab_size)
+    exact = hidden.float() @ model.get_output_embeddings().weight.to(torch.bfloat16).float().T  # [3, vocab]
+    top = logits.topk(runner_module.EXACT_TOP, dim=-1).indices
+    torch.testing.assert_close(logits.gather(1, top), exact.gather(1, top), atol=1e-4, rtol=1e-5)
+    assert (logits.argmax(-1) == exact.argmax(-1)).all()  # no tie left to the rounding of the bf16 logits
