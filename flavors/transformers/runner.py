@@ -296,7 +296,7 @@ class TorchRunner(RowCache):
         logits = w.linear(hidden, w.lm_head).float()  # [tokens, vocab]
         if w.dtype == torch.float32 and not w.int8:
             return logits
-        top = logits.topk(min(EXACT_TOP, logits.shape[-1]), dim=-1).indices  # [tokens, EXACT_TOP]
+        top = top_indices(torch, logits, min(EXACT_TOP, logits.shape[-1]))  # [tokens, EXACT_TOP]
         exact = torch.einsum("th,tkh->tk", hidden.float(), w.output_rows[top].float())  # [tokens, EXACT_TOP]
         return logits.scatter_(1, top, exact)
 
@@ -341,6 +341,20 @@ def padded_step_tokens(count: int) -> int:
     if count <= EXACT_STEP_TOKENS:
         return count
     return -(-count // STEP_BUCKET) * STEP_BUCKET
+
+
+def top_indices(torch: Any, scores: Any, k: int, block: int = 128) -> Any:
+    """The indices [rows, k] of each row's ``k`` highest ``scores`` [rows, n], in no order: the best ``k``
+    blocks of ``block`` by their maximum hold them, so only those are searched (``torch.topk`` over a whole
+    vocabulary row is a slow scalar loop on CPU; block maxima vectorize)."""
+    rows, count = scores.shape
+    pad = (-count) % block
+    padded = torch.nn.functional.pad(scores, (0, pad), value=float("-inf")) if pad else scores
+    blocks = padded.view(rows, -1, block)  # [rows, blocks, block]
+    best = blocks.amax(-1).topk(min(k, blocks.shape[1]), dim=-1).indices  # [rows, k]: blocks holding the top k
+    within = blocks.gather(1, best[..., None].expand(-1, -1, block)).reshape(rows, -1)  # [rows, k * block]
+    pick = within.topk(k, dim=-1).indices  # [rows, k]: places in the gathered blocks
+    return best.gather(1, pick // block) * block + pick % block
 
 
 def _numpy_view(torch: Any, cache: Any) -> np.ndarray:

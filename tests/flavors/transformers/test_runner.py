@@ -60,3 +60,10 @@ def test_the_top_logits_are_the_fp32_projection_of_the_hidden_state(tiny_llama, 
     top = logits.topk(runner_module.EXACT_TOP, dim=-1).indices
     torch.testing.assert_close(logits.gather(1, top), exact.gather(1, top), atol=1e-4, rtol=1e-5)
     assert (logits.argmax(-1) == exact.argmax(-1)).all()  # no tie left to the rounding of the bf16 logits
+
+
+@pytest.mark.parametrize(("rows", "count", "k"), [(16, 49152, 8), (3, 1000, 8), (2, 100, 8), (1, 7, 7)])
+def test_top_indices_are_torch_topk(rows, count, k):
+    scores = torch.randn(rows, count, generator=torch.Generator().manual_seed(count))
+    found = runner_module.top_indices(torch, scores, k)
+    assert torch.equal(found.sort(-1).values, scores.topk(k, dim=-1).indices.sort(-1).values)
