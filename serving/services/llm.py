@@ -49,7 +49,7 @@ from ..framing import ChatChunkFramer, CompletionChunkFramer
 from ..logs import note_usage
 from ..metrics import ServerMetrics
 from .base import CHAT, COMPLETIONS, INVOCATIONS, RESPONSES, Capabilities, ModelService
-from .llm_outputs import completion_logprobs, token_logprobs, tool_call_delta
+from .llm_outputs import completion_logprobs, token_logprobs, tool_call_deltas
 from .llm_requests import guided_decoding, logit_bias, refuse_unsupported, tool_plan
 from .llm_streams import Piece, collect, pieces
 
@@ -213,11 +213,7 @@ class LLMService(ModelService):
                 parser = parsers[piece.choice]
                 events = parser.feed(piece.text) + (parser.finish() if piece.finished else [])
                 content = "".join(e.content for e in events)
-                calls = [
-                    d
-                    for d in map(tool_call_delta, events)
-                    if d is not None and (generation.parallel_tool_calls or d["index"] == 0)
-                ]
+                calls = tool_call_deltas(events, first_only=not generation.parallel_tool_calls)
                 if calls:
                     delta["tool_calls"] = calls
                     called.add(piece.choice)

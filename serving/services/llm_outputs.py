@@ -41,6 +41,22 @@ def completion_logprobs(choices: list[TokenChoice], token_bytes: TokenBytes, off
     return {"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets}
 
 
+def tool_call_deltas(events: list[ToolEvent], first_only: bool = False) -> list[dict[str, Any]]:
+    """A chat chunk's ``tool_calls`` entries for one piece's parser events: one entry per call, its
+    argument pieces joined (a piece that both starts a call and begins its arguments gives one entry with
+    id, name and arguments, as OpenAI streams them, not two entries of the same index); with
+    ``first_only``, the first call's only."""
+    entries: list[dict[str, Any]] = []
+    for delta in map(tool_call_delta, events):
+        if delta is None or (first_only and delta["index"] != 0):
+            continue
+        if entries and entries[-1]["index"] == delta["index"]:
+            entries[-1]["function"]["arguments"] += delta["function"]["arguments"]
+        else:
+            entries.append(delta)
+    return entries
+
+
 def tool_call_delta(event: ToolEvent) -> Optional[dict[str, Any]]:
     """A chat chunk's ``tool_calls`` entry for a parser event: id, type and name when a call starts,
     argument pieces after (None for a content event)."""
