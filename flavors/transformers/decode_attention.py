@@ -48,11 +48,12 @@ def decode_kernel(head_dim: int, group: int, dtype: Any, device: Any) -> Optiona
     return _compiled(head_dim, group, name == "bfloat16")
 
 
-def prompts_in_kernel(head_dim: int, dtype: Any) -> bool:
-    """Whether the kernel is also the faster attention for prompt chunks: its bf16 instruction path (a bf16
-    cache, a head size a multiple of 32, a CPU with avx512_bf16), which reads each key a chunk's query
-    needs once per kv head at a fraction of the cost of torch's flash attention on CPU. Elsewhere a
-    query at a time would read the cache no faster than torch does a whole chunk."""
+def on_bf16_instructions(head_dim: int, dtype: Any) -> bool:
+    """Whether the kernel runs on the CPU's bf16 instructions (``bf16_intrinsics.py``): a bf16 cache, a head
+    size a multiple of 32, a CPU with avx512_bf16. Only then is it also the faster attention for prompt
+    chunks, reading each key a chunk's query needs once per kv head at a fraction of the cost of torch's
+    flash attention on CPU; elsewhere a query at a time would read the cache no faster than torch does a
+    whole chunk."""
     from .bf16_intrinsics import PAIRS, has_bf16_dot
 
     return str(dtype).removeprefix("torch.") == "bfloat16" and head_dim % PAIRS == 0 and has_bf16_dot()
@@ -107,7 +108,7 @@ def _compile(head_dim: int, group: int, bf16: bool, dot_bf16: bool = True) -> De
         numba.config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
 
     HEAD_DIM, GROUP, BF16 = head_dim, group, bf16  # noqa: N806 (compile-time constants)
-    DOT_BF16 = dot_bf16 and prompts_in_kernel(head_dim, "bfloat16" if bf16 else "float32")  # noqa: N806
+    DOT_BF16 = dot_bf16 and on_bf16_instructions(head_dim, "bfloat16" if bf16 else "float32")  # noqa: N806
     BLOCK = LANES * head_dim  # noqa: N806 (values in sixteen positions)
     if DOT_BF16:
         _load_bf16_dot()

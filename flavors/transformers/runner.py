@@ -25,7 +25,7 @@ from ..generation.choice import RowSampling, TokenChoice
 from ..generation.model_runner import Chunk
 from ..generation.row_cache import RowCache
 from ..generation.zeroed_memory import zeroed_array
-from .decode_attention import decode_kernel, prompts_in_kernel, set_kernel_threads
+from .decode_attention import decode_kernel, on_bf16_instructions, set_kernel_threads
 from .int8_linear import QUANTIZATIONS, int8_linear, int8_unavailable_reason, pack_int8
 from .sampling import sample_next
 
@@ -181,7 +181,9 @@ class TorchRunner(RowCache):
             decode_kernel(weights.head_dim, group, weights.dtype, weights.device) if fused_decode else None
         )
         # whether prompt chunks' attention runs in that kernel too (where it has its bf16 instruction path)
-        self.prompts_in_kernel = self.decode_kernel is not None and prompts_in_kernel(weights.head_dim, weights.dtype)
+        self.prompts_in_kernel = self.decode_kernel is not None and on_bf16_instructions(
+            weights.head_dim, weights.dtype
+        )
 
     def _zeros(self, shape: tuple[int, ...]) -> Any:
         torch = self.torch
@@ -217,7 +219,8 @@ class TorchRunner(RowCache):
                 torch.zeros(padding, w.heads * w.head_dim, dtype=w.dtype, device=w.device) if padding else None
             )  # [padding, heads * head_dim]: the padding rows' attention output
             kernel = self.decode_kernel if rows or (spans and self.prompts_in_kernel) else None
-            in_kernel = rows + (offset - rows if self.prompts_in_kernel else 0)  # step tokens the kernel attends
+            in_kernel = offset if self.prompts_in_kernel else rows  # step tokens the kernel attends (the first ones)
+            torch_spans = [span for span in spans if span[3] >= in_kernel]  # the chunks torch attends
             decode_mask, end = self._decode_mask(positions, where[:rows]) if rows and kernel is None else (None, 0)
             if kernel is not None:
                 set_kernel_threads(torch.get_num_threads())
@@ -233,9 +236,8 @@ class TorchRunner(RowCache):
                 attended_rows = np.empty((in_kernel, w.heads, w.head_dim), np.float32)  # the kernel's output
             chunk_masks = [
                 torch.arange(stop, device=w.device)[None, :] <= where[at : at + stop - start, None] if start else None
-                for _, start, stop, at in spans
-                if at >= in_kernel
-            ]  # [count, stop]: cached positions, and causal within the chunk (for the chunks torch attends)
+                for _, start, stop, at in torch_spans
+            ]  # [count, stop]: cached positions, and causal within the chunk
             decode_rows = torch.arange(rows, device=w.device)
             group = w.heads // w.kv_heads  # query heads per kv head (heads h*group .. h*group+group-1 read kv head h)
             x = w.embed[ids]  # [step tokens, hidden]
@@ -270,7 +272,7 @@ class TorchRunner(RowCache):
                         attn_mask=decode_mask,
                     )  # [rows, kv_heads, group, head_dim]: a kv head's queries as one block over its keys
                     parts.append(attended.reshape(rows, -1))
-                for (row, start, stop, at), mask in zip([span for span in spans if span[3] >= in_kernel], chunk_masks):
+                for (row, start, stop, at), mask in zip(torch_spans, chunk_masks):
                     count = stop - start
                     attended = torch.nn.functional.scaled_dot_product_attention(
                         q[at : at + count].transpose(0, 1)[None],
