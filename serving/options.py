@@ -17,6 +17,7 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 EngineName = Literal["pyfunc", "transformers", "onnx", "vllm"]
 ToolParserName = Literal["hermes", "llama3_json", "mistral"]
 QuantizationName = Literal["int8"]
+KvCacheDtypeName = Literal["auto", "bfloat16", "float32"]
 
 
 class ServerOptions(BaseModel):
@@ -74,6 +75,12 @@ class EngineOptions(BaseModel):
         description="transformers engine on CPU: int8 runs the linear layers but the MLP's down projections in "
         "int8 (weights per channel, activations per step; faster, answers differ more from the unquantized "
         "model's than bf16's).",
+    )
+    kv_cache_dtype: Optional[KvCacheDtypeName] = Field(
+        None,
+        description="onnx engine on CPU: bfloat16 runs the export cut at its attention nodes with servelm's "
+        "attention over a bf16 cache (needs avx512_bf16); float32 runs the whole graph, its own attention over a "
+        "cache in the export's dtype; auto (default) the first where the CPU has it.",
     )
     tool_call_parser: Optional[ToolParserName] = Field(
         None,

@@ -133,14 +133,19 @@ def locate_folder(path: str) -> tuple[str, Optional[str], dict[str, Any], Option
 
 
 def load_onnx(
-    path: str, execution_provider: Optional[str] = None, max_batch_size: int = 64, threads: Optional[int] = None
+    path: str,
+    execution_provider: Optional[str] = None,
+    max_batch_size: int = 64,
+    threads: Optional[int] = None,
+    kv_cache_dtype: Optional[str] = None,
 ) -> tuple[OnnxModel, Model]:
     """Open an onnx-flavor directory for generation on its provider: the one asked for, else the saved one
-    when available, else cpu."""
+    when available, else cpu (``kv_cache_dtype``: see ``runner.OrtDecoder``)."""
     folder, saved, _, meta = locate_folder(path)
     if meta is None:
         raise ModelFormatError(f"{path} has no MLmodel file: not an onnx-flavor directory")
-    return OnnxModel(folder, chosen_provider(folder, execution_provider, saved), max_batch_size, threads), meta
+    provider = chosen_provider(folder, execution_provider, saved)
+    return OnnxModel(folder, provider, max_batch_size, threads, kv_cache_dtype), meta
 
 
 def load_genai(

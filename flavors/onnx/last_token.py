@@ -3,10 +3,8 @@
 The model builder's decoder returns logits for every position of the input; a scheduler needs the
 last one (a prefill of 500 tokens would otherwise spend a good part of its time in the vocabulary
 projection of the other 499). The copy slices the projection's input to the last position; it lives
-in the cache beside a hard link to the original weights file (onnxruntime refuses weights reached
-through a symbolic link outside the model's directory), and the original folder is left untouched
-(onnxruntime-genai's own Engine still reads it). Where no hard link can be made (another file
-system), there is no copy and every position's logits are computed.
+in the cache beside hard links to the original weights (``weight_links.py``). Where no hard link can be
+made (another file system), there is no copy and every position's logits are computed.
 """
 
 from __future__ import annotations
@@ -14,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 from typing import Any, Optional
+
+from .weight_links import link_weights, prune_orphans
 
 log = logging.getLogger("servelm.onnx")
 _PROJECTIONS = ("MatMul", "MatMulNBits", "Gemm")
@@ -28,7 +27,7 @@ def last_token_decoder(model_path: str, logits_name: str, cache_dir: str) -> Opt
 
     stat = os.stat(model_path)
     key = hashlib.sha256(f"{os.path.abspath(model_path)}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    _prune(os.path.join(cache_dir, "onnx-last-token"))
+    prune_orphans(os.path.join(cache_dir, "onnx-last-token"))
     folder = os.path.join(cache_dir, "onnx-last-token", key)
     target = os.path.join(folder, os.path.basename(model_path))
     if os.path.isfile(target):
@@ -41,41 +40,14 @@ def last_token_decoder(model_path: str, logits_name: str, cache_dir: str) -> Opt
             logits_name,
         )
         return None
-    os.makedirs(folder, exist_ok=True)
-    locations = {
-        entry.value for tensor in model.graph.initializer for entry in tensor.external_data if entry.key == "location"
-    }
-    for location in locations:  # link the weights files the graph refers to
-        link = os.path.join(folder, location)
-        if not os.path.exists(link):
-            try:
-                os.link(os.path.join(os.path.dirname(os.path.abspath(model_path)), location), link)
-            except OSError as exc:
-                log.info(
-                    "%s: cannot link its weights into the cache (%s); logits of every position are computed",
-                    model_path,
-                    exc,
-                )
-                return None
+    reason = link_weights(model, model_path, folder)
+    if reason:
+        log.info("%s: %s; logits of every position are computed", model_path, reason)
+        return None
     tmp = f"{target}.tmp-{os.getpid()}"
     onnx.save(model, tmp)
     os.replace(tmp, target)
     return target
-
-
-def _prune(root: str) -> None:
-    """Remove the copies whose original weights are gone (their hard link is the file's last name)."""
-    if not os.path.isdir(root):
-        return
-    for entry in os.listdir(root):
-        folder = os.path.join(root, entry)
-        names = (
-            [os.path.join(folder, f) for f in os.listdir(folder) if not f.endswith(".onnx")]
-            if os.path.isdir(folder)
-            else []
-        )
-        if any(os.stat(name).st_nlink == 1 for name in names):
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _slice_projection_input(model: Any, logits_name: str) -> bool:

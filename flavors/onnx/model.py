@@ -94,7 +94,14 @@ def chosen_provider(genai_dir: str, requested: Optional[str] = None, saved: Opti
 class OnnxModel:
     """A genai folder opened on its provider: prompts, and fresh batchers over one loaded model."""
 
-    def __init__(self, genai_dir: str, provider: str, max_batch_size: int = 64, threads: Optional[int] = None):
+    def __init__(
+        self,
+        genai_dir: str,
+        provider: str,
+        max_batch_size: int = 64,
+        threads: Optional[int] = None,
+        kv_cache_dtype: Optional[str] = None,
+    ):
         self.prompts = OnnxPrompts.read(genai_dir)
         self.provider = provider
         self.max_batch_size = max_batch_size
@@ -110,7 +117,12 @@ class OnnxModel:
                 for f in os.listdir(genai_dir)
                 if f.endswith((".onnx", ".data"))
             )
-            self.decoder = OrtDecoder(genai_dir, read_genai_config(genai_dir), threads or default_threads(weights))
+            self.decoder = OrtDecoder(
+                genai_dir,
+                read_genai_config(genai_dir),
+                threads or default_threads(weights),
+                kv_cache_dtype=kv_cache_dtype,
+            )
         else:
             self.genai = open_genai(genai_dir, provider, max_batch_size, threads)
 
@@ -137,12 +149,16 @@ class OnnxModel:
 
 
 @functools.lru_cache(maxsize=4)
-def opened(genai_dir: str, provider: str, max_batch_size: int, threads: Optional[int]) -> OnnxModel:
+def opened(
+    genai_dir: str, provider: str, max_batch_size: int, threads: Optional[int], kv_cache_dtype: Optional[str] = None
+) -> OnnxModel:
     """One OnnxModel per folder and settings in this process (an engine rebuilding its batcher reuses it)."""
-    return OnnxModel(genai_dir, provider, max_batch_size, threads)
+    return OnnxModel(genai_dir, provider, max_batch_size, threads, kv_cache_dtype)
 
 
-def onnx_batcher(genai_dir: str, provider: str, threads: Optional[int], max_num_seqs: int) -> Batcher:
+def onnx_batcher(
+    genai_dir: str, provider: str, threads: Optional[int], max_num_seqs: int, kv_cache_dtype: Optional[str] = None
+) -> Batcher:
     """The batcher of a genai folder (a picklable factory: called where the engine runs, which loads the model
     there)."""
-    return opened(genai_dir, provider, max_num_seqs, threads).new_batcher(max_num_seqs)
+    return opened(genai_dir, provider, max_num_seqs, threads, kv_cache_dtype).new_batcher(max_num_seqs)

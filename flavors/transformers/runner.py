@@ -22,10 +22,10 @@ from typing import Any, Optional
 import numpy as np
 
 from ..generation.choice import RowSampling, TokenChoice
+from ..generation.decode_attention import decode_kernel, on_bf16_instructions, set_kernel_threads
 from ..generation.model_runner import Chunk
 from ..generation.row_cache import RowCache
 from ..generation.zeroed_memory import zeroed_array
-from .decode_attention import decode_kernel, on_bf16_instructions, set_kernel_threads
 from .int8_linear import QUANTIZATIONS, int8_linear, int8_unavailable_reason, pack_int8
 from .sampling import sample_next
 

@@ -73,8 +73,10 @@ def build_tiny_model(
     layers: int = 2,
     heads: int = 2,
     max_positions: int = 2048,
+    kv_heads: Optional[int] = None,
 ) -> str:
-    """Build a tiny random-weight causal LM + tokenizer at ``path`` (a Hugging Face checkpoint directory)."""
+    """Build a tiny random-weight causal LM + tokenizer at ``path`` (a Hugging Face checkpoint directory);
+    ``kv_heads`` fewer than ``heads`` gives grouped-query attention (default: as many as ``heads``)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, Phi3Config, Qwen2Config
 
@@ -87,7 +89,7 @@ def build_tiny_model(
         intermediate_size=hidden * 2,
         num_hidden_layers=layers,
         num_attention_heads=heads,
-        num_key_value_heads=heads,
+        num_key_value_heads=kv_heads or heads,
         max_position_embeddings=max_positions,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -82,6 +82,7 @@ ENGINE_ONLY_OPTIONS: dict[str, tuple[str, ...]] = {
     "threads": ("transformers", "onnx"),
     "engine_process": ("transformers", "onnx"),
     "quantization": ("transformers",),
+    "kv_cache_dtype": ("onnx",),
     "dtype": ("transformers", "vllm"),
     "max_model_len": ("vllm",),
     "gpu_memory_utilization": ("vllm",),
@@ -110,7 +111,7 @@ def _engines_named(engines: tuple[str, ...]) -> str:
 
 
 #: engine options a model directory may carry in its ``model_config`` (read when the option is not given)
-SAVED_ENGINE_OPTIONS = ("dtype", "quantization")
+SAVED_ENGINE_OPTIONS = ("dtype", "quantization", "kv_cache_dtype")
 
 
 def saved_engine_options(defaults: dict[str, Any], chosen: str) -> dict[str, Any]:
@@ -263,12 +264,19 @@ def onnx_service(path: str, options: EngineOptions, metrics: ServerMetrics) -> M
 
     folder, saved, defaults, _ = locate_folder(path)
     defaults = {**generation_defaults(folder), **defaults}
-    saved_engine_options(defaults, "onnx")
+    saved_options = saved_engine_options(defaults, "onnx")  # applied when the option is not given
     prompts = OnnxPrompts.read(folder)
     if prompts.template is None:
         raise ModelFormatError(f"{folder} has no chat template: the onnx engine serves chat models")
     provider = chosen_provider(folder, options.device, saved)
-    make_batcher = functools.partial(onnx_batcher, folder, provider, options.threads, options.max_num_seqs)
+    make_batcher = functools.partial(
+        onnx_batcher,
+        folder,
+        provider,
+        options.threads,
+        options.max_num_seqs,
+        options.kv_cache_dtype or saved_options.get("kv_cache_dtype"),
+    )
     engine_class = ProcessEngine if options.engine_process else ThreadEngine
     engine = engine_class(make_batcher, prompts.context_length, on_step=metrics.batch_size.observe)
     return LLMService(

@@ -89,6 +89,24 @@ def test_int8_quantization_serves_the_transformers_engine(where, tiny_llama, tmp
         assert isinstance(runner, TorchRunner) and runner.w.int8
 
 
+@pytest.mark.parametrize("where", ["option", "model_config"])
+def test_kv_cache_dtype_chooses_how_the_onnx_engine_runs_its_export(
+    where, tiny_llama_genai, tmp_path, serve, openai_client
+):
+    from servelm.flavors.onnx import save_model
+
+    path = str(tmp_path / "tiny")
+    save_model(tiny_llama_genai, path, model_config={"kv_cache_dtype": "float32"} if where == "model_config" else None)
+    options = {"kv_cache_dtype": "float32"} if where == "option" else {}
+    with serve(path, engine_process=False, **options) as (base, app):
+        reply = openai_client(base).chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0
+        )
+        assert reply.usage.completion_tokens <= 4 and reply.choices[0].message.content is not None
+        runner = app.state.servelm.service.engine.driver.batcher.runner
+        assert runner.d.layered is None and runner.dtype.__name__ == "float32"  # the whole graph, its own attention
+
+
 def test_quantization_is_refused_for_other_engines(tiny_llama_genai):
     from servelm.serving.metrics import ServerMetrics
     from servelm.serving.options import EngineOptions, ServerOptions
@@ -109,6 +127,17 @@ def test_options_the_chosen_engine_would_not_read_are_refused(tiny_llama_genai, 
     with pytest.raises(ModelFormatError, match=f"option {name} applies to"):
         refuse_unread_options(EngineOptions(**option), "onnx")
     refuse_unread_options(EngineOptions(**option), "vllm")  # vLLM reads each of them
+
+
+def test_kv_cache_dtype_is_refused_for_other_engines():
+    from servelm.serving.options import EngineOptions
+    from servelm.serving.services.loading import refuse_unread_options, saved_engine_options
+
+    for engine in ("transformers", "vllm"):
+        with pytest.raises(ModelFormatError, match="option kv_cache_dtype applies to the onnx engine"):
+            refuse_unread_options(EngineOptions(kv_cache_dtype="bfloat16"), engine)
+    with pytest.raises(ModelFormatError, match="model_config sets kv_cache_dtype='float32'.* not transformers"):
+        saved_engine_options({"kv_cache_dtype": "float32"}, "transformers")
 
 
 @pytest.mark.parametrize(

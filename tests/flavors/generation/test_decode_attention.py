@@ -6,9 +6,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("numba")
 
+from servelm.flavors.generation.bf16_intrinsics import has_bf16_dot  # noqa: E402
+from servelm.flavors.generation.decode_attention import decode_kernel  # noqa: E402
 from servelm.flavors.generation.model_runner import Chunk  # noqa: E402
-from servelm.flavors.transformers.bf16_intrinsics import has_bf16_dot  # noqa: E402
-from servelm.flavors.transformers.decode_attention import decode_kernel  # noqa: E402
 from servelm.flavors.transformers.runner import LlamaWeights, TorchRunner, _numpy_view  # noqa: E402
 
 
@@ -69,7 +69,7 @@ def test_a_prompts_queries_share_a_row_and_see_up_to_their_own_position(dtype):
 @pytest.mark.skipif(not has_bf16_dot(), reason="the CPU has no avx512_bf16")
 @pytest.mark.parametrize("head_dim", [32, 64, 128])
 def test_bf16_products_give_the_scores_widening_does(head_dim):
-    from servelm.flavors.transformers import decode_attention
+    from servelm.flavors.generation import decode_attention
 
     generator = torch.Generator().manual_seed(1)
     rows, kv_heads, group, capacity = 4, 2, 3, 80
@@ -122,8 +122,8 @@ def test_the_kernel_runs_on_a_thread_safe_layer():
     assert numba.threading_layer() in ("tbb", "omp")  # engine threads of one process may call it at once
 
 
-def test_a_kernel_that_cannot_compile_leaves_torch_attention(monkeypatch, caplog):
-    from servelm.flavors.transformers import decode_attention
+def test_a_kernel_that_cannot_compile_leaves_the_library_attention(monkeypatch, caplog):
+    from servelm.flavors.generation import decode_attention
 
     def broken(*args):
         raise ValueError("no threading layer")
@@ -134,13 +134,13 @@ def test_a_kernel_that_cannot_compile_leaves_torch_attention(monkeypatch, caplog
         assert decode_kernel(48, 2, torch.float32, torch.device("cpu")) is None
     finally:
         decode_attention._compiled.cache_clear()
-    assert "runs in torch" in caplog.text
+    assert "attention runs in the model's library" in caplog.text
 
 
 def test_the_kernel_compiles_where_numba_cannot_cache_it(monkeypatch):
     import numba
 
-    from servelm.flavors.transformers import decode_attention
+    from servelm.flavors.generation import decode_attention
 
     monkeypatch.setattr(numba.config, "CACHE_LOCATOR_CLASSES", "NoLocatorHere")  # numba's cache has nowhere to go
     kernel = decode_attention._compile(8, 1, False)

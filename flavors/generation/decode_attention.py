@@ -1,8 +1,12 @@
 """Decode attention on CPU: each decoding row's new queries against that row's cached keys and values, as
 one numba kernel over the runner's KV cache in place; where it runs on the CPU's bf16 instructions, each
-token of a prompt chunk too, as a query over its row up to its own position.
+token of a prompt chunk too, as a query over its row up to its own position. Both CPU runners use it: the
+transformers runner between its torch ops, the onnx runner between the pieces of an export cut at its
+attention nodes (``onnx/layered.py``).
 
-Why not torch's ``scaled_dot_product_attention`` for decode steps: a kv head's group of queries is a
+Why not the libraries' attention for decode steps: onnxruntime's GroupQueryAttention multiplies each query
+head of each sequence on its own, reading each kv head once per query head; and in torch's
+``scaled_dot_product_attention`` a kv head's group of queries is a
 matrix of a few rows, and the CPU kernels spend most of such a call on per-block set-up rather than on
 reading the cache, which is what a decode step's attention has to do. Here each (row, kv head) reads its
 keys and values once, widened from bf16 to fp32 as they are read, over that row's own length (no mask,
@@ -13,7 +17,7 @@ take the CPU's bf16 dot product sixteen keys at a time and the values' weighted 
 numba's threads with the GIL released.
 
 ``decode_kernel`` gives the kernel for a model's head size, query group and cache dtype, or None where it
-cannot run (numba not installed, a dtype it does not read, not a CPU): the runner then uses torch's.
+cannot run (numba not installed, a dtype it does not read, not a CPU): the runner then uses its library's.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any, Optional
 
-log = logging.getLogger("servelm.transformers")
+log = logging.getLogger("servelm.generation")
 
 #: (queries [rows, kv_heads, group, head_dim], cache_rows [rows] int64: each query's row of the cache, keys,
 #: values [cache rows, kv_heads, positions, head_dim] (queries, keys and values all uint16 bf16 bits or all
@@ -43,7 +47,7 @@ def decode_kernel(head_dim: int, group: int, dtype: Any, device: Any) -> Optiona
     try:
         import numba  # noqa: F401
     except ImportError:
-        log.info("numba is not installed: decode attention runs in torch (pip install 'servelm[transformers]')")
+        log.info("numba is not installed: decode attention runs in the model's library (pip install numba)")
         return None
     return _compiled(head_dim, group, name == "bfloat16")
 
@@ -60,8 +64,8 @@ def on_bf16_instructions(head_dim: int, dtype: Any) -> bool:
 
 
 def set_kernel_threads(count: int) -> None:
-    """Run the kernel on ``count`` threads of the calling thread (the runner passes torch's intra-op count,
-    so ``--threads`` bounds both)."""
+    """Run the kernel on ``count`` threads of the calling thread (a runner passes its library's intra-op
+    count, so ``--threads`` bounds both)."""
     import numba
 
     numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
@@ -73,8 +77,8 @@ def _compiled(head_dim: int, group: int, bf16: bool, dot_bf16: bool = True) -> O
     compiled; None (logged) where numba cannot compile or run it."""
     try:
         return _compile(head_dim, group, bf16, dot_bf16)
-    except Exception as exc:  # a numba without a usable threading layer, a compiler error: torch's attention
-        log.warning("the decode-attention kernel is unavailable (%s): decode attention runs in torch", exc)
+    except Exception as exc:  # a numba without a usable threading layer, a compiler error: the library's attention
+        log.warning("the decode-attention kernel is unavailable (%s): attention runs in the model's library", exc)
         return None
 
 
