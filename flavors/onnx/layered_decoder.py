@@ -25,7 +25,9 @@ from .cut_graph import CutDecoder, cut_decoder
 
 log = logging.getLogger("servelm.onnx")
 
-PARALLEL_TASKS = 8  # (token, kv head) pairs from which the attention kernel runs on more than one thread
+# (token, kv head) pairs from which the attention kernel runs on more than one thread (below, waking the other
+# threads costs more than they save)
+PARALLEL_TASKS = 32
 
 
 class LayeredUnavailable(Exception):
