@@ -15,15 +15,12 @@ take the cores from each other.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 import numpy as np
 
 from .cut_graph import CutDecoder, cut_decoder
-
-log = logging.getLogger("servelm.onnx")
 
 # (token, kv head) pairs from which the attention kernel runs on more than one thread (below, waking the other
 # threads costs more than they save)
