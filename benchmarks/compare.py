@@ -65,8 +65,9 @@ def parse_points(spec: str) -> list[tuple[str, int]]:
 
 def kv_bytes_per_token(checkpoint: str) -> dict[str, int]:
     """KV-cache bytes one token needs, by system: vLLM and servelm's transformers engine (int8 too) store it
-    in bf16 here (the transformers engine in fp32 where the CPU lacks native bf16); the onnx exports keep
-    fp32 caches."""
+    in bf16 here (the transformers engine in fp32 where the CPU lacks native bf16); the onnx engine in bf16
+    where it cuts the export at its attention nodes (a CPU with avx512_bf16), else in the export's fp32."""
+    from servelm.flavors.generation.bf16_intrinsics import has_bf16_dot
     from servelm.flavors.transformers.device import cpu_has_native_bf16
 
     with open(os.path.join(checkpoint, "config.json")) as f:
@@ -79,11 +80,12 @@ def kv_bytes_per_token(checkpoint: str) -> dict[str, int]:
         * config.get("head_dim", config["hidden_size"] // heads)
     )
     transformers = 2 if cpu_has_native_bf16() else 4
+    onnx = 2 if has_bf16_dot() else 4
     return {
         "servelm-transformers": per_token * transformers,
         "servelm-transformers-int8": per_token * transformers,
-        "servelm-onnx": per_token * 4,
-        "servelm-onnx-int4": per_token * 4,
+        "servelm-onnx": per_token * onnx,
+        "servelm-onnx-int4": per_token * onnx,
         "servelm-vllm": per_token * 2,
         "vllm": per_token * 2,
     }

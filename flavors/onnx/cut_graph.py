@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
@@ -78,14 +79,23 @@ def cut_decoder(model_path: str, logits_name: str, cache_dir: str) -> Union[CutD
     heads, kv_heads = int(attributes["num_heads"]), int(attributes["kv_num_heads"])
     scale = float(attributes.get("scale") or 0.0) or None  # None: the attention's default, one over root head size
     if not os.path.isfile(index):
-        reason = link_weights(model, model_path, folder)
+        # written in a folder of this process's own, then renamed into place: servers starting together
+        # (--workers) never read each other's half-written pieces
+        partial = f"{folder}.tmp-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        reason = link_weights(model, model_path, partial)
         if reason:
             return reason
-        pieces = _write_pieces(model, logits_name, folder)
-        tmp = f"{index}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
+        pieces = _write_pieces(model, logits_name, partial)
+        with open(os.path.join(partial, "pieces.json"), "w") as f:
             json.dump([p.__dict__ for p in pieces], f)
-        os.replace(tmp, index)
+        try:
+            os.rename(partial, folder)
+        except OSError:  # another process's pieces got there first (the same pieces), or a folder without them
+            if not os.path.isfile(index):
+                shutil.rmtree(folder, ignore_errors=True)
+                os.rename(partial, folder)
+            shutil.rmtree(partial, ignore_errors=True)
     with open(index) as f:
         pieces = [Piece(**{**p, "inputs": tuple(p["inputs"]), "outputs": tuple(p["outputs"])}) for p in json.load(f)]
     pieces = [Piece(os.path.join(folder, p.path), p.inputs, p.outputs, p.qkv, p.attended) for p in pieces]

@@ -37,10 +37,10 @@ def prune_orphans(root: str) -> None:
         return
     for entry in os.listdir(root):
         folder = os.path.join(root, entry)
-        names = (
-            [os.path.join(folder, f) for f in os.listdir(folder) if not f.endswith((".onnx", ".json"))]
-            if os.path.isdir(folder)
-            else []
-        )
-        if any(os.stat(name).st_nlink == 1 for name in names):
+        try:
+            names = [os.path.join(folder, f) for f in os.listdir(folder) if not f.endswith((".onnx", ".json"))]
+            orphan = any(os.stat(name).st_nlink == 1 for name in names)
+        except OSError:  # not a folder, or another process is writing or removing it
+            continue
+        if orphan:
             shutil.rmtree(folder, ignore_errors=True)

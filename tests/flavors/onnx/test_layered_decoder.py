@@ -148,3 +148,27 @@ def test_a_graph_without_group_query_attention_is_not_cut(tmp_path):
     path = str(tmp_path / "plain.onnx")
     onnx.save(helper.make_model(graph), path)
     assert cut_decoder(path, "logits", str(tmp_path / "cache")) == "no GroupQueryAttention"
+
+
+@needs_bf16
+def test_processes_cutting_at_once_each_get_whole_pieces(tiny_llama_genai, tmp_path):
+    import subprocess
+    import sys
+
+    from servelm.flavors.onnx.cut_graph import cut_decoder
+
+    config = read_genai_config(tiny_llama_genai)["model"]["decoder"]
+    args = (os.path.join(tiny_llama_genai, config["filename"]), config["outputs"]["logits"], str(tmp_path / "cache"))
+    code = (
+        "import sys; from servelm.flavors.onnx.cut_graph import cut_decoder; "
+        "cut = cut_decoder(*sys.argv[1:]); print(len(cut.pieces) if not isinstance(cut, str) else cut)"
+    )
+    runs = [subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [run.communicate(timeout=120)[0].strip() for run in runs]
+    assert outputs == [str(config["num_hidden_layers"] + 2)] * 3
+    root = tmp_path / "cache" / "onnx-cut"
+    assert len(os.listdir(root)) == 1  # no partial folder left behind
+    (folder,) = root.iterdir()
+    os.remove(folder / "pieces.json")  # a folder without its index is written again
+    cut = cut_decoder(*args)
+    assert not isinstance(cut, str) and (folder / "pieces.json").is_file()

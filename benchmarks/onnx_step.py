@@ -1,0 +1,121 @@
+"""One step of the onnx engine's runner, the export cut at its attention nodes against the whole graph.
+
+    python benchmarks/onnx_step.py [--model smollm2|tiny] [--precision fp32|int4] [--rows 1,4,16] \
+        [--positions 300] [--prefill 256] [--repeat 5] [--out FILE.json]
+
+The two ways ``OrtRunner`` runs an export (``--kv-cache-dtype``): ``bfloat16``, the pieces of the cut graph
+with servelm's kernels over a bf16 cache between them (``flavors/onnx/layered_decoder.py``), and ``float32``,
+the whole graph with onnxruntime's GroupQueryAttention over an fp32 cache. For each count in ``--rows``,
+that many sequences of ``--positions`` cached positions take decode steps (a token each); then one prompt of
+``--prefill`` tokens is computed. Each way runs in a process of its own (the two hold thread pools that
+would spin into each other in one process), the two alternating ``--repeat`` times (the machine drifts);
+medians in ms and the ratio whole / cut (above 1: the cut graph is faster). Prints one JSON object, also
+written to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+WAYS = ("bfloat16", "float32")  # kv_cache_dtype: the cut graph, the whole graph
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2", choices=("smollm2", "tiny"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "int8", "int4"))
+    parser.add_argument("--rows", default="1,4,16", help="sequences decoded together, comma-separated")
+    parser.add_argument("--positions", type=int, default=300, help="cached positions per sequence")
+    parser.add_argument("--prefill", type=int, default=256, help="prompt tokens of the prefill step (0: none)")
+    parser.add_argument("--steps", type=int, default=10, help="steps timed together in each measurement")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # "GENAI_DIR:KV_CACHE_DTYPE"
+    args = parser.parse_args(argv)
+    rows = [int(r) for r in args.rows.split(",")]
+    if args.child:
+        genai_dir, way = args.child.rsplit(":", 1)
+        print(json.dumps(measure(genai_dir, way, rows, args.positions, args.prefill, args.steps)))
+        return {}
+
+    from servelm.flavors.onnx import export
+    from servelm.flavors.transformers import smollm2, tiny_model
+
+    source = smollm2() if args.model == "smollm2" else tiny_model("llama")
+    times: dict[str, dict[str, list[float]]] = {way: {} for way in WAYS}
+    with tempfile.TemporaryDirectory() as work:
+        genai_dir = export(source, os.path.join(work, "genai"), precision=args.precision)
+        for _ in range(args.repeat):
+            for way in WAYS:
+                child = [sys.executable, os.path.abspath(__file__), "--child", f"{genai_dir}:{way}"]
+                child += ["--rows", args.rows, "--positions", str(args.positions), "--prefill", str(args.prefill)]
+                child += ["--steps", str(args.steps)]
+                done = subprocess.run(child, check=True, capture_output=True, text=True)
+                for name, took in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                    times[way].setdefault(name, []).append(took)
+    steps = []
+    for name in times["bfloat16"]:
+        cut, whole = statistics.median(times["bfloat16"][name]), statistics.median(times["float32"][name])
+        steps.append(
+            {
+                "step": name,
+                "cut_ms": round(cut, 2),
+                "whole_ms": round(whole, 2),
+                "whole_over_cut": round(whole / cut, 2),
+            }
+        )
+    report = {"model": args.model, "precision": args.precision, "repeat": args.repeat, "steps": steps}
+    print(json.dumps(report, indent=2))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+def measure(genai_dir: str, way: str, rows: list[int], positions: int, prefill: int, steps: int) -> dict[str, float]:
+    """Milliseconds of one step, by step name, in this process: decode steps of each row count, one prefill."""
+    import numpy as np
+
+    from servelm.flavors.generation.model_runner import Chunk
+    from servelm.flavors.onnx.model import default_threads
+    from servelm.flavors.onnx.runner import OrtDecoder, OrtRunner
+    from servelm.flavors.onnx.runtime import read_genai_config
+
+    weights = sum(os.path.getsize(os.path.join(genai_dir, f)) for f in os.listdir(genai_dir) if f.endswith(".data"))
+    decoder = OrtDecoder(genai_dir, read_genai_config(genai_dir), default_threads(weights), kv_cache_dtype=way)
+    most = max(rows)
+    runner = OrtRunner(decoder, most)
+    runner.ensure(most, max(positions, prefill) + steps + 1)
+    rng = np.random.default_rng(0)
+    for row in range(most):  # the cached positions each decoding sequence attends over
+        runner.forward([], [], [Chunk(row, rng.integers(100, decoder.vocab_size, positions).tolist(), 0)])
+    result = {}
+    for count in rows:
+        tokens = rng.integers(100, decoder.vocab_size, count).tolist()
+        for _ in range(2):  # warm-up (each step rewrites the same position)
+            runner.forward(tokens, [positions] * count, [])
+        start = time.perf_counter()
+        for _ in range(steps):
+            runner.forward(tokens, [positions] * count, [])
+        result[f"decode {count} rows at {positions} positions"] = (time.perf_counter() - start) / steps * 1000
+    if prefill:
+        prompt = rng.integers(100, decoder.vocab_size, prefill).tolist()
+        runner.forward([], [], [Chunk(0, prompt, 0)])  # warm-up
+        start = time.perf_counter()
+        for _ in range(3):
+            runner.forward([], [], [Chunk(0, prompt, 0)])
+        result[f"prefill of {prefill} tokens"] = (time.perf_counter() - start) / 3 * 1000
+    return result
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    main()

@@ -1,0 +1,18 @@
+import json
+
+import pytest
+
+
+def test_onnx_step_quick(tmp_path, run_script):
+    pytest.importorskip("onnxruntime_genai")
+    pytest.importorskip("numba")
+    out = tmp_path / "onnx_step.json"
+    args = "onnx_step.py --model tiny --rows 1,3 --positions 20 --prefill 16 --steps 2 --repeat 1 --out"
+    run_script(*args.split(), str(out))
+    report = json.loads(out.read_text())
+    assert [row["step"] for row in report["steps"]] == [
+        "decode 1 rows at 20 positions",
+        "decode 3 rows at 20 positions",
+        "prefill of 16 tokens",
+    ]
+    assert all(row["cut_ms"] > 0 and row["whole_ms"] > 0 for row in report["steps"])
