@@ -72,6 +72,16 @@ def test_bare_folder_is_served(request, folder, serve, openai_client):
         assert reply.usage.completion_tokens <= 3
 
 
+def runner_after_a_reply(serve, openai_client, path, **options):
+    """The model runner of ``path`` served on a thread with ``options``, once it has answered a short chat."""
+    with serve(path, engine_process=False, **options) as (base, app):
+        reply = openai_client(base).chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0
+        )
+        assert reply.usage.completion_tokens <= 4 and reply.choices[0].message.content is not None
+        return app.state.servelm.service.engine.driver.batcher.runner
+
+
 @pytest.mark.parametrize("where", ["option", "model_config"])
 def test_int8_quantization_serves_the_transformers_engine(where, tiny_llama, tmp_path, serve, openai_client):
     from servelm.flavors.transformers import save_model
@@ -80,13 +90,8 @@ def test_int8_quantization_serves_the_transformers_engine(where, tiny_llama, tmp
     path = str(tmp_path / "tiny")
     save_model(tiny_llama, path, model_config={"quantization": "int8"} if where == "model_config" else None)
     options = {"quantization": "int8"} if where == "option" else {}
-    with serve(path, engine_process=False, **options) as (base, app):
-        reply = openai_client(base).chat.completions.create(
-            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0
-        )
-        assert reply.usage.completion_tokens <= 4 and reply.choices[0].message.content is not None
-        runner = app.state.servelm.service.engine.driver.batcher.runner
-        assert isinstance(runner, TorchRunner) and runner.w.int8
+    runner = runner_after_a_reply(serve, openai_client, path, **options)
+    assert isinstance(runner, TorchRunner) and runner.w.int8
 
 
 @pytest.mark.parametrize("where", ["option", "model_config"])
@@ -98,13 +103,8 @@ def test_kv_cache_dtype_chooses_how_the_onnx_engine_runs_its_export(
     path = str(tmp_path / "tiny")
     save_model(tiny_llama_genai, path, model_config={"kv_cache_dtype": "float32"} if where == "model_config" else None)
     options = {"kv_cache_dtype": "float32"} if where == "option" else {}
-    with serve(path, engine_process=False, **options) as (base, app):
-        reply = openai_client(base).chat.completions.create(
-            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0
-        )
-        assert reply.usage.completion_tokens <= 4 and reply.choices[0].message.content is not None
-        runner = app.state.servelm.service.engine.driver.batcher.runner
-        assert runner.d.layered is None and runner.dtype.__name__ == "float32"  # the whole graph, its own attention
+    runner = runner_after_a_reply(serve, openai_client, path, **options)
+    assert runner.d.layered is None and runner.dtype.__name__ == "float32"  # the whole graph, its own attention
 
 
 def test_quantization_is_refused_for_other_engines(tiny_llama_genai):
