@@ -85,12 +85,10 @@ def measure(genai_dir: str, way: str, rows: list[int], positions: int, prefill: 
     import numpy as np
 
     from servelm.flavors.generation.model_runner import Chunk
-    from servelm.flavors.onnx.model import default_threads
-    from servelm.flavors.onnx.runner import OrtDecoder, OrtRunner
-    from servelm.flavors.onnx.runtime import read_genai_config
+    from servelm.flavors.onnx.model import OnnxModel
+    from servelm.flavors.onnx.runner import OrtRunner
 
-    weights = sum(os.path.getsize(os.path.join(genai_dir, f)) for f in os.listdir(genai_dir) if f.endswith(".data"))
-    decoder = OrtDecoder(genai_dir, read_genai_config(genai_dir), default_threads(weights), kv_cache_dtype=way)
+    decoder = OnnxModel(genai_dir, "cpu", kv_cache_dtype=way).decoder  # the engine's own thread count
     most = max(rows)
     runner = OrtRunner(decoder, most)
     runner.ensure(most, max(positions, prefill) + steps + 1)

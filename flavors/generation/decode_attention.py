@@ -2,19 +2,17 @@
 one numba kernel over the runner's KV cache in place; where it runs on the CPU's bf16 instructions, each
 token of a prompt chunk too, as a query over its row up to its own position. Both CPU runners use it: the
 transformers runner between its torch ops, the onnx runner between the pieces of an export cut at its
-attention nodes (``onnx/layered.py``).
+attention nodes (``onnx/layered_decoder.py``).
 
-Why not the libraries' attention for decode steps: onnxruntime's GroupQueryAttention multiplies each query
-head of each sequence on its own, reading each kv head once per query head; and in torch's
-``scaled_dot_product_attention`` a kv head's group of queries is a
-matrix of a few rows, and the CPU kernels spend most of such a call on per-block set-up rather than on
-reading the cache, which is what a decode step's attention has to do. Here each (row, kv head) reads its
-keys and values once, widened from bf16 to fp32 as they are read, over that row's own length (no mask,
-no padding to the longest row), and the group's queries share every key and value read. The softmax and
-both products accumulate in fp32. On CPUs with avx512_bf16 and head sizes a multiple of 32, the scores
-take the CPU's bf16 dot product sixteen keys at a time and the values' weighted sums stay in registers
-(``bf16_intrinsics.py``); the results are the same up to the order of additions. The kernel runs on
-numba's threads with the GIL released.
+Why not the libraries' attention for decode steps: onnxruntime's GroupQueryAttention multiplies each query head of
+each sequence on its own, reading each kv head once per query head; and in torch's ``scaled_dot_product_attention``
+a kv head's group of queries is a matrix of a few rows, and the CPU kernels spend most of such a call on per-block
+set-up rather than on reading the cache, which is what a decode step's attention has to do. Here each (row, kv head)
+reads its keys and values once, widened from bf16 to fp32 as they are read, over that row's own length (no mask, no
+padding to the longest row), and the group's queries share every key and value read. The softmax and both products
+accumulate in fp32. On CPUs with avx512_bf16 and head sizes a multiple of 32, the scores take the CPU's bf16 dot
+product sixteen keys at a time and the values' weighted sums stay in registers (``bf16_intrinsics.py``); the results
+are the same up to the order of additions. The kernel runs on numba's threads with the GIL released.
 
 ``decode_kernel`` gives the kernel for a model's head size, query group and cache dtype, or None where it
 cannot run (numba not installed, a dtype it does not read, not a CPU): the runner then uses its library's.

@@ -1,6 +1,6 @@
-"""Rotary embedding and cache writes for the onnx engine's cut decoder (``layered.py``), as one numba kernel:
-each step token's query and key heads turned by its position's angles, its key and value written into its
-row of the KV cache, its queries laid out for the attention kernel (``generation/decode_attention.py``).
+"""Rotary embedding and cache writes for the onnx engine's cut decoder (``layered_decoder.py``), as one numba kernel:
+each step token's query and key heads turned by its position's angles, its key and value written into its row of the
+KV cache, its queries laid out for the attention kernel (``generation/decode_attention.py``).
 
 This is the part of the export's GroupQueryAttention nodes that is not attention: the pieces of the cut
 graph give each token's packed query, key and value projections, unrotated. Rotation is in fp32 on the

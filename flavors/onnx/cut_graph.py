@@ -167,6 +167,12 @@ def _write_pieces(model: Any, logits_name: str, folder: str) -> list[Piece]:
     graph_inputs = {i.name: i for i in graph.input}
     activation = next(o for o in graph.output if o.name == logits_name).type.tensor_type.elem_type
     consumers: list[set[str]] = [{i for n in group for i in n.input if i} for group, _ in groups]
+
+    def value_info(name: str) -> Any:
+        if name in graph_inputs:
+            return graph_inputs[name]
+        return helper.make_tensor_value_info(name, activation, None)
+
     pieces = []
     for index, (group, attention) in enumerate(groups):
         produced = {o for n in group for o in n.output if o}
@@ -176,12 +182,6 @@ def _write_pieces(model: Any, logits_name: str, folder: str) -> list[Piece]:
         )
         wanted = later | ({attention.input[0]} if attention is not None else set()) | {logits_name}
         outputs = [o for n in group for o in n.output if o in wanted]
-
-        def value_info(name: str) -> Any:
-            if name in graph_inputs:
-                return graph_inputs[name]
-            return helper.make_tensor_value_info(name, activation, None)
-
         piece_graph = helper.make_graph(
             group,
             f"servelm-piece-{index}",

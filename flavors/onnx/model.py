@@ -124,6 +124,12 @@ class OnnxModel:
                 kv_cache_dtype=kv_cache_dtype,
             )
         else:
+            if kv_cache_dtype not in (None, "auto"):
+                where = f"on {provider}" if provider != "cpu" else "without GroupQueryAttention in its decoder"
+                raise ModelFormatError(
+                    f"kv_cache_dtype {kv_cache_dtype!r}: {genai_dir} runs {where} on onnxruntime-genai's own Engine, "
+                    "whose KV cache follows the export; only the onnx engine's CPU runner chooses its cache dtype"
+                )
             self.genai = open_genai(genai_dir, provider, max_batch_size, threads)
 
     def new_batcher(self, max_num_seqs: Optional[int] = None) -> Batcher:

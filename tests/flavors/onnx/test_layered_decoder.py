@@ -172,3 +172,12 @@ def test_processes_cutting_at_once_each_get_whole_pieces(tiny_llama_genai, tmp_p
     os.remove(folder / "pieces.json")  # a folder without its index is written again
     cut = cut_decoder(*args)
     assert not isinstance(cut, str) and (folder / "pieces.json").is_file()
+
+
+def test_kv_cache_dtype_is_refused_where_onnxruntime_genai_generates(tiny_llama_genai, monkeypatch):
+    from servelm.flavors.onnx import model
+
+    monkeypatch.setattr(model, "runs_on_ort_directly", lambda genai_dir: False)
+    with pytest.raises(ModelFormatError, match="kv_cache_dtype 'float32'.*onnxruntime-genai's own Engine"):
+        model.OnnxModel(tiny_llama_genai, "cpu", kv_cache_dtype="float32")
+    assert model.OnnxModel(tiny_llama_genai, "cpu", kv_cache_dtype="auto").genai is not None
