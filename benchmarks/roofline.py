@@ -1,7 +1,7 @@
 """What this machine allows a model's decode steps and prompts: the floors any engine meets on it.
 
     python benchmarks/roofline.py [--model smollm2|tiny] [--threads 2] [--prompt 251] [--max-tokens 128] \
-        [--clients 16] [--read-mib 1024] [--repeat 5] [--out FILE.json]
+        [--clients 16] [--read-mib 1024] [--repeat 7] [--out FILE.json]
 
 Measures, on ``--threads`` threads:
 - the memory's read rate: a sum over ``--read-mib`` of fp32, far larger than any cache (GB/s; on a shared
@@ -15,8 +15,8 @@ From these and the model's weights it gives, for each precision (fp32, bf16, int
 fp32 scale and a 4-bit zero point):
 - ``step_floor_ms``: one decode step of one sequence reads every weight of the layers and the vocabulary
   projection once, so it takes at least their bytes over the read rate;
-- ``prompt_floor_ms``: a ``--prompt``-token prompt is at least 2 x weights x tokens of arithmetic at the
-  prompt-shaped product's rate;
+- ``prompt_floor_ms``: a ``--prompt``-token prompt is at least 2 x the layers' weights x tokens of
+  arithmetic (and the vocabulary projection of its last token) at the prompt-shaped product's rate;
 - ``one_client_tok_s``: the output tok/s of one client of the ``real`` workload (``--prompt`` tokens in,
   ``--max-tokens`` out) if every step ran at its floor;
 - ``clients_tok_s``: the output tok/s ``--clients`` clients could reach if the machine did nothing but
@@ -46,14 +46,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-tokens", type=int, default=128, help="output tokens of the workload")
     parser.add_argument("--clients", type=int, default=16, help="rows of the batched decode step")
     parser.add_argument("--read-mib", type=int, default=1024, help="MiB summed to measure the read rate")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
-    hidden, intermediate, weights = model_shape(args.model)
+    hidden, intermediate, layers, vocabulary = model_shape(args.model)
+    weights = layers + vocabulary  # read by each decode step
     reads = rates_of(args.repeat, args.read_mib * MIB, memory_read(args.read_mib * MIB))
     read_gb_s = statistics.median(reads)
     rates = {}  # GFLOP/s by (precision, rows)
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     precisions = {}
     for precision, per_weight in BYTES_PER_WEIGHT.items():
         step_s = weights * per_weight / (read_gb_s * 1e9)  # seconds
-        prompt_s = 2 * weights * args.prompt / (rates[(precision, 256)] * 1e9)  # seconds
+        # seconds: every prompt token through the layers, the vocabulary projection for the last one only
+        prompt_s = 2 * (layers * args.prompt + vocabulary) / (rates[(precision, 256)] * 1e9)
         request_s = prompt_s + (args.max_tokens - 1) * step_s  # the first token comes with the prompt
         # per output token at --clients: one decode row plus its share of its prompt, at the products' rates
         token_s = 2 * weights / (rates[(precision, args.clients)] * 1e9) + prompt_s / args.max_tokens
@@ -95,9 +97,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return report
 
 
-def model_shape(model: str) -> tuple[int, int, int]:
-    """(hidden size, intermediate size, weights a decode step reads: the layers' and the vocabulary
-    projection's; the embedding lookup reads one row and the norms are negligible)."""
+def model_shape(model: str) -> tuple[int, int, int, int]:
+    """(hidden size, intermediate size, the layers' weights, the vocabulary projection's weights): a decode
+    step reads both sets of weights; the embedding lookup reads one row and the norms are negligible."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -106,8 +108,9 @@ def model_shape(model: str) -> tuple[int, int, int]:
     config = AutoConfig.from_pretrained(smollm2() if model == "smollm2" else tiny_model("llama"))
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config)
-    linear = sum(m.weight.numel() for m in skeleton.modules() if isinstance(m, torch.nn.Linear))
-    return config.hidden_size, config.intermediate_size, linear
+    head = skeleton.get_output_embeddings()
+    linear = sum(m.weight.numel() for m in skeleton.modules() if isinstance(m, torch.nn.Linear) and m is not head)
+    return config.hidden_size, config.intermediate_size, linear, head.weight.numel()
 
 
 def median_rate(repeat: int, work: float, run: Callable[[], None]) -> float:
