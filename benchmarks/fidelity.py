@@ -16,13 +16,13 @@ difference, and how often the two pick the same next token (argmax agreement). E
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from json_report import emit  # noqa: E402
 from serve import workload_messages  # noqa: E402
 
 
@@ -60,10 +60,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         weights = LlamaWeights(model, dtype, quantization)
         rows.append({"quantization": name, **compare(weights, texts)})
     report = {"model": args.model, "dtype": str(dtype).removeprefix("torch."), "device": str(device), "rows": rows}
-    print(json.dumps(report, indent=2))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
+    emit(report, args.out)
     return report
 
 

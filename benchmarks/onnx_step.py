@@ -25,6 +25,8 @@ import tempfile
 import time
 from typing import Any
 
+from json_report import emit
+
 WAYS = ("bfloat16", "float32")  # kv_cache_dtype: the cut graph, the whole graph
 
 
@@ -73,10 +75,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
         )
     report = {"model": args.model, "precision": args.precision, "repeat": args.repeat, "steps": steps}
-    print(json.dumps(report, indent=2))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
+    emit(report, args.out)
     return report
 
 

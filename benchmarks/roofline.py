@@ -28,11 +28,12 @@ object, also written to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
+
+from json_report import emit
 
 MIB = 1 << 20
 BYTES_PER_WEIGHT = {"fp32": 4.0, "bf16": 2.0, "int4": (32 * 0.5 + 4 + 0.5) / 32}  # int4: block of 32 + scale + zp
@@ -90,10 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "workload": {"prompt": args.prompt, "max_tokens": args.max_tokens, "clients": args.clients},
         "precisions": precisions,
     }
-    print(json.dumps(report, indent=2))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
+    emit(report, args.out)
     return report
 
 

@@ -17,13 +17,14 @@ picks on this machine; with ``--quantization int8`` only servelm's linear layers
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from json_report import emit
 
 
 def timed(step: Callable[[], Any]) -> float:
@@ -77,10 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "steps": results,
     }
-    print(json.dumps(report, indent=2))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
+    emit(report, args.out)
     return report
 
 
