@@ -10,7 +10,8 @@ that many sequences of ``--positions`` cached positions take decode steps (a tok
 ``--prefill`` tokens is computed. Each way runs in a process of its own (the two hold thread pools that
 would spin into each other in one process), the two alternating ``--repeat`` times (the machine drifts);
 medians in ms and the ratio whole / cut (above 1: the cut graph is faster). Prints one JSON object, also
-written to ``--out``.
+written to ``--out``. Where the cut graph cannot run (a CPU without avx512_bf16, or one switched off with
+``SERVELM_CPU_FEATURES_OFF``), it says so in one line and times the whole graph alone (``cut_ms`` null).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 from json_report import emit
 
-WAYS = ("bfloat16", "float32")  # kv_cache_dtype: the cut graph, the whole graph
+WAYS: tuple[str, ...] = ("bfloat16", "float32")  # kv_cache_dtype: the cut graph, the whole graph
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -48,33 +49,48 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(measure(genai_dir, way, rows, args.positions, args.prefill, args.steps)))
         return {}
 
+    from servelm.flavors.generation.bf16_intrinsics import has_bf16_dot
+    from servelm.flavors.generation.cpu_features import why_not
     from servelm.flavors.onnx import export
     from servelm.flavors.transformers import smollm2, tiny_model
 
+    ways = WAYS
+    if not has_bf16_dot():
+        print(f"onnx_step: no cut graph here ({why_not('avx512_bf16')}): timing the whole graph alone", file=sys.stderr)
+        ways = ("float32",)
     source = smollm2() if args.model == "smollm2" else tiny_model("llama")
-    times: dict[str, dict[str, list[float]]] = {way: {} for way in WAYS}
+    times: dict[str, dict[str, list[float]]] = {way: {} for way in ways}
     with tempfile.TemporaryDirectory() as work:
         genai_dir = export(source, os.path.join(work, "genai"), precision=args.precision)
         for _ in range(args.repeat):
-            for way in WAYS:
+            for way in ways:
                 child = [sys.executable, os.path.abspath(__file__), "--child", f"{genai_dir}:{way}"]
                 child += ["--rows", args.rows, "--positions", str(args.positions), "--prefill", str(args.prefill)]
                 child += ["--steps", str(args.steps)]
-                done = subprocess.run(child, check=True, capture_output=True, text=True)
+                done = subprocess.run(child, capture_output=True, text=True)
+                if done.returncode:
+                    raise SystemExit(f"onnx_step: the {way} child failed (exit {done.returncode}):\n{done.stderr}")
                 for name, took in json.loads(done.stdout.strip().splitlines()[-1]).items():
                     times[way].setdefault(name, []).append(took)
     steps = []
-    for name in times["bfloat16"]:
-        cut, whole = statistics.median(times["bfloat16"][name]), statistics.median(times["float32"][name])
+    for name in times["float32"]:
+        whole = statistics.median(times["float32"][name])
+        cut = statistics.median(times["bfloat16"][name]) if "bfloat16" in times else None
         steps.append(
             {
                 "step": name,
-                "cut_ms": round(cut, 2),
+                "cut_ms": round(cut, 2) if cut else None,
                 "whole_ms": round(whole, 2),
-                "whole_over_cut": round(whole / cut, 2),
+                "whole_over_cut": round(whole / cut, 2) if cut else None,
             }
         )
-    report = {"model": args.model, "precision": args.precision, "repeat": args.repeat, "steps": steps}
+    report = {
+        "model": args.model,
+        "precision": args.precision,
+        "repeat": args.repeat,
+        "ways": list(ways),
+        "steps": steps,
+    }
     emit(report, args.out)
     return report
 

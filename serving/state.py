@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -23,6 +24,17 @@ log = logging.getLogger("servelm.serving")
 
 #: called with the reason when the model fails to load (the CLI exits; tests may record it)
 LoadErrorHandler = Callable[[str], None]
+
+
+LOADING_LOG_INTERVAL = 10.0  # seconds between "still loading" lines
+
+
+async def _still_loading(model_name: str, started: float) -> None:
+    """A log line every ``LOADING_LOG_INTERVAL`` seconds while a model loads: a large checkpoint or a GGUF
+    conversion takes a minute on a small machine, and a silent minute reads as a hang."""
+    while True:
+        await asyncio.sleep(LOADING_LOG_INTERVAL)
+        log.info("still loading model %s (%.0f s so far)", model_name, time.monotonic() - started)
 
 
 class ServerState:
@@ -66,6 +78,10 @@ class ServerState:
     async def load(self, model_or_path: Any, on_error: Optional[LoadErrorHandler] = None) -> None:
         """Load the model (off the event loop) and start its service; a failure is logged on one line,
         kept for /health, and handed to ``on_error``."""
+        source = model_or_path if isinstance(model_or_path, str) else type(model_or_path).__name__
+        log.info("loading model %s from %s", self.model_name, source)
+        started = time.monotonic()
+        heartbeat = asyncio.create_task(_still_loading(self.model_name, started))
         try:
             service = await asyncio.to_thread(build_service, model_or_path, self.server, self.engine, self.metrics)
             await service.start()
@@ -74,9 +90,11 @@ class ServerState:
             gc.collect()
             gc.freeze()
             self.service = service
-            log.info("model %s ready (%s)", self.model_name, service.kind)
+            log.info("model %s ready (%s), loaded in %.1f s", self.model_name, service.kind, time.monotonic() - started)
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}".replace("\n", " ")
             log.error("model failed to load: %s", self.load_error)
             if on_error is not None:
                 on_error(self.load_error)
+        finally:
+            heartbeat.cancel()

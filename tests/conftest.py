@@ -9,6 +9,7 @@ test calls it with its own arguments (``serve``, ``sse_lines``, ``run_python``, 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -158,7 +159,7 @@ def run_python() -> Callable[..., str]:
             capture_output=True,
             text=True,
             cwd=cwd,
-            timeout=120,
+            timeout=600,
             env={**os.environ, "PYTHONPATH": ""},
         )
         assert proc.returncode == 0, proc.stderr
@@ -170,10 +171,11 @@ def run_python() -> Callable[..., str]:
 # ------------------------------------------------------------------------------------ polling
 @pytest.fixture(scope="session")
 def wait_until() -> Callable[..., bool]:
-    """``wait_until(predicate, timeout=5.0)``: poll ``predicate`` until it is true or ``timeout`` seconds
-    pass; returns its last value (assert the conditions themselves after, for a clear message)."""
+    """``wait_until(predicate, timeout=60.0)``: poll ``predicate`` until it is true or ``timeout`` seconds
+    pass; returns its last value (assert the conditions themselves after, for a clear message). The limit only
+    catches a hang: a busy machine may take many times what an idle one does."""
 
-    def wait(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> bool:
+    def wait(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.02) -> bool:
         deadline = time.monotonic() + timeout
         while True:
             if predicate():
@@ -194,8 +196,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def wait_healthy() -> Callable[..., None]:
-    """``wait_healthy(base, timeout=30)``: poll /health until 200; an error at once if the model failed to load."""
-    return _wait_healthy
+    """``wait_healthy(base, timeout=600)``: poll /health until 200; an error at once if the model failed to load
+    (a model loads in seconds on an idle machine; the limit only catches a hang)."""
+    return functools.partial(_wait_healthy, timeout=600.0)
 
 
 @pytest.fixture(scope="session")
@@ -206,7 +209,7 @@ def serve() -> Callable[..., Any]:
 
     @contextlib.contextmanager
     def running(
-        model_or_path: Any, startup_timeout: float = 30.0, healthy: bool = True, **options: Any
+        model_or_path: Any, startup_timeout: float = 600.0, healthy: bool = True, **options: Any
     ) -> Iterator[tuple[str, Any]]:
         import uvicorn
 
@@ -229,13 +232,13 @@ def serve() -> Callable[..., Any]:
                     time.sleep(0.02)
         except BaseException:
             server.should_exit = True
-            thread.join(timeout=30)
+            thread.join(timeout=600)
             raise
         try:
             yield base, app
         finally:
             server.should_exit = True
-            thread.join(timeout=30)
+            thread.join(timeout=600)
 
     return running
 
@@ -245,7 +248,7 @@ def sse_lines() -> Callable[..., list[str]]:
     """``sse_lines(base, path, body, headers=None)``: the raw SSE lines of a streamed POST (blank lines dropped)."""
 
     def lines(base: str, path: str, body: dict, headers: Optional[dict] = None) -> list[str]:
-        with httpx.stream("POST", f"{base}{path}", json=body, headers=headers or {}, timeout=30) as resp:
+        with httpx.stream("POST", f"{base}{path}", json=body, headers=headers or {}, timeout=600) as resp:
             assert resp.status_code == 200, resp.read()
             return [line for line in resp.iter_lines() if line.strip()]
 

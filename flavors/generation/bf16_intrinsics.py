@@ -19,13 +19,18 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from .cpu_features import cpu_has
+
 LANES = 16  # fp32 lanes of one 512-bit vector; also the dot products ``dot16`` takes at once
 PAIRS = 32  # bf16 values one instruction multiplies
 
 
 @cache
 def has_bf16_dot() -> bool:
-    """Whether the CPU numba compiles for has avx512_bf16 (numba targets the host CPU)."""
+    """Whether the CPU numba compiles for has avx512_bf16 (numba targets the host CPU) and it is not switched
+    off (``cpu_features.py``)."""
+    if not cpu_has("avx512_bf16"):
+        return False
     try:
         import llvmlite.binding as llvm
 

@@ -58,13 +58,13 @@ class LayeredDecoder:
             import numba  # noqa: F401
         except ImportError:
             raise LayeredUnavailable("numba is not installed (pip install 'servelm[onnx]')") from None
-        from ..generation.decode_attention import on_bf16_instructions
+        from ..generation.bf16_intrinsics import PAIRS, has_bf16_dot
+        from ..generation.cpu_features import why_not
 
-        if not on_bf16_instructions(head_dim, "bfloat16"):
-            raise LayeredUnavailable(
-                f"the attention kernel's bf16 path needs a CPU with avx512_bf16 and a head size a multiple of 32 "
-                f"(head size {head_dim})"
-            )
+        if not has_bf16_dot():
+            raise LayeredUnavailable(why_not("avx512_bf16"))
+        if head_dim % PAIRS:
+            raise LayeredUnavailable(f"the head size {head_dim} is not a multiple of {PAIRS}")
         cut = cut_decoder(model_path, logits, cache_dir)
         if isinstance(cut, str):
             raise LayeredUnavailable(cut)

@@ -8,38 +8,30 @@ checkpoints (fp16 where bf16 is not supported); on a CPU bf16 when it computes b
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any, Optional
+
+from ..generation.cpu_features import cpu_has, describe
 
 log = logging.getLogger("servelm.device")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (oneDNN's check: AVX512-BF16 or AMX)."""
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16, AMX or Arm's bf16, and oneDNN agrees)."""
     import torch
 
+    if not any(cpu_has(feature) for feature in ("avx512_bf16", "amx_bf16", "bf16")):
+        return False
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and "bf16" in _cpu_flags()
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
 
-@functools.lru_cache(maxsize=1)
 def cpu_has_vnni() -> bool:
     """Whether this CPU has int8 dot-product instructions (AVX512-VNNI or AVX-VNNI)."""
-    flags = _cpu_flags().split()
-    return "avx512_vnni" in flags or "avx_vnni" in flags
-
-
-@functools.lru_cache(maxsize=1)
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return ""
+    return cpu_has("avx512_vnni") or cpu_has("avx_vnni")
 
 
 def choose_device(
@@ -65,5 +57,5 @@ def choose_device(
         requested = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     if threads:
         torch.set_num_threads(threads)
-    log.info("running on cpu, dtype %s", requested)
+    log.info("running on cpu, dtype %s (%s)", requested, describe())
     return torch.device(name), requested

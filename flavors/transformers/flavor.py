@@ -215,12 +215,12 @@ def load_checkpoint(
     CPU without ``threads``, large models compute on every core (``generation/threads.py``)."""
     import torch
     from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
 
     from ..generation.threads import default_threads
     from .device import choose_device
+    from .progress import show_progress_bars
 
-    hf_logging.disable_progress_bar()  # progress bars are noise in server logs
+    show_progress_bars()
     tokenizer = load_tokenizer(checkpoint)
     torch_device, torch_dtype = choose_device(dtype, device, threads, checkpoint.torch_dtype)
     model = (

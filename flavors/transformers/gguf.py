@@ -54,12 +54,16 @@ def load_gguf(path: str) -> tuple[Any, Any]:
         ) from None
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+
+    from .progress import show_progress_bars
 
     file = gguf_file(path)
     folder, name = os.path.dirname(os.path.abspath(file)), os.path.basename(file)
-    hf_logging.disable_progress_bar()
-    with contextlib.redirect_stderr(io.StringIO()):  # transformers' dequantization progress bar
+    interactive = show_progress_bars()
+    log.info("reading %s (%.0f MB) and dequantizing its weights to fp32", name, os.path.getsize(file) / 1e6)
+    # the dequantization bar is drawn by gguf's own tqdm, whatever transformers' setting: kept off logs
+    quiet = contextlib.nullcontext() if interactive else contextlib.redirect_stderr(io.StringIO())
+    with quiet:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     # the weights are dequantized: the model is a plain one now, and save_pretrained must see it so
@@ -84,6 +88,7 @@ def gguf_checkpoint(path: str, cache_dir: str | None = None) -> str:
     model, tokenizer = load_gguf(file)
     tmp = f"{target}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    log.info("writing the converted checkpoint to %s", target)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     with open(os.path.join(tmp, "servelm-gguf.json"), "w") as f:

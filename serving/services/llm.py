@@ -118,6 +118,13 @@ class LLMService(ModelService):
 
     def prepare_text(self, request: CompletionRequest) -> list[Generation]:
         """One Generation per prompt of a completions request (texts tokenized, token ids taken as they are)."""
+        if request.echo and request.logprobs is not None:
+            raise APIError(
+                400,
+                "echo with logprobs asks for the prompt's log-probabilities, which servelm's engines do not compute; "
+                "send echo or logprobs, not both",
+                param="echo",
+            )
         generations = []
         limited = (
             request if request.token_limit() is not None else request.model_copy(update={"max_tokens": 16})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 from typing import Any, Optional
 
@@ -171,19 +172,23 @@ def build_service(
     return vllm_service(path, server, engine, metrics)
 
 
+def require_extra(engine: str, modules: tuple[str, ...]) -> None:
+    """Refuse, naming the extra to install, where an engine's modules are missing (before anything imports them
+    and fails on the first one, which need not be the engine's own: ``No module named 'numpy'``)."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ModelFormatError(
+            f"the {engine} engine needs {', '.join(missing)}, not installed here: pip install 'servelm[{engine}]'"
+        )
+
+
 def transformers_service(path: str, options: EngineOptions, metrics: ServerMetrics) -> ModelService:
     """A transformers-flavor directory or a bare Hugging Face checkpoint, served by the transformers engine.
 
     The model is loaded and stepped in an engine process of its own (``options.engine_process``, default
     on); this process keeps only the tokenizer, for chat templates.
     """
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
-        raise ModelFormatError(
-            "the transformers engine needs torch and transformers: pip install 'servelm[transformers]'"
-        ) from None
+    require_extra("transformers", ("torch", "transformers", "tokenizers"))
     from servelm.flavors.generation.codec import HFCodec
     from servelm.flavors.transformers.chat import require_chat_template
     from servelm.flavors.transformers.flavor import context_length, load_tokenizer, locate_checkpoint
@@ -254,6 +259,7 @@ def onnx_service(path: str, options: EngineOptions, metrics: ServerMetrics) -> M
     """An onnx-flavor directory (or a bare onnxruntime-genai folder) served by the onnx engine: the model
     loads and steps in an engine process (``options.engine_process``); this process keeps the tokenizer
     and chat template."""
+    require_extra("onnx", ("numpy", "tokenizers", "jinja2", "onnxruntime_genai"))
     from servelm.flavors.generation import generation_defaults
     from servelm.flavors.onnx.flavor import locate_folder
     from servelm.flavors.onnx.model import OnnxPrompts, chosen_provider, onnx_batcher

@@ -18,9 +18,10 @@ def python_path() -> str:
 
 @pytest.fixture(scope="session")
 def run_script(python_path):
-    """``run_script(*args, timeout=240)``: run a benchmarks/ script with this interpreter; returns its stdout."""
+    """``run_script(*args, timeout=1800)``: run a benchmarks/ script with this interpreter; returns its stdout.
+    The limit only catches a hang: the quick runs take seconds to a few minutes, longer on a busy machine."""
 
-    def run(*args: str, timeout: float = 240) -> str:
+    def run(*args: str, timeout: float = 1800) -> str:
         proc = subprocess.run([python_path, *args], capture_output=True, text=True, timeout=timeout, cwd=BENCH)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout

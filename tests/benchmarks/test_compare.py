@@ -44,7 +44,7 @@ def test_compare_py_runs_systems_and_writes_results(tmp_path, tiny_llama, run_sc
         "t",
         "--vllm-python",
         python_path,
-        timeout=600,
+        timeout=1800,
     )
     report = json.loads((tmp_path / "t.json").read_text())
     names = {r["system"] for r in report["rows"]}

@@ -2,6 +2,8 @@ import json
 
 import pytest
 
+from servelm.flavors.generation.bf16_intrinsics import has_bf16_dot
+
 
 def test_onnx_step_quick(tmp_path, run_script):
     pytest.importorskip("onnxruntime_genai")
@@ -15,4 +17,8 @@ def test_onnx_step_quick(tmp_path, run_script):
         "decode 3 rows at 20 positions",
         "prefill of 16 tokens",
     ]
-    assert all(row["cut_ms"] > 0 and row["whole_ms"] > 0 for row in report["steps"])
+    assert all(row["whole_ms"] > 0 for row in report["steps"])
+    if has_bf16_dot():
+        assert all(row["cut_ms"] > 0 for row in report["steps"])
+    else:  # the cut graph needs avx512_bf16: the whole graph is timed alone, and the run says so
+        assert report["ways"] == ["float32"] and all(row["cut_ms"] is None for row in report["steps"])

@@ -78,7 +78,7 @@ def post_chat(auth):
 
     def post(base, body=None, **kw):
         kw.setdefault("headers", auth)
-        return httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30, **kw)
+        return httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120, **kw)
 
     return post
 

@@ -85,7 +85,7 @@ async def test_a_cancelled_waiter_leaves_the_queue():
 def test_overload_is_429_before_any_bytes(limited_server, post_chat, chat_body, auth, assert_error, wait_until):
     base, app, _ = limited_server
     body = {"messages": [{"role": "user", "content": "long"}], "stream": True}
-    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, headers=auth, timeout=30) as first:
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, headers=auth, timeout=120) as first:
         assert first.status_code == 200
         lines = first.iter_lines()  # keep a reference: a dropped iterator closes the stream
         next(lines)

@@ -26,10 +26,10 @@ def serve_and_log(model_dir, free_port, wait_healthy, requests):
     try:
         wait_healthy(base)
         for method, path, body in requests:
-            httpx.request(method, f"{base}{path}", json=body, timeout=60)
+            httpx.request(method, f"{base}{path}", json=body, timeout=300)
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
+        _, stderr = proc.communicate(timeout=300)
     return [line for line in stderr.splitlines() if line.strip()]
 
 

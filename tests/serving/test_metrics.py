@@ -8,7 +8,7 @@ def test_metrics(limited_server, post_chat, chat_body, auth, wait_until):
     assert post_chat(base, chat_body).status_code == 200
     assert post_chat(base, chat_body, headers={}).status_code == 401
     with httpx.stream(
-        "POST", f"{base}/v1/chat/completions", json={**chat_body, "stream": True}, headers=auth, timeout=30
+        "POST", f"{base}/v1/chat/completions", json={**chat_body, "stream": True}, headers=auth, timeout=120
     ) as first:
         lines = first.iter_lines()
         next(lines)

@@ -71,7 +71,7 @@ def run_both(tmp_path, code: str, driver: str, files: dict[str, str] = None):
 
 def served_predictions(serve, model_dir: str, body: dict):
     with serve(model_dir) as (base, _):
-        reply = httpx.post(f"{base}/invocations", json=body, timeout=30)
+        reply = httpx.post(f"{base}/invocations", json=body, timeout=120)
         assert reply.status_code == 200, reply.text
         return reply.json()
 

@@ -200,7 +200,7 @@ def test_transformers_both_ways(tmp_path, tiny_llama, serve, openai_client):
         ]["role"]
         == "assistant"
     )
-    with serve(path, engine_process=False, startup_timeout=120) as (base, _):
+    with serve(path, engine_process=False, startup_timeout=600) as (base, _):
         reply = openai_client(base).chat.completions.create(
             model="mlflow-llm", messages=CHAT["messages"], temperature=0
         )
@@ -239,7 +239,7 @@ def test_runs_uri_for_load_serve_and_predict(tmp_path, serve, free_port):
         [sys.executable, "-m", "servelm.serving.cli", "predict", "-m", uri, "-i", str(tmp_path / "in.json")],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
         cwd=str(tmp_path),
     )
     assert proc.returncode == 0, proc.stderr

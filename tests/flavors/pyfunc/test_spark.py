@@ -226,7 +226,7 @@ def test_the_model_dir_can_be_shipped_to_executors(spark, upper_dir, monkeypatch
 
 
 def run_isolated(code):
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=600)
     return proc.stdout + proc.stderr
 
 

@@ -235,7 +235,7 @@ def test_disconnect_frees_the_row(llm, wait_until):
         "stream": True,
         "ignore_eos": True,
     }
-    with httpx.stream("POST", f"{llm.base}/v1/chat/completions", json=body, timeout=30) as resp:
+    with httpx.stream("POST", f"{llm.base}/v1/chat/completions", json=body, timeout=120) as resp:
         lines = resp.iter_lines()
         next(lines)
     wait_until(lambda: not engine.has_work() and not admission.running)
@@ -244,7 +244,7 @@ def test_disconnect_frees_the_row(llm, wait_until):
 
 def test_prompt_over_context_is_400(llm):
     resp = httpx.post(
-        f"{llm.base}/v1/chat/completions", json={"messages": [{"role": "user", "content": "word " * 3000}]}, timeout=30
+        f"{llm.base}/v1/chat/completions", json={"messages": [{"role": "user", "content": "word " * 3000}]}, timeout=120
     )
     assert resp.status_code == 400 and "context" in resp.json()["error"]["message"]
 
@@ -253,7 +253,7 @@ def test_prompt_over_context_is_400(llm):
 @pytest.mark.parametrize("max_tokens", [10_000_000, 1e20])
 def test_max_tokens_past_the_context_is_400_before_any_stream(llm, stream, max_tokens):
     body = {"messages": ASK, "max_tokens": max_tokens, "stream": stream}
-    resp = httpx.post(f"{llm.base}/v1/chat/completions", json=body, timeout=30)
+    resp = httpx.post(f"{llm.base}/v1/chat/completions", json=body, timeout=120)
     assert resp.status_code == 400 and resp.headers["content-type"].startswith("application/json")
     assert resp.json()["error"]["param"] == "max_tokens"
 
@@ -404,6 +404,10 @@ def test_logprobs_in_chat_and_completions(client, llm, sse_lines):
         and lp.text_offset[0] == 0
         and "".join(lp.tokens) == text.choices[0].text
     )
+    for stream in (False, True):  # the prompt's log-probabilities are not computed: refused, never left out
+        body = {"model": "tiny", "prompt": "hello", "max_tokens": 2, "logprobs": 1, "echo": True, "stream": stream}
+        refused = httpx.post(f"{llm.base}/v1/completions", json=body, timeout=120)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "echo", refused.text
 
 
 def test_logit_bias_and_penalties_are_applied(client):
@@ -462,7 +466,7 @@ def test_responses_function_calls_and_structured_text(client, llm):
         "temperature": 0,
         "max_output_tokens": 150,
     }
-    response = Response.model_validate(httpx.post(f"{llm.base}/v1/responses", json=body, timeout=60).json())
+    response = Response.model_validate(httpx.post(f"{llm.base}/v1/responses", json=body, timeout=300).json())
     (call,) = response.output
     assert (
         call.type == "function_call"
@@ -470,7 +474,7 @@ def test_responses_function_calls_and_structured_text(client, llm):
         and json.loads(call.arguments)
         and response.tools[0].name == "get_weather"
     )
-    with httpx.stream("POST", f"{llm.base}/v1/responses", json={**body, "stream": True}, timeout=60) as streamed:
+    with httpx.stream("POST", f"{llm.base}/v1/responses", json={**body, "stream": True}, timeout=300) as streamed:
         events = [
             TypeAdapter(ResponseStreamEvent).validate_python(json.loads(line[6:]))
             for line in streamed.iter_lines()

@@ -23,7 +23,7 @@ def test_child_death_fails_open_requests_and_health(tiny_llama_dir, serve):
             "temperature": 0,
             "ignore_eos": True,
         }
-        with httpx.stream("POST", f"{base}/v1/chat/completions", json={**body, "stream": True}, timeout=30) as resp:
+        with httpx.stream("POST", f"{base}/v1/chat/completions", json={**body, "stream": True}, timeout=120) as resp:
             lines = resp.iter_lines()
             next(lines)
             os.kill(engine._process.pid, signal.SIGKILL)  # the engine process dies mid-stream
@@ -31,7 +31,7 @@ def test_child_death_fails_open_requests_and_health(tiny_llama_dir, serve):
         assert '"error"' in rest and "engine process died" in rest and rest.rstrip().endswith("data: [DONE]")
         health = httpx.get(f"{base}/health")
         assert health.status_code == 503 and "engine process died" in health.json()["detail"]
-        refused = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30)
+        refused = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120)
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "engine_unavailable"
 
 
@@ -42,7 +42,7 @@ def test_model_that_fails_in_the_child_is_reported_on_health(tmp_path, tiny_llam
     weights.write_bytes(b"not safetensors")
     # the tokenizer and config load in the server process; the weights only in the engine process
     with serve(str(path), healthy=False) as (base, _):
-        wait_until(lambda: httpx.get(f"{base}/health").json().get("status") == "error", timeout=60)
+        wait_until(lambda: httpx.get(f"{base}/health").json().get("status") == "error", timeout=300)
         health = httpx.get(f"{base}/health")
         assert health.status_code == 503 and health.json()["status"] == "error"
         assert "SafetensorError" in health.json()["detail"]

@@ -14,13 +14,13 @@ ANSWER = "The capital of France is Paris."
 
 @pytest.fixture(scope="module")
 def transformers_server(serve, smollm2_checkpoint):
-    with serve(smollm2_checkpoint, served_model_name="smol", dtype="float32", startup_timeout=300) as (base, _):
+    with serve(smollm2_checkpoint, served_model_name="smol", dtype="float32", startup_timeout=600) as (base, _):
         yield base
 
 
 @pytest.fixture(scope="module")
 def onnx_server(serve, smollm2_genai):
-    with serve(smollm2_genai, served_model_name="smol", startup_timeout=300) as (base, _):
+    with serve(smollm2_genai, served_model_name="smol", startup_timeout=600) as (base, _):
         yield base
 
 

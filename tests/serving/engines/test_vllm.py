@@ -29,7 +29,7 @@ def vllm_server(tmp_path_factory, tiny_llama, serve):
     path = work / "tiny"
     save_model(tiny_llama, str(path))
     with serve(
-        str(path), engine="vllm", startup_timeout=240, max_num_seqs=32, enforce_eager=True, max_model_len=1024
+        str(path), engine="vllm", startup_timeout=900, max_num_seqs=32, enforce_eager=True, max_model_len=1024
     ) as (base, app):
         yield base, app
 
@@ -37,7 +37,7 @@ def vllm_server(tmp_path_factory, tiny_llama, serve):
 @pytest.fixture(scope="module")
 def client(openai_client):
     """``client(base)``: the openai client with vLLM's patience (a minute per request)."""
-    return lambda base: openai_client(base, timeout=60)
+    return lambda base: openai_client(base, timeout=300)
 
 
 def test_chat_stream_matches_plain_and_counts_usage(vllm_server, client):
@@ -180,7 +180,7 @@ def test_disconnect_aborts_the_vllm_request(vllm_server, wait_until):
         "stream": True,
         "ignore_eos": True,
     }
-    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=60) as resp:
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=300) as resp:
         next(resp.iter_lines())
     wait_until(
         lambda: (
@@ -195,6 +195,6 @@ def test_prompt_over_context_is_400(vllm_server):
     resp = httpx.post(
         f"{vllm_server[0]}/v1/chat/completions",
         json={"messages": [{"role": "user", "content": "word " * 1500}]},
-        timeout=60,
+        timeout=300,
     )
     assert resp.status_code == 400 and "context" in resp.json()["error"]["message"]

@@ -124,7 +124,7 @@ def test_sse_events_are_separated_by_blank_lines_without_cr(chat_agent_server):
     import httpx
 
     body = {"messages": [{"role": "user", "content": "a b c"}], "stream": True}
-    with httpx.stream("POST", f"{chat_agent_server}/v1/chat/completions", json=body, timeout=30) as resp:
+    with httpx.stream("POST", f"{chat_agent_server}/v1/chat/completions", json=body, timeout=120) as resp:
         raw = b"".join(resp.iter_bytes())
     assert b"\r" not in raw and raw.endswith(b"data: [DONE]\n\n")
     assert all(event.startswith(b"data: ") for event in raw.split(b"\n\n") if event)

@@ -50,6 +50,6 @@ def test_streamed_with_usage(echo_server, openai_client, sse_lines):
     ],
 )
 def test_what_is_not_supported_is_named(echo_server, extra, param):
-    resp = httpx.post(f"{echo_server}/v1/completions", json={"prompt": "x", **extra}, timeout=30)
+    resp = httpx.post(f"{echo_server}/v1/completions", json={"prompt": "x", **extra}, timeout=120)
     assert resp.status_code in (400, 404), resp.text
     assert resp.json()["error"]["param"] == param

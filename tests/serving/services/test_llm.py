@@ -57,7 +57,7 @@ def tiny(serve, tiny_llama):
 
 @pytest.fixture(scope="module")
 def smol(serve, smollm2_checkpoint):
-    with serve(smollm2_checkpoint, served_model_name="m", startup_timeout=300) as (base, _):
+    with serve(smollm2_checkpoint, served_model_name="m", startup_timeout=600) as (base, _):
         yield base
 
 

@@ -9,7 +9,7 @@ def test_model_config_max_new_tokens_is_the_default(tmp_path, tiny_llama, serve,
 
     save_model(tiny_llama, str(tmp_path / "llm"), model_config={"max_new_tokens": 4, "temperature": 0.0})
     messages = [{"role": "user", "content": "hello"}]
-    with serve(str(tmp_path / "llm"), engine_process=False, startup_timeout=120) as (base, _):
+    with serve(str(tmp_path / "llm"), engine_process=False, startup_timeout=600) as (base, _):
         client = openai_client(base)
         first = client.chat.completions.create(model="llm", messages=messages)
         assert first.usage.completion_tokens <= 4

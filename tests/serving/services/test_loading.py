@@ -184,3 +184,22 @@ def test_vllm_takes_only_the_device_it_runs_on():
     assert "runs on cpu" in (vllm_device_refusal("cuda", False) or "")
     assert "CUDA_VISIBLE_DEVICES" in (vllm_device_refusal("cuda:1", True) or "")
     assert "runs on cuda" in (vllm_device_refusal("cpu", True) or "")
+
+
+@pytest.mark.parametrize("engine", ["onnx", "transformers"])
+def test_a_missing_engine_extra_is_named(engine, tmp_path, monkeypatch):
+    """Without numpy (the onnx extra's first import) or torch, serving names the extra to install, not the module
+    that happened to fail first."""
+    import importlib.util
+
+    from servelm.serving.metrics import ServerMetrics
+    from servelm.serving.options import EngineOptions
+    from servelm.serving.services import loading
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in ("numpy", "torch") else real(name, *a)
+    )
+    build = loading.onnx_service if engine == "onnx" else loading.transformers_service
+    with pytest.raises(ModelFormatError, match=rf"the {engine} engine needs .*pip install 'servelm\[{engine}\]'"):
+        build(str(tmp_path), EngineOptions(), ServerMetrics("m"))
