@@ -143,7 +143,7 @@ class ChatParams(ProtocolModel):
     top_k: Optional[int] = Field(default=None, ge=-1)
     frequency_penalty: Optional[float] = Field(default=None, ge=-2.0, le=2.0)
     presence_penalty: Optional[float] = Field(default=None, ge=-2.0, le=2.0)
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(default=None, ge=-(2**63), lt=2**64)  # what a 64-bit generator can be seeded with
     tools: Optional[list[ToolDefinition]] = None
     tool_choice: Optional[Union[str, dict[str, Any]]] = None
     parallel_tool_calls: Optional[bool] = None

@@ -56,6 +56,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = None
+        state.drain.install(server.graceful_timeout)  # stops that finish the open streams (SIGTERM, Ctrl+C)
         if state.service is not None or state.load_error is not None:
             pass  # loaded before startup (a Ray replica loads its model while it starts: servelm.serving.ray)
         elif isinstance(model_or_path, (str, bytes)) or hasattr(model_or_path, "__fspath__"):

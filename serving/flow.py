@@ -8,6 +8,7 @@ a bad parameter, an engine refusing the request) is an HTTP error status, not an
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from .errors import APIError, as_api_error
 from .http import SlotEventSourceResponse, check_api_key, guard_request, parse_body, read_json
 from .services.base import ModelService
+from .shutdown import OpenStream
 from .state import ServerState
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -81,14 +83,33 @@ async def _rest(
     if first is None:
         return
     last = time.perf_counter()
+    stream = OpenStream(asyncio.current_task())
+    state.drain.streams.add(stream)
     try:
         yield first
         with anyio.fail_after(max(timeout, 0.001)):
-            async for event in events:
+            while not state.drain.cutting:
+                stream.waiting = True
+                try:
+                    event = await events.__anext__()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    stream.waiting = False
                 now = time.perf_counter()
                 state.metrics.itl.observe(now - last)
                 last = now
                 yield event
+        for event in on_error(_cut_error(state)):
+            yield event
+    except asyncio.CancelledError:
+        if not stream.cut:
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        for event in on_error(_cut_error(state)):
+            yield event
     except TimeoutError:
         for event in on_error(
             APIError(504, f"the model did not finish within {state.server.timeout:g} s", code="timeout")
@@ -98,4 +119,15 @@ async def _rest(
         for event in on_error(as_api_error(exc, "model")):
             yield event
     finally:
+        state.drain.streams.discard(stream)
         await events.aclose()  # type: ignore[attr-defined]
+
+
+def _cut_error(state: ServerState) -> APIError:
+    """The error a stream still open at the end of a graceful stop ends with."""
+    return APIError(
+        503,
+        f"the server is stopping: this answer was cut at the end of its graceful timeout "
+        f"({state.server.graceful_timeout:g} s); retry on another instance",
+        code="server_shutting_down",
+    )

@@ -56,6 +56,12 @@ class EngineOptions(BaseModel):
         None, description="Force an engine: pyfunc, transformers, onnx, vllm (default: from the model)."
     )
     max_num_seqs: int = Field(64, ge=1, description="LLM engines: sequences decoded together in one batch.")
+    max_request_sequences: int = Field(
+        256,
+        ge=1,
+        description="LLM engines: sequences one request may start (prompts x n on /v1/completions, "
+        "chat bodies x n on /invocations); past it a 400 before any work.",
+    )
     device: Optional[str] = Field(
         None,
         description="LLM engines: cpu or cuda[:N] (default: cuda when available); "

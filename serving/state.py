@@ -19,6 +19,7 @@ from .options import EngineOptions, ServerOptions
 from .responses_store import ResponseStore
 from .services.base import ModelService
 from .services.loading import build_service
+from .shutdown import Drain
 
 log = logging.getLogger("servelm.serving")
 
@@ -50,6 +51,7 @@ class ServerState:
         self.load_error: Optional[str] = None
         self.created = now_seconds()
         self.responses = ResponseStore()
+        self.drain = Drain()  # the open streams, and whether the server is stopping
 
     @property
     def status(self) -> str:

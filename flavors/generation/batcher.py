@@ -22,7 +22,7 @@ class Sequence:
 
     ``seq_id`` is unique within its batcher; ``generated`` holds the sampled token ids (EOS excluded);
     ``text`` the text emitted so far (stop strings already cut); ``finish_reason`` is set once it ends
-    ("stop", "length", "abort" or "error").
+    ("stop", "length", "abort" or "error"; then ``error`` says what failed, for this sequence alone).
     """
 
     prompt_ids: list[int]

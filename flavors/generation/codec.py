@@ -7,6 +7,7 @@ folder's tokenizer.json and chat template directly (``flavors/onnx/model.py``).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Protocol
 
 from .detokenizer import rust_tokenizer
@@ -28,6 +29,18 @@ class ChatCodec(Protocol):
 
     def token_bytes(self, token: int) -> bytes:
         """The bytes a token stands for (a piece of UTF-8 that may be incomplete)."""
+        ...
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids a prompt may hold run from 0 to ``vocab_size - 1``: the tokenizer's, added tokens included
+        (as vLLM checks token prompts)."""
+        ...
+
+    @property
+    def longest_token_chars(self) -> int:
+        """The most characters of text one token can stand for (the longest vocabulary entry): a text of more
+        than ``context * longest_token_chars`` characters cannot fit the context, whatever its tokens."""
         ...
 
 
@@ -64,6 +77,14 @@ class HFCodec:
 
     def encode_text(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    @functools.cached_property
+    def longest_token_chars(self) -> int:
+        return max(map(len, self.tokenizer.get_vocab()), default=1)
 
 
 def prompt_ids(tokenizer: Any, text: str) -> list[int]:

@@ -15,7 +15,7 @@ _unseeded = np.random.default_rng()
 
 def numpy_generator(seed: int) -> np.random.Generator:
     """A seeded generator for one sequence."""
-    return np.random.default_rng(seed)
+    return np.random.default_rng(seed % 2**64)  # a negative seed (OpenAI allows int64) as its 64-bit pattern
 
 
 def sample_numpy(logits: Any, rows: list[RowSampling]) -> list[TokenChoice]:

@@ -41,6 +41,11 @@ class SamplingParams:
         return bool(self.presence_penalty or self.frequency_penalty or self.logit_bias or self.guided)
 
 
+#: temperatures below this sample greedily, as in vLLM (dividing logits by less overflows them)
+GREEDY_BELOW = 1e-5
+#: a top_k at least this large keeps every token of any vocabulary: it is off
+ALL_TOKENS = 2**31
+
 #: The output cap when neither the request nor the model sets one. OpenAI's habit (a fixed cap on output
 #: tokens per model), not vLLM's (all that is left of the context): a client that forgets max_tokens
 #: gets a bounded answer, not thousands of tokens of a looping small model.
@@ -70,11 +75,12 @@ def sampling_params(
     room = max(1, context_length - prompt_length)
     limit = request.token_limit() or default_max_tokens(defaults)
     temperature = request.temperature if request.temperature is not None else defaults.get("temperature", 1.0)
+    top_k = int(request.top_k if request.top_k is not None else defaults.get("top_k", 0))
     return SamplingParams(
         max_tokens=min(int(limit), room),
-        temperature=float(temperature),
+        temperature=float(temperature) if temperature >= GREEDY_BELOW else 0.0,
         top_p=float(request.top_p if request.top_p is not None else defaults.get("top_p", 1.0)),
-        top_k=int(request.top_k if request.top_k is not None else defaults.get("top_k", 0)),
+        top_k=top_k if top_k < ALL_TOKENS else 0,
         seed=request.seed,
         stop=list(request.stop or defaults.get("stop") or []),
         ignore_eos=bool(

@@ -89,6 +89,11 @@ class Scheduler:
             raise ValueError("the prompt is empty")
         if len(prompt_ids) >= self.context_length:
             raise ValueError(f"the prompt has {len(prompt_ids)} tokens; this model's context is {self.context_length}")
+        if min(prompt_ids) < 0 or max(prompt_ids) >= self.runner.vocab_size:
+            bad = next(t for t in prompt_ids if not 0 <= t < self.runner.vocab_size)
+            raise ValueError(
+                f"the prompt holds token id {bad}; this model's token ids run from 0 to {self.runner.vocab_size - 1}"
+            )
         seq = ScheduledSequence(list(prompt_ids), params, next(self._ids))
         seq.detokenizer = IncrementalDetokenizer(self.tokenizer)
         seq.stopper = StopChecker(params.stop)
@@ -133,11 +138,7 @@ class Scheduler:
             self.runner.ensure(len(self.rows), self._room_for(longest + 32))
         outputs: list[StepOutput] = []
         if running or planned:
-            chunks = [
-                Chunk(seq.row, seq.prompt_ids[seq.computed : seq.computed + take], seq.computed)
-                for seq, take in planned
-            ]
-            logits = self.runner.forward([s.pending for s in running], [s.computed for s in running], chunks)
+            logits, planned, outputs = self._forward(running, planned)
             for seq in running:
                 seq.computed += 1
             for seq, take in planned:
@@ -146,11 +147,17 @@ class Scheduler:
             completed = [i for i, (seq, _) in enumerate(planned) if seq.computed == len(seq.prompt_ids)]
             sampled = running + [planned[i][0] for i in completed]
             wanted = list(range(len(running))) + [len(running) + i for i in completed]
-            choices = self._sample(logits if len(wanted) == len(logits) else logits[wanted], sampled)
-            outputs = [self._accept(seq, choice) for seq, choice in zip(running, choices)]
-            for seq, choice in zip(sampled[len(running) :], choices[len(running) :]):
-                self.prefilling.remove(seq)
-                self._join_decoding(seq)
+            if sampled:
+                choices = self._sample(logits if len(wanted) == len(logits) else logits[wanted], sampled)
+            else:
+                choices = []
+            for i, (seq, choice) in enumerate(zip(sampled, choices)):
+                if isinstance(choice, Exception):  # its sampling failed alone: it ends, the others go on
+                    outputs.append(self._fail(seq, choice))
+                    continue
+                if i >= len(running):  # its prompt is complete: it joins the decoding rows
+                    self.prefilling.remove(seq)
+                    self._join_decoding(seq)
                 outputs.append(self._accept(seq, choice))
         self.last_batch_size = len(outputs)
         if not any(s is not None for s in self.rows):
@@ -237,8 +244,49 @@ class Scheduler:
             budget -= take
         return planned
 
-    def _sample(self, logits: Any, seqs: list[ScheduledSequence]) -> list[TokenChoice]:
-        """The runner's sampler over ``seqs``' rows of ``logits``, with grammar masks for constrained rows."""
+    def _forward(
+        self, running: list[ScheduledSequence], planned: list[tuple[ScheduledSequence, int]]
+    ) -> tuple[Any, list[tuple[ScheduledSequence, int]], list[StepOutput]]:
+        """One forward pass over the decoding rows and the planned prompt chunks: (logits, the chunks it
+        carried, the outputs of sequences that failed). Where the pass raises, each new prompt chunk is run
+        alone to find the ones that fail; those sequences end with their own error and the pass runs again
+        without them, so one bad prompt never fails the rows beside it. (A pass writes each token's keys and
+        values at its own position, so running a chunk again rewrites the same cache entries.) A pass of
+        decoding rows alone that raises is the engine's failure, raised to its caller."""
+
+        def chunk(seq: ScheduledSequence, take: int) -> Chunk:
+            return Chunk(seq.row, seq.prompt_ids[seq.computed : seq.computed + take], seq.computed)
+
+        tokens, positions = [s.pending for s in running], [s.computed for s in running]
+        try:
+            return self.runner.forward(tokens, positions, [chunk(s, t) for s, t in planned]), planned, []
+        except Exception:
+            if not planned:
+                raise
+            failed: list[tuple[ScheduledSequence, Exception]] = []
+            for seq, take in planned:
+                try:
+                    self.runner.forward([], [], [chunk(seq, take)])
+                except Exception as exc:
+                    failed.append((seq, exc))
+            if not failed:
+                raise
+        gone = {id(seq) for seq, _ in failed}
+        kept = [(seq, take) for seq, take in planned if id(seq) not in gone]
+        outputs = [self._fail(seq, exc) for seq, exc in failed]
+        if not running and not kept:
+            return None, [], outputs
+        return self.runner.forward(tokens, positions, [chunk(s, t) for s, t in kept]), kept, outputs
+
+    def _fail(self, seq: ScheduledSequence, exc: Exception) -> StepOutput:
+        """End ``seq`` alone with the error its own step raised (the engine reports it to its request only)."""
+        seq.error = f"{type(exc).__name__}: {exc}"
+        return self._finish(seq, "error", "")
+
+    def _sample(self, logits: Any, seqs: list[ScheduledSequence]) -> list[Any]:
+        """The runner's sampler over ``seqs``' rows of ``logits``, with grammar masks for constrained rows: a
+        TokenChoice per sequence, or the exception its row alone raised (where sampling the batch raises, each
+        row is sampled by itself)."""
         rows = [
             RowSampling(
                 s.params, s.generator, s.generated if s.params.presence_penalty or s.params.frequency_penalty else None
@@ -251,7 +299,16 @@ class Scheduler:
             masks = self.grammars().allowed([seqs[i].matcher for i in constrained], near_limit)  # [constrained, vocab]
             for i, mask in zip(constrained, masks):
                 rows[i].allowed = mask
-        return self.runner.sample(logits, rows)
+        try:
+            return list(self.runner.sample(logits, rows))
+        except Exception:
+            choices: list[Any] = []
+            for i, row in enumerate(rows):
+                try:
+                    choices += self.runner.sample(logits[i : i + 1], [row])
+                except Exception as exc:
+                    choices.append(exc)
+            return choices
 
     # ------------------------------------------------------------------ tokens -> text
     def _accept(self, seq: ScheduledSequence, choice: TokenChoice) -> StepOutput:

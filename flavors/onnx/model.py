@@ -71,6 +71,16 @@ class OnnxPrompts:
         """Token ids of a plain prompt, with the special tokens the tokenizer adds."""
         return list(self.tokenizer.encode(text).ids)
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids a prompt may hold run from 0 to ``vocab_size - 1`` (a ``ChatCodec``)."""
+        return int(self.tokenizer.get_vocab_size(with_added_tokens=True))
+
+    @functools.cached_property
+    def longest_token_chars(self) -> int:
+        """The most characters of text one token can stand for (a ``ChatCodec``)."""
+        return max(map(len, self.tokenizer.get_vocab(with_added_tokens=True)), default=1)
+
     def chat_prompt_ids(self, request: ChatCompletionRequest) -> list[int]:
         """Token ids of a chat request rendered with the folder's chat template (tools passed through)."""
         return self.encode_messages(*template_inputs(request))

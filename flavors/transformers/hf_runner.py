@@ -74,7 +74,7 @@ class HFRunner:
         raise NotImplementedError("HFRunner keeps no prefix blocks")
 
     def generator(self, seed: int) -> Any:
-        return self.torch.Generator(device=self.device).manual_seed(seed)
+        return self.torch.Generator(device=self.device).manual_seed(seed % 2**64)
 
     def sample(self, logits: Any, rows: list[RowSampling]) -> list[TokenChoice]:
         return sample_next(logits, rows)

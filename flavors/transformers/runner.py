@@ -329,7 +329,7 @@ class TorchRunner(RowCache):
 
     # ------------------------------------------------------------------ sampling
     def generator(self, seed: int) -> Any:
-        return self.torch.Generator(device=self.w.device).manual_seed(seed)
+        return self.torch.Generator(device=self.w.device).manual_seed(seed % 2**64)
 
     def sample(self, logits: Any, rows: list[RowSampling]) -> list[TokenChoice]:
         return sample_next(logits, rows)

@@ -62,18 +62,17 @@ class BatcherDriver:
             rid = self._rids.get(out.seq.seq_id)
             if rid is None:
                 continue
-            items.append(
-                (
-                    rid,
-                    Delta(
-                        out.text,
-                        out.finished,
-                        out.seq.finish_reason,
-                        len(out.seq.generated),
-                        logprobs=[out.choice] if out.choice is not None else None,
-                    ),
+            if out.finished and out.seq.error:  # this sequence failed in the step, alone: its request ends with it
+                delta = Delta(out.text, True, None, len(out.seq.generated), error=out.seq.error)
+            else:
+                delta = Delta(
+                    out.text,
+                    out.finished,
+                    out.seq.finish_reason,
+                    len(out.seq.generated),
+                    logprobs=[out.choice] if out.choice is not None else None,
                 )
-            )
+            items.append((rid, delta))
             if out.finished:
                 del self._rids[out.seq.seq_id]
                 self._seqs.pop(rid, None)

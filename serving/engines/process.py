@@ -6,7 +6,9 @@ many the machine has. Here the child owns the batcher (built there from a pickla
 loaded in the child, never in the server process) and the server process keeps the event loop.
 
 Two one-way pipes: requests go down as ("add", id, prompt ids, SamplingParams) / ("abort", id) /
-("stop",); each step comes back as ("step", batch size, [(id, text, finished, finish_reason, tokens,
+("stop",), written by a thread of their own from an unbounded queue, so the event loop never blocks on a full
+pipe (the child may be blocked writing its steps, which only the event loop reads: writing on the loop could
+deadlock the two processes); each step comes back as ("step", batch size, [(id, text, finished, finish_reason, tokens,
 error, logprobs)], whether the batcher still holds sequences), read on the event loop itself whenever the pipe is
 readable (no reader thread: a thread would have to win the GIL from a busy loop before every hand-off). The child
 exits when the server process goes away (its request pipe reaches EOF). If the child dies, every open request
@@ -19,6 +21,8 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+import queue
+import signal
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -53,7 +57,8 @@ class ProcessEngine:
         self._process: Any = None
         self._to_child: Optional[Connection] = None
         self._from_child: Optional[Connection] = None
-        self._send_lock = threading.Lock()
+        self._outbox: queue.SimpleQueue[Optional[tuple[Any, ...]]] = queue.SimpleQueue()  # to the writer thread
+        self._writer: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._dead: Optional[str] = None
         self._stopping = False
@@ -97,16 +102,18 @@ class ProcessEngine:
         if kind != "ready":
             self._process.join(timeout=10)
             raise RuntimeError(detail)
+        self._writer = threading.Thread(target=self._write, args=(requests_out,), name="servelm-engine-writer")
+        self._writer.daemon = True
+        self._writer.start()
         log.info("engine process %d ready", self._process.pid)
 
     async def stop(self) -> None:
         self._stopping = True
         if self._process is None:
             return
-        try:
-            self._send(("stop",))
-        except OSError:
-            pass
+        if self._writer is not None:
+            self._outbox.put(("stop",))
+            self._outbox.put(None)  # the writer ends after sending it
         await asyncio.to_thread(self._join)
         self._read()  # the child's last steps, then its EOF: fails what is still open
 
@@ -130,24 +137,27 @@ class ProcessEngine:
         if self._dead is not None:
             raise APIError(503, self._dead, code="engine_unavailable")
         request = self.requests.new(prompt_ids, params)
-        try:
-            self._send(("add", request.rid, prompt_ids, params))
-        except OSError as exc:
-            self.requests.deliver([(request.rid, Delta("", True, None, error=f"the engine process is gone: {exc}"))])
+        self._send(("add", request.rid, prompt_ids, params))
         return request
 
     def abort(self, stream: Any) -> None:
         """Free the request's row at the child's next step (nothing if it already finished)."""
         if self.requests.close(stream) and self._dead is None:
-            try:
-                self._send(("abort", stream.rid))
-            except OSError:
-                pass
+            self._send(("abort", stream.rid))
 
     def _send(self, message: tuple[Any, ...]) -> None:
+        """Queue a message for the child; returns at once (the writer thread sends it)."""
         assert self._to_child is not None, "the engine is not started"
-        with self._send_lock:
-            self._to_child.send(message)
+        self._outbox.put(message)
+
+    def _write(self, connection: Connection) -> None:
+        """The writer thread: send queued messages to the child until told to stop (None) or the child is
+        gone (its reader, on the event loop, then sees EOF and fails what is still open)."""
+        while (message := self._outbox.get()) is not None:
+            try:
+                connection.send(message)
+            except OSError:
+                return
 
     # ------------------------------------------------------------------ the child's steps, on the event loop
     def _read(self) -> None:
@@ -188,6 +198,8 @@ def engine_main(
     make_batcher: Callable[[], Any], requests: Connection, outputs: Connection, log_level: str = "info"
 ) -> None:
     """The child process: build the batcher, then take requests and step until told to stop (or orphaned)."""
+    # Ctrl+C reaches the whole process group: the server stops this process when it has drained its streams
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(log_level)
     try:
         driver = BatcherDriver(make_batcher)

@@ -10,10 +10,11 @@ routes refuse it before any response bytes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeVar, Union
 
 from pydantic import ValidationError
 
@@ -53,6 +54,8 @@ from .llm_outputs import completion_logprobs, token_logprobs, tool_call_deltas
 from .llm_requests import guided_decoding, logit_bias, refuse_unsupported, tool_plan
 from .llm_streams import Piece, collect, pieces
 
+_Prepared = TypeVar("_Prepared")
+
 
 @dataclass
 class Generation:
@@ -79,8 +82,14 @@ class LLMService(ModelService):
         defaults: Optional[dict[str, Any]] = None,
         metrics: Optional[ServerMetrics] = None,
         tool_parser: Optional[str] = None,
+        max_request_sequences: int = 256,
     ):
         self.engine = engine
+        self.max_request_sequences = max_request_sequences
+        # Templating and tokenizing run on one thread of their own: off the event loop (a long prompt takes
+        # milliseconds to seconds), and one at a time (a fast tokenizer shared between threads can refuse a call
+        # while another changes its settings).
+        self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="servelm-tokenize")
         self.codec = codec
         self.kind = kind
         self.defaults = defaults or {}
@@ -96,13 +105,19 @@ class LLMService(ModelService):
 
     async def stop(self) -> None:
         await self.engine.stop()
+        self._tokenizer_thread.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ requests -> generations
+    async def tokenized(self, prepare: Callable[[Any], _Prepared], request: Any) -> _Prepared:
+        """``prepare(request)`` (``prepare_chat`` or ``prepare_text``) on the tokenizer thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizer_thread, prepare, request)
+
     def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
         """The chat request's prompt ids and sampling parameters; a 400 naming the field when it cannot run."""
         refuse_unsupported(request)
         plan = tool_plan(request)
         messages, _ = template_inputs(request)
+        self.refuse_text_past_the_context(text_chars(messages), "messages")
         messages, template_tools = prompt_messages(messages, plan.offered, self.tool_format, self.template_tools)
         try:
             ids = self.codec.encode_messages(messages, template_tools)
@@ -118,6 +133,7 @@ class LLMService(ModelService):
 
     def prepare_text(self, request: CompletionRequest) -> list[Generation]:
         """One Generation per prompt of a completions request (texts tokenized, token ids taken as they are)."""
+        self.refuse_too_many_sequences(len(request.prompts()) * (request.n or 1), "prompt")
         if request.echo and request.logprobs is not None:
             raise APIError(
                 400,
@@ -130,11 +146,42 @@ class LLMService(ModelService):
             request if request.token_limit() is not None else request.model_copy(update={"max_tokens": 16})
         )  # OpenAI's default
         for prompt in request.prompts():
+            if isinstance(prompt, str):
+                self.refuse_text_past_the_context(len(prompt), "prompt")
             ids = self.codec.encode_text(prompt) if isinstance(prompt, str) else list(prompt)
             if not ids:
                 raise APIError(400, "the prompt is empty", param="prompt")
+            vocab = self.codec.vocab_size
+            bad = next((t for t in ids if not 0 <= t < vocab), None) if not isinstance(prompt, str) else None
+            if bad is not None:
+                message = f"the prompt holds token id {bad}; this model's token ids run from 0 to {vocab - 1}"
+                raise APIError(400, message, param="prompt")
             generations.append(self._generation(ids, limited, "prompt", None, logprobs=request.logprobs))
         return generations
+
+    def refuse_text_past_the_context(self, chars: int, field: str) -> None:
+        """A 400 naming ``field`` for a text too long to fit the context whatever its tokens, before the tokenizer
+        spends seconds on it (the bound is generous: twice what the longest tokens could hold)."""
+        context = self.engine.context_length
+        if chars > 2 * context * self.codec.longest_token_chars:
+            raise APIError(
+                400,
+                f"This model's maximum context length is {context} tokens; the {field} hold {chars} characters, "
+                "far more than that many tokens can. Please shorten them.",
+                param=field,
+                code="context_length_exceeded",
+            )
+
+    def refuse_too_many_sequences(self, count: int, field: str) -> None:
+        """A 400 naming ``field`` when one request would start more than ``max_request_sequences`` sequences:
+        refused before any is tokenized or queued, so one request cannot flood the engine."""
+        if count > self.max_request_sequences:
+            raise APIError(
+                400,
+                f"this request would start {count} sequences; this server takes at most "
+                f"{self.max_request_sequences} per request (--max-request-sequences)",
+                param=field,
+            )
 
     def _generation(
         self, ids: list[int], request: ChatParams, prompt_field: str, guided: Any, logprobs: Optional[int] = None
@@ -241,7 +288,7 @@ class LLMService(ModelService):
 
     # ------------------------------------------------------------------ chat completions
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletionResponse:
-        generation = self.prepare_chat(request)
+        generation = await self.tokenized(self.prepare_chat, request)
         results = await self._collect(generation)
         completion = sum(final.completion_tokens for _, final, _ in results)
         prompt = len(generation.prompt_ids)
@@ -271,7 +318,7 @@ class LLMService(ModelService):
         )
 
     async def chat_stream(self, request: ChatCompletionRequest, model: str) -> AsyncIterator[ChatCompletionChunk]:
-        async for index, delta, finish, logprobs in self._chat_deltas(self.prepare_chat(request)):
+        async for index, delta, finish, logprobs in self._chat_deltas(await self.tokenized(self.prepare_chat, request)):
             if index < 0:
                 usage = TokenUsageStats(
                     prompt_tokens=delta["prompt_tokens"],
@@ -296,7 +343,7 @@ class LLMService(ModelService):
     async def chat_events(self, request: ChatCompletionRequest, model: str, include_usage: bool) -> AsyncIterator[str]:
         """The chat stream as OpenAI sends it, written straight to JSON (see ``framing.ChatChunkFramer``)."""
         framer = ChatChunkFramer(model)
-        async for index, delta, finish, logprobs in self._chat_deltas(self.prepare_chat(request)):
+        async for index, delta, finish, logprobs in self._chat_deltas(await self.tokenized(self.prepare_chat, request)):
             if index < 0:
                 if include_usage:
                     yield framer.usage(delta["prompt_tokens"], delta["completion_tokens"])
@@ -305,7 +352,7 @@ class LLMService(ModelService):
 
     # ------------------------------------------------------------------ text completions
     async def completion(self, request: CompletionRequest, model: str) -> dict[str, Any]:
-        generations = self.prepare_text(request)
+        generations = await self.tokenized(self.prepare_text, request)
         prompts = request.prompts()
         results = await asyncio.gather(*(self._collect(g) for g in generations))
         choices: list[dict[str, Any]] = []
@@ -339,7 +386,7 @@ class LLMService(ModelService):
     async def completion_events(
         self, request: CompletionRequest, model: str, include_usage: bool
     ) -> AsyncIterator[str]:
-        generations = self.prepare_text(request)
+        generations = await self.tokenized(self.prepare_text, request)
         if len(generations) != 1:
             raise APIError(400, "a streamed completion takes one prompt", param="prompt")
         framer = CompletionChunkFramer(model)
@@ -368,6 +415,8 @@ class LLMService(ModelService):
     # ------------------------------------------------------------------ /invocations
     async def invoke(self, data: Any, params: Optional[dict[str, Any]]) -> Any:
         bodies = data if isinstance(data, list) else [data]
+        sequences = sum((b.get("n") or 1) if isinstance(b, dict) and isinstance(b.get("n"), int) else 1 for b in bodies)
+        self.refuse_too_many_sequences(sequences, "inputs")
         try:
             chats = [ChatCompletionRequest.model_validate({**b, **(params or {})}) for b in bodies]
         except ValidationError as exc:
@@ -385,6 +434,17 @@ class LLMService(ModelService):
             raise validation_error(exc) from None
         async for chunk in self.chat_stream(chat, chat.model or "model"):
             yield chunk.model_dump(exclude_none=True)
+
+
+def text_chars(value: Any) -> int:
+    """Characters of text in a message list (strings at any depth: contents, parts, tool arguments)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(text_chars(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(text_chars(v) for v in value)
+    return 0
 
 
 def _echo_text(prompt: Union[str, list[int]]) -> str:

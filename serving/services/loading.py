@@ -78,6 +78,7 @@ def in_memory_pyfunc(python_model: PythonModel) -> PyFuncModel:
 #: engine options that only some engines read, and those engines
 ENGINE_ONLY_OPTIONS: dict[str, tuple[str, ...]] = {
     "max_num_seqs": ("transformers", "onnx", "vllm"),
+    "max_request_sequences": ("transformers", "onnx", "vllm"),
     "tool_call_parser": ("transformers", "onnx", "vllm"),
     "device": ("transformers", "onnx", "vllm"),  # for vLLM only the device it runs on (vllm_device_refusal)
     "threads": ("transformers", "onnx"),
@@ -215,7 +216,13 @@ def transformers_service(path: str, options: EngineOptions, metrics: ServerMetri
     engine_class = ProcessEngine if options.engine_process else ThreadEngine
     engine = engine_class(make_batcher, context_length(checkpoint), on_step=metrics.batch_size.observe)
     return LLMService(
-        engine, HFCodec(tokenizer), "llm/v1/chat (transformers engine)", defaults, metrics, options.tool_call_parser
+        engine,
+        HFCodec(tokenizer),
+        "llm/v1/chat (transformers engine)",
+        defaults,
+        metrics,
+        options.tool_call_parser,
+        options.max_request_sequences,
     )
 
 
@@ -286,7 +293,13 @@ def onnx_service(path: str, options: EngineOptions, metrics: ServerMetrics) -> M
     engine_class = ProcessEngine if options.engine_process else ThreadEngine
     engine = engine_class(make_batcher, prompts.context_length, on_step=metrics.batch_size.observe)
     return LLMService(
-        engine, prompts, f"llm/v1/chat (onnx engine on {provider})", defaults, metrics, options.tool_call_parser
+        engine,
+        prompts,
+        f"llm/v1/chat (onnx engine on {provider})",
+        defaults,
+        metrics,
+        options.tool_call_parser,
+        options.max_request_sequences,
     )
 
 
@@ -324,5 +337,11 @@ def vllm_service(path: str, server: ServerOptions, options: EngineOptions, metri
         checkpoint.weights, checkpoint.tokenizer_dir, server.served_model_name or default_model_name(path), options
     )
     return LLMService(
-        engine, HFCodec(tokenizer), "llm/v1/chat (vLLM engine)", defaults, metrics, options.tool_call_parser
+        engine,
+        HFCodec(tokenizer),
+        "llm/v1/chat (vLLM engine)",
+        defaults,
+        metrics,
+        options.tool_call_parser,
+        options.max_request_sequences,
     )

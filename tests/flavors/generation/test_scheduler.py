@@ -124,3 +124,58 @@ def test_a_prefix_ending_inside_a_block_reuses_the_block_that_follows_it(lm, tin
     run(batcher)
     for seq, prompt_ids in zip(seqs, prompts):
         assert seq.generated == reference(lm, prompt_ids, 6)
+
+
+def test_a_prompt_that_fails_its_forward_fails_alone(lm, tiny_llama):
+    """A prompt whose chunk makes the forward pass raise (a token id past the vocabulary, slipped past the
+    checks) ends alone with its error; the rows decoding beside it and a prompt prefilled with it go on, with
+    the tokens they would have had without it."""
+    from transformers import AutoTokenizer
+
+    batcher = ContinuousBatcher(lm, AutoTokenizer.from_pretrained(tiny_llama), max_num_seqs=8)
+    prompts = [list(range(5, 20)), list(range(30, 41))]
+    first = batcher.add(prompts[0], greedy(8))
+    batcher.step()  # the first prompt is prefilled: it decodes from the next step on
+    bad = batcher.add(list(range(50, 60)), greedy(8))
+    bad.prompt_ids[3] = 10**6  # past the embedding table
+    second = batcher.add(prompts[1], greedy(8))
+    outputs = batcher.step()  # one step: the first row decodes, both prompts are prefilled, one fails
+    failed = [out for out in outputs if out.seq is bad]
+    assert failed and failed[0].finished and bad.finish_reason == "error" and "IndexError" in bad.error
+    run(batcher)
+    for seq, prompt_ids in ((first, prompts[0]), (second, prompts[1])):
+        assert seq.finish_reason == "length" and seq.error is None
+        assert seq.generated == reference(lm, prompt_ids, 8)
+
+
+def test_a_row_whose_sampling_fails_fails_alone(lm, tiny_llama):
+    """Sampling that raises for one row (a failure injected into the runner's sampler) ends that sequence with
+    its error at that step; the other rows of the batch get their tokens."""
+    from transformers import AutoTokenizer
+
+    batcher = ContinuousBatcher(lm, AutoTokenizer.from_pretrained(tiny_llama), max_num_seqs=8)
+    sample = batcher.runner.sample
+    poisoned = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True, top_p=0.5)
+
+    def failing_for_the_poisoned_row(logits, rows):
+        if any(row.params is poisoned for row in rows):
+            raise RuntimeError("injected sampling failure")
+        return sample(logits, rows)
+
+    batcher.runner.sample = failing_for_the_poisoned_row
+    prompts = [list(range(5, 20)), list(range(30, 41)), list(range(60, 75))]
+    seqs = [batcher.add(prompts[0], greedy(8)), batcher.add(prompts[1], poisoned), batcher.add(prompts[2], greedy(8))]
+    run(batcher)
+    assert seqs[1].finish_reason == "error" and "injected sampling failure" in seqs[1].error
+    assert seqs[1].generated == []
+    for seq, prompt_ids in ((seqs[0], prompts[0]), (seqs[2], prompts[2])):
+        assert seq.finish_reason == "length" and seq.generated == reference(lm, prompt_ids, 8)
+
+
+def test_token_ids_outside_the_vocabulary_are_refused_at_add(lm, tiny_llama):
+    from transformers import AutoTokenizer
+
+    batcher = ContinuousBatcher(lm, AutoTokenizer.from_pretrained(tiny_llama), max_num_seqs=8)
+    for bad in (-5, batcher.runner.vocab_size):
+        with pytest.raises(ValueError, match=f"token id {bad}"):
+            batcher.add([1, 2, bad], greedy(4))

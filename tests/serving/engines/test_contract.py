@@ -492,3 +492,41 @@ def test_responses_function_calls_and_structured_text(client, llm):
         text={"format": {"type": "json_schema", "name": "place", "schema": PLACE, "strict": True}},
     )
     assert set(json.loads(structured.output_text)) == {"city", "population"}
+
+
+def test_sampling_extremes_are_run_or_refused_by_name(llm, client):
+    """What vLLM does with sampling values at the edges: a temperature below 1e-5 samples greedily, a top_k
+    past any vocabulary keeps every token; a seed no 64-bit generator takes and token ids outside the
+    vocabulary are 400s naming the field. None of them reaches (or breaks) the engine's step."""
+    greedy = client.chat.completions.create(model="tiny", messages=ASK, max_tokens=6, temperature=0)
+    for extreme in ({"temperature": 1e-45}, {"temperature": 1e-45, "seed": 3}, {"temperature": 1e-45, "top_k": 10**19}):
+        reply = client.chat.completions.create(model="tiny", messages=ASK, max_tokens=6, extra_body=extreme)
+        assert reply.choices[0].message.content == greedy.choices[0].message.content, extreme
+    for body, param in (
+        ({"messages": ASK, "seed": 2**64}, "seed"),
+        ({"messages": ASK, "seed": -(2**63) - 1}, "seed"),
+    ):
+        refused = httpx.post(f"{llm.base}/v1/chat/completions", json={"model": "tiny", **body}, timeout=120)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == param, refused.text
+    for prompt in ([1, 2, -5], [1, 2, 10**9]):
+        for stream in (False, True):
+            body = {"model": "tiny", "prompt": prompt, "max_tokens": 2, "stream": stream}
+            refused = httpx.post(f"{llm.base}/v1/completions", json=body, timeout=120)
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == "prompt", refused.text
+    assert client.chat.completions.create(model="tiny", messages=ASK, max_tokens=2, seed=-1).choices
+
+
+def test_one_request_is_bounded_before_any_work(llm):
+    """A request that would start more sequences than --max-request-sequences (256), or whose text could never
+    fit the context, is a 400 naming the field, answered at once (nothing is tokenized or queued)."""
+    body = {"model": "tiny", "prompt": ["hi"] * 100, "n": 3, "max_tokens": 1}
+    refused = httpx.post(f"{llm.base}/v1/completions", json=body, timeout=120)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "prompt", refused.text
+    assert "256" in refused.json()["error"]["message"]
+    chats = [{"messages": ASK, "max_tokens": 1}] * 300
+    refused = httpx.post(f"{llm.base}/invocations", json={"instances": chats}, timeout=120)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "inputs", refused.text
+    huge = {"model": "tiny", "messages": [{"role": "user", "content": "word " * 2_000_000}], "max_tokens": 1}
+    refused = httpx.post(f"{llm.base}/v1/chat/completions", json=huge, timeout=120)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded", refused.text
+    assert httpx.get(f"{llm.base}/health", timeout=120).status_code == 200
