@@ -73,7 +73,7 @@ def serve(model: str, **given: Any) -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     failure = _serve_one(path, server, engine) if server.workers == 1 else _serve_workers(path, server, engine)
     if failure:
-        typer.echo(f"error: model failed to load: {failure}", err=True)
+        typer.echo(f"error: {failure}", err=True)
         raise typer.Exit(1)
 
 

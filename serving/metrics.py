@@ -38,6 +38,9 @@ class ServerMetrics:
         self.waiting = Gauge("servelm_num_requests_waiting", "Requests waiting for a slot", registry=r)
         self.prompt_tokens = Counter("servelm_prompt_tokens", "Prompt tokens processed", registry=r)
         self.generation_tokens = Counter("servelm_generation_tokens", "Tokens generated", registry=r)
+        self.engine_restarts = Counter(
+            "servelm_engine_restarts", "Times the engine process was restarted after it died", registry=r
+        )
         self.batch_size = Histogram(
             "servelm_batch_size",
             "Sequences per engine step or predict batch",

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from servelm.agents.ids import now_seconds
 
 from .admission import Admission
+from .engines.process import ProcessEngine
 from .errors import APIError
 from .metrics import ServerMetrics
 from .options import EngineOptions, ServerOptions
@@ -23,7 +24,8 @@ from .shutdown import Drain
 
 log = logging.getLogger("servelm.serving")
 
-#: called with the reason when the model fails to load (the CLI exits; tests may record it)
+#: called with the reason when the model fails to load, or its engine process died too often to restart it
+#: (the CLI exits non-zero; tests may record it)
 LoadErrorHandler = Callable[[str], None]
 
 
@@ -87,6 +89,10 @@ class ServerState:
         try:
             service = await asyncio.to_thread(build_service, model_or_path, self.server, self.engine, self.metrics)
             await service.start()
+            engine = getattr(service, "engine", None)
+            if isinstance(engine, ProcessEngine):
+                engine.on_restart = self.metrics.engine_restarts.inc
+                engine.on_give_up = on_error
             # Everything loaded so far (torch, transformers, vLLM, the model) lives as long as the server:
             # freeze it out of the cyclic collector, whose full passes over that heap stall the event loop.
             gc.collect()
@@ -97,6 +103,6 @@ class ServerState:
             self.load_error = f"{type(exc).__name__}: {exc}".replace("\n", " ")
             log.error("model failed to load: %s", self.load_error)
             if on_error is not None:
-                on_error(self.load_error)
+                on_error(f"model failed to load: {self.load_error}")
         finally:
             heartbeat.cancel()

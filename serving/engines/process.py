@@ -12,7 +12,9 @@ deadlock the two processes); each step comes back as ("step", batch size, [(id, 
 error, logprobs)], whether the batcher still holds sequences), read on the event loop itself whenever the pipe is
 readable (no reader thread: a thread would have to win the GIL from a busy loop before every hand-off). The child
 exits when the server process goes away (its request pipe reaches EOF). If the child dies, every open request
-ends with an error and ``health_error`` says so.
+ends with an error, ``health_error`` says so, and a new child is started after a backoff (1, 2, 4 s); after
+more than ``MAX_RESTARTS`` deaths within ``RESTART_WINDOW`` it gives up and tells the server (``on_give_up``),
+which exits non-zero for its orchestrator to restart it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import multiprocessing
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Optional
@@ -38,6 +41,9 @@ from .driver import IDLE_SECONDS, BatcherDriver
 from .requests import EngineRequest, RequestTable
 
 log = logging.getLogger("servelm.engine")
+
+MAX_RESTARTS = 3  # deaths of the engine process within RESTART_WINDOW that are restarted; one more and the server exits
+RESTART_WINDOW = 300.0  # seconds
 
 
 class ProcessEngine:
@@ -61,6 +67,12 @@ class ProcessEngine:
         self._writer: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._dead: Optional[str] = None
+        self._deaths: list[float] = []  # monotonic times the child died, within RESTART_WINDOW
+        self._restarting: Optional[asyncio.Task[None]] = None
+        #: called once the child has died more than MAX_RESTARTS times within RESTART_WINDOW (the server exits)
+        self.on_give_up: Optional[Callable[[str], None]] = None
+        #: called after each restart (the restart counter)
+        self.on_restart: Optional[Callable[[], None]] = None
         self._stopping = False
         self._busy = False  # the child's batcher held sequences after its last step
 
@@ -102,13 +114,18 @@ class ProcessEngine:
         if kind != "ready":
             self._process.join(timeout=10)
             raise RuntimeError(detail)
-        self._writer = threading.Thread(target=self._write, args=(requests_out,), name="servelm-engine-writer")
+        self._outbox = queue.SimpleQueue()  # this child's: a restarted engine does not inherit the last one's
+        self._writer = threading.Thread(
+            target=self._write, args=(requests_out, self._outbox), name="servelm-engine-writer"
+        )
         self._writer.daemon = True
         self._writer.start()
         log.info("engine process %d ready", self._process.pid)
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._restarting is not None:
+            self._restarting.cancel()
         if self._process is None:
             return
         if self._writer is not None:
@@ -135,7 +152,7 @@ class ProcessEngine:
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> EngineRequest:
         """Queue a sequence; read its Deltas from the returned stream."""
         if self._dead is not None:
-            raise APIError(503, self._dead, code="engine_unavailable")
+            raise APIError(503, self._dead, code="engine_unavailable", headers={"Retry-After": "1"})
         request = self.requests.new(prompt_ids, params)
         self._send(("add", request.rid, prompt_ids, params))
         return request
@@ -150,10 +167,10 @@ class ProcessEngine:
         assert self._to_child is not None, "the engine is not started"
         self._outbox.put(message)
 
-    def _write(self, connection: Connection) -> None:
+    def _write(self, connection: Connection, outbox: queue.SimpleQueue[Optional[tuple[Any, ...]]]) -> None:
         """The writer thread: send queued messages to the child until told to stop (None) or the child is
         gone (its reader, on the event loop, then sees EOF and fails what is still open)."""
-        while (message := self._outbox.get()) is not None:
+        while (message := outbox.get()) is not None:
             try:
                 connection.send(message)
             except OSError:
@@ -182,15 +199,52 @@ class ProcessEngine:
     def _died(self) -> None:
         assert self._loop is not None and self._from_child is not None
         self._loop.remove_reader(self._from_child.fileno())
-        code = self._process.exitcode if self._process is not None else None
-        self._dead = (
-            "the engine process has stopped"
-            if self._stopping
-            else f"the engine process died (exit code {code}); restart the server"
-        )
-        if not self._stopping:
+        self._outbox.put(None)  # the writer thread of the child that is gone ends
+        if self._stopping:
+            self._dead = "the engine process has stopped"
+            self.requests.fail_all(self._dead)
+            return
+        self._process.join(timeout=5)
+        code = self._process.exitcode
+        now = time.monotonic()
+        self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW] + [now]
+        if len(self._deaths) > MAX_RESTARTS:
+            self._dead = (
+                f"the engine process died (exit code {code}), {len(self._deaths)} times within "
+                f"{RESTART_WINDOW:g} s: giving up"
+            )
             log.error("%s", self._dead)
+            self.requests.fail_all(self._dead)
+            if self.on_give_up is not None:
+                self.on_give_up(self._dead)
+            return
+        delay = min(2.0 ** (len(self._deaths) - 1), 30.0)
+        self._dead = f"the engine process died (exit code {code}); restarting it"
+        log.error("%s in %g s", self._dead, delay)
         self.requests.fail_all(self._dead)
+        self._restarting = self._loop.create_task(self._restart(delay))
+
+    async def _restart(self, delay: float) -> None:
+        """Start a new engine process after ``delay`` seconds (more after each death within the window); until
+        it is ready, requests get 503 and /health says why."""
+        await asyncio.sleep(delay)
+        if self._stopping:
+            return
+        try:
+            await asyncio.to_thread(self._start)
+        except Exception as exc:
+            self._dead = f"the engine process could not be restarted: {exc}"
+            log.error("%s", self._dead)
+            if self.on_give_up is not None:
+                self.on_give_up(self._dead)
+            return
+        assert self._loop is not None and self._from_child is not None
+        self._busy = False
+        self._dead = None
+        self._loop.add_reader(self._from_child.fileno(), self._read)
+        if self.on_restart is not None:
+            self.on_restart()
+        log.info("engine process restarted (%d death(s) within %g s)", len(self._deaths), RESTART_WINDOW)
 
 
 # ---------------------------------------------------------------------- the child

@@ -42,7 +42,11 @@ async def test_load_failure_is_kept_and_reported(tmp_path):
     reasons = []
     await state.load(str(tmp_path / "does-not-exist"), reasons.append)
     assert state.service is None and state.status == "error"
-    assert reasons == [state.load_error] and "not a directory" in state.load_error and "\n" not in state.load_error
+    assert (
+        reasons == [f"model failed to load: {state.load_error}"]
+        and "not a directory" in state.load_error
+        and "\n" not in state.load_error
+    )
 
 
 def test_a_state_loaded_before_startup_is_not_loaded_again(tmp_path):

@@ -94,16 +94,20 @@ def test_auto_cuts_the_graph_where_it_can(tiny_llama_genai, tmp_path):
 def test_without_bf16_instructions_auto_runs_the_whole_graph_and_bfloat16_is_an_error(
     tiny_llama_genai, tmp_path, monkeypatch
 ):
-    from servelm.flavors.generation import decode_attention
+    from servelm.flavors.generation import bf16_intrinsics
 
-    monkeypatch.setattr(decode_attention, "on_bf16_instructions", lambda head_dim, dtype: False)
-    config = read_genai_config(tiny_llama_genai)
-    decoder = OrtDecoder(tiny_llama_genai, config, 2, str(tmp_path), "auto")
-    assert decoder.layered is None and decoder.cache_dtype == np.float32
-    with pytest.raises(ModelFormatError, match="avx512_bf16"):
-        OrtDecoder(tiny_llama_genai, config, 2, str(tmp_path), "bfloat16")
-    with pytest.raises(ModelFormatError, match="kv_cache_dtype 'fp8'.*auto, bfloat16, float32"):
-        OrtDecoder(tiny_llama_genai, config, 2, str(tmp_path), "fp8")
+    monkeypatch.setenv("SERVELM_CPU_FEATURES_OFF", "avx512_bf16")  # as on a CPU without it
+    bf16_intrinsics.has_bf16_dot.cache_clear()
+    try:
+        config = read_genai_config(tiny_llama_genai)
+        decoder = OrtDecoder(tiny_llama_genai, config, 2, str(tmp_path), "auto")
+        assert decoder.layered is None and decoder.cache_dtype == np.float32
+        with pytest.raises(ModelFormatError, match="no bf16 KV cache here: .*avx512_bf16"):
+            OrtDecoder(tiny_llama_genai, config, 2, str(tmp_path), "bfloat16")
+        with pytest.raises(ModelFormatError, match="kv_cache_dtype 'fp8'.*auto, bfloat16, float32"):
+            OrtDecoder(tiny_llama_genai, config, 2, str(tmp_path), "fp8")
+    finally:
+        bf16_intrinsics.has_bf16_dot.cache_clear()
 
 
 @needs_bf16

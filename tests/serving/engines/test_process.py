@@ -5,6 +5,7 @@ import os
 import signal
 
 import httpx
+import psutil
 import pytest
 
 pytest.importorskip("torch")
@@ -13,7 +14,7 @@ from servelm.flavors.transformers import save_model  # noqa: E402
 from servelm.serving.engines.process import ProcessEngine  # noqa: E402
 
 
-def test_child_death_fails_open_requests_and_health(tiny_llama_dir, serve):
+def test_child_death_fails_open_requests_then_the_engine_comes_back(tiny_llama_dir, serve, wait_until):
     with serve(tiny_llama_dir) as (base, app):
         engine = app.state.servelm.service.engine
         assert isinstance(engine, ProcessEngine)
@@ -33,6 +34,41 @@ def test_child_death_fails_open_requests_and_health(tiny_llama_dir, serve):
         assert health.status_code == 503 and "engine process died" in health.json()["detail"]
         refused = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120)
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "engine_unavailable"
+        assert refused.headers["retry-after"] == "1"
+        # a new engine process comes up after a backoff: /health 503 -> 200, and the next request is answered
+        assert wait_until(lambda: httpx.get(f"{base}/health").status_code == 200, timeout=300)
+        again = httpx.post(f"{base}/v1/chat/completions", json={**body, "max_tokens": 4}, timeout=120)
+        assert again.status_code == 200 and again.json()["usage"]["completion_tokens"] == 4
+        assert "servelm_engine_restarts_total 1.0" in httpx.get(f"{base}/metrics").text
+
+
+def test_an_engine_that_keeps_dying_makes_the_server_exit(tiny_llama_dir, free_port, wait_healthy, wait_until):
+    """Past MAX_RESTARTS deaths within the window the server gives up: it exits non-zero with the reason (for an
+    orchestrator to restart it), rather than serving 503s for ever."""
+    import subprocess
+    import sys
+
+    from servelm.serving.engines.process import MAX_RESTARTS
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "servelm.serving.cli", "serve", "-m", tiny_llama_dir, "--port", str(free_port)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{free_port}"
+    try:
+        wait_healthy(base)
+        for _ in range(MAX_RESTARTS + 1):
+            assert wait_until(lambda: httpx.get(f"{base}/health").status_code == 200, timeout=300)
+            (engine,) = [c for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+            engine.kill()
+            assert wait_until(lambda: httpx.get(f"{base}/health").status_code == 503 or proc.poll() is not None)
+        assert proc.wait(timeout=300) == 1
+        stderr = proc.stderr.read()
+        assert "giving up" in stderr.splitlines()[-1] and "Traceback" not in stderr, stderr[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_model_that_fails_in_the_child_is_reported_on_health(tmp_path, tiny_llama, serve, wait_until):
