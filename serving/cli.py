@@ -104,6 +104,7 @@ app.command()(serve)
 def _uvicorn_config(app_or_factory: Any, server: ServerOptions, **extra: Any) -> Any:
     import uvicorn
 
+    from .connections import protocol_class
     from .logs import log_config
 
     return uvicorn.Config(
@@ -113,6 +114,8 @@ def _uvicorn_config(app_or_factory: Any, server: ServerOptions, **extra: Any) ->
         log_config=log_config(server.log_level),
         timeout_graceful_shutdown=int(server.graceful_timeout),
         access_log=False,
+        http=protocol_class(server.request_read_timeout) or "auto",
+        limit_concurrency=server.max_connections,
         **extra,
     )
 

@@ -73,7 +73,11 @@ async def run_stream(
         raise
     state.metrics.ttft.observe(time.perf_counter() - start)
     remaining = state.server.timeout - (time.perf_counter() - start)  # seconds
-    return SlotEventSourceResponse(_rest(first, events, remaining, state, on_error), state.admission.release)
+    return SlotEventSourceResponse(
+        _rest(first, events, remaining, state, on_error),
+        state.admission.release,
+        send_timeout=state.server.stream_stall_timeout,
+    )
 
 
 async def _rest(

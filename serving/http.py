@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Optional, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sse_starlette.sse import EventSourceResponse
+from sse_starlette.sse import EventSourceResponse, SendTimeoutError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from .errors import APIError, validation_error
 from .logs import note_error
+
+log = logging.getLogger("servelm.serving")
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -151,9 +154,19 @@ class SlotEventSourceResponse(EventSourceResponse):
             on_close()
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        # Without a send timeout there is nothing to time: skip the cancel scope sse-starlette opens
-        # around every event (a measurable share of a busy stream's cost).
+        # A send waits only when the client stopped reading (the socket's buffers are full): past send_timeout
+        # the stream is dropped (its generator closed, its engine row freed). asyncio's own timeout, not the
+        # cancel scope sse-starlette opens around every event (a measurable share of a busy stream's cost).
         if self.send_timeout is None:
             await send(message)
-        else:
-            await super()._send_with_timeout(send, message)
+            return
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await send(message)
+        except TimeoutError:
+            self._send_interrupted = True
+            log.warning("a stream's client read nothing for %g s: the stream is dropped", self.send_timeout)
+            raise SendTimeoutError() from None
+        except BaseException:
+            self._send_interrupted = True
+            raise

@@ -39,6 +39,17 @@ class ServerOptions(BaseModel):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Largest request body accepted (413 past it).")
     max_threads: int = Field(32, ge=1, description="Threads running synchronous agent code.")
     graceful_timeout: float = Field(30.0, ge=0, description="Seconds to finish in-flight requests on SIGTERM.")
+    request_read_timeout: float = Field(
+        30.0, gt=0, description="Seconds a client has to send a whole request (headers and body); 408 past it."
+    )
+    max_connections: int = Field(
+        1024, ge=1, description="Open connections (and requests) the server keeps; 503 past it."
+    )
+    stream_stall_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a stream may wait for its client to read before it is dropped and its engine row freed.",
+    )
     log_level: LogLevel = Field("info", description="Log level: debug, info, warning, error.")
     stay_up_on_load_error: bool = Field(
         False,
