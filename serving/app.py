@@ -81,7 +81,7 @@ def create_app(
         telemetry=_telemetry_config(),  # type: ignore[arg-type]  # FastAPI's TelemetryConfig takes these keys
     )
     app.state.servelm = state
-    app.add_middleware(RequestLog, metrics=state.metrics, routes=ROUTES)
+    app.add_middleware(RequestLog, metrics=state.metrics, routes=ROUTES, expose_errors=server.expose_errors)
     _install_error_handlers(app)
     include_routes(app)
     return app

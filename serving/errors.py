@@ -10,6 +10,8 @@ from pydantic import ValidationError
 
 from servelm.flavors import SchemaEnforcementError
 
+from .request_context import expose_errors, request_id
+
 log = logging.getLogger("servelm.serving")
 
 _TYPES = {
@@ -73,7 +75,8 @@ def validation_error(exc: ValidationError, prefix: str = "") -> APIError:
 
 def as_api_error(exc: BaseException, during: str = "model") -> APIError:
     """What the client is told for ``exc``: APIErrors as they are, bad input as 400, a timeout as 504,
-    anything else as a 500 that names the exception (logged with its traceback here, never sent)."""
+    anything else as a 500 that names the exception's type and the request's id; its text and traceback go to
+    the log (an exception's text can hold paths, keys or data), and to the client only with ``--expose-errors``."""
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, SchemaEnforcementError):
@@ -82,5 +85,13 @@ def as_api_error(exc: BaseException, during: str = "model") -> APIError:
         return validation_error(exc)
     if isinstance(exc, TimeoutError):
         return APIError(504, "the model did not answer in time", code="timeout")
-    log.error("%s error: %s: %s", during, type(exc).__name__, exc, exc_info=exc)
-    return APIError(500, f"{during} error: {type(exc).__name__}: {exc}", code=f"{during}_error")
+    if isinstance(exc, RecursionError):  # an input nested deeper than Python's stack (JSON of 10^5 brackets)
+        return APIError(400, "the input nests too deeply", code="invalid_value")
+    rid = request_id()
+    log.error("%s error (request %s): %s: %s", during, rid, type(exc).__name__, exc, exc_info=exc)
+    if expose_errors():
+        return APIError(500, f"{during} error: {type(exc).__name__}: {exc}", code=f"{during}_error")
+    where = f"request {rid}; " if rid else ""
+    return APIError(
+        500, f"{during} error: {type(exc).__name__} ({where}the server's log has the details)", code=f"{during}_error"
+    )

@@ -48,6 +48,8 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+    except RecursionError:
+        raise APIError(400, "request body nests JSON too deeply", code="invalid_json") from None
 
 
 def parse_body(model: type[T], body: Any) -> T:

@@ -17,6 +17,7 @@ from typing import Any, Optional
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .metrics import ServerMetrics
+from .request_context import end_request, start_request
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 access_log = logging.getLogger("servelm.access")
@@ -68,10 +69,11 @@ class RequestLog:
     """ASGI middleware: counts responses by route and status, times them, and writes the access line
     (streaming-safe, unlike BaseHTTPMiddleware: the line is written when the body ends)."""
 
-    def __init__(self, app: ASGIApp, metrics: ServerMetrics, routes: set[str]):
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics, routes: set[str], expose_errors: bool = False):
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self.expose_errors = expose_errors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,25 +87,30 @@ class RequestLog:
         start = time.perf_counter()
         usage: dict[str, Any] = {}
         token = _usage.set(usage)
+        client_id = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
+        rid, context = start_request(client_id, self.expose_errors)
+        header = (b"x-request-id", rid.encode())
 
         async def observed_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:
             await self.app(scope, receive, observed_send)
         finally:
             _usage.reset(token)
+            end_request(context)
             elapsed = time.perf_counter() - start  # seconds
             self.metrics.requests.labels(route=route, status=str(status["code"])).inc()
             if route.startswith("/v1/") or route == "/invocations":
                 self.metrics.e2e.observe(elapsed)
             if access_log.isEnabledFor(logging.INFO):
-                _write_access_line(scope, status["code"], elapsed, usage)
+                _write_access_line(scope, status["code"], elapsed, usage, rid)
 
 
-def _write_access_line(scope: Scope, status: int, elapsed: float, usage: dict[str, Any]) -> None:
+def _write_access_line(scope: Scope, status: int, elapsed: float, usage: dict[str, Any], rid: str) -> None:
     client = scope.get("client")
     parts = [
         f"{client[0]}:{client[1]}" if client else "-",
@@ -116,6 +123,7 @@ def _write_access_line(scope: Scope, status: int, elapsed: float, usage: dict[st
         parts.append(f"tokens={usage['prompt']}+{usage.get('completion', 0)}")
     if "error" in usage:
         parts.append(f"error={usage['error']!r}")
+    parts.append(f"id={rid}")
     level = (
         logging.WARNING if status in (500, 504) else logging.INFO
     )  # a server fault or a timeout; 503 is a state (loading), not news

@@ -45,6 +45,11 @@ class ServerOptions(BaseModel):
     max_connections: int = Field(
         1024, ge=1, description="Open connections (and requests) the server keeps; 503 past it."
     )
+    expose_errors: bool = Field(
+        False,
+        description="Put an unexpected exception's text in its 500 body (default: its type and the request id; "
+        "the text and traceback go to the log).",
+    )
     stream_stall_timeout: float = Field(
         60.0,
         gt=0,

@@ -51,7 +51,7 @@ from ..logs import note_usage
 from ..metrics import ServerMetrics
 from .base import CHAT, COMPLETIONS, INVOCATIONS, RESPONSES, Capabilities, ModelService
 from .llm_outputs import completion_logprobs, token_logprobs, tool_call_deltas
-from .llm_requests import guided_decoding, logit_bias, refuse_unsupported, tool_plan
+from .llm_requests import guided_decoding, logit_bias, refuse_non_text_parts, refuse_unsupported, tool_plan
 from .llm_streams import Piece, collect, pieces
 
 _Prepared = TypeVar("_Prepared")
@@ -115,6 +115,7 @@ class LLMService(ModelService):
     def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
         """The chat request's prompt ids and sampling parameters; a 400 naming the field when it cannot run."""
         refuse_unsupported(request)
+        refuse_non_text_parts(request)
         plan = tool_plan(request)
         messages, _ = template_inputs(request)
         self.refuse_text_past_the_context(text_chars(messages), "messages")

@@ -55,6 +55,27 @@ def refuse_unsupported(request: ChatParams) -> None:
         raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs", code="invalid_value")
 
 
+#: content parts a text-only model reads (chat's and the Responses API's names for text)
+TEXT_PARTS = frozenset({"text", "input_text", "output_text", "refusal"})
+
+
+def refuse_non_text_parts(request: ChatCompletionRequest) -> None:
+    """400 naming the part for content a text-only model cannot read (an image, audio, a file), as vLLM answers
+    instead of dropping it and answering as if it had not been sent."""
+    for i, message in enumerate(request.messages):
+        if not isinstance(message.content, list):
+            continue
+        for j, part in enumerate(message.content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in TEXT_PARTS:
+                raise APIError(
+                    400,
+                    f"messages.{i}.content.{j}: this model reads text only; a {kind!r} part cannot be given to it",
+                    param=f"messages.{i}.content.{j}",
+                    code="unsupported_value",
+                )
+
+
 def tool_plan(request: ChatCompletionRequest) -> ToolPlan:
     """The request's tools and tool_choice as a ToolPlan; 400 for a choice that names no given tool."""
     tools = [t.model_dump(exclude_none=True) for t in request.tools] if request.tools else None

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ValidationError
 from servelm.agents import ChatAgentRequest
 from servelm.flavors import SchemaEnforcementError
 from servelm.serving.errors import APIError, as_api_error, validation_error
+from servelm.serving.request_context import end_request, start_request
 
 
 def pydantic_error(body, model=ChatAgentRequest):
@@ -99,18 +100,26 @@ def test_as_api_error_maps_each_kind():
         crash = as_api_error(RuntimeError("agent exploded"))
     finally:
         log.removeHandler(seen)
-    assert (crash.status, crash.code) == (
-        500,
-        "model_error",
-    ) and crash.message == "model error: RuntimeError: agent exploded"
+    assert (crash.status, crash.code) == (500, "model_error")
+    assert crash.message == "model error: RuntimeError (the server's log has the details)"  # not its text
     assert any(
         r.exc_info and "agent exploded" in r.getMessage() for r in seen.records
-    )  # the traceback goes to the log only
+    )  # the text and traceback go to the log only
     internal = as_api_error(KeyError("k"), during="internal")
-    assert (internal.status, internal.code) == (
-        500,
-        "internal_error",
-    ) and internal.message == "internal error: KeyError: 'k'"
+    assert (internal.status, internal.code) == (500, "internal_error")
+    rid, token = start_request("req-7", expose_errors=False)  # inside a request: its id, for the log
+    try:
+        assert (
+            as_api_error(KeyError("k")).message
+            == "model error: KeyError (request req-7; the server's log has the details)"
+        )
+    finally:
+        end_request(token)
+    _, token = start_request(None, expose_errors=True)  # --expose-errors: the text too
+    try:
+        assert as_api_error(KeyError("k"), during="internal").message == "internal error: KeyError: 'k'"
+    finally:
+        end_request(token)
 
 
 def test_unknown_routes_and_methods_are_openai_shaped(limited_server):

@@ -7,6 +7,7 @@ import socket
 import threading
 
 import httpx
+import pytest
 
 from servelm.agents import ChatAgent, ChatAgentMessage, ChatAgentResponse
 
@@ -98,3 +99,25 @@ def test_disconnect_cancels_non_streamed_async_work(serve, chat_body, wait_until
         assert agent.cancelled == 1 and app.state.servelm.admission.running == 0
         text = httpx.get(f"{base}/metrics").text
         assert 'status="499"' in text
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/invocations"])
+def test_deeply_nested_json_is_400(limited_server, path):
+    base, _, _ = limited_server
+    deep = "[" * 4000 + "]" * 4000
+    for body in (deep, '{"inputs": ' + deep + "}"):
+        resp = httpx.post(
+            f"{base}{path}",
+            content=body,
+            headers={"content-type": "application/json", "Authorization": "Bearer sekret"},
+            timeout=120,
+        )
+        assert resp.status_code == 400 and resp.json()["error"]["code"] in ("invalid_json", "invalid_value"), resp.text
+
+
+def test_invalid_base64_is_400(limited_server):
+    base, _, _ = limited_server
+    resp = httpx.post(
+        f"{base}/invocations", json={"inputs": {"b64": "abc"}}, headers={"Authorization": "Bearer sekret"}, timeout=120
+    )
+    assert resp.status_code == 400 and "base64" in resp.json()["error"]["message"], resp.text

@@ -530,3 +530,12 @@ def test_one_request_is_bounded_before_any_work(llm):
     refused = httpx.post(f"{llm.base}/v1/chat/completions", json=huge, timeout=120)
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded", refused.text
     assert httpx.get(f"{llm.base}/health", timeout=120).status_code == 200
+
+
+def test_an_image_to_a_text_only_model_is_400_naming_the_part(llm):
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    body = {"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, image]}]}
+    refused = httpx.post(f"{llm.base}/v1/chat/completions", json=body, timeout=120)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "messages.0.content.1", refused.text
+    text_parts = {**body, "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "max_tokens": 2}
+    assert httpx.post(f"{llm.base}/v1/chat/completions", json=text_parts, timeout=120).status_code == 200
