@@ -202,7 +202,8 @@ class Probe:
     """GET /health every 100 ms on a thread: latencies (ms) and failures (non-200 or transport errors)."""
 
     def __init__(self, base: str):
-        self.base, self.latencies, self.failures = base, [], 0
+        self.base, self.failures = base, 0
+        self.latencies: list[float] = []  # ms
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
