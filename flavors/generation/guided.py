@@ -14,6 +14,7 @@ complete, valid JSON.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections import OrderedDict
@@ -64,6 +65,37 @@ def check_grammar(spec: GuidedDecoding) -> Optional[str]:
         return str(exc)
 
 
+def heap_bytes() -> int:
+    """Bytes allocated on the C heap now: glibc's ``mallinfo2``, the main arena's allocated bytes plus the large
+    blocks mapped on their own (0 where it cannot be read: other C libraries, other systems). Differences around
+    a call on the main thread (the engine process's stepping thread) show what the call kept."""
+    info = _mallinfo()
+    if info is None:
+        return 0
+    now = info()
+    return int(now.uordblks + now.hblkhd)
+
+
+@functools.cache
+def _mallinfo() -> Any:
+    import ctypes
+    import ctypes.util
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks")
+        ] + [(name, ctypes.c_size_t) for name in ("fordblks", "keepcost")]
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        function = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    function.restype = MallInfo2
+    return function
+
+
 def tokenizer_json(tokenizer: Any) -> str:
     """The tokenizers-library JSON of a tokenizer (a transformers fast tokenizer or a ``tokenizers.Tokenizer``)."""
     import copy
@@ -77,18 +109,43 @@ def tokenizer_json(tokenizer: Any) -> str:
     return str(backend.to_str())
 
 
+#: lexer states one grammar may build (llguidance's limit, 250 000 by default, is 1-2 kB a state: a hostile
+#: pattern such as ``(x{1000}){1000}`` would take hundreds of MB); ordinary schemas build hundreds
+LEXER_STATES = 20_000
+#: bytes of heap the cached grammars may hold together (what their lexers grew to while computing masks)
+CACHE_BYTES = 256 * 1024 * 1024
+
+
 class Grammars:
     """Compiled grammars for one tokenizer (``tokenizer_json``: its tokenizers JSON), least recently used
-    first out past ``capacity``. Safe to use from the one thread that steps the scheduler."""
+    first out past ``capacity`` entries or ``max_bytes`` of heap. Safe to use from the one thread that steps
+    the scheduler.
 
-    def __init__(self, tokenizer_json: str, vocab_size: int, eos_ids: set[int], capacity: int = 64):
+    llguidance builds a grammar's lexer lazily, while it computes masks: that is where a grammar's memory (and
+    time) goes. Each grammar is capped at ``LEXER_STATES`` states (past it, its sequence fails with the error);
+    the heap a mask computation grows by (glibc's count of allocated bytes, where it can be read) is charged to
+    its grammar's cache entry, and entries are evicted until the cache holds at most ``max_bytes``. Running
+    sequences keep their copies; an evicted grammar's memory is freed when the last of them ends.
+    """
+
+    def __init__(
+        self,
+        tokenizer_json: str,
+        vocab_size: int,
+        eos_ids: set[int],
+        capacity: int = 64,
+        max_bytes: int = CACHE_BYTES,
+    ):
         import llguidance
 
         self.llg = llguidance
         self.vocab_size = vocab_size
         self.tokenizer = llguidance.LLTokenizer(tokenizer_json, n_vocab=vocab_size, eos_token=sorted(eos_ids) or None)
-        self._prototypes: OrderedDict[GuidedDecoding, Any] = OrderedDict()
+        self.limits = llguidance.LLParserLimits(max_lexer_states=LEXER_STATES)
+        self._prototypes: OrderedDict[GuidedDecoding, list[Any]] = OrderedDict()  # spec -> [matcher, heap bytes]
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.bytes = 0  # heap charged to the cached grammars
         self.compiled = 0  # grammars compiled (a cached one is copied, not compiled)
         self._closers: Optional[list[np.ndarray]] = None
         self._lock = threading.Lock()
@@ -96,28 +153,46 @@ class Grammars:
     def matcher(self, spec: GuidedDecoding) -> Any:
         """A fresh matcher for ``spec`` (a copy of the cached compiled one)."""
         with self._lock:
-            prototype = self._prototypes.get(spec)
-            if prototype is None:
-                prototype = self.llg.LLMatcher(self.tokenizer, grammar_text(spec))
+            entry = self._prototypes.get(spec)
+            if entry is None:
+                before = heap_bytes()
+                prototype = self.llg.LLMatcher(self.tokenizer, grammar_text(spec), limits=self.limits)
                 error = prototype.get_error()
                 if error:
                     raise ValueError(f"the grammar cannot be compiled: {error}")
                 self.compiled += 1
-                self._prototypes[spec] = prototype
-                while len(self._prototypes) > self.capacity:
-                    self._prototypes.popitem(last=False)
+                entry = self._prototypes[spec] = [prototype, 0]
+                self._charge(spec, heap_bytes() - before)
             else:
                 self._prototypes.move_to_end(spec)
-            return prototype.deep_copy()
+            return entry[0].deep_copy()
 
-    def allowed(self, matchers: list[Any], closing: list[bool]) -> np.ndarray:
+    def _charge(self, spec: Optional[GuidedDecoding], grown: int) -> None:
+        """Add ``grown`` heap bytes to ``spec``'s entry (if it is still cached), then evict the least recently
+        used entries past the bounds."""
+        entry = self._prototypes.get(spec) if spec is not None else None
+        if entry is not None and grown > 0:
+            entry[1] += grown
+            self.bytes += grown
+        while self._prototypes and (len(self._prototypes) > self.capacity or self.bytes > self.max_bytes):
+            _, (_, held) = self._prototypes.popitem(last=False)
+            self.bytes -= held
+
+    def allowed(
+        self, matchers: list[Any], closing: list[bool], specs: Optional[list[Optional[GuidedDecoding]]] = None
+    ) -> np.ndarray:
         """Boolean masks [rows, vocab] of the tokens each matcher allows next; a row in ``closing`` keeps
-        the first non-empty of: its end tokens, its closing tokens, its separators (else all it allows)."""
+        the first non-empty of: its end tokens, its closing tokens, its separators (else all it allows).
+        ``specs`` (each matcher's grammar) charge what computing the masks grew the heap by to the cache."""
         import llguidance.numpy as lln
 
         words = lln.allocate_token_bitmask(len(matchers), self.vocab_size)  # [rows, ceil(vocab / 32)] int32
         for row, matcher in enumerate(matchers):
+            before = heap_bytes() if specs is not None else 0
             lln.fill_next_token_bitmask(matcher, words, row)
+            if specs is not None:
+                with self._lock:
+                    self._charge(specs[row], heap_bytes() - before)
         bits = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")[:, : self.vocab_size].astype(
             bool
         )  # [rows, vocab]

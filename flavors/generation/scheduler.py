@@ -294,11 +294,24 @@ class Scheduler:
             for s in seqs
         ]
         constrained = [i for i, s in enumerate(seqs) if s.matcher is not None]
+        failed: dict[int, Exception] = {}
         if constrained:
             near_limit = [closing(seqs[i].params.max_tokens, len(seqs[i].generated)) for i in constrained]
-            masks = self.grammars().allowed([seqs[i].matcher for i in constrained], near_limit)  # [constrained, vocab]
+            masks = self.grammars().allowed(
+                [seqs[i].matcher for i in constrained], near_limit, [seqs[i].params.guided for i in constrained]
+            )  # [constrained, vocab]
             for i, mask in zip(constrained, masks):
                 rows[i].allowed = mask
+                if seqs[i].matcher.is_error():  # past its grammar's limits: it cannot be followed any further
+                    failed[i] = ValueError(f"the output grammar failed: {seqs[i].matcher.get_error().splitlines()[0]}")
+                    rows[i].allowed = None
+        if failed:  # those rows end with their grammar's error; the others are sampled as usual
+            choices = self._sample_rows(logits, rows)
+            return [failed.get(i, choice) for i, choice in enumerate(choices)]
+        return self._sample_rows(logits, rows)
+
+    def _sample_rows(self, logits: Any, rows: list[RowSampling]) -> list[Any]:
+        """The runner's sampler over ``rows``: a TokenChoice per row, or the exception its row alone raised."""
         try:
             return list(self.runner.sample(logits, rows))
         except Exception:
@@ -327,6 +340,10 @@ class Scheduler:
             return self._finish(seq, "stop", text, logged)
         if seq.matcher is not None:
             seq.matcher.consume_token(token)
+            if seq.matcher.is_error():
+                return self._fail(
+                    seq, ValueError(f"the output grammar failed: {seq.matcher.get_error().splitlines()[0]}")
+                )
             if seq.matcher.is_stopped():  # the grammar is complete: nothing may follow
                 return self._finish(seq, "stop", text + self._final_text(seq), logged)
         if (

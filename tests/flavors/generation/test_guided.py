@@ -97,3 +97,37 @@ def test_bad_grammars_are_named():
     assert check_grammar(GuidedDecoding("json_schema", json.dumps({"type": "objectx"}))) is not None
     assert "regex" in check_grammar(GuidedDecoding("regex", "[a-z"))
     assert check_grammar(GuidedDecoding("json_schema", json.dumps(SCHEMA))) is None
+
+
+def test_a_grammar_past_its_limits_fails_its_row_alone(batcher_of):
+    """A pattern whose lexer would take hundreds of MB (``(x{1000}){1000}``) stops at the lexer-state limit: its
+    sequence ends with the grammar's error, not with a silently cut answer, and the row beside it goes on."""
+    make, tokenizer = batcher_of
+    batcher = make()
+    schema = {
+        "type": "object",
+        "properties": {"k": {"type": "string", "pattern": "^(x{1000}){1000}$"}},
+        "required": ["k"],
+    }
+    evil = SamplingParams(max_tokens=60, temperature=0, guided=GuidedDecoding("json_schema", json.dumps(schema)))
+    free = SamplingParams(max_tokens=30, temperature=0, ignore_eos=True)
+    bad, good = run(batcher, tokenizer("hello")["input_ids"], [evil, free])
+    assert bad.finish_reason == "error" and "output grammar failed" in bad.error, (bad.text, bad.error)
+    assert good.finish_reason == "length" and len(good.generated) == 30 and good.error is None
+
+
+def test_the_grammar_cache_is_bounded_in_bytes(batcher_of):
+    """What computing a grammar's masks grows the heap by is charged to it: past the cache's bytes the least
+    recently used grammar goes (and is compiled again when asked for)."""
+    from servelm.flavors.generation.guided import heap_bytes
+
+    if not heap_bytes():
+        pytest.skip("this C library does not report its heap (glibc's mallinfo2)")
+    make, tokenizer = batcher_of
+    batcher = make()
+    grammars = batcher.grammars()
+    grammars.max_bytes = 1  # any grammar's lexer is over it
+    guided = GuidedDecoding("json_schema", json.dumps(SCHEMA))
+    for prompt in ("a", "b"):
+        run(batcher, tokenizer(prompt)["input_ids"], [SamplingParams(max_tokens=40, temperature=0, guided=guided)])
+    assert grammars.compiled == 2 and grammars.bytes <= 1
