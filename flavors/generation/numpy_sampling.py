@@ -1,6 +1,6 @@
 """Per-request sampling over a batch of logits in numpy (for runners without torch), with the same
-semantics as the torch sampler: penalties, logit bias and grammar masks, then greedy, temperature,
-top-k, top-p and seeds; log-probabilities when a row asks for them."""
+semantics as the torch sampler (vLLM's): penalties, logit bias and grammar masks, then greedy, temperature,
+top-k, top-p over the top-k renormalised, and seeds; log-probabilities when a row asks for them."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """Per-request sampling over a batch of logits in torch: penalties, logit bias and grammar masks, then
-greedy, temperature, top-k, top-p and seeds; log-probabilities when a row asks for them.
+greedy, temperature, top-k, top-p (over the top-k renormalised, as vLLM) and seeds; log-probabilities when a
+row asks for them. ``numpy_sampling.py`` is the same for runners without torch; one table of cases holds both
+to these semantics (tests/flavors/generation/test_sampling_semantics.py).
 
 Every tensor it makes lives on the logits' device, so the same code samples on CPU and GPU; a seeded
 row draws from its own generator (made on that device), the others in one vectorized draw.
@@ -71,14 +73,14 @@ def _draw(torch: Any, logits: Any, rows: list[RowSampling]) -> list[int]:
     top_k = [params[i].top_k for i in sampled]
     top_p = [params[i].top_p for i in sampled]
     if any(k > 0 for k in top_k) or any(p < 1.0 for p in top_p):
+        # vLLM's order: top-k first, then top-p over the distribution renormalised to those k tokens
         ordered, order = scores.sort(dim=-1, descending=True)  # [n, vocab]
         ranks = torch.arange(ordered.shape[-1], device=device).unsqueeze(0)
         ks = torch.tensor([k if k > 0 else ordered.shape[-1] for k in top_k], device=device).unsqueeze(1)
-        drop = ranks >= ks
+        ordered = ordered.masked_fill(ranks >= ks, float("-inf"))
         probs = ordered.softmax(dim=-1)
         before = probs.cumsum(dim=-1) - probs  # mass strictly before each token
-        drop |= before >= torch.tensor(top_p, device=device).unsqueeze(1)
-        ordered = ordered.masked_fill(drop, float("-inf"))
+        ordered = ordered.masked_fill(before >= torch.tensor(top_p, device=device).unsqueeze(1), float("-inf"))
         scores = torch.full_like(scores, float("-inf")).scatter(1, order, ordered)
     probs = scores.softmax(dim=-1)
     picks = [0] * len(sampled)
