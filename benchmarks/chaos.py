@@ -150,6 +150,13 @@ def slowloris(base: str, model: str) -> str:
     return f"{answered}/{len(socks)} got 408"
 
 
+def agent_error(base: str, model: str) -> str:
+    """An agent that raises with a secret in its message: a 500 that names the failure, not the secret."""
+    body = {"model": model, "messages": [{"role": "user", "content": "secret"}]}
+    resp = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=600)
+    return f"{resp.status_code}, {'secret LEAKED' if SECRET in resp.text else 'no secret in body'}"
+
+
 def engine_kill(base: str, model: str, server_pid: int) -> str:
     engine = next((pid for pid in _children(server_pid) if "spawn_main" in _cmdline(pid)), None)  # the engine process
     if engine is None:
@@ -166,6 +173,26 @@ def engine_kill(base: str, model: str, server_pid: int) -> str:
     return "not back in 300 s"
 
 
+SECRET = "/srv/keys/prod-api-key"
+AGENT = f"""
+import time
+from servelm.agents import ChatAgent, ChatAgentChunk, ChatAgentMessage, ChatAgentResponse
+from servelm.flavors import set_model
+
+class Victim(ChatAgent):
+    def predict(self, messages, context=None, custom_inputs=None):
+        if messages[-1].content == "secret":
+            raise RuntimeError("cannot open {SECRET}")
+        return ChatAgentResponse(messages=[ChatAgentMessage(role="assistant", content="ok")])
+
+    def predict_stream(self, messages, context=None, custom_inputs=None):
+        for i in range(int(messages[-1].content)):  # a word every 10 ms
+            time.sleep(0.01)
+            yield ChatAgentChunk(delta=ChatAgentMessage(role="assistant", content="w ", id="m"))
+
+set_model(Victim())
+"""
+
 ATTACKS: dict[str, Callable[..., Any]] = {
     "many-completions": many_completions,
     "many-instances": many_instances,
@@ -178,7 +205,10 @@ ATTACKS: dict[str, Callable[..., Any]] = {
     "non-readers": non_readers,
     "slowloris": slowloris,
     "engine-kill": engine_kill,
+    "agent-error": agent_error,
 }
+#: what a python agent is attacked with (the rest are LLM engines' attacks)
+AGENT_ATTACKS = ("agent-error", "deep-json-bad-base64", "non-readers", "slowloris")
 
 
 def _children(pid: int) -> list[int]:
@@ -229,15 +259,19 @@ class Probe:
 class Victim:
     """One streamed chat request of ``tokens`` tokens (ignore_eos) beside the attack: did it get them all?"""
 
-    def __init__(self, base: str, model: str, tokens: int):
+    def __init__(self, base: str, model: str, tokens: int, agent: bool = False):
         self.result: dict[str, Any] = {}
-        body = {"model": model, "messages": ASK, "max_tokens": tokens, "ignore_eos": True, "stream": True}
-        body["stream_options"] = {"include_usage": True}
+        self.agent = agent
+        if agent:  # the agent streams as many words as the message says, then stops
+            body = {"model": model, "messages": [{"role": "user", "content": str(tokens)}], "stream": True}
+        else:
+            body = {"model": model, "messages": ASK, "max_tokens": tokens, "ignore_eos": True, "stream": True}
+            body["stream_options"] = {"include_usage": True}
         self._thread = threading.Thread(target=self._run, args=(base, body, tokens), daemon=True)
         self._thread.start()
 
     def _run(self, base: str, body: dict[str, Any], tokens: int) -> None:
-        usage, finish, error, gaps, last = None, None, None, [], time.perf_counter()
+        usage, finish, error, gaps, last, words = None, None, None, [], time.perf_counter(), 0
         try:
             with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=600) as resp:
                 for line in resp.iter_lines():
@@ -251,12 +285,13 @@ class Victim:
                         error = chunk["error"]["message"]
                     for choice in chunk.get("choices") or []:
                         finish = choice.get("finish_reason") or finish
+                        words += (choice.get("delta") or {}).get("content", "").count("w ")
                     usage = chunk.get("usage") or usage
         except httpx.HTTPError as exc:
             error = repr(exc)
-        got = (usage or {}).get("completion_tokens", 0)
+        got = words if self.agent else (usage or {}).get("completion_tokens", 0)
         self.result = {
-            "victim_ok": error is None and finish == "length" and got == tokens,
+            "victim_ok": error is None and finish == ("stop" if self.agent else "length") and got == tokens,
             "victim_tokens": got,
             "victim_error": error,
             "victim_largest_gap_ms": round(max(gaps[1:], default=0) * 1000, 1),
@@ -267,9 +302,9 @@ class Victim:
         return self.result or {"victim_ok": False, "victim_error": "did not finish"}
 
 
-def run_attack(name: str, base: str, model: str, server_pid: int, tokens: int) -> dict[str, Any]:
+def run_attack(name: str, base: str, model: str, server_pid: int, tokens: int, agent: bool) -> dict[str, Any]:
     before = tree_rss(server_pid)
-    probe, victim = Probe(base), Victim(base, model, tokens)
+    probe, victim = Probe(base), Victim(base, model, tokens, agent)
     time.sleep(0.5)  # the victim is streaming
     attack = ATTACKS[name]
     started = time.perf_counter()
@@ -295,7 +330,7 @@ def run_attack(name: str, base: str, model: str, server_pid: int, tokens: int) -
         }
     )
     memory_ok = after <= before * 1.10 or after - before <= 64 * 2**20
-    attacker_ok = not isinstance(got, int) or 400 <= got < 500
+    attacker_ok = (400 <= got < 500) if isinstance(got, int) else "LEAKED" not in str(got)
     if name == "engine-kill":  # the victim's stream ends with the engine's death; /health is 503 meanwhile
         row["pass"] = alive and str(got).startswith("back in")
     else:
@@ -325,9 +360,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny", choices=("tiny", "smollm2"))
+    parser.add_argument("--model", default="tiny", choices=("tiny", "smollm2", "agent"))
     parser.add_argument("--engine", default="transformers", choices=("transformers", "onnx"))
-    parser.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated, in order")
+    parser.add_argument("--attacks", default=None, help="comma-separated, in order (default: all that apply)")
     parser.add_argument("--victim-tokens", type=int, default=300)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -335,15 +370,24 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     from servelm.serving.demo import free_port, wait_healthy
 
     work = tempfile.mkdtemp(prefix="servelm-chaos-")
-    source = smollm2() if args.model == "smollm2" else tiny_model("llama")
     directory = os.path.join(work, "model")
-    if args.engine == "onnx":
+    agent = args.model == "agent"
+    attacks = args.attacks.split(",") if args.attacks else list(AGENT_ATTACKS if agent else ATTACKS)
+    if agent:
+        from servelm.flavors.pyfunc import save_model as save_pyfunc
+
+        code = os.path.join(work, "agent.py")
+        with open(code, "w") as f:
+            f.write(AGENT)
+        save_pyfunc(directory, python_model=code)
+    elif args.engine == "onnx":
+        source = smollm2() if args.model == "smollm2" else tiny_model("llama")
         from servelm.flavors.onnx import export
         from servelm.flavors.onnx import save_model as save_onnx
 
         save_onnx(export(source, os.path.join(work, "genai")), directory)
     else:
-        save_model(source, directory)
+        save_model(smollm2() if args.model == "smollm2" else tiny_model("llama"), directory)
     port = free_port()
     argv_serve = ["serve", "-m", directory, "--port", str(port), "--served-model-name", "m"]
     server = subprocess.Popen(
@@ -354,8 +398,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     rows = []
     try:
         wait_healthy(base, 600)
-        for name in args.attacks.split(","):
-            row = run_attack(name, base, "m", server.pid, args.victim_tokens)
+        for name in attacks:
+            row = run_attack(name, base, "m", server.pid, args.victim_tokens, agent)
             print(json.dumps(row), file=sys.stderr, flush=True)
             rows.append(row)
             if not row["server_up"]:
@@ -368,7 +412,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             server.kill()
     report = {
         "model": args.model,
-        "engine": args.engine,
+        "engine": "pyfunc" if agent else args.engine,
         "rows": rows,
         "passed": sum(r["pass"] for r in rows),
         "table": table(rows),
