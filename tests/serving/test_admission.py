@@ -62,7 +62,7 @@ async def test_a_waiter_queues_until_a_slot_is_released():
     with pytest.raises(APIError, match="1 running, 1 waiting"):  # the queue (of one) is full
         await admission.acquire()
     admission.release()
-    queued = await asyncio.wait_for(waiter, 5)
+    queued = await asyncio.wait_for(waiter, 60)
     assert queued > 0 and admission.running == 1 and admission.waiting == 0
     assert sample(metrics, "servelm_num_requests_waiting") == 0
 
