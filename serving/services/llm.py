@@ -364,10 +364,8 @@ class LLMService(ModelService):
                 completion += final.completion_tokens
                 echo = _echo_text(prompts[p]) if request.echo else ""
                 lp = (
-                    completion_logprobs(logprobs, self.codec.token_bytes, len(echo))
-                    if request.logprobs is not None
-                    else None
-                )
+                    completion_logprobs(logprobs, self.codec.token_bytes) if request.logprobs is not None else None
+                )  # (echo with logprobs is refused: the offsets start at the completion)
                 choices.append(
                     {"index": len(choices), "text": echo + text, "logprobs": lp, "finish_reason": final.finish_reason}
                 )
