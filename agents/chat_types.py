@@ -155,7 +155,7 @@ class ChatParams(ProtocolModel):
     user: Optional[str] = None
     custom_inputs: Optional[dict[str, Any]] = None
 
-    @field_validator("stop", mode="before")
+    @field_validator("stop", mode="before", json_schema_input_type=Optional[Union[str, list[str]]])
     @classmethod
     def _stop_as_list(cls, stop: Any) -> Any:
         return [stop] if isinstance(stop, str) else stop

@@ -33,7 +33,8 @@ class ResponsesItem(ProtocolModel):
         content = self.content
         if content is None or isinstance(content, str):
             return content or ""
-        return content_text([p if isinstance(p, dict) else p.model_dump() for p in content])
+        parts = [p if isinstance(p, dict) else p.model_dump() for p in content if isinstance(p, (dict, BaseModel))]
+        return content_text(parts)
 
 
 class ResponsesAgentRequest(ProtocolModel):
@@ -62,7 +63,7 @@ class ResponsesAgentRequest(ProtocolModel):
     user: Optional[str] = None
     background: Optional[bool] = None
 
-    @field_validator("input", mode="before")
+    @field_validator("input", mode="before", json_schema_input_type=Union[str, list[ResponsesItem]])
     @classmethod
     def _string_input(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -19,6 +19,7 @@ from servelm.agents import __version__
 from .errors import APIError, as_api_error, validation_error
 from .http import error_response
 from .logs import RequestLog
+from .openapi import openapi_document
 from .options import EngineOptions, ServerOptions, split_options
 from .routes import ROUTES, include_routes
 from .services.loading import default_model_name
@@ -75,15 +76,16 @@ def create_app(
         title="servelm",
         version=__version__,
         lifespan=lifespan,
-        docs_url=None,
+        docs_url="/docs" if server.docs else None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json",
         telemetry=_telemetry_config(),  # type: ignore[arg-type]  # FastAPI's TelemetryConfig takes these keys
     )
     app.state.servelm = state
     app.add_middleware(RequestLog, metrics=state.metrics, routes=ROUTES, expose_errors=server.expose_errors)
     _install_error_handlers(app)
     include_routes(app)
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]  # the bodies the routes read themselves
     return app
 
 

@@ -53,11 +53,12 @@ async def read_json(request: Request, max_bytes: int) -> Any:
 
 
 def parse_body(model: type[T], body: Any) -> T:
-    """Validate a JSON body into ``model``; a 400 naming the field when it does not fit."""
+    """Validate a JSON body into ``model``, strictly (a string is not a number, 0 is not false: what the OpenAPI
+    document says is what is accepted); a 400 naming the field when it does not fit."""
     if not isinstance(body, dict):
         raise APIError(400, f"request body must be a JSON object, got {type(body).__name__}", code="invalid_json")
     try:
-        return model.model_validate(body)
+        return model.model_validate(body, strict=True)
     except ValidationError as exc:
         raise validation_error(exc) from None
 

@@ -45,6 +45,7 @@ class ServerOptions(BaseModel):
     max_connections: int = Field(
         1024, ge=1, description="Open connections (and requests) the server keeps; 503 past it."
     )
+    docs: bool = Field(False, description="Serve the interactive API docs at /docs (/openapi.json is always served).")
     expose_errors: bool = Field(
         False,
         description="Put an unexpected exception's text in its 500 body (default: its type and the request id; "

@@ -80,7 +80,9 @@ def _draw(torch: Any, logits: Any, rows: list[RowSampling]) -> list[int]:
         ordered = ordered.masked_fill(ranks >= ks, float("-inf"))
         probs = ordered.softmax(dim=-1)
         before = probs.cumsum(dim=-1) - probs  # mass strictly before each token
-        ordered = ordered.masked_fill(before >= torch.tensor(top_p, device=device).unsqueeze(1), float("-inf"))
+        drop = before >= torch.tensor(top_p, device=device).unsqueeze(1)
+        drop[:, 0] = False  # the most likely token always stays (a top_p that rounds to 0 in fp32 keeps it alone)
+        ordered = ordered.masked_fill(drop, float("-inf"))
         scores = torch.full_like(scores, float("-inf")).scatter(1, order, ordered)
     probs = scores.softmax(dim=-1)
     picks = [0] * len(sampled)

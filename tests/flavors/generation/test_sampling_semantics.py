@@ -24,6 +24,7 @@ CASES = [  # (name, params, history)
     ("top_k 2", SamplingParams(temperature=1.0, top_k=2), None),
     ("top_p 0.6", SamplingParams(temperature=1.0, top_p=0.6), None),
     ("top_p 0.75", SamplingParams(temperature=1.0, top_p=0.75), None),
+    ("top_p 5e-324 (0 in fp32): the top token alone", SamplingParams(temperature=1.0, top_p=5e-324), None),
     ("top_k 2 then top_p 0.6 (renormalised)", SamplingParams(temperature=1.0, top_k=2, top_p=0.6), None),
     ("top_k 3 then top_p 0.8", SamplingParams(temperature=1.0, top_k=3, top_p=0.8), None),
     ("temperature 0.7, top_k 3, top_p 0.9", SamplingParams(temperature=0.7, top_k=3, top_p=0.9), None),
