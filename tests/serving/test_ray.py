@@ -29,10 +29,14 @@ CPUS = {"num_cpus": 0.25}  # replicas of several applications share the two CPUs
 
 
 @pytest.fixture(scope="session")
-def ray_base(free_port_session):
+def ray_base():
     """A local Ray with Serve's proxy on loopback: its base URL. Autoscaling metrics are pushed every 0.5 s
-    (10 s by default), so an upscale takes seconds."""
+    (10 s by default), so an upscale takes seconds. Serve's proxy dies at start when another process takes
+    the free port first (a busy machine): it is started again on another, up to three times."""
     import ray
+    from ray.exceptions import RayError
+
+    from servelm.serving.demo import free_port
 
     os.environ.update(
         {
@@ -45,19 +49,21 @@ def ray_base(free_port_session):
     ray.init(
         num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, logging_level="warning"
     )
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port_session})
+    for attempt in range(3):
+        port = free_port()
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            break
+        except RayError:
+            serve.shutdown()
+            if attempt == 2:
+                ray.shutdown()
+                raise
     try:
-        yield f"http://127.0.0.1:{free_port_session}"
+        yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
         ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def free_port_session():
-    from servelm.serving.demo import free_port
-
-    return free_port()
 
 
 @pytest.fixture(scope="session")
