@@ -59,15 +59,15 @@ def sampling_extremes(base: str, model: str) -> str:
     return "/".join(map(str, statuses))
 
 
-def evil_schemas(base: str, model: str) -> str:
+def evil_schemas(base: str, model: str, plain: bool = False) -> str:
+    """16 requests at once, each with its own schema whose pattern would build hundreds of MB of lexer (with
+    ``plain``, the same 16 requests without a schema: the baseline for the victim's largest gap)."""
+
     async def one(client: httpx.AsyncClient, i: int) -> int:
         schema = {"type": "object", "properties": {f"k{i}": {"type": "string", "pattern": EVIL_PATTERN}}}
-        body = {
-            "model": model,
-            "messages": ASK,
-            "max_tokens": 16,
-            "response_format": {"type": "json_schema", "json_schema": {"name": f"s{i}", "schema": schema}},
-        }
+        body: dict[str, Any] = {"model": model, "messages": ASK, "max_tokens": 16}
+        if not plain:
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": f"s{i}", "schema": schema}}
         return (await client.post(f"{base}/v1/chat/completions", json=body, timeout=600)).status_code
 
     async def all_of_them() -> list[int]:
@@ -197,6 +197,7 @@ ATTACKS: dict[str, Callable[..., Any]] = {
     "many-completions": many_completions,
     "many-instances": many_instances,
     "sampling-extremes": sampling_extremes,
+    "burst-of-16": lambda base, model: evil_schemas(base, model, plain=True),
     "evil-schemas": evil_schemas,
     "huge-message": huge_message,
     "deep-json-bad-base64": deep_json,
@@ -372,7 +373,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     work = tempfile.mkdtemp(prefix="servelm-chaos-")
     directory = os.path.join(work, "model")
     agent = args.model == "agent"
-    attacks = args.attacks.split(",") if args.attacks else list(AGENT_ATTACKS if agent else ATTACKS)
+    llm_attacks = [name for name in ATTACKS if name != "agent-error"]
+    attacks = args.attacks.split(",") if args.attacks else list(AGENT_ATTACKS) if agent else llm_attacks
     if agent:
         from servelm.flavors.pyfunc import save_model as save_pyfunc
 

@@ -110,8 +110,10 @@ def tokenizer_json(tokenizer: Any) -> str:
 
 
 #: lexer states one grammar may build (llguidance's limit, 250 000 by default, is 1-2 kB a state: a hostile
-#: pattern such as ``(x{1000}){1000}`` would take hundreds of MB); ordinary schemas build hundreds
-LEXER_STATES = 20_000
+#: pattern such as ``(x{1000}){1000}`` would take hundreds of MB, and each step's mask computation time with
+#: them). A schema of eight fields with email, date-time, uuid and pattern formats decodes within 1000 on
+#: SmolLM2's vocabulary; past this cap a grammar's sequence fails with the error.
+LEXER_STATES = 5_000
 #: bytes of heap the cached grammars may hold together (what their lexers grew to while computing masks)
 CACHE_BYTES = 256 * 1024 * 1024
 
@@ -198,14 +200,14 @@ class Grammars:
         )  # [rows, vocab]
         for row, close in enumerate(closing):
             if close:
-                for preferred in self._preferences():
+                for preferred in self.preferences():
                     narrowed = bits[row] & preferred
                     if narrowed.any():
                         bits[row] = narrowed
                         break
         return bits
 
-    def _preferences(self) -> list[np.ndarray]:
+    def preferences(self) -> list[np.ndarray]:
         """Token sets a closing row prefers, in order: end of sequence; a quote (ends a string, maybe
         followed by closing braces and brackets); closing braces and brackets; those with commas or colons."""
         if self._closers is None:

@@ -18,7 +18,10 @@ the same system prompt compute it once too.
 
 from __future__ import annotations
 
+import concurrent.futures
+import importlib.util
 import itertools
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -80,7 +83,14 @@ class Scheduler:
         self.prefilling: deque[ScheduledSequence] = deque()  # in arrival order
         self.last_batch_size = 0
         self._ids = itertools.count(1)
+        # The grammar tables (llguidance's view of the vocabulary, the closing-token sets) take a moment for a large
+        # vocabulary: made on a thread from the start, so the first request with a grammar does not stall the
+        # running streams while they are built (where llguidance is missing they are never needed).
         self._grammars: Optional[Grammars] = None
+        self._grammars_made: Optional[concurrent.futures.Future[Grammars]] = None
+        if importlib.util.find_spec("llguidance") is not None:
+            self._grammars_made = concurrent.futures.Future()
+            threading.Thread(target=self._make_grammars, name="servelm-grammars", daemon=True).start()
 
     # ------------------------------------------------------------------ requests
     def add(self, prompt_ids: list[int], params: SamplingParams) -> ScheduledSequence:
@@ -110,10 +120,22 @@ class Scheduler:
         return seq
 
     def grammars(self) -> Grammars:
-        """This batcher's compiled grammars (made on first use: reading the tokenizer takes a moment)."""
+        """This batcher's compiled grammars (waiting for their tables if they are still being made)."""
         if self._grammars is None:
-            self._grammars = Grammars(tokenizer_json(self.tokenizer), self.runner.vocab_size, self.eos_ids)
+            if self._grammars_made is not None:
+                self._grammars = self._grammars_made.result()
+            else:
+                self._grammars = Grammars(tokenizer_json(self.tokenizer), self.runner.vocab_size, self.eos_ids)
         return self._grammars
+
+    def _make_grammars(self) -> None:
+        assert self._grammars_made is not None
+        try:
+            grammars = Grammars(tokenizer_json(self.tokenizer), self.runner.vocab_size, self.eos_ids)
+            grammars.preferences()
+            self._grammars_made.set_result(grammars)
+        except BaseException as exc:  # raised where the grammars are first used
+            self._grammars_made.set_exception(exc)
 
     def abort(self, seq: Sequence) -> None:
         """Stop ``seq``; its row is freed at the next step."""

@@ -100,7 +100,7 @@ def test_bad_grammars_are_named():
 
 
 def test_a_grammar_past_its_limits_fails_its_row_alone(batcher_of):
-    """A pattern whose lexer would take hundreds of MB (``(x{1000}){1000}``) stops at the lexer-state limit: its
+    """A pattern whose lexer would take hundreds of MB (``(x{1000}){1000}``) stops at the lexer-state cap: its
     sequence ends with the grammar's error, not with a silently cut answer, and the row beside it goes on."""
     make, tokenizer = batcher_of
     batcher = make()
