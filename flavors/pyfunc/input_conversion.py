@@ -18,6 +18,7 @@ for models that need no conversion (agents, the server's hot path).
 
 from __future__ import annotations
 
+import logging
 import typing
 from collections.abc import Callable
 from typing import Any, Optional
@@ -25,6 +26,7 @@ from typing import Any, Optional
 from ..errors import ModelFormatError, SchemaEnforcementError
 from ..signature import AnyType, Array, ColSpec, Map, Object, Scalar, Schema, enforce_value
 
+log = logging.getLogger("servelm.pyfunc")
 PANDAS_HINT = "this model takes a pandas DataFrame (its signature has columns, as in MLflow): pip install pandas"
 
 
@@ -84,8 +86,10 @@ _KINDS = {"long": "iu", "integer": "iu", "double": "fiu", "float": "fiu", "boole
 
 def enforce_dataframe(frame: Any, schema: Schema) -> Any:
     """Check a DataFrame's columns against a column schema: required columns present, each column's type
-    right (ints widen to double, strings parse as datetimes); named columns are reordered to the schema's
-    order, extra columns kept after them. A new frame only when something changed."""
+    right (ints widen to double, strings parse as datetimes); named columns come in the schema's order and columns
+    it does not name are dropped, as MLflow does (a model reading ``model_input.values`` gets its columns where
+    it expects them, whatever order a client's records or a CSV's index column had). A new frame only when
+    something changed."""
     specs = [s for s in schema.specs if isinstance(s, ColSpec)]
     named = [s for s in specs if s.name]
     out = frame
@@ -106,6 +110,11 @@ def enforce_dataframe(frame: Any, schema: Schema) -> Any:
             if out is frame:
                 out = frame.copy()
             out[column] = converted
+    if named and list(out.columns) != [column for _, column in columns]:
+        extra = [c for c in out.columns if c not in {column for _, column in columns}]
+        if extra:
+            log.warning("the input has columns the signature does not name, ignored as MLflow does: %s", extra)
+        out = out[[column for _, column in columns]]
     return out
 
 

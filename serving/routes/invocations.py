@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Optional
 
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -13,7 +13,7 @@ from starlette.responses import Response
 from ..errors import APIError
 from ..flow import run_json, run_stream
 from ..framing import dumps
-from ..http import check_api_key, read_body, read_json
+from ..http import check_api_key, parse_json, parsed, read_body
 from ..scoring_input import parse_csv, parse_invocation
 from ..services.base import INVOCATIONS
 from ..state import ServerState
@@ -31,11 +31,11 @@ async def invocations(request: Request) -> Response:
     parameters = {k.strip().lower(): v.strip() for k, _, v in (o.partition("=") for o in options if o)}
     schema = _input_schema(service)
     if mime == "text/csv":
-        invocation = parse_csv(await read_body(request, state.server.max_body_bytes), schema)
+        body = await read_body(request, state.server.max_body_bytes)
+        invocation = await parsed(len(body), parse_csv, body, schema)
     elif mime in ("application/json", ""):
-        invocation = parse_invocation(
-            await read_json(request, state.server.max_body_bytes), schema, parameters.get("format")
-        )
+        body = await read_body(request, state.server.max_body_bytes)
+        invocation = await parsed(len(body), _parse_json_invocation, body, schema, parameters.get("format"))
     else:
         raise APIError(
             415,
@@ -97,3 +97,8 @@ def json_default(obj: Any) -> Any:
 
         return base64.b64encode(bytes(obj)).decode()
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _parse_json_invocation(body: bytes, schema: Any, data_format: Optional[str]) -> Any:
+    """A JSON body as MLflow's scoring server reads it (on a worker thread for a large body)."""
+    return parse_invocation(parse_json(body), schema, data_format)

@@ -198,3 +198,31 @@ def test_a_column_model_without_pandas_says_so(tmp_path, run_python):
             print("pip install pandas" in str(exc))
     """)
     assert out.strip() == "True"
+
+
+class Values(PythonModel):
+    """Reads its input by position, as many MLflow models do (``model_input.values``)."""
+
+    def predict(self, context, model_input, params=None):
+        return model_input.values.tolist()
+
+
+def test_named_columns_are_reordered_and_filtered_by_the_signature(tmp_path, serve):
+    """MLflow hands a column-signature model exactly the signature's columns, in its order: a frame with them
+    swapped and an extra column, records whose keys come in another order, a CSV with its index column."""
+    import httpx
+    import pandas as pd
+
+    from servelm.flavors import ColSpec, ModelSignature, Schema
+
+    signature = ModelSignature(inputs=Schema([ColSpec("double", "x1"), ColSpec("double", "x2")]))
+    save_model(str(tmp_path / "m"), python_model=Values(), signature=signature)
+    model = load_model(str(tmp_path / "m"))
+    assert model.predict(pd.DataFrame({"x2": [2.0], "x1": [1.0], "junk": [9.0]})) == [[1.0, 2.0]]
+    assert model.predict([{"x2": 2.0, "x1": 1.0}]) == [[1.0, 2.0]]
+    with serve(str(tmp_path / "m")) as (base, _):
+        records = httpx.post(f"{base}/invocations", json={"dataframe_records": [{"x2": 2, "x1": 1}]}, timeout=120)
+        assert records.json() == {"predictions": [[1.0, 2.0]]}
+        csv = pd.DataFrame({"x2": [2.0], "x1": [1.0]}).to_csv()  # a leading "Unnamed: 0" index column
+        answer = httpx.post(f"{base}/invocations", content=csv, headers={"content-type": "text/csv"}, timeout=120)
+        assert answer.json() == {"predictions": [[1.0, 2.0]]}
