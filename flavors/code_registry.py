@@ -32,8 +32,8 @@ def set_model(model: Any) -> None:
             f"set_model: {type(model).__name__} is neither a PythonModel / agent, a callable, nor a LangChain runnable"
         )
     stack = getattr(_slots, "stack", None)
-    if not stack:
-        raise RuntimeError("set_model() was called outside of a servelm models-from-code load")
+    if not stack:  # the file run as a script (python my_agent.py), as MLflow allows: nothing to register it with
+        return
     stack[-1] = model
 
 

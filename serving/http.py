@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Optional, TypeVar
 
@@ -154,11 +155,17 @@ class SlotEventSourceResponse(EventSourceResponse):
         super().__init__(events, ping=15, sep="\n", **kwargs)  # events end with "\n\n", as OpenAI's do
         self._events = events
         self._on_close: Optional[Callable[[], None]] = on_close
+        self._watch: Optional[asyncio.TimerHandle] = None  # the stall check (see _send_with_timeout)
+        self._sender: Optional[asyncio.Task[Any]] = None
+        self._sending_since: Optional[float] = None  # time.monotonic() when the send in progress began
+        self._stalled = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
+            if self._watch is not None:
+                self._watch.cancel()
             try:
                 await self._events.aclose()  # type: ignore[attr-defined]
             finally:
@@ -177,18 +184,40 @@ class SlotEventSourceResponse(EventSourceResponse):
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
         # A send waits only when the client stopped reading (the socket's buffers are full): past send_timeout
-        # the stream is dropped (its generator closed, its engine row freed). asyncio's own timeout, not the
-        # cancel scope sse-starlette opens around every event (a measurable share of a busy stream's cost).
+        # the stream is dropped (its generator closed, its engine row freed), as sse-starlette's own send timeout
+        # does. That one opens a cancel scope around every event, and asyncio's timeout arms a timer per event
+        # (6 us, a few percent of a busy server's loop): here each send notes when it started, and one timer per
+        # stream, re-armed at most every send_timeout seconds, cancels a send that has waited too long.
         if self.send_timeout is None:
             await send(message)
             return
+        if self._watch is None:
+            self._watch = asyncio.get_running_loop().call_later(self.send_timeout, self._check_stall)
+        self._sender = asyncio.current_task()
+        self._sending_since = time.monotonic()
         try:
-            async with asyncio.timeout(self.send_timeout):
-                await send(message)
-        except TimeoutError:
+            await send(message)
+        except asyncio.CancelledError:
+            if not self._stalled or self._sender is None:
+                raise
+            self._sender.uncancel()
             self._send_interrupted = True
             log.warning("a stream's client read nothing for %g s: the stream is dropped", self.send_timeout)
             raise SendTimeoutError() from None
         except BaseException:
             self._send_interrupted = True
             raise
+        finally:
+            self._sending_since = None
+
+    def _check_stall(self) -> None:
+        """Cancel the send in progress if it has waited ``send_timeout`` seconds; else look again when it could."""
+        assert self.send_timeout is not None
+        since, now = self._sending_since, time.monotonic()
+        if since is not None and now - since >= self.send_timeout and self._sender is not None:
+            self._stalled = True
+            self._watch = None
+            self._sender.cancel()
+            return
+        wait = self.send_timeout - (now - since) if since is not None else self.send_timeout
+        self._watch = asyncio.get_running_loop().call_later(max(wait, 0.01), self._check_stall)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any, Optional
 
@@ -130,20 +131,27 @@ def _hinted(python_model: Any) -> bool:
     return python_model is not None and input_hint(python_model) not in (None, Any)
 
 
-def load_model(path: str, model_config: Any = None) -> PyFuncModel:
-    """Load a model directory as a PyFuncModel.
+def load_model(
+    model_uri: str, suppress_warnings: bool = False, dst_path: Optional[str] = None, model_config: Any = None
+) -> PyFuncModel:
+    """Load a model directory as a PyFuncModel (``mlflow.pyfunc.load_model``'s parameters).
 
-    ``path`` may be any model URI (``runs:/``, ``models:/``, ``s3://``... through MLflow, see flavors/uri.py).
-    ``model_config`` (a dict or a YAML file path) overrides the saved config (unknown keys warned and ignored). Any
+    ``model_uri`` is a directory or any model URI (``runs:/``, ``models:/``, ``s3://``... through MLflow, downloaded
+    to ``dst_path`` when given; see flavors/uri.py). ``model_config`` (a dict or a YAML file path) overrides the
+    saved config (unknown keys warned and ignored). ``suppress_warnings`` silences the warnings loading gives. Any
     loader_module with ``_load_pyfunc(data_path, model_config=None)`` is honoured; code_paths go on sys.path first.
     """
+    if suppress_warnings:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return load_model(model_uri, False, dst_path, model_config)
     if model_config is not None and not isinstance(model_config, dict):
         from .save import read_model_config
 
         model_config = read_model_config(model_config)  # a YAML / JSON file path, as MLflow accepts
     from ..uri import resolve_model_uri
 
-    path = os.path.abspath(resolve_model_uri(path))
+    path = os.path.abspath(resolve_model_uri(model_uri, dst_path))
     if not os.path.isdir(path):
         raise ModelFormatError(f"{path} is not a directory")
     metadata = Model.load(path)

@@ -51,7 +51,7 @@ def _load(path: str, spec: dict[str, Any]) -> Any:
     from . import load_model
 
     try:
-        return load_model(path, spec["model_config"] or None)
+        return load_model(path, model_config=spec["model_config"] or None)
     except Exception as exc:
         missing = _missing_module(exc)
         if missing is None:

@@ -226,3 +226,13 @@ def test_named_columns_are_reordered_and_filtered_by_the_signature(tmp_path, ser
         csv = pd.DataFrame({"x2": [2.0], "x1": [1.0]}).to_csv()  # a leading "Unnamed: 0" index column
         answer = httpx.post(f"{base}/invocations", content=csv, headers={"content-type": "text/csv"}, timeout=120)
         assert answer.json() == {"predictions": [[1.0, 2.0]]}
+
+
+def test_mlflows_load_model_keywords_and_a_code_file_run_as_a_script(tmp_path, run_python, chat_agent_source):
+    """``load_model(model_uri=..., suppress_warnings=..., dst_path=..., model_config=...)`` as MLflow names them, and
+    a models-from-code file run directly (``python agent.py``): its ``set_model`` outside a load does nothing."""
+    (tmp_path / "agent.py").write_text(chat_agent_source)
+    save_model(str(tmp_path / "m"), python_model=str(tmp_path / "agent.py"))
+    model = load_model(model_uri=str(tmp_path / "m"), suppress_warnings=True, dst_path=None, model_config=None)
+    assert model.predict({"messages": [{"role": "user", "content": "hi"}]})["messages"][0]["content"] == "hi"
+    run_python(f"exec(open({str(tmp_path / 'agent.py')!r}).read())")  # set_model at module level: no error
