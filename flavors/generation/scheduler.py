@@ -325,12 +325,10 @@ class Scheduler:
             for i, mask in zip(constrained, masks):
                 rows[i].allowed = mask
                 if seqs[i].matcher.is_error():  # past its grammar's limits: it cannot be followed any further
-                    failed[i] = ValueError(f"the output grammar failed: {seqs[i].matcher.get_error().splitlines()[0]}")
+                    failed[i] = _grammar_error(seqs[i].matcher)
                     rows[i].allowed = None
-        if failed:  # those rows end with their grammar's error; the others are sampled as usual
-            choices = self._sample_rows(logits, rows)
-            return [failed.get(i, choice) for i, choice in enumerate(choices)]
-        return self._sample_rows(logits, rows)
+        choices = self._sample_rows(logits, rows)
+        return [failed.get(i, choice) for i, choice in enumerate(choices)]  # failed rows end with their error
 
     def _sample_rows(self, logits: Any, rows: list[RowSampling]) -> list[Any]:
         """The runner's sampler over ``rows``: a TokenChoice per row, or the exception its row alone raised."""
@@ -363,9 +361,7 @@ class Scheduler:
         if seq.matcher is not None:
             seq.matcher.consume_token(token)
             if seq.matcher.is_error():
-                return self._fail(
-                    seq, ValueError(f"the output grammar failed: {seq.matcher.get_error().splitlines()[0]}")
-                )
+                return self._fail(seq, _grammar_error(seq.matcher))
             if seq.matcher.is_stopped():  # the grammar is complete: nothing may follow
                 return self._finish(seq, "stop", text + self._final_text(seq), logged)
         if (
@@ -423,3 +419,8 @@ class Scheduler:
             self.rows[row], moved.row = moved, row
         self.rows[last] = None
         self.decoding -= 1
+
+
+def _grammar_error(matcher: Any) -> ValueError:
+    """The error a sequence ends with when its grammar's matcher failed (past its limits)."""
+    return ValueError(f"the output grammar failed: {matcher.get_error().splitlines()[0]}")
