@@ -5,10 +5,13 @@ it already conforms (no copies, MLflow #7948)."""
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 from typing import Any, Optional
 
 from .errors import SchemaEnforcementError
 from .signature import AnyType, Array, ColSpec, DataType, Map, ParamSchema, Property, Scalar, Schema, TensorSpec
+
+_log = logging.getLogger("servelm.signature")
 
 
 def _fail(path: str, expected: str, value: Any) -> SchemaEnforcementError:
@@ -194,14 +197,25 @@ def _enforce_one_tensor(data: Any, spec: TensorSpec, what: str) -> Any:
 
 
 def enforce_params(params: Optional[dict[str, Any]], schema: Optional[ParamSchema]) -> Optional[dict[str, Any]]:
-    """Fill defaults for missing params and check the given ones' types; unknown params are refused."""
+    """Params as MLflow hands them to a model (``_enforce_params_schema``): defaults filled in for missing
+    ones, the given ones' types checked; params the schema does not name are ignored with a warning; and a
+    model whose signature declares no params gets none (``{}``, with a warning, when some were sent)."""
     if schema is None:
-        return params
+        if not params:
+            return params
+        _log.warning(
+            "params can only be given to a model whose signature declares them (a params schema); this model "
+            "declares none, so these are ignored: %s",
+            list(params) if isinstance(params, dict) else params,
+        )
+        return {}
     given = params or {}
+    if not isinstance(given, dict):
+        raise SchemaEnforcementError(f"params must be a dictionary, got {type(given).__name__}")
     known = {p.name: p for p in schema.params}
     unknown = [k for k in given if k not in known]
     if unknown:
-        raise SchemaEnforcementError(f"unknown param(s) {unknown}; the model accepts {sorted(known)}")
+        _log.warning("params %s are not in the model's params schema and are ignored; it accepts %s", unknown, sorted(known))
     out = {}
     for name, spec in known.items():
         if name in given and given[name] is not None:

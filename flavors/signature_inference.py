@@ -113,22 +113,27 @@ def data_type_of_value(value: Any) -> DataType:
         if isinstance(value, py_type):
             return Scalar(name)
     if isinstance(value, list):
+        if not value:
+            return AnyType()  # nothing to infer from, as in MLflow
         item_types = {data_type_of_value(v) for v in value}
-        return Array(item_types.pop() if len(item_types) == 1 else AnyType())
+        if len(item_types) > 1:
+            raise ValueError(f"a list's values need one type to infer a signature from it; got {value!r:.80}")
+        return Array(item_types.pop())
     if isinstance(value, dict):
-        return Object(tuple(Property(k, data_type_of_value(v)) for k, v in value.items())) if value else Map(AnyType())
+        return Object(tuple(Property(k, data_type_of_value(v)) for k, v in value.items())) if value else AnyType()
     return AnyType()
 
 
 def schema_from_example(example: Any) -> Optional[Schema]:
     """A Schema from an input example: a dict gives named columns, a list of scalars one unnamed column."""
     if isinstance(example, dict):
-        return Schema(tuple(ColSpec(data_type_of_value(v), k) for k, v in example.items()))
+        return Schema(tuple(ColSpec(data_type_of_value(v), k, required=v is not None) for k, v in example.items()))
     if isinstance(example, list) and example and all(isinstance(r, dict) for r in example):
         keys = {k: data_type_of_value(v) for r in example for k, v in r.items()}
         return Schema(tuple(ColSpec(t, k) for k, t in keys.items()))
     if isinstance(example, list) and example:
-        return Schema((ColSpec(data_type_of_value(example[0])),))
+        item = data_type_of_value(example)
+        return Schema((ColSpec(item.items if isinstance(item, Array) else item),))
     if example is not None:
         return Schema((ColSpec(data_type_of_value(example)),))
     return None

@@ -36,11 +36,16 @@ class Invocation:
     raw: bool  # True: reply unwrapped (agent/chat bodies)
 
 
-def parse_invocation(body: Any, schema: Any = None, pandas_format: Optional[str] = None) -> Invocation:
+def parse_invocation(
+    body: Any, schema: Any = None, pandas_format: Optional[str] = None, mlflow_input: bool = False, hinted: bool = False
+) -> Invocation:
     """Parse a JSON scoring request body; 400 with the accepted formats when it fits none.
 
     ``schema`` is the model's input Schema (or None); ``pandas_format`` the ``format=`` parameter of the
     content type (``pandas-split`` / ``pandas-records``), which says the whole body is that frame.
+    ``mlflow_input``: the model is a plain pyfunc model, which takes its input as MLflow's scoring server
+    converts it (numpy arrays, DataFrames cast to the signature: ``scoring_casts``); ``hinted``: its signature
+    comes from its type hints, so it takes ``inputs`` as they are (and nothing else, as in MLflow).
     """
     if pandas_format is not None:
         key = _PANDAS_FORMATS.get(pandas_format)
@@ -77,6 +82,8 @@ def parse_invocation(body: Any, schema: Any = None, pandas_format: Optional[str]
         raise APIError(400, "params must be a JSON object", param="params")
     key = present[0]
     value = body[key]
+    if mlflow_input:
+        return Invocation(_mlflow_model_input(key, _decode_b64(value), schema, hinted), params, stream, raw=False)
     if key == "dataframe_split":
         if not isinstance(value, dict) or "data" not in value:
             raise APIError(
@@ -95,7 +102,27 @@ def parse_invocation(body: Any, schema: Any = None, pandas_format: Optional[str]
     return Invocation(data, params, stream, raw=False)
 
 
-def parse_csv(body: bytes, schema: Any = None) -> Invocation:
+def _mlflow_model_input(key: str, value: Any, schema: Any, hinted: bool) -> Any:
+    """The body's input as MLflow's scoring server hands it to a plain pyfunc model."""
+    from . import scoring_casts
+
+    if hinted:
+        if key != "inputs":
+            raise APIError(
+                400,
+                f"this model's signature comes from its type hints: send its input as 'inputs', not {key!r}",
+                param=key,
+                code="invalid_format",
+            )
+        return value
+    if key == "inputs":
+        return scoring_casts.inputs_as_model_input(value, schema)
+    if key == "instances":
+        return scoring_casts.instances_as_model_input(value, schema)
+    return scoring_casts.frame_as_model_input(value, key[len("dataframe_") :], schema)
+
+
+def parse_csv(body: bytes, schema: Any = None, mlflow_input: bool = False) -> Invocation:
     """A ``text/csv`` body as a DataFrame (MLflow's ``parse_csv_input``); columns cast to the schema's types."""
     try:
         import pandas as pd
@@ -106,6 +133,11 @@ def parse_csv(body: bytes, schema: Any = None) -> Invocation:
             code="unsupported_media_type",
         ) from None
     try:
+        if mlflow_input:
+            from .scoring_casts import csv_dtypes
+
+            frame = pd.read_csv(io.BytesIO(body), dtype=csv_dtypes(schema))
+            return Invocation(frame, None, False, raw=False)
         frame = pd.read_csv(io.BytesIO(body))
     except Exception as exc:
         raise APIError(400, f"the CSV body cannot be parsed: {exc}", code="invalid_format") from None

@@ -81,18 +81,27 @@ def _is_scalar(value: Any) -> bool:
     )
 
 
-_KINDS = {"long": "iu", "integer": "iu", "double": "fiu", "float": "fiu", "boolean": "b", "datetime": "M"}
+#: each scalar type's numpy dtype and the dtype pandas holds it in (MLflow's ``DataType``)
+_NUMPY_DTYPES = {
+    "boolean": ("bool", "bool"),
+    "integer": ("int32", "int32"),
+    "long": ("int64", "int64"),
+    "float": ("float32", "float32"),
+    "double": ("float64", "float64"),
+    "string": ("str", "object"),
+    "binary": ("bytes", "object"),
+    "datetime": ("datetime64[ns]", "datetime64[ns]"),
+}
 
 
 def enforce_dataframe(frame: Any, schema: Schema) -> Any:
-    """Check a DataFrame's columns against a column schema: required columns present, each column's type
-    right (ints widen to double, strings parse as datetimes); named columns come in the schema's order and columns
-    it does not name are dropped, as MLflow does (a model reading ``model_input.values`` gets its columns where
-    it expects them, whatever order a client's records or a CSV's index column had). A new frame only when
-    something changed."""
+    """Check a DataFrame's columns against a column schema, as MLflow's ``_enforce_schema`` does: required
+    columns present, each column's type right or safely converted (``_enforce_scalar_column``). Named
+    columns come in the schema's order and columns it does not name are dropped (a model reading
+    ``model_input.values`` gets its columns where it expects them, whatever order a client's records or a
+    CSV's index column had). The frame itself when nothing changed."""
     specs = [s for s in schema.specs if isinstance(s, ColSpec)]
     named = [s for s in specs if s.name]
-    out = frame
     if named:
         missing = [s.name for s in named if s.required and s.name not in frame.columns]
         if missing:
@@ -104,18 +113,15 @@ def enforce_dataframe(frame: Any, schema: Schema) -> Any:
                 f"the signature declares {len(specs)} input column(s); the input has {len(frame.columns)}"
             )
         columns = list(zip(specs, frame.columns))
-    for spec, column in columns:
-        converted = _enforce_column(frame[column], spec, str(column))
-        if converted is not None:
-            if out is frame:
-                out = frame.copy()
-            out[column] = converted
-    if named and list(out.columns) != [column for _, column in columns]:
-        extra = [c for c in out.columns if c not in {column for _, column in columns}]
+    converted = {column: _enforce_column(frame[column], spec, str(column)) for spec, column in columns}
+    if named:
+        extra = [c for c in frame.columns if c not in converted]
         if extra:
             log.warning("the input has columns the signature does not name, ignored as MLflow does: %s", extra)
-        out = out[[column for _, column in columns]]
-    return out
+    if all(new is None for new in converted.values()) and list(frame.columns) == list(converted):
+        return frame
+    pd = _pandas()
+    return pd.DataFrame({c: frame[c] if new is None else new for c, new in converted.items()}, index=frame.index)
 
 
 def _enforce_column(series: Any, spec: ColSpec, name: str) -> Any:
@@ -123,37 +129,54 @@ def _enforce_column(series: Any, spec: ColSpec, name: str) -> Any:
     dtype = spec.dtype
     if isinstance(dtype, AnyType):
         return None
-    kind = series.dtype.kind
     if isinstance(dtype, Scalar):
-        want = dtype.name
-        if want in _KINDS:
-            if (
-                kind in _KINDS[want][:1]
-                or (want in ("long", "integer") and kind in "iu")
-                or (want == "datetime" and kind == "M")
-            ):
-                return None
-            if want in ("double", "float") and kind in "iu":
-                return series.astype("float64" if want == "double" else "float32")
-            if want == "datetime" and kind == "O":
-                pd = _pandas()
-                try:
-                    return pd.to_datetime(series)
-                except (ValueError, TypeError):
-                    pass
-            if kind == "O" and not (spec.required is False and series.isna().all()):
-                return _check_values(series, dtype, name)
-            if kind != "O" or spec.required:
-                raise SchemaEnforcementError(f"column '{name}': expected {want}, got values of dtype {series.dtype}")
-            return None
-        if want == "string" and (kind in "OU" or str(series.dtype).startswith("string")):
-            return _check_values(series, dtype, name) if kind == "O" else None
-        if want == "binary" and kind in "OS":
-            return _check_values(series, dtype, name) if kind == "O" else None
-        raise SchemaEnforcementError(f"column '{name}': expected {want}, got values of dtype {series.dtype}")
+        out = _enforce_scalar_column(series, dtype.name, name)
+        return None if out is series else out
     if isinstance(dtype, (Array, Object, Map)):
         return _check_values(series, dtype, name)
     return None
+
+
+def _enforce_scalar_column(series: Any, want: str, name: str) -> Any:
+    """MLflow's allowed conversions (``_enforce_mlflow_datatype``), and nothing more: object -> string,
+    ints and floats upcast within their kind, ints of up to 6 bytes -> double, int64 0/1 columns -> float,
+    datetimes of any precision -> datetime64[ns], object -> datetime where numpy parses it. The series
+    itself when it conforms; anything else is refused."""
+    import numpy as np
+
+    pd = _pandas()
+    if series.dtype == object and want not in ("binary", "string"):
+        series = series.infer_objects()
+    if want == "string" and (series.dtype == object or isinstance(series.dtype, pd.StringDtype)):
+        return series
+    if want == "binary" and isinstance(series.dtype, pd.StringDtype):
+        return series
+    numpy_name, pandas_name = _NUMPY_DTYPES[want]
+    numpy_type = np.dtype(numpy_name)
+    if series.dtype == np.dtype(pandas_name) or series.dtype == numpy_type:
+        return series
+    if want == "binary" and series.dtype.kind == "S":
+        return series
+    if want == "datetime" and (series.dtype.kind == "M" or series.dtype == object):
+        try:
+            return series.astype(numpy_type)
+        except (TypeError, ValueError) as exc:
+            raise SchemaEnforcementError(f"column '{name}': cannot convert {series.dtype} to datetime: {exc}") from None
+    if want == "boolean" and series.dtype == object:
+        return series  # None stays None, not False
+    kind = series.dtype.kind
+    size = getattr(series.dtype, "itemsize", 0)
+    if kind == numpy_type.kind:
+        upcast = size <= numpy_type.itemsize
+    elif kind == "u" and numpy_type.kind == "i":
+        upcast = size < numpy_type.itemsize
+    else:
+        upcast = kind in "iu" and numpy_type == np.float64 and size <= 6
+    if upcast or (series.dtype == np.int64 and numpy_type.kind == "f" and series.isin([0, 1]).all()):
+        return series.astype(numpy_type)
+    raise SchemaEnforcementError(
+        f"column '{name}': expected {want}; values of dtype {series.dtype} cannot be converted to {numpy_type} safely"
+    )
 
 
 def _check_values(series: Any, dtype: Any, name: str) -> Any:
@@ -212,7 +235,9 @@ def hint_converter(hint: Any) -> Optional[Callable[[Any], Any]]:
                 data = [_plain(v) for v in data]
             elif hasattr(data, "tolist") and not isinstance(data, (str, bytes)):
                 data = data.tolist()
-            if _is_pydantic(element) and isinstance(data, list):
+            if not isinstance(data, list):  # a bare string is not a list of one (nor of its characters)
+                raise SchemaEnforcementError(f"the model's input type hint is {hint}: expected a list, got {type(data).__name__}")
+            if _is_pydantic(element):
                 data = [element.model_validate(v) if isinstance(v, dict) else v for v in data]
             return data
 

@@ -15,6 +15,7 @@ from ..signature import enforce_params, enforce_schema
 from .input_conversion import input_converter
 from .loader import LOADER_MODULES_OF_MLFLOW, load_python_model
 from .mlflow_compat import MLFLOW_INSTALL_HINT, unwrap
+from .tensor_input import enforce_tensor_input
 
 FLAVOR_NAME = "python_function"
 _AGENT_TASKS = ("agent/v1/chat", "agent/v2/chat", "agent/v1/responses")
@@ -54,22 +55,34 @@ class PyFuncModel:
         self._passthrough: tuple[type, ...] = getattr(
             self._convert, "passthrough", ()
         )  # input types it leaves as they are
+        # A plain pyfunc model (not an agent, not one of servelm's LLM flavors) takes its input as MLflow's pyfunc
+        # hands it over: numpy arrays for JSON tensors at /invocations, tensors checked strictly, and params only
+        # where its signature declares them.
+        self.mlflow_input = not agent and convert_inputs
+        self._enforce = (
+            None
+            if self._input_schema is None
+            else enforce_tensor_input
+            if self.mlflow_input and self._input_schema.is_tensor()
+            else enforce_schema
+        )
+        self._check_params = self._params_schema is not None or self.mlflow_input
         self.predict_fn = impl.predict
 
     def _prepare(self, data: Any) -> Any:
-        if self._input_schema is not None:
-            data = enforce_schema(data, self._input_schema)
+        if self._enforce is not None:
+            data = self._enforce(data, self._input_schema)
         if self._convert is not None and data.__class__ not in self._passthrough:
             data = self._convert(data)
         return data
 
     def predict(self, data: Any, params: Optional[dict[str, Any]] = None) -> Any:
-        """Run the model on ``data`` after checking it against the signature (safe conversions only)."""
-        if self._input_schema is not None:
-            data = enforce_schema(data, self._input_schema)
+        """Run the model on ``data`` after checking it against the signature (MLflow's conversions only)."""
+        if self._enforce is not None:
+            data = self._enforce(data, self._input_schema)
         if self._convert is not None and data.__class__ not in self._passthrough:
             data = self._convert(data)
-        if self._params_schema is not None:
+        if self._check_params:
             params = enforce_params(params, self._params_schema)
         return self._impl.predict(data, params)
 
@@ -77,9 +90,9 @@ class PyFuncModel:
         """Yield the model's output in pieces; an error if the model cannot stream."""
         if not hasattr(self._impl, "predict_stream"):
             raise ModelFormatError("this model does not support predict_stream")
-        if self._input_schema is not None or self._convert is not None:
+        if self._enforce is not None or self._convert is not None:
             data = self._prepare(data)
-        if self._params_schema is not None:
+        if self._check_params:
             params = enforce_params(params, self._params_schema)
         return self._impl.predict_stream(data, params)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import importlib.metadata as md
 import json
+import logging
 import os
 import platform
 import shutil
@@ -33,6 +34,8 @@ from ..environment import (
 from ..errors import ModelFormatError
 from ..model import INPUT_EXAMPLE_FILE, SERVING_INPUT_FILE, Model
 from ..signature import (
+    AnyType,
+    ColSpec,
     ModelSignature,
     Schema,
     params_schema_from_dict,
@@ -43,6 +46,8 @@ from ..signature_inference import schema_of
 from .code import load_code_model
 from .mlflow_compat import as_servelm_model, unwrap
 from .wrappers import task_of, wrap_python_model
+
+log = logging.getLogger("servelm.pyfunc")
 
 FLAVOR_NAME = "python_function"
 LOADER_MODULE = "servelm.flavors.pyfunc.loader"
@@ -100,8 +105,11 @@ def save_model(
         raise ModelFormatError(f"{path} already exists and is not empty: choose a new directory")
     if (python_model is None) == (loader_module is None):
         raise ModelFormatError("pass exactly one of python_model or loader_module")
-    if pip_requirements is not None and conda_env is not None:
-        raise ModelFormatError("pass only one of pip_requirements and conda_env")
+    given = [n for n, v in (("conda_env", conda_env), ("pip_requirements", pip_requirements),
+                            ("extra_pip_requirements", extra_pip_requirements)) if v is not None]  # fmt: skip
+    if len(given) > 1:
+        # as MLflow: pip_requirements replaces the inferred list, extra_pip_requirements adds to it; both is ambiguous
+        raise ModelFormatError(f"pass only one of conda_env, pip_requirements and extra_pip_requirements; got {given}")
     model_config = read_model_config(model_config)
     with new_model_directory(path) as tmp:
         return _write(
@@ -213,15 +221,30 @@ def _write(
         if streamable is None:
             streamable = _can_stream(model_obj)
     example, example_params = _split_example(input_example)
-    if signature is None and example is not None:
-        signature = ModelSignature(
-            schema_of(example), None, params_schema_from_dict(example_params) if example_params else None
-        )
+    inferred = signature is None and example is not None
+    if inferred:
+        try:
+            signature = ModelSignature(
+                schema_of(example), None, params_schema_from_dict(example_params) if example_params else None
+            )
+        except ValueError as exc:  # as MLflow: a model whose example implies no signature is saved without one
+            log.warning("no signature can be inferred from the input example (%s): the model is saved without one", exc)
+            inferred = False
     elif signature is not None and signature.params is None and example_params:
         signature.params = params_schema_from_dict(example_params)  # MLflow infers params from the example too
     if model_obj is not None and input_example is not None:
         with record_secret_env_reads() as seen:
-            _validate_with_example(model_obj, context, input_example, signature, metadata.get("task"), type_hinted)
+            try:
+                prediction = _predict_example(model_obj, context, input_example, signature, metadata.get("task"), type_hinted)  # noqa: E501
+            except ModelFormatError as exc:
+                if metadata.get("task"):
+                    raise  # an agent's example is its request type: failing it is a bug in the agent
+                # MLflow saves a model whose example fails (it may need what only serving has) and says so
+                log.warning("%s; the model is saved%s", exc, " without a signature" if inferred else "")
+                signature = None if inferred else signature
+            else:
+                if inferred and signature is not None:
+                    signature.outputs = _output_schema(prediction)
         secrets |= seen
     conf["streamable"] = bool(streamable)
 
@@ -343,15 +366,25 @@ def _split_example(example: Any) -> tuple[Any, Optional[dict[str, Any]]]:
     return example, None
 
 
-def _validate_with_example(
+def _output_schema(prediction: Any) -> Schema:
+    """The output schema a prediction implies; ``any`` where it implies none (MLflow's fallback)."""
+    try:
+        schema = schema_of(prediction)
+    except Exception as exc:  # a type the inference does not know: MLflow records "any" as well
+        log.warning("the output schema cannot be inferred from the prediction (%s): it is recorded as any", exc)
+        schema = None
+    return schema if schema is not None else Schema((ColSpec(AnyType()),))
+
+
+def _predict_example(
     model_obj: Any,
     context: PythonModelContext,
     example: Any,
     signature: Optional[ModelSignature],
     task: Optional[str],
     type_hinted: bool,
-) -> None:
-    """Run the model on its input example, through the same conversions a loaded model applies."""
+) -> Any:
+    """The model's prediction on its input example, through the same conversions a loaded model applies."""
     from .load import PyFuncModel
 
     data, params = _split_example(example)
@@ -359,7 +392,7 @@ def _validate_with_example(
         signature=signature, metadata={"task": task} if task else None, is_signature_from_type_hint=type_hinted
     )
     try:
-        PyFuncModel(meta, wrap_python_model(model_obj, context), context.model_config, "", model_obj).predict(
+        return PyFuncModel(meta, wrap_python_model(model_obj, context), context.model_config, "", model_obj).predict(
             data, params
         )
     except Exception as exc:

@@ -30,12 +30,17 @@ async def invocations(request: Request) -> Response:
     mime, *options = [part.strip() for part in request.headers.get("content-type", "application/json").split(";")]
     parameters = {k.strip().lower(): v.strip() for k, _, v in (o.partition("=") for o in options if o)}
     schema = _input_schema(service)
+    model = getattr(service, "model", None)
+    mlflow_input = bool(getattr(model, "mlflow_input", False))
     if mime == "text/csv":
         body = await read_body(request, state.server.max_body_bytes)
-        invocation = await parsed(len(body), parse_csv, body, schema)
+        invocation = await parsed(len(body), parse_csv, body, schema, mlflow_input)
     elif mime in ("application/json", ""):
         body = await read_body(request, state.server.max_body_bytes)
-        invocation = await parsed(len(body), _parse_json_invocation, body, schema, parameters.get("format"))
+        hinted = mlflow_input and bool(getattr(model.metadata, "is_signature_from_type_hint", False))
+        invocation = await parsed(
+            len(body), _parse_json_invocation, body, schema, parameters.get("format"), mlflow_input, hinted
+        )
     else:
         raise APIError(
             415,
@@ -99,6 +104,8 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
-def _parse_json_invocation(body: bytes, schema: Any, data_format: Optional[str]) -> Any:
+def _parse_json_invocation(
+    body: bytes, schema: Any, data_format: Optional[str], mlflow_input: bool, hinted: bool
+) -> Any:
     """A JSON body as MLflow's scoring server reads it (on a worker thread for a large body)."""
-    return parse_invocation(parse_json(body), schema, data_format)
+    return parse_invocation(parse_json(body), schema, data_format, mlflow_input, hinted)

@@ -78,10 +78,14 @@ def test_tensor_spec():
     assert Schema.from_json(schema.to_json()) == schema
 
 
-def test_params_defaults_and_types():
+def test_params_defaults_and_types(caplog):
     schema = ParamSchema((ParamSpec("temperature", "double", 0.5), ParamSpec("stop", "string", ["x"], (-1,))))
     assert enforce_params(None, schema) == {"temperature": 0.5, "stop": ["x"]}
     assert enforce_params({"temperature": 1}, schema)["temperature"] == 1.0
-    with pytest.raises(SchemaEnforcementError, match="unknown param"):
-        enforce_params({"nope": 1}, schema)
+    with pytest.raises(SchemaEnforcementError, match="temperature"):
+        enforce_params({"temperature": "hot"}, schema)
+    # as MLflow: a param the schema does not name is ignored with a warning; no schema, no params
+    assert enforce_params({"nope": 1}, schema) == {"temperature": 0.5, "stop": ["x"]}
+    assert "['nope'] are not in the model's params schema" in caplog.text
+    assert enforce_params({"k": 1}, None) == {} and enforce_params(None, None) is None
     assert ParamSchema.from_json(schema.to_json()) == schema

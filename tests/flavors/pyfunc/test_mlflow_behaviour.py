@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from servelm.agents import PythonModel
-from servelm.flavors import ModelFormatError
+from servelm.flavors import ModelFormatError, SchemaEnforcementError
 from servelm.flavors.pyfunc import load_model, save_model
 
 
@@ -31,21 +31,18 @@ def test_requirements_file_with_r_and_c(tmp_path):
     (tmp_path / "base.txt").write_text("numpy>=1.24\n# a comment\n")
     (tmp_path / "pins.txt").write_text("numpy==2.4.6\n")
     (tmp_path / "reqs.txt").write_text("pandas\n-r base.txt\n-c pins.txt\n")
-    save_model(
-        str(tmp_path / "m"),
-        python_model=Echo(),
-        pip_requirements=str(tmp_path / "reqs.txt"),
-        extra_pip_requirements=["scipy"],
-    )
+    save_model(str(tmp_path / "m"), python_model=Echo(), pip_requirements=str(tmp_path / "reqs.txt"))
     assert (tmp_path / "m" / "requirements.txt").read_text().splitlines() == [
         "pandas",
         "numpy>=1.24",
-        "scipy",
         "-c constraints.txt",
     ]
     assert (tmp_path / "m" / "constraints.txt").read_text().splitlines() == ["numpy==2.4.6"]
     conda = yaml.safe_load((tmp_path / "m" / "conda.yaml").read_text())
-    assert {"pip": ["pandas", "numpy>=1.24", "scipy"]} in conda["dependencies"]
+    assert {"pip": ["pandas", "numpy>=1.24"]} in conda["dependencies"]
+    # both lists at once is ambiguous (replace or add?): refused, as MLflow refuses it
+    with pytest.raises(ModelFormatError, match="only one of conda_env, pip_requirements and extra_pip_requirements"):
+        save_model(str(tmp_path / "m2"), python_model=Echo(), pip_requirements=["a"], extra_pip_requirements=["b"])
 
 
 def test_conda_env(tmp_path):
@@ -113,7 +110,12 @@ def test_dataframe_ndarray_and_bytes_examples(tmp_path):
     ]  # a dict becomes a one-row DataFrame
     save_model(str(tmp_path / "nd"), python_model=Echo(), input_example=np.zeros((2, 3), dtype=np.float32))
     assert json.loads((tmp_path / "nd" / "input_example.json").read_text()) == {"inputs": [[0.0] * 3] * 2}
-    assert load_model(str(tmp_path / "nd")).predict([[1, 2, 3]]).dtype == np.float32
+    tensor_model = load_model(str(tmp_path / "nd"))
+    assert tensor_model.predict(np.array([[1, 2, 3]], dtype=np.float32)).dtype == np.float32
+    with pytest.raises(SchemaEnforcementError, match="takes a numpy array"):
+        tensor_model.predict([[1, 2, 3]])  # as MLflow: a tensor model takes arrays, not lists
+    with pytest.raises(SchemaEnforcementError, match="dtype float64 does not match"):
+        tensor_model.predict(np.array([[1, 2, 3]], dtype=np.float64))  # and no dtype is cast
     assert load_model(str(tmp_path / "nd")).input_example.tolist() == [[0.0] * 3] * 2
     save_model(str(tmp_path / "b"), python_model=Echo(), input_example={"blob": b"\x00\x01"})
     assert json.loads((tmp_path / "b" / "input_example.json").read_text()) == {
@@ -169,7 +171,7 @@ def test_without_mlflow_a_directory_that_needs_it_says_so(tmp_path, mlflow_refer
         textwrap.dedent(f"""
         import sys
         sys.modules["mlflow"] = None  # as if mlflow were not installed
-        from servelm.flavors import ModelFormatError
+        from servelm.flavors import ModelFormatError, SchemaEnforcementError
         from servelm.flavors.pyfunc import load_model
         for name in ("code", "pickle"):
             try:
@@ -190,7 +192,7 @@ def test_a_column_model_without_pandas_says_so(tmp_path, run_python):
     out = run_python(f"""
         import sys
         sys.modules["pandas"] = None
-        from servelm.flavors import ModelFormatError
+        from servelm.flavors import ModelFormatError, SchemaEnforcementError
         from servelm.flavors.pyfunc import load_model
         try:
             load_model({str(tmp_path / "m")!r})

@@ -266,12 +266,13 @@ def test_type_hinted_models(tmp_path, serve):
     """
     with_mlflow, with_servelm, model_dir = run_both(tmp_path, "", driver)
     assert with_servelm == with_mlflow == [["user: hello"], ["a: b"], ["X", "Y"], ["Z"]]
-    assert served_predictions(serve, model_dir, {"dataframe_records": [{"role": "r", "content": "c"}]}) == {
+    assert served_predictions(serve, model_dir, {"inputs": [{"role": "r", "content": "c"}]}) == {
         "predictions": ["r: c"]
     }
-    assert served_predictions(
-        serve, model_dir + "-upper", {"dataframe_split": {"columns": ["t"], "data": [["q"]]}}
-    ) == {"predictions": ["Q"]}
+    assert served_predictions(serve, model_dir + "-upper", {"inputs": ["q"]}) == {"predictions": ["Q"]}
+    with serve(model_dir + "-upper") as (base, _):  # as MLflow: a type-hinted model takes `inputs` only
+        refused = httpx.post(f"{base}/invocations", json={"dataframe_split": {"columns": ["t"], "data": [["q"]]}})
+        assert refused.status_code == 400 and "type hints" in refused.json()["error"]["message"]
 
 
 def test_tensor_signature_and_numpy_output(tmp_path, serve):
@@ -338,14 +339,14 @@ def test_dataframe_columns_are_checked(tmp_path):
     save_model(str(tmp_path / "m"), python_model=Sum(), input_example=pd.DataFrame({"a": [1.0], "b": [2]}))
     model = load_model(str(tmp_path / "m"))
     assert model.predict(pd.DataFrame({"a": [1], "b": [2]})) == [3.0]  # int column widened to double
-    with pytest.raises(SchemaEnforcementError, match=r"'b\[0\]': expected long, got str"):
+    with pytest.raises(SchemaEnforcementError, match=r"column 'b': expected long; values of dtype str"):
         model.predict(pd.DataFrame({"a": [1.0], "b": ["two"]}))
     with pytest.raises(SchemaEnforcementError, match=r"missing required column\(s\) \['b'\]"):
         model.predict({"a": 1.0})
 
 
 def test_named_tensors(tmp_path):
-    from servelm.flavors import ModelSignature, Schema, TensorSpec
+    from servelm.flavors import ModelSignature, Schema, SchemaEnforcementError, TensorSpec
     from servelm.flavors.pyfunc import load_model, save_model
 
     class Dot(mlflow.pyfunc.PythonModel):
@@ -356,5 +357,8 @@ def test_named_tensors(tmp_path):
         Schema([TensorSpec(np.dtype("float32"), (-1, 2), "a"), TensorSpec(np.dtype("float32"), (-1, 2), "b")])
     )
     save_model(str(tmp_path / "m"), python_model=Dot(), signature=signature)
-    out = load_model(str(tmp_path / "m")).predict({"a": [[1, 2]], "b": [[3, 4]]})
+    model = load_model(str(tmp_path / "m"))
+    out = model.predict({"a": np.array([[1, 2]], dtype=np.float32), "b": np.array([[3, 4]], dtype=np.float32)})
     assert out.tolist() == [11.0] and out.dtype == np.float32
+    with pytest.raises(SchemaEnforcementError, match="takes a dict of numpy arrays"):
+        model.predict({"a": [[1, 2]], "b": [[3, 4]]})  # as MLflow: lists are refused

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from servelm.agents import PythonModel
-from servelm.flavors import ModelFormatError
+from servelm.flavors import Model, ModelFormatError
 from servelm.flavors.pyfunc import load_model, save_model
 
 
@@ -68,10 +68,19 @@ def test_layout_matches_mlflow_reference(
 
 
 def test_failed_save_leaves_nothing(tmp_path):
+    (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(ModelFormatError, match="boom"):
+        save_model(str(tmp_path / "m"), python_model=str(tmp_path / "broken.py"))
+    assert not any(p.name.startswith("m") for p in tmp_path.iterdir())
+
+
+def test_a_model_failing_its_input_example_is_saved_with_a_warning(tmp_path, caplog):
+    """As MLflow: the example may need what only serving has (a GPU, a secret), so a failure is a warning."""
+
     class Broken(PythonModel):
         def predict(self, context, model_input, params=None):
             raise RuntimeError("boom")
 
-    with pytest.raises(ModelFormatError, match="input example: RuntimeError: boom"):
-        save_model(str(tmp_path / "m"), python_model=Broken(), input_example=["x"])
-    assert not any(p.name.startswith("m") for p in tmp_path.iterdir())
+    save_model(str(tmp_path / "m"), python_model=Broken(), input_example=["x"])
+    assert "the model failed on its input example: RuntimeError: boom" in caplog.text
+    assert (tmp_path / "m" / "input_example.json").exists() and Model.load(str(tmp_path / "m")).signature is None
