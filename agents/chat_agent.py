@@ -49,6 +49,10 @@ class ChatAgent(PythonModel):
             if name in cls.__dict__:
                 setattr(cls, name, _accept_any_call_form(cls.__dict__[name]))
 
+    def _convert_messages_to_dict(self, messages: list[ChatAgentMessage]) -> list[dict[str, Any]]:
+        """The messages as plain dicts (None fields left out), for an LLM client: MLflow's helper, by its name."""
+        return [m.model_dump(exclude_none=True) if hasattr(m, "model_dump") else dict(m) for m in messages]
+
     def predict(  # type: ignore[override]
         self,
         messages: list[ChatAgentMessage],

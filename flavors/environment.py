@@ -229,3 +229,55 @@ def record_secret_env_reads() -> Iterator[set[str]]:
         yield seen
     finally:
         os.environ = real  # noqa: B003
+
+
+def requirement_mismatches(path: str) -> list[str]:
+    """The model directory's requirements (requirements.txt) this Python environment does not satisfy, as
+    ``name (current: X, required: spec)``; lines that are not plain requirements (files, URLs) are skipped."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    file = os.path.join(path, "requirements.txt")
+    if not os.path.isfile(file):
+        return []
+    mismatches = []
+    with open(file) as f:
+        lines = [line.strip() for line in f]
+    for line in lines:
+        if not line or line.startswith(("#", "-")):
+            continue
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        try:
+            installed: Optional[str] = md.version(requirement.name)
+        except md.PackageNotFoundError:
+            installed = None
+        if installed is None or (
+            requirement.specifier and not requirement.specifier.contains(installed, prereleases=True)
+        ):
+            mismatches.append(f"{requirement.name} (current: {installed or 'uninstalled'}, required: {line})")
+    return mismatches
+
+
+def warn_environment_mismatches(path: str, python_version: Optional[str]) -> None:
+    """Warn, as MLflow's load_model does, when the model was saved for other packages or another Python."""
+    import logging
+
+    log = logging.getLogger("servelm.pyfunc")
+    mismatches = requirement_mismatches(path)
+    if mismatches:
+        log.warning(
+            "the model's dependencies do not match this Python environment:\n - %s\nInstall them with "
+            "`pip install -r %s` (servelm.flavors.pyfunc.get_model_dependencies gives the file).",
+            "\n - ".join(mismatches),
+            os.path.join(path, "requirements.txt"),
+        )
+    if python_version and python_version.split(".")[:2] != platform.python_version().split(".")[:2]:
+        log.warning(
+            "the model was saved with Python %s and this is Python %s: it may not load or behave the same",
+            python_version,
+            platform.python_version(),
+        )

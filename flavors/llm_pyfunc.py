@@ -52,8 +52,9 @@ class ChatLLMPyfunc:
         groups = [self._add(batcher, chat) for chat in chats]
         while batcher.has_work():
             batcher.step()
-        responses = [self._response(group) for group in groups]
-        return responses if isinstance(data, list) else responses[0]
+        # a list, one response per request, even for one request: MLflow's LLM pyfuncs answer so
+        # (``model.predict(chat)[0]["choices"][0]["message"]["content"]``)
+        return [self._response(group) for group in groups]
 
     def predict_stream(self, data: Any, params: Optional[dict[str, Any]] = None) -> Iterator[dict[str, Any]]:
         data = request_dict(data)
@@ -137,5 +138,4 @@ class ChatLLMPyfunc:
             )
         while batcher.has_work():
             batcher.step()
-        outputs = [s.text for s in seqs]
-        return outputs if isinstance(data, list) else outputs[0]
+        return [s.text for s in seqs]  # a list even for one prompt, as MLflow's text-generation pyfunc

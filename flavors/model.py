@@ -76,8 +76,10 @@ class Model:
         return dict(sorted(data.items()))
 
     def save(self, path: str) -> None:
-        """Write ``MLmodel`` into the directory ``path``."""
-        with open(os.path.join(path, MLMODEL_FILE), "w") as f:
+        """Write the ``MLmodel`` file: into ``path`` when it is a directory, else to ``path`` itself (MLflow's
+        ``Model.save(os.path.join(model_dir, "MLmodel"))``)."""
+        file = os.path.join(path, MLMODEL_FILE) if os.path.isdir(path) else path
+        with open(file, "w") as f:
             yaml.safe_dump(self.to_dict(), f, default_flow_style=False, sort_keys=False)
 
     @classmethod

@@ -215,7 +215,9 @@ def enforce_params(params: Optional[dict[str, Any]], schema: Optional[ParamSchem
     known = {p.name: p for p in schema.params}
     unknown = [k for k in given if k not in known]
     if unknown:
-        _log.warning("params %s are not in the model's params schema and are ignored; it accepts %s", unknown, sorted(known))
+        _log.warning(
+            "params %s are not in the model's params schema and are ignored; it accepts %s", unknown, sorted(known)
+        )
     out = {}
     for name, spec in known.items():
         if name in given and given[name] is not None:

@@ -71,11 +71,12 @@ def _is_pydantic_model(hint: Any) -> bool:
 
 
 def object_from_pydantic(model: Any) -> Object:
-    """An Object type with one property per field of a pydantic model."""
+    """An Object type with one property per field of a pydantic model; a field is optional when its type is
+    (``Optional[X]``), whether or not it has a default, as MLflow records type hints."""
     props = []
     for name, info in model.model_fields.items():
         dtype, required = data_type_from_hint(info.annotation)
-        props.append(Property(name, dtype, required and info.is_required()))
+        props.append(Property(name, dtype, required))
     return Object(tuple(props))
 
 

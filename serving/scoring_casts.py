@@ -60,7 +60,9 @@ def convert_value(data: Any, spec: Any, key: str) -> Any:
         dtype = spec.dtype
         if isinstance(dtype, Scalar):
             numpy_type = np.dtype(_NUMPY[dtype.name])
-            return np.array(data, numpy_type) if isinstance(data, (list, np.ndarray)) else np.array([data], numpy_type)[0]
+            return (
+                np.array(data, numpy_type) if isinstance(data, (list, np.ndarray)) else np.array([data], numpy_type)[0]
+            )
         if isinstance(dtype, Array):
             return np.array(enforce_value(data, dtype, key))
         if isinstance(dtype, (Object, Map)):
@@ -86,7 +88,7 @@ def inputs_as_model_input(value: Any, schema: Optional[Schema]) -> Any:
     first = schema.specs[0] if schema is not None and schema.specs else None
     if isinstance(value, dict):
         return {k: convert_value(v, named.get(k), f"inputs.{k}") for k, v in value.items()}
-    if isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
+    if isinstance(value, list) and all(isinstance(x, dict) for x in value):  # records (an empty list stays a list)
         return [{k: convert_value(v, named.get(k), f"inputs.{k}") for k, v in row.items()} for row in value]
     return convert_value(value, first, "inputs")
 
@@ -114,7 +116,9 @@ def instances_as_model_input(value: Any, schema: Optional[Schema]) -> Any:
         lengths = {k: len(v) for k, v in data.items() if isinstance(v, (list, np.ndarray)) and np.ndim(v) > 0}
         if named:
             checked = {
-                k for k, s in named.items() if getattr(s, "required", True) and not isinstance(getattr(s, "dtype", None), Array)
+                k
+                for k, s in named.items()
+                if getattr(s, "required", True) and not isinstance(getattr(s, "dtype", None), Array)
             }
             lengths = {k: n for k, n in lengths.items() if k in checked}
         if len(set(lengths.values())) > 1:
@@ -168,7 +172,7 @@ def cast_frame(frame: Any, schema: Schema, key: str) -> Any:
                 if not isinstance(series.iloc[0], list):
                     frame[column] = series.astype(spec.dtype)
             elif isinstance(dtype, (Array, Object, Map)):
-                frame[column] = series.map(lambda v, d=dtype: enforce_value(v, d, f"{key}.{column}"))
+                frame[column] = series.map(lambda v, d=dtype, where=f"{key}.{column}": enforce_value(v, d, where))
             elif isinstance(dtype, Scalar) and dtype.name == "datetime":
                 parsed = pd.to_datetime(series)
                 if getattr(parsed.dt, "unit", "ns") != "ns":

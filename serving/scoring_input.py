@@ -78,7 +78,8 @@ def parse_invocation(
             code="invalid_format",
         )
     params = body.get("params")
-    if params is not None and not isinstance(params, dict):
+    if params is not None and not isinstance(params, dict) and not mlflow_input:
+        # (a plain pyfunc model is given them as they are: params it has no schema for are ignored, as MLflow)
         raise APIError(400, "params must be a JSON object", param="params")
     key = present[0]
     value = body[key]

@@ -219,12 +219,14 @@ def _is_pydantic(hint: Any) -> bool:
 
 
 def hint_converter(hint: Any) -> Optional[Callable[[Any], Any]]:
-    """A function converting input to ``hint`` as MLflow does, or None when the hint needs none."""
+    """A function converting input to ``hint`` and validating it, as MLflow does for type-hinted models
+    (strictly: a str is not a list of one, an int is not a str), or None when the hint needs neither."""
     origin = typing.get_origin(hint)
     if origin is list:
         args = typing.get_args(hint)
         element: Any = args[0] if args else Any
         rows = element is dict or typing.get_origin(element) is dict or _is_pydantic(element)
+        validate = _validator(hint)
 
         def to_list(data: Any) -> Any:
             if is_dataframe(data):
@@ -236,27 +238,45 @@ def hint_converter(hint: Any) -> Optional[Callable[[Any], Any]]:
             elif hasattr(data, "tolist") and not isinstance(data, (str, bytes)):
                 data = data.tolist()
             if not isinstance(data, list):  # a bare string is not a list of one (nor of its characters)
-                raise SchemaEnforcementError(f"the model's input type hint is {hint}: expected a list, got {type(data).__name__}")
-            if _is_pydantic(element):
-                data = [element.model_validate(v) if isinstance(v, dict) else v for v in data]
-            return data
+                raise SchemaEnforcementError(
+                    f"the model's input type hint is {hint}: expected a list, got {type(data).__name__}"
+                )
+            return validate(data)
 
-        if not _is_pydantic(element):
-            to_list.passthrough = (list,)  # type: ignore[attr-defined]  # a list is already what the model takes
         return to_list
     if _is_pydantic(hint):
+        validate = _validator(hint)
 
         def to_model(data: Any) -> Any:
             if is_dataframe(data):
                 if len(data) != 1:
                     raise SchemaEnforcementError(f"{hint.__name__} takes one record; the input has {len(data)} rows")
                 data = {k: _plain(v) for k, v in data.to_dict(orient="records")[0].items()}
-            return hint.model_validate(data) if isinstance(data, dict) else data
+            return validate(data)
 
         return to_model
     if isinstance(hint, type) and hint.__name__ == "DataFrame" and hint.__module__.startswith("pandas"):
         return lambda data: to_dataframe(data, None)
     return None
+
+
+def _validator(hint: Any) -> Callable[[Any], Any]:
+    """``data`` validated against the type hint (pydantic, strict: no str <-> number coercion), pydantic
+    models built from dicts; a SchemaEnforcementError naming the bad elements otherwise."""
+    from pydantic import TypeAdapter, ValidationError
+
+    adapter: Any = TypeAdapter(hint)
+
+    def validate(data: Any) -> Any:
+        try:
+            return adapter.validate_python(data, strict=True)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            raise SchemaEnforcementError(f"the input does not match the model's type hint {hint}: {problems}") from None
+
+    return validate
 
 
 def _plain(value: Any) -> Any:

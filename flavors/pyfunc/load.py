@@ -6,9 +6,10 @@ import importlib
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
+from ..environment import warn_environment_mismatches
 from ..errors import ModelFormatError
 from ..model import Model
 from ..signature import enforce_params, enforce_schema
@@ -50,16 +51,13 @@ class PyFuncModel:
             if agent or not convert_inputs
             else input_converter(self._input_schema, python_model, metadata.is_signature_from_type_hint)
         )
-        if self._convert is not None and self._input_schema is not None and not _hinted(python_model):
-            self._input_schema = None  # the DataFrame conversion checks the columns itself
-        self._passthrough: tuple[type, ...] = getattr(
-            self._convert, "passthrough", ()
-        )  # input types it leaves as they are
+        if self._convert is not None:
+            self._input_schema = None  # the conversion checks the input itself (columns, or the type hint)
         # A plain pyfunc model (not an agent, not one of servelm's LLM flavors) takes its input as MLflow's pyfunc
         # hands it over: numpy arrays for JSON tensors at /invocations, tensors checked strictly, and params only
         # where its signature declares them.
         self.mlflow_input = not agent and convert_inputs
-        self._enforce = (
+        self._enforce: Optional[Callable[[Any, Any], Any]] = (
             None
             if self._input_schema is None
             else enforce_tensor_input
@@ -72,7 +70,7 @@ class PyFuncModel:
     def _prepare(self, data: Any) -> Any:
         if self._enforce is not None:
             data = self._enforce(data, self._input_schema)
-        if self._convert is not None and data.__class__ not in self._passthrough:
+        if self._convert is not None:
             data = self._convert(data)
         return data
 
@@ -80,7 +78,7 @@ class PyFuncModel:
         """Run the model on ``data`` after checking it against the signature (MLflow's conversions only)."""
         if self._enforce is not None:
             data = self._enforce(data, self._input_schema)
-        if self._convert is not None and data.__class__ not in self._passthrough:
+        if self._convert is not None:
             data = self._convert(data)
         if self._check_params:
             params = enforce_params(params, self._params_schema)
@@ -138,12 +136,6 @@ def _is_agent(python_model: Any) -> bool:
     return isinstance(python_model, (ChatAgent, ChatModel, ResponsesAgent))
 
 
-def _hinted(python_model: Any) -> bool:
-    from .input_conversion import input_hint
-
-    return python_model is not None and input_hint(python_model) not in (None, Any)
-
-
 def load_model(
     model_uri: str, suppress_warnings: bool = False, dst_path: Optional[str] = None, model_config: Any = None
 ) -> PyFuncModel:
@@ -157,7 +149,11 @@ def load_model(
     if suppress_warnings:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return load_model(model_uri, False, dst_path, model_config)
+            return _load_model(model_uri, dst_path, model_config, warn=False)
+    return _load_model(model_uri, dst_path, model_config, warn=True)
+
+
+def _load_model(model_uri: str, dst_path: Optional[str], model_config: Any, warn: bool) -> PyFuncModel:
     if model_config is not None and not isinstance(model_config, dict):
         from .save import read_model_config
 
@@ -169,6 +165,8 @@ def load_model(
         raise ModelFormatError(f"{path} is not a directory")
     metadata = Model.load(path)
     conf = metadata.flavor(FLAVOR_NAME)
+    if warn:
+        warn_environment_mismatches(path, conf.get("python_version"))
     loader = conf.get("loader_module")
     if not loader:
         raise ModelFormatError(f"{os.path.join(path, 'MLmodel')}: python_function flavor has no loader_module")

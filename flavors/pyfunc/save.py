@@ -235,7 +235,9 @@ def _write(
     if model_obj is not None and input_example is not None:
         with record_secret_env_reads() as seen:
             try:
-                prediction = _predict_example(model_obj, context, input_example, signature, metadata.get("task"), type_hinted)  # noqa: E501
+                prediction = _predict_example(
+                    model_obj, context, input_example, signature, metadata.get("task"), type_hinted
+                )  # noqa: E501
             except ModelFormatError as exc:
                 if metadata.get("task"):
                     raise  # an agent's example is its request type: failing it is a bug in the agent

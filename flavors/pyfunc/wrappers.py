@@ -20,13 +20,24 @@ TASK_CHAT_AGENT = "agent/v2/chat"
 TASK_RESPONSES_AGENT = "agent/v1/responses"
 
 
+def request_rows(frame: Any) -> list[dict[str, Any]]:
+    """A DataFrame's rows as request dicts, empty cells (None, NaN) left out and numpy values made plain."""
+    rows = []
+    for row in frame.to_dict(orient="records"):
+        rows.append(
+            {
+                k: (v.tolist() if hasattr(v, "tolist") else v)
+                for k, v in row.items()
+                if v is not None and not (isinstance(v, float) and v != v)
+            }
+        )
+    return rows
+
+
 def request_dict(data: Any) -> Any:
     """An agent request as a dict: MLflow's pyfunc layer hands agents a one-row pandas DataFrame."""
     if type(data).__name__ == "DataFrame" and hasattr(data, "to_dict"):
-        rows = [
-            {k: v for k, v in row.items() if not (isinstance(v, float) and v != v) and v is not None}
-            for row in data.to_dict(orient="records")
-        ]
+        rows = request_rows(data)
         return rows[0] if len(rows) == 1 else rows
     return data
 

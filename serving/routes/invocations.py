@@ -37,7 +37,8 @@ async def invocations(request: Request) -> Response:
         invocation = await parsed(len(body), parse_csv, body, schema, mlflow_input)
     elif mime in ("application/json", ""):
         body = await read_body(request, state.server.max_body_bytes)
-        hinted = mlflow_input and bool(getattr(model.metadata, "is_signature_from_type_hint", False))
+        metadata = getattr(model, "metadata", None)
+        hinted = mlflow_input and bool(getattr(metadata, "is_signature_from_type_hint", False))
         invocation = await parsed(
             len(body), _parse_json_invocation, body, schema, parameters.get("format"), mlflow_input, hinted
         )
@@ -61,6 +62,8 @@ async def invocations(request: Request) -> Response:
     async def answer() -> Any:
         result = await service.invoke(invocation.data, invocation.params)
         # numpy, pandas, datetimes and bytes anywhere in the output (MLflow's encoder); one encoding pass
+        if not invocation.raw and type(result).__name__ == "Series":
+            result = result.to_frame()  # MLflow writes a Series as the records of its one-column frame
         body = json.dumps(
             result if invocation.raw else {"predictions": result},
             default=json_default,

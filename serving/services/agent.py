@@ -30,7 +30,7 @@ from servelm.flavors.pyfunc.wrappers import plain
 from ..errors import APIError
 from .agent_kinds import kind_of
 from .base import CHAT, RESPONSES, ModelService
-from .dynamic_batching import DynamicBatcher
+from .dynamic_batching import DynamicBatcher, batch_key
 
 
 class AgentService(ModelService):
@@ -144,7 +144,7 @@ class AgentService(ModelService):
         if self.adapter.base is not PythonModel and isinstance(data, dict):
             # An agent's own request body: call it directly, so async agents stay on the event loop.
             return plain(await self.call(*self.adapter.invocation_args(data, self)))
-        if self.batcher is not None and isinstance(data, list) and not params:
+        if self.batcher is not None and not params and batch_key(data) is not None:
             return await self.batcher.submit(data)
         return await self._in_thread(self.model.predict, data, params)
 
@@ -175,8 +175,9 @@ class AgentService(ModelService):
         async for item in iterate_in_thread(generator, self.pool):
             yield item
 
-    async def _predict_batch(self, rows: list[Any]) -> list[Any]:
-        return list(await self._in_thread(self.model.predict, rows, None))
+    async def _predict_batch(self, rows: Any) -> Any:
+        out = await self._in_thread(self.model.predict, rows, None)
+        return out if hasattr(out, "__len__") and hasattr(out, "__getitem__") else list(out)  # sliced per request
 
 
 __all__ = ["AgentService"]

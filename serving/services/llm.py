@@ -43,6 +43,7 @@ from servelm.flavors.generation.tool_calls import (
     template_takes_tools,
     tool_format,
 )
+from servelm.flavors.pyfunc.wrappers import request_rows
 
 from ..engines.base import Delta, Engine, RequestStream
 from ..errors import APIError, validation_error
@@ -413,7 +414,11 @@ class LLMService(ModelService):
 
     # ------------------------------------------------------------------ /invocations
     async def invoke(self, data: Any, params: Optional[dict[str, Any]]) -> Any:
-        bodies = data if isinstance(data, list) else [data]
+        """/invocations: chat requests in (one, a list, or DataFrame rows as ``dataframe_records`` /
+        ``dataframe_split`` send them), a list of chat completions out, one per request, as MLflow's LLM
+        pyfunc answers (``response[0]["choices"][0]["message"]["content"]``)."""
+        bodies = request_rows(data) if type(data).__name__ == "DataFrame" else data
+        bodies = bodies if isinstance(bodies, list) else [bodies]
         sequences = sum((b.get("n") or 1) if isinstance(b, dict) and isinstance(b.get("n"), int) else 1 for b in bodies)
         self.refuse_too_many_sequences(sequences, "inputs")
         try:
@@ -423,8 +428,7 @@ class LLMService(ModelService):
         except TypeError:
             raise APIError(400, "this model takes chat requests: {'messages': [...]} (or a list of them)") from None
         answers = await asyncio.gather(*(self.chat(c, c.model or "model") for c in chats))
-        dumped = [a.model_dump(exclude_none=True) for a in answers]
-        return dumped if isinstance(data, list) else dumped[0]
+        return [a.model_dump(exclude_none=True) for a in answers]
 
     async def invoke_stream(self, data: Any, params: Optional[dict[str, Any]]) -> AsyncIterator[Any]:
         try:

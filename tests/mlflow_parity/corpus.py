@@ -6,7 +6,7 @@ Models mostly answer ``describe(model_input)`` (see harness.DESCRIBE), so a case
 
 from __future__ import annotations
 
-from harness import Case, csv, http, predict, saved_signature
+from harness import Case, csv, http, predict, saved_signature, serving_example
 
 ECHO = """
 class Echo(mlflow.pyfunc.PythonModel):
@@ -138,8 +138,8 @@ CASES: list[Case] = [
         setup=TENSOR_F32,
         save="signature=SIGNATURE",
         calls=[
-            predict('np.array([[1.0, 2.0]], dtype=np.float32)'),
-            predict('np.array([[1.0, 2.0]], dtype=np.float64)'),
+            predict("np.array([[1.0, 2.0]], dtype=np.float32)"),
+            predict("np.array([[1.0, 2.0]], dtype=np.float64)"),
             predict("np.array([[1, 2]])"),
             predict("[[1.0, 2.0]]"),
             predict('pd.DataFrame({"a": [1.0], "b": [2.0]})'),
@@ -250,7 +250,7 @@ CASES: list[Case] = [
         """
         class Lengths(mlflow.pyfunc.PythonModel):
             def predict(self, context, model_input, params=None):
-                return [len(s) for s in model_input]
+                return [len(s) for s in model_input.iloc[:, 0]]
 
         model = Lengths()
         """,
@@ -274,5 +274,246 @@ CASES: list[Case] = [
         ECHO,
         save='pip_requirements=["numpy"], extra_pip_requirements=["pandas"]',
         calls=[],
+    ),
+    # ---------------------------------------------------------------- more column signatures
+    Case(
+        "add_n_dataframe_model",  # the pyfunc reference's first example
+        """
+        class AddN(mlflow.pyfunc.PythonModel):
+            def __init__(self, n):
+                self.n = n
+
+            def predict(self, context, model_input, params=None):
+                return model_input.apply(lambda column: column + self.n)
+
+        model = AddN(n=5)
+        """,
+        save='input_example=pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})',
+        calls=[
+            saved_signature(),
+            serving_example(),
+            predict('pd.DataFrame({"a": [10.0], "b": [0.5]})'),
+            predict('pd.DataFrame({"b": [0.5], "a": [10.0]})'),
+            predict('pd.DataFrame({"a": [10], "b": [1]})'),
+            predict('pd.DataFrame({"a": [10], "b": [0]})'),
+            http({"dataframe_split": {"columns": ["a", "b"], "data": [[10, 0.5]]}}),
+            http({"dataframe_records": [{"b": 0.5, "a": 10}]}),
+            http({"inputs": {"a": [1.0], "b": [2.0]}}),
+            http({"instances": [{"a": 1.0, "b": 2.0}]}),
+            csv("a,b\n10,0.5\n"),
+            csv(",a,b\n0,10,0.5\n"),
+        ],
+    ),
+    Case(
+        "unnamed_string_column",
+        ECHO,
+        setup="""
+        from mlflow.models import infer_signature
+        SIGNATURE = infer_signature(["a", "b"])
+        """,
+        save="signature=SIGNATURE",
+        calls=[
+            predict('["x", "y"]'),
+            predict('"x"'),
+            predict('pd.DataFrame({"q": ["x"]})'),
+            predict("[1, 2]"),
+            http({"inputs": ["x", "y"]}),
+            http({"inputs": "x"}),
+            http({"instances": ["x"]}),
+            http({"dataframe_split": {"columns": ["q"], "data": [["x"]]}}),
+            http({"inputs": [1, 2]}),
+        ],
+    ),
+    Case(
+        "optional_and_boolean_columns",
+        ECHO,
+        setup="""
+        from mlflow.models import ModelSignature
+        from mlflow.types.schema import ColSpec, Schema
+        SIGNATURE = ModelSignature(inputs=Schema([
+            ColSpec("boolean", "flag"), ColSpec("string", "note", required=False), ColSpec("integer", "i"),
+        ]))
+        """,
+        save="signature=SIGNATURE",
+        calls=[
+            predict('pd.DataFrame({"flag": [True], "i": np.array([1], dtype=np.int32)})'),
+            predict('pd.DataFrame({"flag": [True], "i": [1]})'),
+            predict('pd.DataFrame({"flag": [1], "i": np.array([1], dtype=np.int32)})'),
+            predict('{"flag": True, "note": "n", "i": np.int32(2)}'),
+            http({"dataframe_records": [{"flag": True, "i": 3}]}),
+            http({"dataframe_records": [{"flag": True, "note": None, "i": 3}]}),
+            http({"dataframe_records": [{"note": "n", "i": 3}]}),
+            http({"inputs": {"flag": [True], "i": [3]}}),
+            csv("flag,i\nTrue,3\n"),
+        ],
+    ),
+    Case(
+        "array_and_object_columns",
+        ECHO,
+        setup="""
+        from mlflow.models import infer_signature
+        SIGNATURE = infer_signature({"tags": ["a", "b"], "meta": {"k": 1}})
+        """,
+        save="signature=SIGNATURE",
+        calls=[
+            saved_signature(),
+            predict('{"tags": ["x"], "meta": {"k": 2}}'),
+            predict('{"tags": "x", "meta": {"k": 2}}'),
+            predict('{"tags": ["x"], "meta": {"k": "two"}}'),
+            http({"dataframe_records": [{"tags": ["x", "y"], "meta": {"k": 2}}]}),
+            http({"inputs": {"tags": ["x"], "meta": {"k": 2}}}),
+            http({"dataframe_records": [{"tags": [1], "meta": {"k": 2}}]}),
+        ],
+    ),
+    Case(
+        "binary_column",
+        """
+        class Sizes(mlflow.pyfunc.PythonModel):
+            def predict(self, context, model_input, params=None):
+                return [len(v) for v in model_input["blob"]]
+
+        model = Sizes()
+        """,
+        setup="""
+        from mlflow.models import ModelSignature
+        from mlflow.types.schema import ColSpec, Schema
+        SIGNATURE = ModelSignature(inputs=Schema([ColSpec("binary", "blob")]))
+        """,
+        save="signature=SIGNATURE",
+        calls=[
+            predict('pd.DataFrame({"blob": [b"abc"]})'),
+            predict('pd.DataFrame({"blob": ["abc"]})'),
+            http({"dataframe_records": [{"blob": "AAEC"}]}),
+            http({"dataframe_split": {"columns": ["blob"], "data": [["AAECAw=="]]}}),
+            http({"dataframe_records": [{"blob": "not base64!"}]}),
+        ],
+    ),
+    # ---------------------------------------------------------------- tensors with more dimensions
+    Case(
+        "tensor_3d_from_dataframe_of_lists",
+        ECHO,
+        setup="""
+        from mlflow.models import ModelSignature
+        from mlflow.types.schema import Schema, TensorSpec
+        SIGNATURE = ModelSignature(inputs=Schema([TensorSpec(np.dtype("float64"), (-1, 2, 2))]))
+        """,
+        save="signature=SIGNATURE",
+        calls=[
+            predict("np.zeros((1, 2, 2))"),
+            predict("np.zeros((1, 4))"),
+            predict('pd.DataFrame({"x": [[1.0, 2.0, 3.0, 4.0]]})'),
+            http({"inputs": [[[1, 2], [3, 4]]]}),
+            http({"dataframe_split": {"columns": ["x"], "data": [[[1, 2, 3, 4]]]}}),
+            http({"instances": [[[1, 2], [3]]]}),
+        ],
+    ),
+    # ---------------------------------------------------------------- outputs
+    Case(
+        "outputs_of_every_kind",
+        """
+        class Outputs(mlflow.pyfunc.PythonModel):
+            def predict(self, context, model_input, params=None):
+                kind = model_input["kind"][0]
+                if kind == "frame":
+                    return pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+                if kind == "series":
+                    return pd.Series([1.5, 2.5], name="s")
+                if kind == "array":
+                    return np.arange(4).reshape(2, 2)
+                if kind == "dict_of_arrays":
+                    return {"a": np.array([1, 2]), "b": np.array([0.5])}
+                if kind == "datetime":
+                    return [pd.Timestamp("2024-01-02T03:04:05")]
+                if kind == "scalar":
+                    return np.float32(0.25)
+                if kind == "string":
+                    return "text"
+                return None
+
+        model = Outputs()
+        """,
+        save='input_example=pd.DataFrame({"kind": ["frame"]})',
+        calls=[saved_signature()]
+        + [
+            http({"dataframe_records": [{"kind": kind}]})
+            for kind in ("frame", "series", "array", "dict_of_arrays", "datetime", "scalar", "string", "none")
+        ]
+        + [predict('pd.DataFrame({"kind": ["frame"]})'), predict('pd.DataFrame({"kind": ["dict_of_arrays"]})')],
+    ),
+    # ---------------------------------------------------------------- type hints and callables
+    Case(
+        "pydantic_hint",
+        """
+        class Question(pydantic.BaseModel):
+            text: str
+            n: int = 1
+
+        class Repeat(mlflow.pyfunc.PythonModel):
+            def predict(self, model_input: list[Question], params=None) -> list[str]:
+                return [q.text * q.n for q in model_input]
+
+        model = Repeat()
+        """,
+        setup="import pydantic\n",
+        calls=[
+            saved_signature(),
+            predict('[{"text": "ab", "n": 2}]'),
+            predict('[{"text": "ab"}]'),
+            predict('[{"n": 2}]'),
+            predict('pd.DataFrame([{"text": "x", "n": 3}])'),
+            http({"inputs": [{"text": "ab", "n": 2}]}),
+            http({"inputs": [{"n": 2}]}),
+            http({"dataframe_records": [{"text": "ab", "n": 2}]}),
+        ],
+    ),
+    Case(
+        "list_of_dicts_hint",
+        """
+        class Keys(mlflow.pyfunc.PythonModel):
+            def predict(self, model_input: list[dict[str, str]], params=None) -> list[str]:
+                return [",".join(sorted(d)) for d in model_input]
+
+        model = Keys()
+        """,
+        calls=[
+            predict('[{"a": "1", "b": "2"}]'),
+            predict('[{"a": 1}]'),
+            http({"inputs": [{"a": "1"}]}),
+        ],
+    ),
+    # ---------------------------------------------------------------- request bodies
+    Case(
+        "body_details",
+        ECHO,
+        calls=[
+            http({"inputs": [1], "unknown_key": 1}),
+            http({"inputs": [1], "params": "not a dict"}),
+            http({"inputs": [1], "instances": [2]}),
+            http({}),
+            http({"inputs": []}),
+            http({"dataframe_split": {"data": [[1, 2]]}}),
+            http({"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}}),
+            http({"dataframe_records": {"a": 1}}),
+            csv("a,b\n1\n"),
+            csv(""),
+        ],
+    ),
+    Case(
+        "model_errors",
+        """
+        class Fails(mlflow.pyfunc.PythonModel):
+            def predict(self, context, model_input, params=None):
+                raise ValueError("the model's own bug")
+
+        model = Fails()
+        """,
+        calls=[predict("[1]"), http({"inputs": [1]})],
+        deliberate="a model's own exception is a 500 (MLflow answers 400, as if the client were at fault)",
+    ),
+    Case(
+        "bare_list_of_records",
+        ECHO,
+        calls=[http([{"a": 1}])],
+        deliberate="a bare list of records is read as dataframe_records (MLflow 1.x's default; MLflow 3 answers 400)",
     ),
 ]

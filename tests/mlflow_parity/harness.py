@@ -43,7 +43,7 @@ def swapped(source: str) -> str:
 
 
 #: prepended to every case's model code: a model's view of what it was given, as plain JSON
-DESCRIBE = '''
+DESCRIBE = """
 def describe(x):
     import numpy as np
     import pandas as pd
@@ -61,7 +61,7 @@ def describe(x):
     if hasattr(x, "model_dump"):
         return {type(x).__name__: x.model_dump(exclude_none=True)}
     return {type(x).__name__: x if isinstance(x, (int, float, str, bool, type(None))) else repr(x)}
-'''
+"""
 
 
 @dataclass
@@ -69,7 +69,7 @@ class Call:
     """One call of a saved model: Python ``predict`` (``value`` and ``params`` are Python expressions) or
     an /invocations request (``value`` is the body: a JSON-able object, or text for CSV)."""
 
-    how: str  # "predict" | "http" | "csv" | "signature" (the saved MLmodel's signature)
+    how: str  # "predict" | "http" | "csv" | "signature" (the saved MLmodel's) | "serving_example" (POST its own)
     value: Any
     params: Optional[str] = None
 
@@ -78,6 +78,8 @@ class Call:
             return f"predict({self.value}" + (f", params={self.params})" if self.params else ")")
         if self.how == "signature":
             return "the saved signature"
+        if self.how == "serving_example":
+            return "POST serving_input_example.json"
         if self.how == "csv":
             return "POST text/csv " + json.dumps(self.value)
         return "POST " + json.dumps(self.value)
@@ -97,6 +99,11 @@ def csv(text: str) -> Call:
 
 def saved_signature() -> Call:
     return Call("signature", None)
+
+
+def serving_example() -> Call:
+    """POST the model's own serving_input_example.json to its /invocations."""
+    return Call("serving_example", None)
 
 
 @dataclass
@@ -175,10 +182,15 @@ def run(case: Case, system: str, root: Path) -> Outcome:
                 continue
             if client is None:
                 client = _client(system, model, str(path))
-            if call.how == "csv":
+            if call.how == "serving_example":
+                body = (path / "serving_input_example.json").read_text()
+                reply = client.post("/invocations", content=body, headers={"content-type": "application/json"})
+            elif call.how == "csv":
                 reply = client.post("/invocations", content=call.value, headers={"content-type": "text/csv"})
             else:
-                reply = client.post("/invocations", content=json.dumps(call.value), headers={"content-type": "application/json"})  # noqa: E501
+                reply = client.post(
+                    "/invocations", content=json.dumps(call.value), headers={"content-type": "application/json"}
+                )  # noqa: E501
             outcome.calls.append(reply.json() if reply.status_code == 200 else reply.status_code)
         if client is not None:
             client.__exit__(None, None, None)
@@ -214,7 +226,7 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, str) and isinstance(b, str) and a.startswith("raises") and b.startswith("raises"):
         return True
     if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) <= 1e-6 * max(1.0, abs(a))
+        return (a != a and b != b) or abs(a - b) <= 1e-6 * max(1.0, abs(a))  # NaN equals NaN here
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):

@@ -38,6 +38,6 @@ def test_other_architectures_export_with_parity(tmp_path, arch, chat_request):
     save_model(folder, str(tmp_path / "onnx"))
     save_transformers(source, str(tmp_path / "tf"))
     request = {**chat_request, "max_tokens": 12}
-    ours = load_pyfunc(str(tmp_path / "onnx")).predict(request)["choices"][0]["message"]["content"]
+    ours = load_pyfunc(str(tmp_path / "onnx")).predict(request)[0]["choices"][0]["message"]["content"]
     theirs = load_pyfunc(str(tmp_path / "tf"), model_config={"dtype": "float32"})  # the export's precision
-    assert ours == theirs.predict(request)["choices"][0]["message"]["content"]
+    assert ours == theirs.predict(request)[0]["choices"][0]["message"]["content"]

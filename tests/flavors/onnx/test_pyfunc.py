@@ -11,7 +11,7 @@ from servelm.flavors.pyfunc import load_model as load_pyfunc  # noqa: E402
 
 def test_pyfunc_chat_matches_transformers_greedy(onnx_dir, transformers_pyfunc, chat_request):
     model = load_pyfunc(onnx_dir)
-    ours, theirs = model.predict(chat_request), transformers_pyfunc.predict(chat_request)
+    (ours,), (theirs,) = model.predict(chat_request), transformers_pyfunc.predict(chat_request)
     assert ours["choices"][0]["message"]["content"] == theirs["choices"][0]["message"]["content"]
     assert ours["usage"] == theirs["usage"] and ours["choices"][0]["finish_reason"] == "length"
 
@@ -33,28 +33,28 @@ def test_predict_stream_yields_chat_chunks(onnx_dir, chat_request):
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert (
         "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
-        == model.predict({**chat_request, "max_tokens": 6})["choices"][0]["message"]["content"]
+        == model.predict({**chat_request, "max_tokens": 6})[0]["choices"][0]["message"]["content"]
     )
 
 
 def test_stop_strings_seed_n_and_defaults(onnx_dir, chat_request):
     model = load_pyfunc(onnx_dir)
-    full = model.predict(chat_request)["choices"][0]["message"]["content"]
+    full = model.predict(chat_request)[0]["choices"][0]["message"]["content"]
     stop = full.split(" ")[1][:2]
-    cut = model.predict({**chat_request, "stop": [stop]})["choices"][0]
+    cut = model.predict({**chat_request, "stop": [stop]})[0]["choices"][0]
     assert cut["finish_reason"] == "stop" and cut["message"]["content"] == full[: full.index(stop)]
     sampled = {**chat_request, "temperature": 0.9, "top_p": 0.9, "top_k": 20, "seed": 7, "n": 2}
-    a, b = model.predict(sampled), model.predict(sampled)
+    (a,), (b,) = model.predict(sampled), model.predict(sampled)
     assert [c["message"]["content"] for c in a["choices"]] == [c["message"]["content"] for c in b["choices"]]
     assert a["choices"][0]["message"]["content"] != a["choices"][1]["message"]["content"]
     assert (
-        model.predict({"messages": chat_request["messages"], "temperature": 0})["usage"]["completion_tokens"] == 40
+        model.predict({"messages": chat_request["messages"], "temperature": 0})[0]["usage"]["completion_tokens"] == 40
     )  # model_config max_tokens
 
 
 def test_ignore_eos_and_max_length(onnx_dir, chat_request):
     model = load_pyfunc(onnx_dir)
-    reply = model.predict({**chat_request, "max_tokens": 300, "temperature": 1.0, "ignore_eos": True})
+    (reply,) = model.predict({**chat_request, "max_tokens": 300, "temperature": 1.0, "ignore_eos": True})
     assert reply["usage"]["completion_tokens"] == 300 and reply["choices"][0]["finish_reason"] == "length"
 
 
@@ -66,6 +66,6 @@ def test_prompt_with_the_pad_id_is_generated_as_given(onnx_dir, transformers_pyf
         "temperature": 0,
     }
     assert (
-        load_pyfunc(onnx_dir).predict(request)["choices"][0]["message"]["content"]
-        == transformers_pyfunc.predict(request)["choices"][0]["message"]["content"]
+        load_pyfunc(onnx_dir).predict(request)[0]["choices"][0]["message"]["content"]
+        == transformers_pyfunc.predict(request)[0]["choices"][0]["message"]["content"]
     )

@@ -195,7 +195,7 @@ def test_transformers_both_ways(tmp_path, tiny_llama, serve, openai_client):
         pip_requirements=["torch", "transformers"],
     )  # MLflow's inferred ones look for torchvision
     assert (
-        load_model(path).predict({"messages": CHAT["messages"], "max_tokens": 2, "temperature": 0})["choices"][0][
+        load_model(path).predict({"messages": CHAT["messages"], "max_tokens": 2, "temperature": 0})[0]["choices"][0][
             "message"
         ]["role"]
         == "assistant"
@@ -218,7 +218,7 @@ def test_transformers_both_ways(tmp_path, tiny_llama, serve, openai_client):
     save_llm(tiny_llama, mine)
     loaded = mlflow.pyfunc.load_model(mine)
     out = loaded.predict({"messages": CHAT["messages"], "max_tokens": 3, "temperature": 0})
-    assert out["choices"][0]["message"]["role"] == "assistant"
+    assert out[0]["choices"][0]["message"]["role"] == "assistant"
 
 
 def test_runs_uri_for_load_serve_and_predict(tmp_path, serve, free_port):

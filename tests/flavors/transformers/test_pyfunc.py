@@ -21,7 +21,7 @@ def test_pyfunc_chat_in_subprocess(tmp_path, tiny_llama, run_python):
         chunks = list(m.predict_stream(req))
         print(json.dumps([one, many, chunks]))
     """)
-    one, many, chunks = json.loads(out)
+    (one,), many, chunks = json.loads(out)  # a list of one for one request, as MLflow's LLM pyfunc answers
     assert one["object"] == "chat.completion" and one["choices"][0]["finish_reason"] in ("length", "stop")
     assert one["usage"]["prompt_tokens"] > 0 and one["usage"]["completion_tokens"] <= 6
     assert (
@@ -42,6 +42,6 @@ def test_pyfunc_runs_int8_when_its_model_config_asks(tmp_path, tiny_llama):
 
     save_model(tiny_llama, str(tmp_path / "m"), model_config={"quantization": "int8"})
     model = load_model(str(tmp_path / "m"))
-    reply = model.predict({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0})
+    (reply,) = model.predict({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0})
     assert reply["usage"]["completion_tokens"] <= 3
     assert model.get_raw_model().runners(1).w.int8

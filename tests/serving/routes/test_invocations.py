@@ -28,7 +28,7 @@ def test_mlflow_formats(tmp_path, serve):
         assert httpx.post(f"{base}/invocations", json={"instances": ["c"]}).status_code == 400
         bad = httpx.post(f"{base}/invocations", json={"inputs": [1]})
         assert bad.status_code == 400
-        assert "expected string" in bad.json()["error"]["message"]
+        assert "valid string" in bad.json()["error"]["message"]
         both = httpx.post(f"{base}/invocations", json={"inputs": ["a"], "instances": ["b"]})
         assert both.status_code == 400 and "exactly one" in both.json()["error"]["message"]
     save_model(str(tmp_path / "rec"), python_model=Records())
