@@ -27,7 +27,7 @@ def chat_model_arguments(
         request = (
             messages if isinstance(messages, ChatCompletionRequest) else ChatCompletionRequest.model_validate(messages)
         )
-        return context, request.messages, request.params()
+        return context, request.messages, _mlflow_defaults(request.params())
     if messages is None:
         raise TypeError("ChatModel.predict needs messages (a list) or one request dict")
     if messages and not isinstance(messages[0], ChatMessage):
@@ -36,7 +36,18 @@ def chat_model_arguments(
         params = ChatParams()
     elif not isinstance(params, ChatParams):
         params = ChatParams.model_validate(params)
-    return context, messages, params
+    return context, messages, _mlflow_defaults(params)
+
+
+#: what a ChatModel's params hold when the request leaves them out: MLflow's ChatParams defaults
+_PARAM_DEFAULTS = (("temperature", 1.0), ("n", 1), ("stream", False))
+
+
+def _mlflow_defaults(params: ChatParams) -> ChatParams:
+    """``params`` with MLflow's defaults where the request gave nothing (a ChatModel written for MLflow reads
+    ``params.temperature`` as a number)."""
+    missing = {k: v for k, v in _PARAM_DEFAULTS if getattr(params, k) is None}
+    return params.model_copy(update=missing) if missing else params
 
 
 def _accept_any_call_form(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -143,6 +143,11 @@ class ChatParams(ProtocolModel):
     top_k: Optional[int] = Field(default=None, ge=-1)
     frequency_penalty: Optional[float] = Field(default=None, ge=-2.0, le=2.0)
     presence_penalty: Optional[float] = Field(default=None, ge=-2.0, le=2.0)
+    # vLLM's extra sampling parameters: a token stays when its probability is at least min_p times the most likely
+    # one's; tokens in the prompt or already generated have positive logits divided, negative ones multiplied, by
+    # repetition_penalty
+    min_p: Optional[float] = Field(default=None, ge=0.0, le=1.0)
+    repetition_penalty: Optional[float] = Field(default=None, gt=0.0, le=10.0)
     seed: Optional[int] = Field(default=None, ge=-(2**63), lt=2**64)  # what a 64-bit generator can be seeded with
     tools: Optional[list[ToolDefinition]] = None
     tool_choice: Optional[Union[str, dict[str, Any]]] = None

@@ -12,12 +12,18 @@ from .sampling import SamplingParams
 @dataclass
 class RowSampling:
     """One row of a sampling call: its parameters, seeded generator, the tokens it generated so far
-    (for presence / frequency penalties) and, under a grammar, the mask of allowed tokens."""
+    (for presence / frequency penalties), its prompt (with ``history``, the tokens a repetition penalty
+    counts) and, under a grammar, the mask of allowed tokens."""
 
     params: SamplingParams
     generator: Any = None
     history: Optional[list[int]] = None
     allowed: Any = None  # numpy bool [vocab], True where the grammar allows the token
+    prompt: Optional[list[int]] = None
+
+    def seen(self) -> list[int]:
+        """The tokens a repetition penalty applies to: the prompt's and the generated ones."""
+        return [*(self.prompt or ()), *(self.history or ())]
 
 
 @dataclass

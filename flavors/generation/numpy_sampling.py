@@ -1,6 +1,7 @@
 """Per-request sampling over a batch of logits in numpy (for runners without torch), with the same
-semantics as the torch sampler (vLLM's): penalties, logit bias and grammar masks, then greedy, temperature,
-top-k, top-p over the top-k renormalised, and seeds; log-probabilities when a row asks for them."""
+semantics as the torch sampler (vLLM's): logit bias, repetition / presence / frequency penalties and grammar
+masks, then greedy, temperature, min-p, top-k, top-p over the top-k renormalised, and seeds; log-probabilities
+when a row asks for them."""
 
 from __future__ import annotations
 
@@ -36,15 +37,22 @@ def sample_numpy(logits: Any, rows: list[RowSampling]) -> list[TokenChoice]:
 
 
 def _processed(raw: np.ndarray, row: RowSampling) -> np.ndarray:
+    """vLLM's order: logit bias, then the repetition penalty (prompt and output tokens), then the presence and
+    frequency penalties (output tokens), then the grammar's mask."""
     p = row.params
     if not p.needs_processing:
         return raw
     scores = raw.astype(np.float64)
+    if p.logit_bias:
+        scores[list(p.logit_bias)] += list(p.logit_bias.values())
+    if p.repetition_penalty != 1.0:
+        seen = np.unique(np.asarray(row.seen(), dtype=np.int64))
+        if len(seen):
+            picked = scores[seen]
+            scores[seen] = np.where(picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty)
     if (p.presence_penalty or p.frequency_penalty) and row.history:
         ids, counts = np.unique(np.asarray(row.history), return_counts=True)
         scores[ids] -= p.presence_penalty + p.frequency_penalty * counts
-    if p.logit_bias:
-        scores[list(p.logit_bias)] += list(p.logit_bias.values())
     if row.allowed is not None and row.allowed.any():
         scores = np.where(row.allowed, scores, -np.inf)
     return scores
@@ -55,6 +63,9 @@ def _draw(scores: np.ndarray, row: RowSampling) -> int:
     if p.temperature <= 0:
         return int(scores.argmax())
     scores = scores.astype(np.float64) / p.temperature
+    if p.min_p > 0:  # on the temperature-scaled distribution, before top-k / top-p (vLLM's order)
+        probs = np.exp(scores - scores.max())
+        scores = np.where(probs >= p.min_p * probs.max(), scores, -np.inf)
     if p.top_k > 0 or p.top_p < 1.0:
         order = np.argsort(-scores, kind="stable")
         ordered = scores[order]

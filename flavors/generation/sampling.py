@@ -31,6 +31,8 @@ class SamplingParams:
     ignore_eos: bool = False
     presence_penalty: float = 0.0  # subtracted from the logit of every token already generated
     frequency_penalty: float = 0.0  # subtracted once per time a token was generated
+    repetition_penalty: float = 1.0  # divides positive (multiplies negative) logits of tokens in prompt or output
+    min_p: float = 0.0  # after temperature: drop tokens less likely than min_p x the most likely one's probability
     logit_bias: Optional[dict[int, float]] = None  # added to the logits of these token ids
     logprobs: Optional[int] = None  # None: none; 0: the chosen token's; k: and the k most likely
     guided: Optional[GuidedDecoding] = None
@@ -38,7 +40,13 @@ class SamplingParams:
     @property
     def needs_processing(self) -> bool:
         """Whether the logits change before sampling (penalties, bias, a grammar)."""
-        return bool(self.presence_penalty or self.frequency_penalty or self.logit_bias or self.guided)
+        return bool(
+            self.presence_penalty
+            or self.frequency_penalty
+            or self.repetition_penalty != 1.0
+            or self.logit_bias
+            or self.guided
+        )
 
 
 #: temperatures below this sample greedily, as in vLLM (dividing logits by less overflows them)
@@ -52,7 +60,17 @@ ALL_TOKENS = 2**31
 DEFAULT_MAX_TOKENS = 512
 
 #: model_config / generation_config keys that give a request's defaults
-DEFAULT_KEYS = ("max_tokens", "max_new_tokens", "temperature", "top_p", "top_k", "stop", "ignore_eos")
+DEFAULT_KEYS = (
+    "max_tokens",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "stop",
+    "ignore_eos",
+)
 
 
 def default_max_tokens(defaults: dict[str, Any]) -> int:
@@ -81,6 +99,12 @@ def sampling_params(
         temperature=float(temperature) if temperature >= GREEDY_BELOW else 0.0,
         top_p=float(request.top_p if request.top_p is not None else defaults.get("top_p", 1.0)),
         top_k=top_k if top_k < ALL_TOKENS else 0,
+        min_p=float(request.min_p if request.min_p is not None else defaults.get("min_p", 0.0)),
+        repetition_penalty=float(
+            request.repetition_penalty
+            if request.repetition_penalty is not None
+            else defaults.get("repetition_penalty", 1.0)
+        ),
         seed=request.seed,
         stop=list(request.stop or defaults.get("stop") or []),
         ignore_eos=bool(
@@ -103,4 +127,5 @@ def generation_defaults(directory: Optional[str]) -> dict[str, Any]:
             config = json.load(f)
     except (OSError, ValueError):
         return {}
-    return {k: config[k] for k in ("max_new_tokens", "temperature", "top_p", "top_k") if config.get(k) is not None}
+    keys = ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+    return {k: config[k] for k in keys if config.get(k) is not None}

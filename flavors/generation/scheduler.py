@@ -311,7 +311,12 @@ class Scheduler:
         row is sampled by itself)."""
         rows = [
             RowSampling(
-                s.params, s.generator, s.generated if s.params.presence_penalty or s.params.frequency_penalty else None
+                s.params,
+                s.generator,
+                s.generated
+                if s.params.presence_penalty or s.params.frequency_penalty or s.params.repetition_penalty != 1.0
+                else None,
+                prompt=s.prompt_ids if s.params.repetition_penalty != 1.0 else None,
             )
             for s in seqs
         ]

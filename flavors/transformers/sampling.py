@@ -1,7 +1,8 @@
-"""Per-request sampling over a batch of logits in torch: penalties, logit bias and grammar masks, then
-greedy, temperature, top-k, top-p (over the top-k renormalised, as vLLM) and seeds; log-probabilities when a
-row asks for them. ``numpy_sampling.py`` is the same for runners without torch; one table of cases holds both
-to these semantics (tests/flavors/generation/test_sampling_semantics.py).
+"""Per-request sampling over a batch of logits in torch: logit bias, repetition / presence / frequency
+penalties and grammar masks, then greedy, temperature, min-p, top-k, top-p (over the top-k renormalised, as
+vLLM) and seeds; log-probabilities when a row asks for them. ``numpy_sampling.py`` is the same for runners
+without torch; one table of cases holds both, and vLLM's sampler, to these semantics
+(tests/flavors/generation/sampling_reference.py).
 
 Every tensor it makes lives on the logits' device, so the same code samples on CPU and GPU; a seeded
 row draws from its own generator (made on that device), the others in one vectorized draw.
@@ -46,14 +47,18 @@ def _processed(torch: Any, logits: Any, rows: list[RowSampling]) -> Any:
         return logits
     scores = logits.float().clone()  # [batch, vocab]
     device = logits.device
-    for i, row in enumerate(rows):
+    for i, row in enumerate(rows):  # vLLM's order: bias, repetition penalty, presence / frequency penalties
         p = row.params
-        if (p.presence_penalty or p.frequency_penalty) and row.history:
-            ids, counts = torch.tensor(row.history, device=device).unique(return_counts=True)
-            scores[i, ids] -= p.presence_penalty + p.frequency_penalty * counts.float()
         if p.logit_bias:
             ids = torch.tensor(list(p.logit_bias), device=device)
             scores[i, ids] += torch.tensor(list(p.logit_bias.values()), device=device, dtype=scores.dtype)
+        if p.repetition_penalty != 1.0 and (seen := row.seen()):
+            ids = torch.tensor(seen, device=device).unique()
+            picked = scores[i, ids]
+            scores[i, ids] = torch.where(picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty)
+        if (p.presence_penalty or p.frequency_penalty) and row.history:
+            ids, counts = torch.tensor(row.history, device=device).unique(return_counts=True)
+            scores[i, ids] -= p.presence_penalty + p.frequency_penalty * counts.float()
         if row.allowed is not None and row.allowed.any():
             scores[i].masked_fill_(~torch.from_numpy(row.allowed).to(device), float("-inf"))
     return scores
@@ -70,6 +75,11 @@ def _draw(torch: Any, logits: Any, rows: list[RowSampling]) -> list[int]:
     index = torch.tensor(sampled, device=device)
     temperatures = torch.tensor([params[i].temperature for i in sampled], device=device, dtype=torch.float32)
     scores = logits.index_select(0, index).float() / temperatures.unsqueeze(1)  # [n, vocab]
+    min_p = [params[i].min_p for i in sampled]
+    if any(m > 0 for m in min_p):  # on the temperature-scaled distribution, before top-k / top-p (vLLM's order)
+        probs = scores.softmax(dim=-1)
+        floor = torch.tensor(min_p, device=device).unsqueeze(1) * probs.amax(dim=-1, keepdim=True)
+        scores = scores.masked_fill(probs < floor, float("-inf"))
     top_k = [params[i].top_k for i in sampled]
     top_p = [params[i].top_p for i in sampled]
     if any(k > 0 for k in top_k) or any(p < 1.0 for p in top_p):

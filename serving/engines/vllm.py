@@ -164,6 +164,8 @@ class VLLMEngine:
             output_kind=self._DELTA,
             presence_penalty=p.presence_penalty,
             frequency_penalty=p.frequency_penalty,
+            repetition_penalty=p.repetition_penalty,
+            min_p=p.min_p,
             logit_bias=p.logit_bias,
             logprobs=p.logprobs,
             structured_outputs=structured,

@@ -59,3 +59,14 @@ def test_missing_predict_is_a_clear_error():
 
     with pytest.raises(NotImplementedError, match="Nothing must implement predict"):
         Nothing().predict([{"role": "user", "content": "x"}])
+
+
+def test_convert_messages_to_dict_as_mlflow():
+    from servelm.agents import ChatAgent, ChatAgentMessage
+
+    class Agent(ChatAgent):
+        def predict(self, messages, context=None, custom_inputs=None):
+            raise NotImplementedError
+
+    messages = [ChatAgentMessage(role="user", content="hi", id="1")]
+    assert Agent()._convert_messages_to_dict(messages) == [{"role": "user", "content": "hi", "id": "1"}]

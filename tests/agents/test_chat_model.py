@@ -28,7 +28,8 @@ def test_chat_model_call_forms():
         model.predict(None, [{"role": "user", "content": "q"}], {"temperature": 0.1}).choices[0].message.content
         == "q:0.1"
     )
-    assert model.predict([ChatMessage(role="user", content="q")], ChatParams()).choices[0].message.content == "q:None"
+    # params the request leaves out hold MLflow's ChatParams defaults (temperature 1.0, n 1, stream False)
+    assert model.predict([ChatMessage(role="user", content="q")], ChatParams()).choices[0].message.content == "q:1.0"
     assert (
         EchoModelNoContext().predict(None, [{"role": "user", "content": "z"}], ChatParams()).choices[0].message.content
         == "z"

@@ -516,4 +516,83 @@ CASES: list[Case] = [
         calls=[http([{"a": 1}])],
         deliberate="a bare list of records is read as dataframe_records (MLflow 1.x's default; MLflow 3 answers 400)",
     ),
+    Case(
+        "stream_on_invocations",
+        """
+        class Words(mlflow.pyfunc.PythonModel):
+            def predict(self, context, model_input, params=None):
+                return [" ".join(model_input)]
+
+            def predict_stream(self, context, model_input, params=None):
+                yield from model_input
+
+        model = Words()
+        """,
+        calls=[http({"inputs": ["a", "b"]}), http({"inputs": ["a", "b"], "stream": True})],
+        deliberate="`stream: true` streams predict_stream's output (MLflow ignores the key and predicts)",
+    ),
+    Case(
+        "tf_serving_b64",
+        ECHO,
+        calls=[http({"inputs": {"blob": [{"b64": "AAEC"}]}})],
+        deliberate='TF serving\'s {"b64": ...} values become bytes (MLflow passes the dicts on)',
+    ),
+    # ---------------------------------------------------------------- agents and chat models through pyfunc
+    Case(
+        "chat_model",
+        """
+        from mlflow.types.llm import ChatChoice, ChatCompletionResponse, ChatMessage
+
+        class EchoChat(mlflow.pyfunc.ChatModel):
+            def predict(self, context, messages, params):
+                reply = ChatMessage(role="assistant", content=f"{messages[-1].content}:{params.temperature}")
+                choices = [ChatChoice(index=0, message=reply)]
+                return ChatCompletionResponse(id="c", created=1, model="m", choices=choices)
+
+        model = EchoChat()
+        """,
+        calls=[
+            predict('{"messages": [{"role": "user", "content": "hi"}], "temperature": 0.5}'),
+            predict('{"messages": [{"role": "user", "content": "hi"}]}'),
+            http({"messages": [{"role": "user", "content": "hi"}], "temperature": 0.5}),
+            http({"dataframe_records": [{"messages": [{"role": "user", "content": "hi"}]}]}),
+        ],
+    ),
+    Case(
+        "chat_agent",
+        """
+        from mlflow.types.agent import ChatAgentMessage, ChatAgentResponse
+
+        class EchoAgent(mlflow.pyfunc.ChatAgent):
+            def predict(self, messages, context=None, custom_inputs=None):
+                text = messages[-1].content + str((custom_inputs or {}).get("k", ""))
+                return ChatAgentResponse(messages=[ChatAgentMessage(role="assistant", content=text, id="a")])
+
+        model = EchoAgent()
+        """,
+        calls=[
+            predict('{"messages": [{"role": "user", "content": "hi"}]}'),
+            predict('{"messages": [{"role": "user", "content": "hi"}], "custom_inputs": {"k": 1}}'),
+            http({"messages": [{"role": "user", "content": "hi"}]}),
+            http({"messages": [{"role": "user", "content": "hi"}], "custom_inputs": {"k": 2}}),
+        ],
+    ),
+    Case(
+        "responses_agent",
+        """
+        from mlflow.types.responses import ResponsesAgentResponse
+
+        class EchoResponses(mlflow.pyfunc.ResponsesAgent):
+            def predict(self, request):
+                text = request.input[-1].content
+                return ResponsesAgentResponse(output=[self.create_text_output_item(text, "m1")], id="r", created_at=1)
+
+        model = EchoResponses()
+        """,
+        calls=[
+            predict('{"input": [{"role": "user", "content": "hi"}]}'),
+            http({"input": [{"role": "user", "content": "hi"}]}),
+        ],
+        deliberate="output items are wire-valid OpenAI Responses items (status, logprobs: []); MLflow's lack them",
+    ),
 ]

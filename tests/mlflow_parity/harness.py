@@ -191,7 +191,12 @@ def run(case: Case, system: str, root: Path) -> Outcome:
                 reply = client.post(
                     "/invocations", content=json.dumps(call.value), headers={"content-type": "application/json"}
                 )  # noqa: E501
-            outcome.calls.append(reply.json() if reply.status_code == 200 else reply.status_code)
+            if reply.status_code != 200:
+                outcome.calls.append(reply.status_code)
+            elif reply.headers.get("content-type", "").startswith("text/event-stream"):
+                outcome.calls.append("stream: " + " ".join(line for line in reply.text.splitlines() if line))
+            else:
+                outcome.calls.append(reply.json())
         if client is not None:
             client.__exit__(None, None, None)
     return outcome

@@ -76,3 +76,60 @@ def teardown_module() -> None:
     print("\n" + table)
     if os.environ.get("SERVELM_PARITY_TABLE"):
         Path(os.environ["SERVELM_PARITY_TABLE"]).write_text(table + "\n")
+
+
+def test_mlflow_models_serve_is_what_the_suite_compares_with(tmp_path, free_port, wait_until):
+    """The suite drives MLflow's scoring app in process; here the real ``mlflow models serve`` (uvicorn, its
+    own process) answers one case's requests exactly as that app does."""
+    import subprocess
+
+    import httpx
+
+    case = next(c for c in corpus.CASES if c.name == "add_n_dataframe_model")
+    in_process = harness.run(case, "mlflow", tmp_path)
+    model_dir = tmp_path / "mlflow" / case.name
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            str(model_dir),
+            "--env-manager",
+            "local",
+            "-p",
+            str(free_port),
+            "-h",
+            "127.0.0.1",
+        ],  # fmt: skip
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{free_port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base}/ping").status_code == 200
+        except httpx.TransportError:
+            return proc.poll() is not None  # it died: stop waiting (the assertion below says so)
+
+    try:
+        assert wait_until(ready, timeout=300) and proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+        for call, expected in zip(case.calls, in_process.calls):
+            if call.how == "http":
+                reply = httpx.post(f"{base}/invocations", json=call.value, timeout=120)
+            elif call.how == "csv":
+                reply = httpx.post(
+                    f"{base}/invocations", content=call.value, headers={"content-type": "text/csv"}, timeout=120
+                )
+            else:
+                continue
+            got = reply.json() if reply.status_code == 200 else reply.status_code
+            assert harness.same(got, expected), (str(call), got, expected)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()

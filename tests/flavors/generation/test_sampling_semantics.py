@@ -1,11 +1,13 @@
-"""One sampling semantics for every engine, vLLM's: penalties and logit bias on the logits, then temperature,
-then top-k, then top-p over the distribution renormalised to those k tokens; a seed makes the draws repeat.
+"""One sampling semantics for every engine, vLLM's: logit bias, then the repetition penalty (prompt and output
+tokens), then the presence and frequency penalties (output tokens) on the logits; then temperature, min-p,
+top-k, and top-p over the distribution renormalised to what is left; a seed makes the draws repeat.
 
 Each case runs both samplers (torch: the transformers engine; numpy: the onnx engine) many times with fixed
 seeds and compares the frequency of each token with the probability a reference written from vLLM's
 definitions gives it, within four standard errors."""
 
-import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,48 +16,10 @@ from servelm.flavors.generation import SamplingParams
 from servelm.flavors.generation.choice import RowSampling
 from servelm.flavors.generation.numpy_sampling import numpy_generator, sample_numpy
 
-PROBS = [0.5, 0.2, 0.2, 0.1]
-DRAWS = 4000
+sys.path.insert(0, str(Path(__file__).parent))
+from sampling_reference import CASES, DRAWS, PROBS, PROMPT, assert_drawn_as_expected, reference  # noqa: E402
 
-CASES = [  # (name, params, history)
-    ("plain", SamplingParams(temperature=1.0), None),
-    ("temperature 0.5", SamplingParams(temperature=0.5), None),
-    ("temperature 2", SamplingParams(temperature=2.0), None),
-    ("top_k 2", SamplingParams(temperature=1.0, top_k=2), None),
-    ("top_p 0.6", SamplingParams(temperature=1.0, top_p=0.6), None),
-    ("top_p 0.75", SamplingParams(temperature=1.0, top_p=0.75), None),
-    ("top_p 5e-324 (0 in fp32): the top token alone", SamplingParams(temperature=1.0, top_p=5e-324), None),
-    ("top_k 2 then top_p 0.6 (renormalised)", SamplingParams(temperature=1.0, top_k=2, top_p=0.6), None),
-    ("top_k 3 then top_p 0.8", SamplingParams(temperature=1.0, top_k=3, top_p=0.8), None),
-    ("temperature 0.7, top_k 3, top_p 0.9", SamplingParams(temperature=0.7, top_k=3, top_p=0.9), None),
-    ("logit_bias", SamplingParams(temperature=1.0, logit_bias={3: 2.0}), None),
-    ("presence_penalty", SamplingParams(temperature=1.0, presence_penalty=1.0), [0]),
-    ("frequency_penalty", SamplingParams(temperature=1.0, frequency_penalty=0.5), [0, 0, 1]),
-]
-
-
-def reference(params, history):
-    """The probability of each token under vLLM's definitions."""
-    logits = np.log(np.asarray(PROBS, dtype=np.float64))
-    if history:
-        ids, counts = np.unique(history, return_counts=True)
-        logits[ids] -= params.presence_penalty + params.frequency_penalty * counts
-    for token, bias in (params.logit_bias or {}).items():
-        logits[token] += bias
-    logits = logits / params.temperature
-    order = np.argsort(-logits, kind="stable")
-    keep = np.zeros(len(logits), dtype=bool)
-    k = params.top_k if params.top_k > 0 else len(logits)
-    keep[order[:k]] = True
-    probs = np.where(keep, np.exp(logits - logits.max()), 0.0)
-    probs /= probs.sum()
-    mass = 0.0
-    for token in order:  # top-p over the renormalised top-k: a token stays while the mass before it is < top_p
-        if keep[token] and mass >= params.top_p:
-            keep[token] = False
-        mass += probs[token]
-    probs = np.where(keep, probs, 0.0)
-    return probs / probs.sum()
+sys.path.pop(0)
 
 
 def frequencies(sampler, params, history):
@@ -66,8 +30,8 @@ def frequencies(sampler, params, history):
 
 
 def numpy_draws(params, history):
-    logits = np.log(np.asarray([PROBS], dtype=np.float32))
-    row = RowSampling(params, numpy_generator(7), history)
+    logits = np.log(np.asarray([PROBS], dtype=np.float32)) + 1.0
+    row = RowSampling(params, numpy_generator(7), history, prompt=PROMPT)
     return [sample_numpy(logits, [row])[0].token for _ in range(DRAWS)]
 
 
@@ -75,19 +39,15 @@ def torch_draws(params, history):
     torch = pytest.importorskip("torch")
     from servelm.flavors.transformers.sampling import sample_next
 
-    logits = torch.log(torch.tensor([PROBS] * DRAWS))  # one row per draw: the batched path (unseeded rows together)
+    logits = torch.log(torch.tensor([PROBS] * DRAWS)) + 1.0  # a row per draw: the batched path (unseeded rows)
     torch.manual_seed(7)
-    return [c.token for c in sample_next(logits, [RowSampling(params, None, history)] * DRAWS)]
+    return [c.token for c in sample_next(logits, [RowSampling(params, None, history, prompt=PROMPT)] * DRAWS)]
 
 
 @pytest.mark.parametrize("sampler", [numpy_draws, torch_draws], ids=["numpy", "torch"])
 @pytest.mark.parametrize("name, params, history", CASES, ids=[c[0] for c in CASES])
 def test_each_sampler_draws_vllms_distribution(sampler, name, params, history):
-    expected = reference(params, history)
-    seen = frequencies(sampler, params, history)
-    for token, (p, f) in enumerate(zip(expected, seen)):
-        tolerance = 4 * math.sqrt(max(p * (1 - p), 1e-4) / DRAWS) + 1e-3
-        assert abs(f - p) <= tolerance, f"{name}: token {token} drawn {f:.3f}, expected {p:.3f}"
+    assert_drawn_as_expected(name, reference(params, history), frequencies(sampler, params, history), DRAWS)
 
 
 def test_the_issue_case_never_draws_what_top_p_drops_after_top_k():

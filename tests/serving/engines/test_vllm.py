@@ -29,7 +29,13 @@ def vllm_server(tmp_path_factory, tiny_llama, serve):
     path = work / "tiny"
     save_model(tiny_llama, str(path))
     with serve(
-        str(path), engine="vllm", startup_timeout=900, max_num_seqs=32, enforce_eager=True, max_model_len=1024
+        str(path),
+        engine="vllm",
+        startup_timeout=900,
+        max_num_seqs=32,
+        enforce_eager=True,
+        max_model_len=1024,
+        dtype="float32",  # the sampling table compares vLLM's draws with logits computed here in fp32
     ) as (base, app):
         yield base, app
 
@@ -198,3 +204,81 @@ def test_prompt_over_context_is_400(vllm_server):
         timeout=300,
     )
     assert resp.status_code == 400 and "context" in resp.json()["error"]["message"]
+
+
+def _sampling_reference():
+    """tests/flavors/generation/sampling_reference.py: the table the torch and numpy samplers are held to."""
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "flavors" / "generation" / "sampling_reference.py"
+    spec = importlib.util.spec_from_file_location("sampling_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_vllms_sampler_draws_the_same_table(vllm_server, tiny_llama):
+    """The sampling table of the other engines, drawn by vLLM's own sampler through the vLLM engine: logit_bias
+    turns the tiny model's first-token distribution into the table's four tokens (their logits become
+    log(PROBS) + 40, the model's own logits of them being computed here), then each case's temperature, min_p,
+    top_k, top_p and repetition_penalty must give the table's frequencies. (Presence and frequency penalties
+    count output tokens, which a first token has none of: the torch and numpy samplers' table covers them.)"""
+    import asyncio
+    import math
+
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    table = _sampling_reference()
+    base, _ = vllm_server
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    texts = {}
+    for token in range(50, 1500):  # four tokens whose text is distinct and comes back as one token
+        text = tokenizer.decode([token])
+        if text.strip() and text not in texts.values() and tokenizer.encode(text, add_special_tokens=False) == [token]:
+            texts[token] = text
+        if len(texts) == len(table.PROBS):
+            break
+    chosen = list(texts)
+    prompt = tokenizer.encode("hello there", add_special_tokens=False) + [chosen[k] for k in table.PROMPT]
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt])).logits[0, -1].double().numpy()
+    offset = 40.0
+    base_bias = {t: math.log(p) + offset - logits[t] for t, p in zip(chosen, table.PROBS)}
+    cases = [c for c in table.CASES if c[2] is None and not c[1].presence_penalty and not c[1].frequency_penalty]
+    cases.append(("repetition_penalty 1.05 on the prompt's token", table.SamplingParams(repetition_penalty=1.05), None))
+    draws, per_request = 4000, 125
+
+    async def frequencies(params):
+        bias = dict(base_bias)
+        for index, extra in (params.logit_bias or {}).items():
+            bias[chosen[index]] += extra
+        body = {
+            "model": "tiny",
+            "prompt": prompt,
+            "max_tokens": 1,
+            "n": per_request,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k or -1,
+            "min_p": params.min_p,
+            "repetition_penalty": params.repetition_penalty,
+            "logit_bias": {str(t): b for t, b in bias.items()},
+        }
+        async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+            replies = await asyncio.gather(
+                *(client.post("/v1/completions", json=body) for _ in range(draws // per_request))
+            )
+        counts = np.zeros(len(chosen))
+        index = {text: i for i, text in enumerate(texts.values())}
+        for reply in replies:
+            assert reply.status_code == 200, reply.text
+            for choice in reply.json()["choices"]:
+                counts[index[choice["text"]]] += 1  # any other token would be a KeyError: it must never be drawn
+        return counts / draws
+
+    for name, params, _ in cases:
+        expected = table.reference(params, None, offset=offset)
+        table.assert_drawn_as_expected(name, expected, asyncio.run(frequencies(params)), draws, slack=0.01)

@@ -86,3 +86,20 @@ def test_async_agent_invocations_and_bad_body(serve, sse_lines):
         assert [json.loads(line[6:])["delta"]["content"] for line in lines if line.startswith("data: ")] == ["a", "b"]
         bad = httpx.post(f"{base}/invocations", json={"messages": [{"role": "user"}]})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages.0"
+
+
+def test_an_llm_answers_invocations_as_mlflow_llm_pyfuncs_do(tiny_llama_dir, serve):
+    """A chat body, alone or as DataFrame rows, gets a list of chat completions (one per request): the MLflow
+    LLM pyfunc's shape, so ``reply[0]["choices"][0]["message"]["content"]`` works as it does against MLflow."""
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "temperature": 0}
+    with serve(tiny_llama_dir) as (base, _):
+        one = httpx.post(f"{base}/invocations", json=chat, timeout=120).json()
+        assert isinstance(one, list) and len(one) == 1 and one[0]["object"] == "chat.completion"
+        assert one[0]["usage"]["completion_tokens"] == 2
+        rows = httpx.post(f"{base}/invocations", json={"dataframe_records": [chat, chat]}, timeout=120).json()
+        assert [r["choices"][0]["message"]["content"] for r in rows["predictions"]] == [
+            one[0]["choices"][0]["message"]["content"]
+        ] * 2
+        split = {"columns": ["messages", "max_tokens"], "data": [[chat["messages"], 2]]}
+        framed = httpx.post(f"{base}/invocations", json={"dataframe_split": split}, timeout=120).json()
+        assert framed["predictions"][0]["usage"]["completion_tokens"] == 2
