@@ -107,6 +107,8 @@ def test_mlflow_models_serve_is_what_the_suite_compares_with(tmp_path, free_port
         ],  # fmt: skip
         stdout=log,
         stderr=subprocess.STDOUT,
+        # MLflow execs `uvicorn` by name: this venv's bin first on the PATH
+        env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")},
     )
     base = f"http://127.0.0.1:{free_port}"
 

@@ -30,7 +30,7 @@ def test_pyfunc_answers_the_question(tmp_path_factory, smollm2_checkpoint):
 
     path = str(tmp_path_factory.mktemp("smol") / "smol")
     save_model(smollm2_checkpoint, path, model_config={"dtype": "float32"})
-    reply = load_model(path).predict({"messages": QUESTION, "temperature": 0, "max_tokens": 30})
+    (reply,) = load_model(path).predict({"messages": QUESTION, "temperature": 0, "max_tokens": 30})  # a list of one
     # int8's greedy answer differs from bf16's by design, and between CPUs' int8 kernels (7-bit activations
     # without VNNI): right, not word for word ("Bonjour, the capital of France is Paris." on an AVX2 path)
     assert "capital of France is Paris" in reply["choices"][0]["message"]["content"]
@@ -47,7 +47,7 @@ def test_int8_answers_the_question_too(tmp_path_factory, smollm2_checkpoint):
         pytest.skip("no fbgemm int8 kernels in this torch")
     path = str(tmp_path_factory.mktemp("smol-int8") / "smol")
     save_model(smollm2_checkpoint, path, model_config={"quantization": "int8"})
-    reply = load_model(path).predict({"messages": QUESTION, "temperature": 0, "max_tokens": 30})
+    (reply,) = load_model(path).predict({"messages": QUESTION, "temperature": 0, "max_tokens": 30})  # a list of one
     # int8's greedy answer differs from bf16's by design, and between CPUs' int8 kernels (7-bit activations
     # without VNNI): right, not word for word ("Bonjour, the capital of France is Paris." on an AVX2 path)
     assert "capital of France is Paris" in reply["choices"][0]["message"]["content"]
