@@ -39,11 +39,12 @@ CASES = [  # (name, params, history)
 PROMPT = [1]  # the prompt's tokens: the repetition penalty counts them with the output's
 
 
-def reference(params, history, offset=1.0, prompt=None):
-    """The probability of each token under vLLM's definitions, the logits being log(PROBS) + ``offset`` (some
-    positive, some negative with the default: the repetition penalty treats the two differently)."""
+def reference(params, history, offset=1.0, prompt=None, probs=None):
+    """The probability of each token under vLLM's definitions, the logits being log(``probs``, PROBS by default)
+    + ``offset`` (some positive, some negative with the default: the repetition penalty treats the two
+    differently)."""
     prompt = PROMPT if prompt is None else prompt
-    logits = np.log(np.asarray(PROBS, dtype=np.float64)) + offset
+    logits = np.log(np.asarray(PROBS if probs is None else probs, dtype=np.float64)) + offset
     for token, bias in (params.logit_bias or {}).items():
         logits[token] += bias
     if params.repetition_penalty != 1.0:
@@ -77,3 +78,21 @@ def assert_drawn_as_expected(name, expected, seen, draws, slack=1e-3):
     for token, (p, f) in enumerate(zip(expected, seen)):
         tolerance = 4 * math.sqrt(max(p * (1 - p), 1e-4) / draws) + slack
         assert abs(f - p) <= tolerance, f"{name}: token {token} drawn {f:.3f}, expected {p:.3f}"
+
+
+#: (sampler, case, expected, drawn) of every comparison made in this process, for ``table()``
+ROWS: list[tuple[str, str, list[float], list[float]]] = []
+
+
+def record(sampler, name, expected, seen):
+    ROWS.append((sampler, name, [float(p) for p in expected], [float(f) for f in seen]))
+
+
+def table() -> str:
+    """The comparisons made so far as a markdown table: each token's expected probability and drawn frequency."""
+    lines = ["| sampler | case | expected | drawn |", "|---|---|---|---|"]
+    for sampler, name, expected, seen in ROWS:
+        lines.append(
+            f"| {sampler} | {name} | {' '.join(f'{p:.3f}' for p in expected)} | {' '.join(f'{f:.3f}' for f in seen)} |"
+        )
+    return "\n".join(lines)

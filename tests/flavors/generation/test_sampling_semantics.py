@@ -17,6 +17,7 @@ from servelm.flavors.generation.choice import RowSampling
 from servelm.flavors.generation.numpy_sampling import numpy_generator, sample_numpy
 
 sys.path.insert(0, str(Path(__file__).parent))
+import sampling_reference  # noqa: E402
 from sampling_reference import CASES, DRAWS, PROBS, PROMPT, assert_drawn_as_expected, reference  # noqa: E402
 
 sys.path.pop(0)
@@ -47,7 +48,9 @@ def torch_draws(params, history):
 @pytest.mark.parametrize("sampler", [numpy_draws, torch_draws], ids=["numpy", "torch"])
 @pytest.mark.parametrize("name, params, history", CASES, ids=[c[0] for c in CASES])
 def test_each_sampler_draws_vllms_distribution(sampler, name, params, history):
-    assert_drawn_as_expected(name, reference(params, history), frequencies(sampler, params, history), DRAWS)
+    expected, seen = reference(params, history), frequencies(sampler, params, history)
+    sampling_reference.record(sampler.__name__.split("_")[0], name, expected, seen)
+    assert_drawn_as_expected(name, expected, seen, DRAWS)
 
 
 def test_the_issue_case_never_draws_what_top_p_drops_after_top_k():
@@ -75,3 +78,8 @@ def test_a_seed_repeats_the_draws(sampler):
             row = RowSampling(params, torch.Generator().manual_seed(11))
             runs.append([sample_next(logits, [row])[0].token for _ in range(50)])
     assert runs[0] == runs[1] and len(set(runs[0])) > 1
+
+
+def teardown_module() -> None:
+    """The table of every case and sampler (``pytest -s`` shows it)."""
+    print("\n" + sampling_reference.table())

@@ -238,7 +238,7 @@ def test_vllms_sampler_draws_the_same_table(vllm_server, tiny_llama):
         text = tokenizer.decode([token])
         if text.strip() and text not in texts.values() and tokenizer.encode(text, add_special_tokens=False) == [token]:
             texts[token] = text
-        if len(texts) == len(table.PROBS):
+        if len(texts) == 4:
             break
     chosen = list(texts)
     prompt = tokenizer.encode("hello there", add_special_tokens=False) + [chosen[k] for k in table.PROMPT]
@@ -246,7 +246,9 @@ def test_vllms_sampler_draws_the_same_table(vllm_server, tiny_llama):
     with torch.no_grad():
         logits = model(torch.tensor([prompt])).logits[0, -1].double().numpy()
     offset = 40.0
-    base_bias = {t: math.log(p) + offset - logits[t] for t, p in zip(chosen, table.PROBS)}
+    probs = [0.5, 0.22, 0.18, 0.1]  # the table's, without its tie (which of two equal tokens a top-k keeps is not
+    # semantics: a last-bit difference between these logits and vLLM's decides it)
+    base_bias = {t: math.log(p) + offset - logits[t] for t, p in zip(chosen, probs)}
     cases = [c for c in table.CASES if c[2] is None and not c[1].presence_penalty and not c[1].frequency_penalty]
     cases.append(("repetition_penalty 1.05 on the prompt's token", table.SamplingParams(repetition_penalty=1.05), None))
     draws, per_request = 4000, 125
@@ -280,5 +282,8 @@ def test_vllms_sampler_draws_the_same_table(vllm_server, tiny_llama):
         return counts / draws
 
     for name, params, _ in cases:
-        expected = table.reference(params, None, offset=offset)
-        table.assert_drawn_as_expected(name, expected, asyncio.run(frequencies(params)), draws, slack=0.01)
+        expected = table.reference(params, None, offset=offset, probs=probs)
+        seen = asyncio.run(frequencies(params))
+        table.record("vllm", name, expected, seen)
+        table.assert_drawn_as_expected(name, expected, seen, draws, slack=0.01)
+    print("\n" + table.table())
