@@ -240,6 +240,7 @@ CASES: list[Case] = [
         save='input_example={"prompt": "hello", "n": 2}',
         calls=[
             saved_signature(),
+            serving_example(),
             predict('{"prompt": "hi", "n": 3}'),
             http({"dataframe_records": [{"prompt": "hi", "n": 3}]}),
             http({"inputs": {"prompt": "hi", "n": 3}}),
