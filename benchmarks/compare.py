@@ -16,6 +16,8 @@ Systems (benchmarks/systems.py; those whose software is missing are skipped and 
   servelm-transformers-int8   the transformers engine with --quantization int8 (int8 linear layers)
   servelm-onnx-int4     the onnx engine on an int4 export (weights as 4-bit blocks, like the GGUF checkpoint's)
   vllm                  vLLM's own OpenAI server (python -m vllm.entrypoints.openai.api_server)
+  servelm-llamacpp      servelm serve --engine llamacpp on the GGUF (SmolLM2's Q4_1 file as it is; the tiny one fp32)
+  llamacpp              llama.cpp's own server (the xllamacpp wheel's) on the same GGUF, an HTTP thread per slot
   mlflow-transformers   mlflow models serve of the same model saved by mlflow.transformers (no streaming)
   servelm-agent, mlflow-agent   the trivial ChatAgent, non-streamed, at --agent-concurrency (request overhead)
 vLLM and MLflow may live in their own venvs: --vllm-python / --mlflow-python (or SERVELM_VLLM_PYTHON /
@@ -164,6 +166,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             skipped[name] = "mlflow is not installed (give --mlflow-python)"
         if name.startswith("servelm-onnx") and python_with("onnxruntime_genai") is None:
             skipped[name] = "onnxruntime-genai is not installed (pip install 'servelm[onnx]')"
+        if name in ("llamacpp", "servelm-llamacpp") and python_with("xllamacpp") is None:
+            skipped[name] = "llama.cpp's wheel is not installed (pip install 'servelm[llamacpp]')"
     runnable = [n for n in wanted if n not in skipped]
     import servelm.agents
 
@@ -179,6 +183,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             "onnxruntime-genai": version_of(PYTHON, "onnxruntime_genai"),
             "transformers": version_of(PYTHON, "transformers"),
             "vllm": version_of(pythons["vllm"], "vllm"),
+            "xllamacpp": version_of(PYTHON, "xllamacpp"),
             "mlflow": version_of(pythons["mlflow"], "mlflow"),
         },
         "settings": {

@@ -28,9 +28,32 @@ LLM_SYSTEMS = (
     "servelm-onnx-int4",
     "servelm-vllm",
     "vllm",
+    "servelm-llamacpp",
+    "llamacpp",
     "mlflow-transformers",
 )
 AGENT_SYSTEMS = ("servelm-agent", "mlflow-agent")
+#: llama.cpp's slots (sequences decoded together) and the tokens of KV cache they share, for both llama.cpp systems
+LLAMACPP_SLOTS = 64
+LLAMACPP_CONTEXT = 32768
+#: llama.cpp's own server (its HTTP server, from the xllamacpp wheel), with an HTTP thread per slot: with its default
+#: it drops about a third of the requests at 8-32 clients. ``--port`` is appended by ``start``.
+LLAMACPP_SERVER = """
+import os, signal, sys, threading, xllamacpp
+p = xllamacpp.CommonParams()
+p.model.path = {gguf!r}
+p.n_parallel = {slots}
+p.kv_unified = True
+p.n_ctx = {context}
+p.n_threads_http = {slots} + 4
+p.cpuparams.n_threads = {threads} or os.cpu_count()
+p.cpuparams_batch.n_threads = {threads} or os.cpu_count()
+p.port = int(sys.argv[sys.argv.index("--port") + 1])
+server = xllamacpp.Server(p)
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+stop.wait()
+"""
 VLLM_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_HOST_IP": "127.0.0.1"}
 MODELS = ("tiny", "smollm2")  # a random tiny Llama (hidden 64, 2 layers), or SmolLM2-135M-Instruct
 
@@ -139,6 +162,15 @@ def prepare_models(
             key = system.removeprefix("servelm-")
             models[key] = os.path.join(work, f"llm-{key}")
             save_onnx(export(models["hf"], os.path.join(work, f"genai-{key}"), precision=precision), models[key])
+    if {"servelm-llamacpp", "llamacpp"} & set(systems):  # the GGUF itself: SmolLM2's Q4_1 file, the tiny one in fp32
+        if model == "tiny":
+            from servelm.flavors.transformers.gguf_export import export_gguf
+
+            models["gguf"] = export_gguf(models["hf"], os.path.join(work, "tiny.gguf"))
+        else:
+            from servelm.flavors.transformers.smollm import smollm2_gguf
+
+            models["gguf"] = smollm2_gguf()
     if "servelm-agent" in systems:
         from servelm.flavors.pyfunc import save_model as save_pyfunc
 
@@ -224,6 +256,24 @@ def build_system(
             models["transformers"],
         ]
         return llm(name, argv + named + vllm_args, vllm_env, 400)
+    if name == "servelm-llamacpp":
+        argv = servelm + ["-m", models["gguf"], "--engine", "llamacpp", "--max-num-seqs", str(LLAMACPP_SLOTS)]
+        return llm(label, argv + named + ["--max-model-len", str(LLAMACPP_CONTEXT)], {}, 300)
+    if name == "llamacpp":
+        code = LLAMACPP_SERVER.format(
+            gguf=models["gguf"], slots=LLAMACPP_SLOTS, context=LLAMACPP_CONTEXT, threads=args.servelm_threads or 0
+        )
+        return System(
+            name,
+            "llm",
+            [PYTHON, "-c", code],
+            "/v1/chat/completions",
+            {**llm_body, "model": "tiny"},
+            True,
+            {},
+            "/health",
+            300,
+        )
     if name == "vllm":
         argv = [
             pythons["vllm"] or "",

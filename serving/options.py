@@ -12,9 +12,9 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-ENGINES = ("pyfunc", "transformers", "onnx", "vllm")
+ENGINES = ("pyfunc", "transformers", "onnx", "vllm", "llamacpp")
 LogLevel = Literal["debug", "info", "warning", "error"]
-EngineName = Literal["pyfunc", "transformers", "onnx", "vllm"]
+EngineName = Literal["pyfunc", "transformers", "onnx", "vllm", "llamacpp"]
 ToolParserName = Literal["hermes", "llama3_json", "mistral"]
 QuantizationName = Literal["int8"]
 KvCacheDtypeName = Literal["auto", "bfloat16", "float32"]
@@ -70,7 +70,9 @@ class EngineOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     engine: Optional[EngineName] = Field(
-        None, description="Force an engine: pyfunc, transformers, onnx, vllm (default: from the model)."
+        None,
+        description="Force an engine: pyfunc, transformers, onnx, vllm, llamacpp (default: from the model; a GGUF "
+        "file runs on llamacpp where llama.cpp is installed).",
     )
     max_num_seqs: int = Field(64, ge=1, description="LLM engines: sequences decoded together in one batch.")
     max_request_sequences: int = Field(
@@ -116,7 +118,10 @@ class EngineOptions(BaseModel):
         "(off: on a thread of the server process).",
     )
     max_model_len: Optional[int] = Field(
-        None, ge=1, description="vllm engine: context length to serve (default: the model's)."
+        None,
+        ge=1,
+        description="vllm and llamacpp engines: context length to serve (vllm's default: the model's; llamacpp's: "
+        "16384 tokens of KV cache its slots share, or the model's context if less).",
     )
     gpu_memory_utilization: Optional[float] = Field(
         None, gt=0, le=1, description="vllm engine: share of GPU memory vLLM may take."

@@ -278,6 +278,22 @@ def tiny_llama() -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_gguf_dir(tmp_path_factory, tiny_llama) -> str:
+    """The tiny Llama as a GGUF file (fp32) in a directory with its tokenizer, for the llamacpp engine."""
+    import shutil
+
+    pytest.importorskip("xllamacpp", reason="llama.cpp's wheel (xllamacpp) is not installed here")
+    from servelm.flavors.transformers.gguf_export import export_gguf
+
+    folder = tmp_path_factory.mktemp("tiny-gguf") / "tiny"
+    folder.mkdir()
+    export_gguf(tiny_llama, str(folder / "tiny.gguf"))
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(os.path.join(tiny_llama, name), folder / name)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_genai(tmp_path_factory, tiny_llama) -> str:
     """The tiny Llama exported to an onnxruntime-genai folder (fp32, cpu)."""
     pytest.importorskip("onnxruntime_genai")

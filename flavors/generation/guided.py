@@ -53,6 +53,19 @@ def grammar_text(spec: GuidedDecoding) -> str:
     raise ValueError(f"unknown grammar kind {spec.kind!r}")
 
 
+def lark_text(spec: GuidedDecoding) -> str:
+    """The spec as one Lark grammar (llguidance's dialect: ``%json`` for schemas, compact as servelm's own engines
+    write JSON), for engines that take grammars as text (vLLM's guidance backend, llama.cpp's llguidance)."""
+    if spec.kind in ("json_schema", "json_object"):
+        schema = json.loads(spec.value) if spec.kind == "json_schema" else {"type": "object"}
+        return "start: %json " + json.dumps({**schema, "x-guidance": _COMPACT_JSON})
+    if spec.kind == "regex":
+        return "start: /" + spec.value.replace("/", "\\/") + "/"
+    if spec.kind == "lark":
+        return spec.value
+    raise ValueError(f"unknown grammar kind {spec.kind!r}")
+
+
 def check_grammar(spec: GuidedDecoding) -> Optional[str]:
     """Why ``spec`` cannot be compiled (for a 400 before generating), or None."""
     try:

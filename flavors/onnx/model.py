@@ -10,80 +10,32 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
 from typing import Any, Optional
 
 from servelm.agents import ChatCompletionRequest
 
 from ..errors import ModelFormatError
-from ..generation import Batcher, template_inputs
-from ..generation.chat_template import ChatTemplate
-from ..generation.codec import TokenBytes
+from ..generation import Batcher
 from ..generation.scheduler import Scheduler
 from ..generation.threads import default_threads
+from ..generation.tokenizer_prompts import TokenizerPrompts
 from .runtime import GENAI_CONFIG, choose_provider, import_genai, open_genai, read_genai_config, saved_provider
 
 
-@dataclass
-class OnnxPrompts:
-    """A genai folder's tokenizer and chat template (a ``ChatCodec``), with its context length and end-of-sequence
-    ids."""
-
-    path: str
-    tokenizer: Any  # tokenizers.Tokenizer
-    template: Optional[ChatTemplate]
-    context_length: int
-    eos_ids: frozenset[int]
+class OnnxPrompts(TokenizerPrompts):
+    """A genai folder's tokenizer and chat template, with the context length and end-of-sequence ids its
+    genai_config.json gives."""
 
     @classmethod
     def read(cls, genai_dir: str) -> OnnxPrompts:
-        try:
-            from tokenizers import Tokenizer
-        except ImportError:
-            raise ModelFormatError("the onnx flavor needs tokenizers: pip install 'servelm[onnx]'") from None
         if not os.path.isfile(os.path.join(genai_dir, GENAI_CONFIG)):
             raise ModelFormatError(f"{genai_dir} is not an onnxruntime-genai folder (no {GENAI_CONFIG})")
-        tokenizer_file = os.path.join(genai_dir, "tokenizer.json")
-        if not os.path.isfile(tokenizer_file):
-            raise ModelFormatError(f"{genai_dir} has no tokenizer.json")
         meta = read_genai_config(genai_dir)["model"]
         eos = meta.get("eos_token_id")
         eos_ids = frozenset(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        return cls(
-            genai_dir,
-            Tokenizer.from_file(tokenizer_file),
-            ChatTemplate.from_folder(genai_dir),
-            int(meta.get("context_length") or 2048),
-            eos_ids,
-        )
-
-    def __post_init__(self) -> None:
-        self.chat_template = self.template.source if self.template is not None else None
-        self.token_bytes = TokenBytes(self.tokenizer)
-
-    def encode_messages(self, messages: list[dict[str, Any]], tools: Optional[list[dict[str, Any]]]) -> list[int]:
-        """Token ids of messages (and tools) rendered with the folder's chat template (a ``ChatCodec``)."""
-        if self.template is None:
-            raise ModelFormatError(f"{self.path} has no chat template")
-        return list(self.tokenizer.encode(self.template.render(messages, tools), add_special_tokens=False).ids)
-
-    def encode_text(self, text: str) -> list[int]:
-        """Token ids of a plain prompt, with the special tokens the tokenizer adds."""
-        return list(self.tokenizer.encode(text).ids)
-
-    @property
-    def vocab_size(self) -> int:
-        """Token ids a prompt may hold run from 0 to ``vocab_size - 1`` (a ``ChatCodec``)."""
-        return int(self.tokenizer.get_vocab_size(with_added_tokens=True))
-
-    @functools.cached_property
-    def longest_token_chars(self) -> int:
-        """The most characters of text one token can stand for (a ``ChatCodec``)."""
-        return max(map(len, self.tokenizer.get_vocab(with_added_tokens=True)), default=1)
-
-    def chat_prompt_ids(self, request: ChatCompletionRequest) -> list[int]:
-        """Token ids of a chat request rendered with the folder's chat template (tools passed through)."""
-        return self.encode_messages(*template_inputs(request))
+        prompts = cls.from_folder(genai_dir, int(meta.get("context_length") or 2048), eos_ids)
+        assert isinstance(prompts, OnnxPrompts)
+        return prompts
 
 
 def runs_on_ort_directly(genai_dir: str) -> bool:

@@ -73,14 +73,55 @@ def load_gguf(path: str) -> tuple[Any, Any]:
     return model.eval(), tokenizer
 
 
+def _cache_target(file: str, kind: str, cache_dir: str | None) -> str:
+    """Where a conversion of ``file`` is cached: keyed by its path, size and time."""
+    stat = os.stat(file)
+    key = hashlib.sha256(f"{os.path.abspath(file)}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return os.path.join(cache_dir or default_cache_dir(), kind, f"{os.path.basename(file)[: -len(GGUF_SUFFIX)]}-{key}")
+
+
+def gguf_tokenizer_folder(path: str, cache_dir: str | None = None) -> str:
+    """A tokenizer folder (tokenizer.json, tokenizer_config.json, the chat template) read from the GGUF file at
+    ``path``, cached. transformers reads it (and imports torch doing so), in a child process: the serving process
+    of the llamacpp engine keeps only the tokenizers library."""
+    import subprocess
+    import sys
+
+    file = gguf_file(path)
+    target = _cache_target(file, "gguf-tokenizers", cache_dir)
+    if os.path.isfile(os.path.join(target, "tokenizer.json")):
+        return target
+    log.info("reading the tokenizer and chat template of %s (once; cached in %s)", file, target)
+    tmp = f"{target}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    code = "import sys; from servelm.flavors.transformers.gguf import write_tokenizer; write_tokenizer(*sys.argv[1:])"
+    done = subprocess.run([sys.executable, "-c", code, file, tmp], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ModelFormatError(f"{file}: its tokenizer cannot be read: {done.stderr.strip().splitlines()[-1:]}")
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def write_tokenizer(file: str, folder: str) -> None:
+    """The GGUF file's tokenizer and chat template, written to ``folder`` (in the child process of
+    ``gguf_tokenizer_folder``)."""
+    from transformers import AutoTokenizer
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        tokenizer = AutoTokenizer.from_pretrained(
+            os.path.dirname(os.path.abspath(file)), gguf_file=os.path.basename(file)
+        )
+    tokenizer.save_pretrained(folder)
+
+
 def gguf_checkpoint(path: str, cache_dir: str | None = None) -> str:
     """A Hugging Face checkpoint directory converted from the GGUF file at ``path``, cached."""
     file = gguf_file(path)
     stat = os.stat(file)
-    key = hashlib.sha256(f"{os.path.abspath(file)}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = os.path.join(
-        cache_dir or default_cache_dir(), "gguf", f"{os.path.basename(file)[: -len(GGUF_SUFFIX)]}-{key}"
-    )
+    target = _cache_target(file, "gguf", cache_dir)
     marker = os.path.join(target, "servelm-gguf.json")
     if os.path.isfile(marker):
         return target

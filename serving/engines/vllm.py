@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import os
 from typing import Any, Optional
 
 from servelm.flavors.generation import SamplingParams
 from servelm.flavors.generation.choice import TokenChoice
+from servelm.flavors.generation.guided import lark_text
 
 from ..options import EngineOptions
 from .base import Delta
@@ -139,20 +139,8 @@ class VLLMEngine:
     def sampling(self, p: SamplingParams) -> Any:
         """vLLM's SamplingParams for ours, streaming deltas: grammars go to vLLM's structured outputs."""
         structured = None
-        if p.guided is not None:
-            kind, value = p.guided.kind, p.guided.value
-            if kind in (
-                "json_schema",
-                "json_object",
-            ):  # as Lark, to carry the compact-JSON setting servelm's engines use
-                schema = json.loads(value) if kind == "json_schema" else {"type": "object"}
-                kind, value = (
-                    "lark",
-                    "start: %json " + json.dumps({**schema, "x-guidance": {"whitespace_flexible": False}}),
-                )
-            structured = self._Structured(
-                regex=value if kind == "regex" else None, grammar=value if kind == "lark" else None
-            )
+        if p.guided is not None:  # as Lark: it carries the compact-JSON setting servelm's engines use
+            structured = self._Structured(grammar=lark_text(p.guided))
         return self._SamplingParams(
             max_tokens=p.max_tokens,
             temperature=p.temperature,

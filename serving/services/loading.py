@@ -35,7 +35,8 @@ def choose_engine(path: str, forced: Optional[str]) -> str:
             raise ModelFormatError(f"unknown engine {forced!r}; choose one of {', '.join(ENGINES)}")
         return forced
     if path.endswith(".gguf") and os.path.isfile(path):
-        return "transformers"  # converted to a checkpoint when served (servelm.flavors.transformers.gguf)
+        # llama.cpp runs it as it is; without llama.cpp it is converted to a checkpoint (flavors/transformers/gguf.py)
+        return "llamacpp" if llamacpp_installed() else "transformers"
     if not os.path.isdir(path):
         raise ModelFormatError(f"{path} is not a directory (or a .gguf file)")
     if os.path.isfile(os.path.join(path, "MLmodel")):
@@ -51,11 +52,18 @@ def choose_engine(path: str, forced: Optional[str]) -> str:
         )
     if os.path.isfile(os.path.join(path, "genai_config.json")):
         return "onnx"
+    if not os.path.isfile(os.path.join(path, "config.json")) and _is_gguf(path) and llamacpp_installed():
+        return "llamacpp"
     if os.path.isfile(os.path.join(path, "config.json")) or any(f.endswith(".gguf") for f in os.listdir(path)):
         return "transformers"
     raise ModelFormatError(
         f"{path} has no MLmodel file and is not a Hugging Face checkpoint (no config.json) or a GGUF file"
     )
+
+
+def llamacpp_installed() -> bool:
+    """Whether llama.cpp's wheel (the llamacpp engine) is importable here."""
+    return importlib.util.find_spec("xllamacpp") is not None
 
 
 def _is_gguf(path: str) -> bool:
@@ -77,16 +85,16 @@ def in_memory_pyfunc(python_model: PythonModel) -> PyFuncModel:
 
 #: engine options that only some engines read, and those engines
 ENGINE_ONLY_OPTIONS: dict[str, tuple[str, ...]] = {
-    "max_num_seqs": ("transformers", "onnx", "vllm"),
-    "max_request_sequences": ("transformers", "onnx", "vllm"),
-    "tool_call_parser": ("transformers", "onnx", "vllm"),
+    "max_num_seqs": ("transformers", "onnx", "vllm", "llamacpp"),
+    "max_request_sequences": ("transformers", "onnx", "vllm", "llamacpp"),
+    "tool_call_parser": ("transformers", "onnx", "vllm", "llamacpp"),
     "device": ("transformers", "onnx", "vllm"),  # for vLLM only the device it runs on (vllm_device_refusal)
-    "threads": ("transformers", "onnx"),
+    "threads": ("transformers", "onnx", "llamacpp"),
     "engine_process": ("transformers", "onnx"),
     "quantization": ("transformers",),
     "kv_cache_dtype": ("onnx",),
     "dtype": ("transformers", "vllm"),
-    "max_model_len": ("vllm",),
+    "max_model_len": ("vllm", "llamacpp"),
     "gpu_memory_utilization": ("vllm",),
     "tensor_parallel_size": ("vllm",),
     "enforce_eager": ("vllm",),
@@ -170,6 +178,8 @@ def build_service(
         return transformers_service(path, engine, metrics)
     if chosen == "onnx":
         return onnx_service(path, engine, metrics)
+    if chosen == "llamacpp":
+        return llamacpp_service(path, engine, metrics)
     return vllm_service(path, server, engine, metrics)
 
 
@@ -341,6 +351,39 @@ def vllm_service(path: str, server: ServerOptions, options: EngineOptions, metri
         HFCodec(tokenizer),
         "llm/v1/chat (vLLM engine)",
         defaults,
+        metrics,
+        options.tool_call_parser,
+        options.max_request_sequences,
+    )
+
+
+def llamacpp_service(path: str, options: EngineOptions, metrics: ServerMetrics) -> ModelService:
+    """A GGUF file (or a directory holding one) served by llama.cpp with its quantization kept: this process
+    keeps the tokenizer and chat template read from the file (tokenizers and jinja2, no torch)."""
+    from servelm.flavors.generation.tokenizer_prompts import TokenizerPrompts
+    from servelm.flavors.transformers.gguf import gguf_file, gguf_tokenizer_folder, is_gguf
+
+    from ..engines.llamacpp import INSTALL_HINT, LlamaCppEngine, gguf_context_length
+    from .llm import LLMService
+
+    if not llamacpp_installed():
+        raise ModelFormatError(INSTALL_HINT)
+    require_extra("llamacpp", ("gguf", "tokenizers", "jinja2"))
+    if not is_gguf(path):
+        raise ModelFormatError(f"{path}: the llamacpp engine serves GGUF files (a .gguf file or a directory with one)")
+    file = gguf_file(path)
+    engine = LlamaCppEngine(file, options, gguf_context_length(file))
+    # a directory may hold the tokenizer beside the file; else it is read from the file (once, cached)
+    beside = os.path.isdir(path) and os.path.isfile(os.path.join(path, "tokenizer.json"))
+    folder = path if beside else gguf_tokenizer_folder(file)
+    prompts = TokenizerPrompts.from_folder(folder, engine.context_length, frozenset())
+    if prompts.template is None:
+        raise ModelFormatError(f"{file} has no chat template: the llamacpp engine serves chat models")
+    return LLMService(
+        engine,
+        prompts,
+        "llm/v1/chat (llamacpp engine)",
+        {},
         metrics,
         options.tool_call_parser,
         options.max_request_sequences,
