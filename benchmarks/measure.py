@@ -93,24 +93,28 @@ def measure(
         return rows
     rows = []
     for level in levels:
-        argv = [
-            PYTHON,
-            os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve.py"),
-            "--url",
-            base,
-            "--path",
-            system.path,
-            "--concurrency",
-            str(level),
-            "--requests",
-            str(max(requests, 2 * level)),
-            "--body",
-            json.dumps(system.body),
-            "--workload",
-            workload,
-            "--salt",
-            salt,
-        ] + (["--stream"] if system.stream else [])
+        argv = (
+            [
+                PYTHON,
+                os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve.py"),
+                "--url",
+                base,
+                "--path",
+                system.path,
+                "--concurrency",
+                str(level),
+                "--requests",
+                str(max(requests, 2 * level)),
+                "--body",
+                json.dumps(system.body),
+                "--workload",
+                workload,
+                "--salt",
+                salt,
+            ]
+            + (["--stream"] if system.stream else [])
+            + (["--fresh-connections"] if system.fresh_connections else [])
+        )
         sampler = MemorySampler(proc.pid) if proc is not None else None
         try:
             out = subprocess.run(argv, capture_output=True, text=True, timeout=7200)

@@ -156,9 +156,12 @@ async def run_level(
     stream: bool,
     workload: str = "fixed",
     salt: str = "",
+    fresh_connections: bool = False,
 ) -> dict[str, Any]:
-    """``requests`` requests from ``concurrency`` clients (after a warm-up); one result row."""
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    """``requests`` requests from ``concurrency`` clients (after a warm-up); one result row. ``fresh_connections``:
+    a new connection per request (for servers that close a kept-alive connection after a stream without saying
+    so, as llama.cpp's does: a reused one fails)."""
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=fresh_connections)
 
     def body_for(index: int) -> dict[str, Any]:
         return (
@@ -241,6 +244,7 @@ def main() -> None:
         help="the prompts: one fixed prompt, or distinct ones per request",
     )
     parser.add_argument("--salt", default="", help="varies the prompts of a workload between runs")
+    parser.add_argument("--fresh-connections", action="store_true", help="a new connection per request")
     parser.add_argument("--label", default="", help="system name recorded with the results")
     parser.add_argument("--out", help="append result rows as JSON lines to this file")
     args = parser.parse_args()
@@ -259,6 +263,7 @@ def main() -> None:
                 args.stream,
                 args.workload,
                 f"{args.salt}-{level}",
+                args.fresh_connections,
             )
         )
         row.update(system=args.label, max_tokens=body.get("max_tokens", args.max_tokens), stream=args.stream)

@@ -35,7 +35,7 @@ LLM_SYSTEMS = (
 AGENT_SYSTEMS = ("servelm-agent", "mlflow-agent")
 #: llama.cpp's slots (sequences decoded together) and the tokens of KV cache they share, for both llama.cpp systems
 LLAMACPP_SLOTS = 64
-LLAMACPP_CONTEXT = 32768
+LLAMACPP_CONTEXT = 16384
 #: llama.cpp's own server (its HTTP server, from the xllamacpp wheel), with an HTTP thread per slot: with its default
 #: it drops about a third of the requests at 8-32 clients. ``--port`` is appended by ``start``.
 LLAMACPP_SERVER = """
@@ -111,6 +111,7 @@ class System:
     env: dict[str, str] = field(default_factory=dict)
     health: str = "/health"
     startup_timeout: float = 120.0  # seconds
+    fresh_connections: bool = False  # a new connection per request (llama.cpp's server drops kept-alive ones)
 
 
 def python_with(module: str, given: Optional[str] = None, env_var: Optional[str] = None) -> Optional[str]:
@@ -273,6 +274,7 @@ def build_system(
             {},
             "/health",
             300,
+            fresh_connections=True,
         )
     if name == "vllm":
         argv = [
