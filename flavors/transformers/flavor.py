@@ -16,7 +16,7 @@ from ..llm_directory import CHAT_EXAMPLE, check_task, write_llm_metadata
 from ..model import Model
 from ..signature import ModelSignature
 from .chat import require_chat_template
-from .gguf import gguf_checkpoint, is_gguf
+from .gguf import gguf_checkpoint, gguf_file, is_gguf
 
 log = logging.getLogger("servelm.transformers")
 FLAVOR_NAME = "transformers"
@@ -85,7 +85,9 @@ def save_model(
     source_model_revision: Optional[str] = None,
 ) -> Model:
     """Save a causal LM (pipeline, ``{"model", "tokenizer"}`` dict, local checkpoint path, or a GGUF file
-    or a directory with one) at ``path``.
+    or a directory with one) at ``path``. A GGUF file is kept as it is (``model/NAME.gguf``, recorded as the
+    flavor's ``gguf_file``): the llamacpp engine serves it quantized, and the transformers engine and pyfunc
+    load a dequantized copy converted once into servelm's cache.
 
     ``task="llm/v1/chat"`` serves OpenAI chat and needs a chat template (checked now);
     ``"text-generation"`` keeps prompt -> text. ``save_pretrained=False`` stores only the source name
@@ -94,6 +96,11 @@ def save_model(
     import transformers
 
     check_task(task)
+    gguf = (
+        gguf_file(os.fspath(transformers_model))
+        if isinstance(transformers_model, (str, os.PathLike)) and is_gguf(os.fspath(transformers_model))
+        else None
+    )
     model, tokenizer, source = _components(transformers_model)
     if task == "llm/v1/chat":
         require_chat_template(tokenizer, "save_model")
@@ -116,7 +123,12 @@ def save_model(
             or str(config_dict.get("torch_dtype") or config_dict.get("dtype") or "float32").replace("torch.", ""),
             "transformers_version": transformers.__version__,
         }
-        if save_pretrained:
+        if save_pretrained and gguf is not None:
+            os.makedirs(os.path.join(tmp, MODEL_DIR))
+            shutil.copy2(gguf, os.path.join(tmp, MODEL_DIR, os.path.basename(gguf)))
+            flavor["model_binary"] = MODEL_DIR
+            flavor["gguf_file"] = f"{MODEL_DIR}/{os.path.basename(gguf)}"
+        elif save_pretrained:
             _save_weights(model, source, os.path.join(tmp, MODEL_DIR))
             flavor["model_binary"] = MODEL_DIR
         else:
@@ -183,6 +195,11 @@ def locate_checkpoint(path: str) -> Checkpoint:
     tokenizer_dir = os.path.join(path, TOKENIZER_DIR)
     if not os.path.isdir(tokenizer_dir):
         raise ModelFormatError(f"{tokenizer_dir} is missing: the tokenizer component was not saved")
+    if flavor.get("gguf_file"):  # kept quantized; the transformers engine runs a dequantized copy (cached)
+        file = os.path.join(path, flavor["gguf_file"])
+        if not os.path.isfile(file):
+            raise ModelFormatError(f"{file} is missing: the GGUF file was not saved")
+        return Checkpoint(gguf_checkpoint(file), None, tokenizer_dir, flavor.get("torch_dtype"), meta)
     if flavor.get("model_binary"):
         weights = os.path.join(path, flavor["model_binary"])
         if not os.path.isdir(weights):

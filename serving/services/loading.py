@@ -42,6 +42,8 @@ def choose_engine(path: str, forced: Optional[str]) -> str:
     if os.path.isfile(os.path.join(path, "MLmodel")):
         flavors = Model.load(path).flavors
         if "transformers" in flavors:
+            if flavors["transformers"].get("gguf_file") and llamacpp_installed():
+                return "llamacpp"  # a GGUF kept as it is: llama.cpp runs it quantized
             return "transformers"
         if "onnx" in flavors:
             return "onnx"
@@ -369,13 +371,23 @@ def llamacpp_service(path: str, options: EngineOptions, metrics: ServerMetrics) 
     if not llamacpp_installed():
         raise ModelFormatError(INSTALL_HINT)
     require_extra("llamacpp", ("gguf", "tokenizers", "jinja2"))
-    if not is_gguf(path):
-        raise ModelFormatError(f"{path}: the llamacpp engine serves GGUF files (a .gguf file or a directory with one)")
-    file = gguf_file(path)
+    defaults: dict[str, Any] = {}
+    saved = Model.load(path).flavors.get("transformers", {}) if os.path.isfile(os.path.join(path, "MLmodel")) else {}
+    if saved.get("gguf_file"):  # a model directory saved from a GGUF file: the file, and its tokenizer saved beside
+        file, folder = os.path.join(path, saved["gguf_file"]), os.path.join(path, "components", "tokenizer")
+        defaults = Model.load(path).pyfunc_config()
+        saved_engine_options(defaults, "llamacpp")
+    elif is_gguf(path):
+        file = gguf_file(path)
+        # a directory may hold the tokenizer beside the file; else it is read from the file (once, cached)
+        beside = os.path.isdir(path) and os.path.isfile(os.path.join(path, "tokenizer.json"))
+        folder = path if beside else gguf_tokenizer_folder(file)
+    else:
+        raise ModelFormatError(
+            f"{path}: the llamacpp engine serves GGUF files (a .gguf file, a directory with one, or a model "
+            "directory saved from one)"
+        )
     engine = LlamaCppEngine(file, options, gguf_context_length(file))
-    # a directory may hold the tokenizer beside the file; else it is read from the file (once, cached)
-    beside = os.path.isdir(path) and os.path.isfile(os.path.join(path, "tokenizer.json"))
-    folder = path if beside else gguf_tokenizer_folder(file)
     prompts = TokenizerPrompts.from_folder(folder, engine.context_length, frozenset())
     if prompts.template is None:
         raise ModelFormatError(f"{file} has no chat template: the llamacpp engine serves chat models")
@@ -383,7 +395,7 @@ def llamacpp_service(path: str, options: EngineOptions, metrics: ServerMetrics) 
         engine,
         prompts,
         "llm/v1/chat (llamacpp engine)",
-        {},
+        defaults,
         metrics,
         options.tool_call_parser,
         options.max_request_sequences,
