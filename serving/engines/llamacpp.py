@@ -88,6 +88,9 @@ class LlamaCppEngine:
         params.cpuparams_batch.n_threads = self.threads
         params.port = 0  # no HTTP listener: requests come through handle_completions
         params.cache_prompt = True  # a prompt sharing a prefix with a slot's last one reuses its KV
+        # no second copy of finished slots' KV in host RAM (llama.cpp keeps up to 8 GiB by default): the memory
+        # of this engine is the model and its KV pool
+        params.cache_ram_mib = 0
         params.endpoint_metrics = True  # llama.cpp's own counters (``metrics``)
         params.sampling.samplers = ";".join(SAMPLERS)
         log.info(
