@@ -70,7 +70,6 @@ class LlamaCppEngine:
         self.server: Any = None
         self._pool: Optional[ThreadPoolExecutor] = None
         self._ids = itertools.count(1)
-        self._error: Optional[str] = None
         self._running: set[int] = set()  # ids of the sequences llama.cpp is generating (a worker thread each)
 
     async def start(self) -> None:
@@ -104,14 +103,15 @@ class LlamaCppEngine:
         self._pool = ThreadPoolExecutor(max_workers=self.slots + 4, thread_name_prefix="llamacpp")
 
     async def stop(self) -> None:
-        server, self.server = self.server, None
+        held, self.server = [self.server], None
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        if server is not None:
-            await asyncio.to_thread(_release, server)
+        # the last reference dropped on a worker thread: the Server's destructor joins llama.cpp's loop
+        await asyncio.to_thread(held.clear)
 
     def health_error(self) -> Optional[str]:
-        return self._error
+        """None: llama.cpp runs in this process, and a failed generation fails its own request."""
+        return None
 
     def has_work(self) -> bool:
         """Whether llama.cpp is generating any sequence now."""
@@ -154,10 +154,6 @@ class LlamaCppEngine:
         finally:
             self._running.discard(stream.rid)
         loop.call_soon_threadsafe(stream.put, None)  # the end, whatever came before
-
-
-def _release(server: Any) -> None:
-    del server  # the Server's destructor stops llama.cpp's loop and frees the model
 
 
 def request_body(prompt_ids: list[int], p: SamplingParams, context_length: int) -> dict[str, Any]:

@@ -16,25 +16,20 @@ np = pytest.importorskip("numpy")
 
 from servelm.serving.routes.invocations import json_default  # noqa: E402
 
-#: what "swap the imports" means: the same code with servelm's modules in MLflow's place
-SWAPS = [
-    ("from mlflow.models import", "from servelm.flavors import"),
-    ("from mlflow.pyfunc import", "from servelm.flavors.pyfunc import"),
-    ("from mlflow.types.schema import", "from servelm.flavors import"),
-    ("from mlflow.types.agent import", "from servelm.agents import"),
-    ("from mlflow.types.llm import", "from servelm.agents import"),
-    ("from mlflow.types.responses import", "from servelm.agents import"),
-    ("mlflow.pyfunc.", "servelm.flavors.pyfunc."),
-    ("mlflow.models.", "servelm.flavors."),
-    ("import mlflow\n", "import servelm.flavors\nimport servelm.flavors.pyfunc\n"),
-]
+
+def _harness():
+    """tests/mlflow_parity/harness.py: what "swap the imports" means, shared with the differential suite."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "mlflow_parity" / "harness.py"
+    spec = importlib.util.spec_from_file_location("mlflow_parity_harness", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def swapped(source: str) -> str:
-    for old, new in SWAPS:
-        source = source.replace(old, new)
-    assert "mlflow" not in source, source
-    return source
+swapped = _harness().swapped
 
 
 @pytest.fixture(autouse=True)
