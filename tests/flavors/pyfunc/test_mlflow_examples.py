@@ -20,11 +20,13 @@ from servelm.serving.routes.invocations import json_default  # noqa: E402
 def _harness():
     """tests/mlflow_parity/harness.py: what "swap the imports" means, shared with the differential suite."""
     import importlib.util
+    import sys
     from pathlib import Path
 
     path = Path(__file__).parents[2] / "mlflow_parity" / "harness.py"
     spec = importlib.util.spec_from_file_location("mlflow_parity_harness", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -99,7 +99,12 @@ set_model(Upper())
 def upper_dir(tmp_path_factory, write_code):
     root = tmp_path_factory.mktemp("spark-upper")
     os.environ.setdefault("MODEL_LOADS", os.devnull)
-    save_model(str(root / "upper"), python_model=write_code(root, "upper.py", UPPER), model_config={"suffix": ""})
+    save_model(
+        str(root / "upper"),
+        python_model=write_code(root, "upper.py", UPPER),
+        model_config={"suffix": ""},
+        input_example=(["a"], {"end": ""}),  # declares the params it takes (a model declaring none gets none)
+    )
     return str(root / "upper")
 
 
