@@ -91,7 +91,7 @@ def test_api_key_defaults_to_the_environment(monkeypatch):
 
 
 def test_engines_are_the_literal_choices():
-    assert ENGINES == ("pyfunc", "transformers", "onnx", "vllm")
+    assert ENGINES == ("pyfunc", "transformers", "onnx", "vllm", "llamacpp")
     for name in ENGINES:
         assert split_options(engine=name)[1].engine == name
 
