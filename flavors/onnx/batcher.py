@@ -73,10 +73,10 @@ class GenaiBatcher:
         """Start a sequence; the Engine schedules it at the next step with room."""
         if not prompt_ids:
             raise ValueError("the prompt is empty")
-        if params.needs_processing or params.logprobs is not None:
+        if params.needs_processing or params.logprobs is not None or params.min_p > 0:
             raise ValueError(
                 f"onnxruntime-genai's Engine ({self.genai.provider}) cannot constrain output to a grammar "
-                "(response_format, a forced tool_choice), apply penalties or logit_bias, or give logprobs; "
+                "(response_format, a forced tool_choice), apply penalties, min_p or logit_bias, or give logprobs; "
                 "serve this model on cpu for those"
             )
         if len(prompt_ids) >= self.context_length:
