@@ -10,11 +10,13 @@ uvicorn); servelm's is ``create_app`` (what ``servelm serve`` runs); both are dr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import textwrap
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -239,7 +241,16 @@ def same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def quiet() -> None:
-    """MLflow's and servelm's load-time warnings off the test output."""
-    for name in ("mlflow", "servelm"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """MLflow's and servelm's load-time warnings off the test output, for the block only (later tests read
+    servelm's warnings with caplog)."""
+    loggers = [logging.getLogger(name) for name in ("mlflow", "servelm")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

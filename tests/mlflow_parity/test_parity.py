@@ -29,9 +29,10 @@ ROWS: list[tuple[str, str, str, str, str]] = []  # case, call, verdict, mlflow, 
 
 @pytest.fixture(autouse=True)
 def _mlflow_in_tmp(tmp_path, monkeypatch):
-    """MLflow's tracking store in the test's directory, not the working directory."""
+    """MLflow's tracking store in the test's directory, not the working directory; their load-time warnings off."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    harness.quiet()
+    with harness.quiet():
+        yield
 
 
 @pytest.mark.parametrize("case", corpus.CASES, ids=lambda c: c.name)
