@@ -14,26 +14,17 @@ Agents and servelm's LLM flavors are not served through here: they take their JS
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any, Optional
 
+from servelm.flavors.pyfunc.input_conversion import SCALAR_DTYPES
 from servelm.flavors.signature import AnyType, Array, ColSpec, Map, Object, Scalar, Schema, TensorSpec, enforce_value
 
 from .errors import APIError
+from .scoring_input import from_base64
 
 #: the numpy dtype of each scalar type, and the dtype a DataFrame column of it is cast to (MLflow's DataType)
-_NUMPY = {
-    "boolean": "bool",
-    "integer": "int32",
-    "long": "int64",
-    "float": "float32",
-    "double": "float64",
-    "string": "str",
-    "binary": "bytes",
-    "datetime": "datetime64[ns]",
-}
-_PANDAS = {**_NUMPY, "string": "object", "binary": "object"}
+_NUMPY = {name: numpy for name, (numpy, _) in SCALAR_DTYPES.items()}
+_PANDAS = {name: pandas for name, (_, pandas) in SCALAR_DTYPES.items()}
 
 
 def _bad(key: str, message: str) -> APIError:
@@ -167,7 +158,7 @@ def cast_frame(frame: Any, schema: Schema, key: str) -> Any:
         dtype = spec.dtype if isinstance(spec, ColSpec) else None
         try:
             if isinstance(dtype, Scalar) and dtype.name == "binary":
-                frame[column] = series.map(lambda v: _from_base64(v, key) if isinstance(v, str) else v)
+                frame[column] = series.map(lambda v: from_base64(v, key) if isinstance(v, str) else v)
             elif isinstance(spec, TensorSpec):
                 if not isinstance(series.iloc[0], list):
                     frame[column] = series.astype(spec.dtype)
@@ -204,10 +195,3 @@ def csv_dtypes(schema: Optional[Schema]) -> Optional[dict[str, str]]:
 def _describe(spec: Any) -> str:
     dtype = getattr(spec, "dtype", None)
     return getattr(dtype, "name", None) or str(dtype)
-
-
-def _from_base64(text: str, key: str) -> bytes:
-    try:
-        return base64.b64decode(text)
-    except (binascii.Error, ValueError) as exc:
-        raise _bad(key, f"a binary value is not valid base64: {exc}") from None

@@ -146,23 +146,25 @@ def parse_csv(body: bytes, schema: Any = None, mlflow_input: bool = False) -> In
         name = getattr(spec, "name", None)
         kind = getattr(getattr(spec, "dtype", None), "name", None)
         if name in frame.columns and kind == "binary":
-            frame[name] = frame[name].map(lambda v: _from_base64(v) if isinstance(v, str) else v)
+            frame[name] = frame[name].map(lambda v: from_base64(v) if isinstance(v, str) else v)
     return Invocation(frame, None, False, raw=False)
 
 
-def _from_base64(text: str) -> bytes:
-    """A base64 string's bytes; a 400 when it is not base64 (a client's error, never a 500)."""
+def from_base64(text: str, key: Optional[str] = None) -> bytes:
+    """A base64 string's bytes; a 400 (naming ``key``, the input it came in, when given) when it is not base64:
+    a client's error, never a 500."""
     try:
         return base64.b64decode(text)
     except (binascii.Error, ValueError) as exc:
-        raise APIError(400, f"a binary value is not valid base64: {exc}", code="invalid_value") from None
+        message = f"a binary value is not valid base64: {exc}"
+        raise APIError(400, f"{key}: {message}" if key else message, param=key, code="invalid_value") from None
 
 
 def _decode_b64(value: Any) -> Any:
     """TF serving's ``{"b64": "..."}`` values as bytes, anywhere in ``value``."""
     if isinstance(value, dict):
         if len(value) == 1 and "b64" in value and isinstance(value["b64"], str):
-            return _from_base64(value["b64"])
+            return from_base64(value["b64"])
         return {k: _decode_b64(v) for k, v in value.items()}
     if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
         return [_decode_b64(v) for v in value]
@@ -185,7 +187,7 @@ def _decode_binary_columns(records: Any, schema: Any) -> Any:
     out = []
     for record in records:
         if isinstance(record, dict) and any(isinstance(record.get(n), str) for n in names):
-            record = {**record, **{n: _from_base64(record[n]) for n in names if isinstance(record.get(n), str)}}
+            record = {**record, **{n: from_base64(record[n]) for n in names if isinstance(record.get(n), str)}}
         out.append(record)
     return out
 

@@ -82,7 +82,7 @@ def _is_scalar(value: Any) -> bool:
 
 
 #: each scalar type's numpy dtype and the dtype pandas holds it in (MLflow's ``DataType``)
-_NUMPY_DTYPES = {
+SCALAR_DTYPES = {
     "boolean": ("bool", "bool"),
     "integer": ("int32", "int32"),
     "long": ("int64", "int64"),
@@ -151,7 +151,7 @@ def _enforce_scalar_column(series: Any, want: str, name: str) -> Any:
         return series
     if want == "binary" and isinstance(series.dtype, pd.StringDtype):
         return series
-    numpy_name, pandas_name = _NUMPY_DTYPES[want]
+    numpy_name, pandas_name = SCALAR_DTYPES[want]
     numpy_type = np.dtype(numpy_name)
     if series.dtype == np.dtype(pandas_name) or series.dtype == numpy_type:
         return series

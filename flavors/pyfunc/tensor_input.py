@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import SchemaEnforcementError
 from ..signature import Schema, TensorSpec
+from .input_conversion import is_dataframe
 
 
 def enforce_tensor_input(data: Any, schema: Schema) -> Any:
@@ -21,7 +22,7 @@ def enforce_tensor_input(data: Any, schema: Schema) -> Any:
 
     specs = [s for s in schema.specs if isinstance(s, TensorSpec)]
     if any(s.name for s in specs):
-        if _is_dataframe(data) or isinstance(data, dict):
+        if is_dataframe(data) or isinstance(data, dict):
             missing = [s.name for s in specs if s.name not in data]
             if missing:
                 raise SchemaEnforcementError(f"missing tensor input(s) {missing}; the input has {list(data)}")
@@ -36,14 +37,14 @@ def enforce_tensor_input(data: Any, schema: Schema) -> Any:
                     )
                 out[spec.name] = _check_array(value, spec, f"tensor '{spec.name}'")
             return out
-        if _is_dataframe(data):
+        if is_dataframe(data):
             return {s.name: _column_as_tensor(data[s.name], s, f"column '{s.name}'") for s in specs}
         raise SchemaEnforcementError(
             f"the model's signature has named tensors: it takes a dict of numpy arrays or a DataFrame, "
             f"got {type(data).__name__}"
         )
     spec = specs[0]
-    if _is_dataframe(data):
+    if is_dataframe(data):
         if data.empty:
             raise SchemaEnforcementError("the input DataFrame is empty")
         if len(data.columns) == 1:
@@ -59,10 +60,6 @@ def enforce_tensor_input(data: Any, schema: Schema) -> Any:
     raise SchemaEnforcementError(
         f"the model's signature is a tensor: it takes a numpy array (or a DataFrame), got {type(data).__name__}"
     )
-
-
-def _is_dataframe(data: Any) -> bool:
-    return type(data).__name__ == "DataFrame" and hasattr(data, "columns")
 
 
 def _check_array(array: Any, spec: TensorSpec, what: str) -> Any:

@@ -20,7 +20,6 @@ from typing import Any, Optional
 
 from servelm.flavors.generation import SamplingParams
 from servelm.flavors.generation.choice import TokenChoice
-from servelm.flavors.generation.guided import lark_text
 
 from ..options import EngineOptions
 from .base import Delta
@@ -184,6 +183,8 @@ def request_body(prompt_ids: list[int], p: SamplingParams, context_length: int) 
     if p.logprobs is not None:
         body["n_probs"] = max(p.logprobs, 1)
     if p.guided is not None:  # this llama.cpp build has llguidance: servelm's grammars go to it as they are
+        from servelm.flavors.generation.guided import lark_text  # (numpy: imported only where a grammar is asked)
+
         body["grammar"] = "%llguidance {}\n" + lark_text(p.guided)
     return body
 
@@ -217,7 +218,7 @@ class LlamaCppStream:
         if chunk is None:  # the generation returned without a finishing chunk: it was stopped
             self.finished = True
             return Delta("", True, "abort", self.tokens)
-        if "error" in chunk or "code" in chunk and "message" in chunk:
+        if "error" in chunk or ("code" in chunk and "message" in chunk):
             self.finished = True
             error = chunk.get("error", chunk)
             message = error.get("message", str(error)) if isinstance(error, dict) else str(error)

@@ -12,6 +12,7 @@ from servelm.flavors import Model, ModelFormatError
 from servelm.flavors.pyfunc import PyFuncModel, load_model
 from servelm.flavors.pyfunc.wrappers import task_of, wrap_python_model
 
+from ..engines.llamacpp import llamacpp_available
 from ..metrics import ServerMetrics
 from ..options import ENGINES, EngineOptions, ServerOptions
 from .base import ModelService
@@ -36,13 +37,13 @@ def choose_engine(path: str, forced: Optional[str]) -> str:
         return forced
     if path.endswith(".gguf") and os.path.isfile(path):
         # llama.cpp runs it as it is; without llama.cpp it is converted to a checkpoint (flavors/transformers/gguf.py)
-        return "llamacpp" if llamacpp_installed() else "transformers"
+        return "llamacpp" if llamacpp_available() else "transformers"
     if not os.path.isdir(path):
         raise ModelFormatError(f"{path} is not a directory (or a .gguf file)")
     if os.path.isfile(os.path.join(path, "MLmodel")):
         flavors = Model.load(path).flavors
         if "transformers" in flavors:
-            if flavors["transformers"].get("gguf_file") and llamacpp_installed():
+            if flavors["transformers"].get("gguf_file") and llamacpp_available():
                 return "llamacpp"  # a GGUF kept as it is: llama.cpp runs it quantized
             return "transformers"
         if "onnx" in flavors:
@@ -54,18 +55,13 @@ def choose_engine(path: str, forced: Optional[str]) -> str:
         )
     if os.path.isfile(os.path.join(path, "genai_config.json")):
         return "onnx"
-    if not os.path.isfile(os.path.join(path, "config.json")) and _is_gguf(path) and llamacpp_installed():
+    if not os.path.isfile(os.path.join(path, "config.json")) and _is_gguf(path) and llamacpp_available():
         return "llamacpp"
     if os.path.isfile(os.path.join(path, "config.json")) or any(f.endswith(".gguf") for f in os.listdir(path)):
         return "transformers"
     raise ModelFormatError(
         f"{path} has no MLmodel file and is not a Hugging Face checkpoint (no config.json) or a GGUF file"
     )
-
-
-def llamacpp_installed() -> bool:
-    """Whether llama.cpp's wheel (the llamacpp engine) is importable here."""
-    return importlib.util.find_spec("xllamacpp") is not None
 
 
 def _is_gguf(path: str) -> bool:
@@ -368,14 +364,15 @@ def llamacpp_service(path: str, options: EngineOptions, metrics: ServerMetrics) 
     from ..engines.llamacpp import INSTALL_HINT, LlamaCppEngine, gguf_context_length
     from .llm import LLMService
 
-    if not llamacpp_installed():
+    if not llamacpp_available():
         raise ModelFormatError(INSTALL_HINT)
     require_extra("llamacpp", ("gguf", "tokenizers", "jinja2"))
     defaults: dict[str, Any] = {}
-    saved = Model.load(path).flavors.get("transformers", {}) if os.path.isfile(os.path.join(path, "MLmodel")) else {}
-    if saved.get("gguf_file"):  # a model directory saved from a GGUF file: the file, and its tokenizer saved beside
+    meta = Model.load(path) if os.path.isfile(os.path.join(path, "MLmodel")) else None
+    saved = meta.flavors.get("transformers", {}) if meta is not None else {}
+    if meta is not None and saved.get("gguf_file"):  # saved from a GGUF file: the file, and its tokenizer beside it
         file, folder = os.path.join(path, saved["gguf_file"]), os.path.join(path, "components", "tokenizer")
-        defaults = Model.load(path).pyfunc_config()
+        defaults = meta.pyfunc_config()
         saved_engine_options(defaults, "llamacpp")
     elif is_gguf(path):
         file = gguf_file(path)
