@@ -54,7 +54,7 @@ def test_one_format_and_an_access_line_per_request(tmp_path, chat_agent_code, fr
 
 
 def test_llm_access_lines_count_tokens(tiny_llama_dir, free_port, wait_healthy):
-    body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 3}
+    body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 3, "ignore_eos": True}  # exactly 3
     lines = serve_and_log(tiny_llama_dir, free_port, wait_healthy, [("POST", "/v1/chat/completions", body)])
     access = [line for line in lines if " servelm.access: " in line and "/v1/chat/completions" in line]
     assert access and re.search(r" 200 [\d.]+ms tokens=\d+\+3", access[0]), lines
