@@ -29,6 +29,7 @@ from .chat_types import (
     ToolDefinition,
 )
 from .completion_types import CompletionRequest
+from .llm_client import async_llm_client, llm_client
 from .protocol_model import ProtocolModel
 from .python_model import FunctionPythonModel, PythonModel, PythonModelContext
 from .responses_agent import ResponsesAgent
@@ -44,6 +45,8 @@ from .responses_types import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "llm_client",
+    "async_llm_client",
     "CHAT_AGENT_INPUT_EXAMPLE",
     "CHAT_MODEL_INPUT_EXAMPLE",
     "RESPONSES_AGENT_INPUT_EXAMPLE",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -111,9 +112,11 @@ class PythonModel:
 _DONE = object()
 
 
-async def iterate_in_thread(iterator: Iterator[Any], executor: Optional[Executor] = None) -> AsyncIterator[Any]:
-    """Step a blocking iterator in worker threads (``executor``, else the loop's default); close it when
-    the consumer stops early.
+async def iterate_in_thread(
+    iterator: Iterator[Any], executor: Optional[Executor] = None, context: Optional[contextvars.Context] = None
+) -> AsyncIterator[Any]:
+    """Step a blocking iterator in worker threads (``executor``, else the loop's default), in ``context`` when given
+    (what the generator's code sees as its context variables); close it when the consumer stops early.
 
     A generator cannot be closed while another thread runs it, so a consumer that stops with a step in
     flight leaves the close to run, in the executor, right after that step returns.
@@ -122,9 +125,10 @@ async def iterate_in_thread(iterator: Iterator[Any], executor: Optional[Executor
 
     loop = asyncio.get_running_loop()
     step: Optional[asyncio.Future[Any]] = None
+    run: Any = context.run if context is not None else _call
     try:
         while True:
-            step = loop.run_in_executor(executor, next, iterator, _DONE)
+            step = loop.run_in_executor(executor, run, next, iterator, _DONE)
             item = await asyncio.shield(step)  # a cancelled consumer must not mark the running step done
             step = None
             if item is _DONE:
@@ -134,9 +138,19 @@ async def iterate_in_thread(iterator: Iterator[Any], executor: Optional[Executor
         close = getattr(iterator, "close", None)
         if close is not None:
             if step is None or step.done():
-                close()
+                run(close)
             else:
-                step.add_done_callback(lambda _: loop.run_in_executor(executor, close))
+
+                def close_after(done: Any) -> None:
+                    if not done.cancelled():
+                        done.exception()  # taken: its consumer has gone (it may be the end of the agent's request)
+                    loop.run_in_executor(executor, run, close)
+
+                step.add_done_callback(close_after)
+
+
+def _call(fn: Any, *args: Any) -> Any:
+    return fn(*args)
 
 
 class FunctionPythonModel(PythonModel):

@@ -14,6 +14,8 @@ JSON, a markdown table with the target ratios (benchmarks/report.py), and PNG pl
 Systems (benchmarks/systems.py; those whose software is missing are skipped and listed as such):
   servelm-transformers, servelm-onnx, servelm-vllm  servelm serve with each engine (streamed, ignore_eos)
   servelm-transformers-int8   the transformers engine with --quantization int8 (int8 linear layers)
+  servelm-transformers-traced servelm-transformers with OpenTelemetry tracing on (spans exported over OTLP to a
+                        sink beside it, benchmarks/otlp_sink.py): the A/B of tracing's cost
   servelm-onnx-int4     the onnx engine on an int4 export (weights as 4-bit blocks, like the GGUF checkpoint's)
   vllm                  vLLM's own OpenAI server (python -m vllm.entrypoints.openai.api_server)
   servelm-llamacpp      servelm serve --engine llamacpp on the GGUF (SmolLM2's Q4_1 file as it is; the tiny one fp32)
@@ -85,6 +87,7 @@ def kv_bytes_per_token(checkpoint: str) -> dict[str, int]:
     onnx = 2 if has_bf16_dot() else 4
     return {
         "servelm-transformers": per_token * transformers,
+        "servelm-transformers-traced": per_token * transformers,
         "servelm-transformers-int8": per_token * transformers,
         "servelm-onnx": per_token * onnx,
         "servelm-onnx-int4": per_token * onnx,

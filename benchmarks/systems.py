@@ -20,9 +20,11 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health poll
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve import PROMPT  # noqa: E402
 
+OTLP_SINK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "otlp_sink.py")
 PYTHON = os.path.abspath(sys.executable)  # children run in other directories: never a relative interpreter path
 LLM_SYSTEMS = (
     "servelm-transformers",
+    "servelm-transformers-traced",
     "servelm-transformers-int8",
     "servelm-onnx",
     "servelm-onnx-int4",
@@ -241,6 +243,17 @@ def build_system(
     named = ["--served-model-name", "tiny"]
     if name in ("servelm-transformers", "servelm-onnx", "servelm-onnx-int4"):
         return llm(label, servelm + ["-m", models[name.removeprefix("servelm-")]] + named, one_thread)
+    if name == "servelm-transformers-traced":
+        # servelm-transformers with OpenTelemetry tracing on: every request's spans exported over OTLP to a sink
+        # started beside it (in its process group: stopped with it)
+        sink = free_port()
+        traced = {
+            **one_thread,
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{sink}/v1/traces",
+            "OTEL_SERVICE_NAME": "servelm-bench",
+        }
+        launcher = ["/bin/sh", "-c", f'"{PYTHON}" "{OTLP_SINK}" {sink} & exec "$@"', "sh"]
+        return llm(label, launcher + servelm + ["-m", models["transformers"]] + named, traced)
     if name == "servelm-transformers-int8":
         return llm(label, servelm + ["-m", models["transformers"], "--quantization", "int8"] + named, one_thread)
     if name == "servelm-vllm":

@@ -16,24 +16,29 @@ from starlette.responses import Response
 
 from servelm.agents import __version__
 
+from . import local_models
 from .errors import APIError, as_api_error, validation_error
 from .http import error_response
 from .logs import RequestLog
 from .openapi import openapi_document
-from .options import EngineOptions, ServerOptions, split_options
+from .options import EngineOptions, ModelSpec, ServerOptions, split_options
 from .routes import ROUTES, include_routes
 from .services.loading import default_model_name
 from .state import LoadErrorHandler, ServerState
+from .tracing import configure_tracing, tracer
 
 
 def _telemetry_config() -> dict[str, Any]:
     """FastAPI's OpenTelemetry hooks look up the global tracer and meter providers on every request; keep
-    them only where OpenTelemetry is being set up (an ``OTEL_*`` variable or FASTAPI_OTEL_AUTO_CONFIGURE)."""
+    them only where OpenTelemetry is being set up (an ``OTEL_*`` variable or FASTAPI_OTEL_AUTO_CONFIGURE), and
+    never its spans while servelm traces (servelm's request span replaces them: one span per request)."""
     wanted = (
         any(k.startswith("OTEL_") for k in os.environ)
         or os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true"
     )
-    return {} if wanted else {"tracing": False, "metrics": False, "logs": False}
+    if not wanted:
+        return {"tracing": False, "metrics": False, "logs": False}
+    return {"tracing": False} if tracer() is not None else {}
 
 
 def create_app(
@@ -45,32 +50,40 @@ def create_app(
     **options: Any,
 ) -> FastAPI:
     """The FastAPI app serving ``model_or_path`` (a model directory, a PyFuncModel, an agent object or a
-    ModelService).
+    ModelService), or several models: a list of ``ModelSpec`` (requests pick one by ``model``; the first is
+    the default).
 
     Options come as ``ServerOptions`` / ``EngineOptions`` objects and/or as keyword arguments named after
     their fields (``api_key=...``, ``max_num_seqs=...``). A directory loads in the background: ``/health``
     answers 503 until it is ready. ``on_load_error`` is called with the reason if it fails to load.
     """
     server, engine = split_options(server_options, engine_options, **options)
-    state = ServerState(server, engine, server.served_model_name or default_model_name(model_or_path))
+    sources, state = _server_state(model_or_path, server, engine)
+    configure_tracing()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = None
+        tasks = []
         state.drain.install(server.graceful_timeout)  # stops that finish the open streams (SIGTERM, Ctrl+C)
-        if state.service is not None or state.load_error is not None:
-            pass  # loaded before startup (a Ray replica loads its model while it starts: servelm.serving.ray)
-        elif isinstance(model_or_path, (str, bytes)) or hasattr(model_or_path, "__fspath__"):
-            task = asyncio.create_task(state.load(model_or_path, on_load_error))
-        else:
-            await state.load(model_or_path, on_load_error)
+        state.loop = asyncio.get_running_loop()
+        local_models.register(state)  # agents' in-process clients reach the models served beside them
+        for served, source in zip(state.models.values(), sources):
+            if served.service is not None or served.load_error is not None:
+                pass  # loaded before startup (a Ray replica loads its models while it starts: servelm.serving.ray)
+            elif isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+                tasks.append(asyncio.create_task(served.load(source, on_load_error)))
+            else:
+                await served.load(source, on_load_error)
         try:
             yield
         finally:
-            if task is not None and not task.done():
-                task.cancel()
-            if state.service is not None:
-                await state.service.stop()
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            for served in state.models.values():
+                if served.service is not None:
+                    await served.service.stop()
+            local_models.unregister(state)
 
     app = FastAPI(
         title="servelm",
@@ -82,11 +95,32 @@ def create_app(
         telemetry=_telemetry_config(),  # type: ignore[arg-type]  # FastAPI's TelemetryConfig takes these keys
     )
     app.state.servelm = state
+    app.state.servelm_sources = sources  # what each model loads from (a Ray replica loads them before startup)
     app.add_middleware(RequestLog, metrics=state.metrics, routes=ROUTES, expose_errors=server.expose_errors)
     _install_error_handlers(app)
     include_routes(app)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]  # the bodies the routes read themselves
     return app
+
+
+def _server_state(model_or_path: Any, server: ServerOptions, engine: EngineOptions) -> tuple[list[Any], ServerState]:
+    """(what each model loads from, the state naming them): one model, or a list of ``ModelSpec`` (or dicts)."""
+    if not isinstance(model_or_path, (list, tuple)):
+        return [model_or_path], ServerState(
+            server, engine, server.served_model_name or default_model_name(model_or_path)
+        )
+    specs = [spec if isinstance(spec, ModelSpec) else ModelSpec.model_validate(spec) for spec in model_or_path]
+    if not specs:
+        raise ValueError("no model to serve")
+    if server.served_model_name and len(specs) > 1:
+        raise ValueError("served_model_name names one model; with several, name each (NAME=PATH, or name: in a config)")
+    names = [spec.name or default_model_name(spec.model) for spec in specs]
+    if server.served_model_name:
+        names[0] = server.served_model_name
+    first, rest = specs[0], specs[1:]
+    more = [(n, s.engine, s.max_concurrency, s.max_queue) for n, s in zip(names[1:], rest)]
+    state = ServerState(server, first.engine, names[0], more, (first.max_concurrency, first.max_queue))
+    return [spec.model for spec in specs], state
 
 
 def _install_error_handlers(app: FastAPI) -> None:

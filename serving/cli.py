@@ -46,32 +46,43 @@ def main_options(
     """servelm: serve LLMs and agents behind an OpenAI-compatible API."""
 
 
-def serve(model: str, **given: Any) -> None:
-    """Serve a model directory on /v1/chat/completions, /v1/completions, /v1/responses, /v1/models and /invocations."""
+def serve(model: Optional[list[str]], config: Optional[str], **given: Any) -> None:
+    """Serve model directories on /v1/chat/completions, /v1/completions, /v1/responses, /v1/models and /invocations."""
     from servelm.flavors import ModelFormatError
 
     from .logs import configure_logging
+    from .serve_config import read_serve_config, specs_from_flags
     from .services.loading import choose_engine
 
     try:
-        server, engine = split_options(**{k: v for k, v in given.items() if v is not None})
+        fields = {k: v for k, v in given.items() if v is not None}
+        if config is not None:
+            server, specs = read_serve_config(config, fields, extra_models=model or [])
+        else:
+            if not model:
+                raise ValueError("name a model to serve: -m DIR (several: -m NAME=DIR -m ...), or --config FILE")
+            server, engine = split_options(**fields)
+            specs = specs_from_flags(model, engine)
         from servelm.flavors.uri import resolve_model_uri
 
-        path = os.path.abspath(resolve_model_uri(model))  # runs:/, models:/, s3://... through MLflow
-        chosen = choose_engine(path, engine.engine)  # fail fast on a bad directory, before binding a port
-        if chosen == "vllm":
-            from .engines.vllm import INSTALL_HINT, vllm_available
+        for spec in specs:
+            spec.model = os.path.abspath(resolve_model_uri(spec.model))  # runs:/, models:/, s3://... through MLflow
+            chosen = choose_engine(spec.model, spec.engine.engine)  # fail fast on a bad directory, before binding
+            if chosen == "vllm":
+                from .engines.vllm import INSTALL_HINT, vllm_available
 
-            if not vllm_available():
-                raise ModelFormatError(INSTALL_HINT)
-    except (ModelFormatError, ValueError) as exc:
+                if not vllm_available():
+                    raise ModelFormatError(INSTALL_HINT)
+    except (ModelFormatError, ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     configure_logging(server.log_level)
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: handle it so a drained
     # shutdown exits 0, as process managers expect.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    failure = _serve_one(path, server, engine) if server.workers == 1 else _serve_workers(path, server, engine)
+    served: Any = specs[0].model if len(specs) == 1 and specs[0].name is None else specs
+    engine = specs[0].engine
+    failure = _serve_one(served, server, engine) if server.workers == 1 else _serve_workers(served, server, engine)
     if failure:
         typer.echo(f"error: {failure}", err=True)
         raise typer.Exit(1)
@@ -82,15 +93,28 @@ serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         inspect.Parameter(
             "model",
             inspect.Parameter.KEYWORD_ONLY,
-            annotation=str,
+            annotation=Optional[list[str]],
             default=typer.Option(
-                ...,
+                None,
                 "-m",
                 "--model",
-                help="Model directory (a servelm/MLflow model, or a Hugging Face checkpoint), "
-                "or a model URI MLflow resolves (runs:/, models:/, s3://...).",
+                help="Model directory (a servelm/MLflow model, or a Hugging Face checkpoint), .gguf file, "
+                "or a model URI MLflow resolves (runs:/, models:/, s3://...). Repeat to serve several: "
+                "-m agent_dir -m smollm2=llm_dir (NAME=PATH names one; requests pick a model by name).",
             ),
-        )
+        ),
+        inspect.Parameter(
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Optional[str],
+            default=typer.Option(
+                None,
+                "--config",
+                help="YAML file naming the models to serve and their options (models: [{model: DIR, name: N, "
+                "engine: ..., max_num_seqs: ..., max_concurrency: ...}], and any server option); flags given "
+                "beside it override its server options.",
+            ),
+        ),
     ]
     + cli_parameters(ServerOptions, EngineOptions)
 )
@@ -120,7 +144,7 @@ def _uvicorn_config(app_or_factory: Any, server: ServerOptions, **extra: Any) ->
     )
 
 
-def _serve_one(path: str, server: ServerOptions, engine: EngineOptions) -> Optional[str]:
+def _serve_one(path: Any, server: ServerOptions, engine: EngineOptions) -> Optional[str]:
     """Serve in this process; the load error when the model failed to load (the server then stops)."""
     import uvicorn
 
@@ -140,7 +164,7 @@ def _serve_one(path: str, server: ServerOptions, engine: EngineOptions) -> Optio
     return failed[0] if failed else None
 
 
-def _serve_workers(path: str, server: ServerOptions, engine: EngineOptions) -> Optional[str]:
+def _serve_workers(path: Any, server: ServerOptions, engine: EngineOptions) -> Optional[str]:
     """Serve with ``server.workers`` processes (uvicorn's supervisor); each worker rebuilds the options
     from JSON. A worker whose model fails to load writes why and exits with uvicorn's startup-failure
     code, which stops the supervisor."""
@@ -150,7 +174,12 @@ def _serve_workers(path: str, server: ServerOptions, engine: EngineOptions) -> O
         failure_file = marker.name
     try:
         os.environ[_SPEC_ENV] = json.dumps(
-            {"model": path, "server": server.model_dump(), "engine": engine.model_dump(), "failure_file": failure_file}
+            {
+                "model": path if isinstance(path, str) else [spec.model_dump() for spec in path],
+                "server": server.model_dump(),
+                "engine": engine.model_dump(),
+                "failure_file": failure_file,
+            }
         )
         config = _uvicorn_config("servelm.serving.cli:app_from_env", server, factory=True, workers=server.workers)
         Multiprocess(config, sockets=[config.bind_socket()]).run()

@@ -20,9 +20,10 @@ from starlette.responses import JSONResponse, Response
 
 from .errors import APIError, as_api_error
 from .http import SlotEventSourceResponse, check_api_key, guard_request, parse_body, read_json
+from .logs import note_first_token, note_model
 from .services.base import ModelService
 from .shutdown import OpenStream
-from .state import ServerState
+from .state import ServedModel, ServerState
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -30,52 +31,65 @@ Body = TypeVar("Body", bound=BaseModel)
 ErrorEvents = Callable[[APIError], list[dict[str, Any]]]
 
 
-async def accept(request: Request, body_type: type[Body], route: str) -> tuple[ServerState, ModelService, Body]:
-    """The start of every OpenAI route: the API key checked, a loaded model, the JSON body parsed into
-    ``body_type`` (a 400 naming the field), the model it names checked, and the route one the model answers."""
+async def accept(request: Request, body_type: type[Body], route: str) -> tuple[ServedModel, ModelService, Body]:
+    """The start of every OpenAI route: the API key checked, the JSON body parsed into ``body_type`` (a 400
+    naming the field), the model it names (404 when not served; none: the default), loaded, and answering
+    the route."""
     state: ServerState = request.app.state.servelm
     check_api_key(request, state.server.api_key)
-    service = state.ready()
     body = parse_body(body_type, await read_json(request, state.server.max_body_bytes))
-    state.check_model(getattr(body, "model", None))
+    served = state.model(getattr(body, "model", None))
+    service = served.ready()
     service.require(route)
-    return state, service, body
+    note_model(served.name, operation(service, route))
+    return served, service, body
 
 
-async def run_json(request: Request, state: ServerState, work: Callable[[], Awaitable[Any]]) -> Response:
+def operation(service: ModelService, route: str) -> str:
+    """What a request asks of its model, as OpenTelemetry's GenAI conventions name it."""
+    if service.kind.startswith("agent/") or type(service).__name__ == "AgentService":
+        return "invoke_agent"
+    return "text_completion" if route == "completions" else "chat"
+
+
+async def run_json(request: Request, served: ServedModel, work: Callable[[], Awaitable[Any]]) -> Response:
     """Admit, run ``work`` under the disconnect watch and timeout, answer its result as JSON."""
-    await state.admission.acquire()
+    state = served.state
+    await served.admission.acquire()
     try:
         result = await guard_request(request, work, state.server.timeout)
     except Exception as exc:
         raise as_api_error(exc) from None
     finally:
-        state.admission.release()
+        served.admission.release()
     return result if isinstance(result, Response) else JSONResponse(result)
 
 
 async def run_stream(
-    request: Request, state: ServerState, events: AsyncIterator[dict[str, Any]], on_error: ErrorEvents
+    request: Request, served: ServedModel, events: AsyncIterator[dict[str, Any]], on_error: ErrorEvents
 ) -> Response:
     """Admit, wait for the first event (errors before it are HTTP errors), then stream the rest as SSE.
     The admission slot is released when the stream ends, however it ends."""
-    await state.admission.acquire()
+    state = served.state
+    await served.admission.acquire()
     start = time.perf_counter()
     try:
         first = await guard_request(request, events.__anext__, state.server.timeout)
     except StopAsyncIteration:
         first = None
     except BaseException as exc:
-        state.admission.release()
+        served.admission.release()
         await events.aclose()  # type: ignore[attr-defined]
         if isinstance(exc, Exception):
             raise as_api_error(exc) from None
         raise
-    state.metrics.ttft.observe(time.perf_counter() - start)
+    waited = time.perf_counter() - start  # seconds
+    state.metrics.ttft.observe(waited)
+    note_first_token(waited)
     remaining = state.server.timeout - (time.perf_counter() - start)  # seconds
     return SlotEventSourceResponse(
         _rest(first, events, remaining, state, on_error),
-        state.admission.release,
+        served.admission.release,
         send_timeout=state.server.stream_stall_timeout,
     )
 

@@ -18,9 +18,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .metrics import ServerMetrics
 from .request_context import end_request, start_request
+from .tracing import end_request_span, start_request_span, tracer
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 access_log = logging.getLogger("servelm.access")
+_UNTRACED = {"/health", "/ping", "/version", "/metrics"}  # probes and scrapes: no trace each
 _usage: contextvars.ContextVar[Optional[dict[str, Any]]] = contextvars.ContextVar("servelm_usage", default=None)
 
 
@@ -58,6 +60,28 @@ def note_usage(prompt_tokens: int, completion_tokens: int) -> None:
         usage["completion"] = usage.get("completion", 0) + completion_tokens
 
 
+def note_model(name: str, operation: str = "chat") -> None:
+    """Record the model the current request went to, and what it asked of it (a GenAI operation name: chat,
+    text_completion, invoke_agent), for its access line and its trace."""
+    usage = _usage.get()
+    if usage is not None:
+        usage["model"], usage["operation"] = name, operation
+
+
+def note_first_token(seconds: float) -> None:
+    """Record the current request's time to its first streamed event (for its trace)."""
+    usage = _usage.get()
+    if usage is not None and "ttft" not in usage:
+        usage["ttft"] = seconds
+
+
+def note_finish(reason: Optional[str]) -> None:
+    """Record why one of the current request's sequences ended (for its trace)."""
+    usage = _usage.get()
+    if usage is not None and reason:
+        usage.setdefault("finish_reasons", []).append(reason)
+
+
 def note_error(message: str) -> None:
     """Record why the current request failed, for its access line."""
     usage = _usage.get()
@@ -90,6 +114,9 @@ class RequestLog:
         client_id = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
         rid, context = start_request(client_id, self.expose_errors)
         header = (b"x-request-id", rid.encode())
+        traced = tracer() is not None and route != "other" and route not in _UNTRACED
+        if traced:
+            span, span_token = start_request_span(scope.get("headers", ()), scope.get("method", "-"), route, rid)
 
         async def observed_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -100,6 +127,8 @@ class RequestLog:
         try:
             await self.app(scope, receive, observed_send)
         finally:
+            if traced:
+                end_request_span(span, span_token, status["code"], usage)
             _usage.reset(token)
             end_request(context)
             elapsed = time.perf_counter() - start  # seconds
@@ -121,6 +150,8 @@ def _write_access_line(scope: Scope, status: int, elapsed: float, usage: dict[st
     ]
     if "prompt" in usage:
         parts.append(f"tokens={usage['prompt']}+{usage.get('completion', 0)}")
+    if "model" in usage:
+        parts.append(f"model={usage['model']}")
     if "error" in usage:
         parts.append(f"error={usage['error']!r}")
     parts.append(f"id={rid}")

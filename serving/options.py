@@ -132,6 +132,19 @@ class EngineOptions(BaseModel):
     )
 
 
+class ModelSpec(BaseModel):
+    """One model of a server that serves several: where it is, the name requests use, its engine, and its own
+    limits (default: the server's ``max_concurrency`` and ``max_queue``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(..., description="Model directory, .gguf file or model URI.")
+    name: Optional[str] = Field(None, description="Name requests use (default: the directory name).")
+    engine: EngineOptions = Field(default_factory=EngineOptions, description="How its engine runs.")
+    max_concurrency: Optional[int] = Field(None, ge=1, description="Its requests running at once.")
+    max_queue: Optional[int] = Field(None, ge=0, description="Its requests waiting for a slot before 429.")
+
+
 def split_options(
     server_options: Optional[ServerOptions] = None, engine_options: Optional[EngineOptions] = None, **fields: Any
 ) -> tuple[ServerOptions, EngineOptions]:

@@ -34,6 +34,7 @@ class Sequence:
     text: str = ""
     stopper: Optional[StopChecker] = None
     error: Optional[str] = None  # why the sequence failed, when finish_reason is "error"
+    scheduled_at: Optional[float] = None  # wall-clock seconds it was given a batch row (its queue time ends)
 
 
 @dataclass

@@ -22,6 +22,7 @@ import concurrent.futures
 import importlib.util
 import itertools
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -203,6 +204,7 @@ class Scheduler:
                 self.rows.append(None)
             self.runner.ensure(len(self.rows), self._room_for(len(seq.prompt_ids) + 1))
             seq.row = row
+            seq.scheduled_at = time.time()
             self.rows[row] = seq
             if self.prefix_cache is not None:
                 seq.keys = block_keys(seq.prompt_ids, self.prefix_cache.block_size)

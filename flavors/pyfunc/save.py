@@ -19,6 +19,7 @@ import cloudpickle
 from servelm.agents import ChatAgent, ChatModel, FunctionPythonModel, PythonModel, PythonModelContext, ResponsesAgent
 from servelm.agents.chat_agent_types import ChatAgentRequest, ChatAgentResponse
 from servelm.agents.chat_types import CHAT_MODEL_INPUT_EXAMPLE, ChatCompletionRequest, ChatCompletionResponse
+from servelm.agents.llm_client import declared_llm
 from servelm.agents.python_model import overrides
 from servelm.agents.responses_types import ResponsesAgentRequest, ResponsesAgentResponse
 
@@ -232,7 +233,11 @@ def _write(
             inferred = False
     elif signature is not None and signature.params is None and example_params:
         signature.params = params_schema_from_dict(example_params)  # MLflow infers params from the example too
-    if model_obj is not None and input_example is not None:
+    calls_llm = declared_llm(context.model_config) is not None if model_obj is not None else False
+    if calls_llm:
+        # its LLM is reached only where servelm serves it beside the agent: the example is checked there
+        log.info("the agent calls an LLM (model_config llm): its input example is not run at save")
+    if model_obj is not None and input_example is not None and not calls_llm:
         with record_secret_env_reads() as seen:
             try:
                 prediction = _predict_example(

@@ -39,6 +39,7 @@ class Delta:
     logprobs: Optional[list[TokenChoice]] = (
         None  # the tokens behind ``text``, when the request asked for log-probabilities
     )
+    scheduled_at: Optional[float] = None  # on a sequence's first Delta: wall-clock seconds it got a batch row
 
 
 class RequestStream(Protocol):

@@ -25,6 +25,7 @@ class BatcherDriver:
         self.batcher = make_batcher()
         self._rids: dict[int, int] = {}  # batcher seq_id -> request id
         self._seqs: dict[int, Any] = {}  # request id -> batcher sequence
+        self._unreported: set[int] = set()  # request ids whose first Delta (with its scheduling time) is still to come
 
     def add(self, rid: int, prompt_ids: list[int], params: SamplingParams) -> Optional[Delta]:
         """Queue a request; a Delta with the error when the batcher refuses it (e.g. a prompt too long)."""
@@ -34,11 +35,13 @@ class BatcherDriver:
             return Delta("", True, "error", error=str(exc))
         self._rids[seq.seq_id] = rid
         self._seqs[rid] = seq
+        self._unreported.add(rid)
         return None
 
     def abort(self, rid: int) -> None:
         """Free a request's row at the next step (nothing if it already finished)."""
         seq = self._seqs.pop(rid, None)
+        self._unreported.discard(rid)
         if seq is not None:
             self._rids.pop(seq.seq_id, None)
             self.batcher.abort(seq)
@@ -72,8 +75,12 @@ class BatcherDriver:
                     len(out.seq.generated),
                     logprobs=[out.choice] if out.choice is not None else None,
                 )
+            if rid in self._unreported:
+                self._unreported.discard(rid)
+                delta.scheduled_at = getattr(out.seq, "scheduled_at", None)
             items.append((rid, delta))
             if out.finished:
+                self._unreported.discard(rid)
                 del self._rids[out.seq.seq_id]
                 self._seqs.pop(rid, None)
         return (self.batcher.last_batch_size if outputs else 0), items
@@ -83,6 +90,7 @@ class BatcherDriver:
         failed = [(rid, Delta("", True, None, error=message)) for rid in self._seqs]
         self._rids.clear()
         self._seqs.clear()
+        self._unreported.clear()
         try:
             self.batcher = self.make_batcher()
         except Exception:

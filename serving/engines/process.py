@@ -189,8 +189,8 @@ class ProcessEngine:
                     self.on_step(batch)
                 self.requests.deliver_here(
                     [
-                        (rid, Delta(text, finished, reason, tokens, error, _choices(logprobs)))
-                        for rid, text, finished, reason, tokens, error, logprobs in items
+                        (rid, Delta(text, finished, reason, tokens, error, _choices(logprobs), scheduled))
+                        for rid, text, finished, reason, tokens, error, logprobs, scheduled in items
                     ]
                 )
         except (EOFError, OSError):
@@ -301,7 +301,16 @@ def engine_main(
 def _wire(rid: int, delta: Delta) -> tuple[Any, ...]:
     """A Delta as a plain tuple: cheaper to pickle than the dataclass."""
     logprobs = [(c.token, c.logprob, c.top) for c in delta.logprobs] if delta.logprobs else None
-    return rid, delta.text, delta.finished, delta.finish_reason, delta.completion_tokens, delta.error, logprobs
+    return (
+        rid,
+        delta.text,
+        delta.finished,
+        delta.finish_reason,
+        delta.completion_tokens,
+        delta.error,
+        logprobs,
+        delta.scheduled_at,
+    )
 
 
 def _choices(wired: Optional[list[tuple[Any, ...]]]) -> Optional[list[TokenChoice]]:

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import threading
 from dataclasses import dataclass, field
+from typing import Optional
 
 from servelm.flavors.generation import SamplingParams
 
@@ -24,6 +25,7 @@ class EngineRequest:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Delta] = field(default_factory=asyncio.Queue)
     aborted: bool = False
+    scheduled_at: Optional[float] = None  # wall-clock seconds the engine gave it a batch row (from its first Delta)
 
     async def get(self) -> Delta:
         return await self.queue.get()
@@ -79,6 +81,8 @@ class RequestTable:
                 continue
             if delta.finished:
                 self._open.pop(rid, None)
+            if delta.scheduled_at is not None:
+                request.scheduled_at = delta.scheduled_at
             taken.append((request, delta))
         return taken
 

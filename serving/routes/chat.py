@@ -21,7 +21,7 @@ router = APIRouter()
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
-    state, service, chat = await accept(request, ChatCompletionRequest, CHAT)
+    served, service, chat = await accept(request, ChatCompletionRequest, CHAT)
     if (chat.n or 1) > 1 and not service.capabilities.n:
         raise APIError(400, "n > 1 is not supported by this model", param="n", code="unsupported_value")
     if chat.logprobs and not service.capabilities.logprobs:
@@ -34,14 +34,14 @@ async def chat_completions(request: Request) -> Response:
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         return await run_stream(
-            request, state, _sse(service.chat_events(chat, state.model_name, include_usage)), chat_error_events
+            request, served, _sse(service.chat_events(chat, served.name, include_usage)), chat_error_events
         )
 
     async def answer() -> Any:
-        response = await service.chat(chat, state.model_name)
+        response = await service.chat(chat, served.name)
         return response.model_dump(exclude_none=True)
 
-    return await run_json(request, state, answer)
+    return await run_json(request, served, answer)
 
 
 async def _sse(chunks: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:

@@ -20,7 +20,7 @@ router = APIRouter()
 
 @router.post("/v1/completions")
 async def completions(request: Request) -> Response:
-    state, service, body = await accept(request, CompletionRequest, COMPLETIONS)
+    served, service, body = await accept(request, CompletionRequest, COMPLETIONS)
     if body.suffix:
         raise APIError(
             400,
@@ -44,10 +44,10 @@ async def completions(request: Request) -> Response:
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await run_stream(
-            request, state, _sse(service.completion_events(body, state.model_name, include_usage)), chat_error_events
+            request, served, _sse(service.completion_events(body, served.name, include_usage)), chat_error_events
         )
 
     async def answer() -> Any:
-        return await service.completion(body, state.model_name)
+        return await service.completion(body, served.name)
 
-    return await run_json(request, state, answer)
+    return await run_json(request, served, answer)

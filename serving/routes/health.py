@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -13,13 +15,23 @@ router = APIRouter()
 
 @router.get("/health")
 async def health(request: Request) -> Response:
-    """200 ``{"status": "ok"}`` when the model serves; 503 with ``status`` loading / error and the reason."""
+    """200 ``{"status": "ok"}`` when every model serves; 503 with ``status`` loading / error and the reason.
+    A server of several models adds ``models``: each one's status (and reason)."""
     state = request.app.state.servelm
     status = state.status
-    if status == "ok":
-        return JSONResponse({"status": "ok"})
-    detail = state.load_error or "loading" if state.service is None else state.service.health_error()
-    return JSONResponse({"status": status, "detail": detail}, status_code=503)
+    body: dict[str, Any] = {"status": status}
+    if status != "ok":
+        body["detail"] = "; ".join(
+            f"{m.name}: {m.detail()}" if len(state.models) > 1 else str(m.detail())
+            for m in state.models.values()
+            if m.status != "ok"
+        )
+    if len(state.models) > 1:
+        body["models"] = {
+            m.name: {"status": m.status, **({"detail": m.detail()} if m.status != "ok" else {})}
+            for m in state.models.values()
+        }
+    return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
 
 @router.get("/ping")

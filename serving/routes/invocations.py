@@ -1,4 +1,5 @@
-"""``POST /invocations``: MLflow's scoring endpoint (its request formats in ``serving/scoring_input.py``)."""
+"""``POST /invocations``: MLflow's scoring endpoint (its request formats in ``serving/scoring_input.py``); on a
+server of several models, ``/invocations?model=NAME`` picks one (the first otherwise)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import APIError
-from ..flow import run_json, run_stream
+from ..flow import operation, run_json, run_stream
 from ..framing import dumps
 from ..http import check_api_key, parse_json, parsed, read_body
+from ..logs import note_model
 from ..scoring_input import parse_csv, parse_invocation
 from ..services.base import INVOCATIONS
 from ..state import ServerState
@@ -25,8 +27,10 @@ router = APIRouter()
 async def invocations(request: Request) -> Response:
     state: ServerState = request.app.state.servelm
     check_api_key(request, state.server.api_key)
-    service = state.ready()
+    served = state.model(request.query_params.get("model"))  # several models: /invocations?model=NAME
+    service = served.ready()
     service.require(INVOCATIONS)
+    note_model(served.name, operation(service, INVOCATIONS))
     mime, *options = [part.strip() for part in request.headers.get("content-type", "application/json").split(";")]
     parameters = {k.strip().lower(): v.strip() for k, _, v in (o.partition("=") for o in options if o)}
     schema = _input_schema(service)
@@ -57,7 +61,7 @@ async def invocations(request: Request) -> Response:
         def error_events(exc: APIError) -> list[dict[str, Any]]:
             return [{"event": "error", "data": dumps(exc.body())}]
 
-        return await run_stream(request, state, events(), error_events)
+        return await run_stream(request, served, events(), error_events)
 
     async def answer() -> Any:
         result = await service.invoke(invocation.data, invocation.params)
@@ -72,7 +76,7 @@ async def invocations(request: Request) -> Response:
         )
         return Response(body, media_type="application/json")
 
-    return await run_json(request, state, answer)
+    return await run_json(request, served, answer)
 
 
 def _input_schema(service: Any) -> Any:

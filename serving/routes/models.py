@@ -1,4 +1,4 @@
-"""``GET /v1/models`` and ``GET /v1/models/{id}``: the one model this server serves."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the models this server serves."""
 
 from __future__ import annotations
 
@@ -8,19 +8,18 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..errors import APIError
 from ..http import check_api_key
-from ..state import ServerState
+from ..state import ServedModel, ServerState
 
 router = APIRouter()
 
 
-def model_card(state: ServerState) -> dict[str, Any]:
+def model_card(state: ServedModel) -> dict[str, Any]:
     """The model as OpenAI lists it, plus ``task`` (its kind, or ``loading`` / ``error``) and ``max_model_len``."""
     service = state.service
     task = service.kind if service is not None else state.status
     card: dict[str, Any] = {
-        "id": state.model_name,
+        "id": state.name,
         "object": "model",
         "created": state.created,
         "owned_by": "servelm",
@@ -36,18 +35,11 @@ def model_card(state: ServerState) -> dict[str, Any]:
 async def list_models(request: Request) -> Response:
     state: ServerState = request.app.state.servelm
     check_api_key(request, state.server.api_key)
-    return JSONResponse({"object": "list", "data": [model_card(state)]})
+    return JSONResponse({"object": "list", "data": [model_card(served) for served in state.models.values()]})
 
 
 @router.get("/v1/models/{model_id:path}")
 async def retrieve_model(model_id: str, request: Request) -> Response:
     state: ServerState = request.app.state.servelm
     check_api_key(request, state.server.api_key)
-    if model_id != state.model_name:
-        raise APIError(
-            404,
-            f"The model `{model_id}` does not exist; this server serves `{state.model_name}`.",
-            param="model",
-            code="model_not_found",
-        )
-    return JSONResponse(model_card(state))
+    return JSONResponse(model_card(state.model(model_id or "-")))

@@ -67,7 +67,8 @@ def refuse_unsupported_options(body: ResponsesAgentRequest) -> None:
 
 @router.post("/v1/responses")
 async def responses(request: Request) -> Response:
-    state, service, body = await accept(request, ResponsesAgentRequest, RESPONSES)
+    served, service, body = await accept(request, ResponsesAgentRequest, RESPONSES)
+    state = served.state
     refuse_unsupported_options(body)
     inputs = [item.model_dump(exclude_none=True) for item in body.input]
     if body.previous_response_id:
@@ -93,7 +94,7 @@ async def responses(request: Request) -> Response:
         sequence = {"n": 0}
 
         async def events() -> AsyncIterator[dict[str, Any]]:
-            async for event in service.responses_stream(body, state.model_name):
+            async for event in service.responses_stream(body, served.name):
                 sequence["n"] = event.get("sequence_number", sequence["n"]) + 1
                 if isinstance(event.get("response"), dict):
                     if event["type"] in ("response.completed", "response.incomplete"):
@@ -119,7 +120,7 @@ async def responses(request: Request) -> Response:
                         "object": "response",
                         "created_at": time.time(),
                         "status": "failed",
-                        "model": state.model_name,
+                        "model": served.name,
                         "output": [],
                         "error": {"code": exc.code or "server_error", "message": exc.message},
                     },
@@ -128,12 +129,12 @@ async def responses(request: Request) -> Response:
             }
             return [{"event": "error", "data": dumps(error)}, {"event": "response.failed", "data": dumps(failed)}]
 
-        return await run_stream(request, state, events(), error_events)
+        return await run_stream(request, served, events(), error_events)
 
     async def answer() -> Any:
-        return finished(await service.responses(body, state.model_name))
+        return finished(await service.responses(body, served.name))
 
-    return await run_json(request, state, answer)
+    return await run_json(request, served, answer)
 
 
 @router.get("/v1/responses/{response_id}")

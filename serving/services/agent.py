@@ -27,7 +27,9 @@ from servelm.agents.python_model import iterate_in_thread, overrides
 from servelm.flavors.pyfunc import PyFuncModel
 from servelm.flavors.pyfunc.wrappers import plain
 
+from .. import tracing
 from ..errors import APIError
+from ..local_models import CallScope, call_scope, open_scope
 from .agent_kinds import kind_of
 from .base import CHAT, RESPONSES, ModelService
 from .dynamic_batching import DynamicBatcher, batch_key
@@ -55,6 +57,11 @@ class AgentService(ModelService):
             for name in ("predict_stream", "apredict", "apredict_stream")
         }
         self._streams = self._native["predict_stream"] or self._native["apredict_stream"]
+        self._span_attributes = {
+            tracing.OPERATION: "invoke_agent",
+            "gen_ai.agent.name": type(agent).__name__ if agent is not None else "model",
+            "servelm.agent.kind": self.kind,
+        }
         self.batcher: Optional[DynamicBatcher] = None
         size = getattr(agent, "max_batch_size", None) if agent is not None else None
         if size and int(size) > 1:
@@ -64,33 +71,77 @@ class AgentService(ModelService):
 
     # ------------------------------------------------------------------ calling the agent (the adapters' AgentCaller)
     async def call(self, *args: Any) -> Any:
-        """The agent's predict (apredict on the loop when it has one)."""
-        if self._native["apredict"]:
-            return await self.agent.apredict(*args)
-        return await self._in_thread(self.agent.predict, *args)
+        """The agent's predict (apredict on the loop when it has one), in a scope of its own: the LLM calls it makes
+        in process end with it. Traced, a ``predict`` span around it."""
+        span = tracing.start_span("predict", self._span_attributes) if tracing.tracer() is not None else None
+        try:
+            with tracing.attached(tracing.context_with(span) if span is not None else None):
+                if self._native["apredict"]:
+                    scope = CallScope()
+                    token = call_scope.set(scope)
+                    try:
+                        return await self.agent.apredict(*args)
+                    finally:
+                        call_scope.reset(token)
+                        scope.close()
+                return await self._in_thread(self.agent.predict, *args)
+        except BaseException as exc:
+            tracing.fail(span, exc)
+            raise
+        finally:
+            if span is not None:
+                span.end()
 
     async def stream(self, *args: Any) -> AsyncIterator[Any]:
-        """The agent's predict_stream (apredict_stream on the loop when it has one)."""
-        if self._native["apredict_stream"]:
-            iterator = self.agent.apredict_stream(*args)
-            try:
-                async for item in iterator:
-                    yield item
-            finally:
-                await iterator.aclose()
-            return
-        generator = await self._in_thread(self.agent.predict_stream, *args)
-        async for item in iterate_in_thread(generator, self.pool):
-            yield item
+        """The agent's predict_stream (apredict_stream on the loop when it has one), every step in the agent
+        request's scope (its in-process LLM calls end with the stream) and, traced, under a ``predict_stream`` span."""
+        span = tracing.start_span("predict_stream", self._span_attributes) if tracing.tracer() is not None else None
+        span_context = tracing.context_with(span) if span is not None else None
+        scope, ctx = open_scope(span_context)
+        try:
+            if self._native["apredict_stream"]:
+                iterator = self.agent.apredict_stream(*args)
+                try:
+                    while True:
+                        with tracing.attached(span_context):
+                            token = call_scope.set(scope)
+                            try:
+                                item = await iterator.__anext__()
+                            except StopAsyncIteration:
+                                return
+                            finally:
+                                call_scope.reset(token)
+                        yield item
+                finally:
+                    await iterator.aclose()
+                return
+            generator = await asyncio.get_running_loop().run_in_executor(
+                self.pool, ctx.run, self.agent.predict_stream, *args
+            )
+            async for item in iterate_in_thread(generator, self.pool, ctx):
+                yield item
+        except BaseException as exc:
+            tracing.fail(span, exc)
+            raise
+        finally:
+            scope.close()
+            if span is not None:
+                span.end()
 
     async def stop(self) -> None:
         if self.batcher is not None:
             await self.batcher.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def _in_thread(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
-        """Run blocking ``fn(*args)`` in the agent pool; a cancelled caller abandons it (the thread finishes)."""
-        return asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
+        """Run blocking ``fn(*args)`` in the agent pool, in a copy of this context with a scope of its own (the
+        LLM calls it makes in process are cancelled when it ends); a cancelled caller abandons the thread (it
+        finishes), its LLM calls cancelled."""
+        scope, ctx = open_scope()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, ctx.run, fn, *args)
+        finally:
+            scope.close()
 
     # ------------------------------------------------------------------ chat completions
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletionResponse:
@@ -171,9 +222,15 @@ class AgentService(ModelService):
                 param="stream",
                 code="stream_unsupported",
             )
-        generator = await self._in_thread(self.model.predict_stream, data, params)
-        async for item in iterate_in_thread(generator, self.pool):
-            yield item
+        scope, ctx = open_scope()
+        try:
+            generator = await asyncio.get_running_loop().run_in_executor(
+                self.pool, ctx.run, self.model.predict_stream, data, params
+            )
+            async for item in iterate_in_thread(generator, self.pool, ctx):
+                yield item
+        finally:
+            scope.close()
 
     async def _predict_batch(self, rows: Any) -> Any:
         out = await self._in_thread(self.model.predict, rows, None)

@@ -26,6 +26,7 @@ from servelm.agents.ids import new_id
 from ..conversions import chat_message_to_output_items, responses_to_chat_messages
 from ..errors import APIError, validation_error
 from ..framing import CompletionChunkFramer, dumps, openai_chat_chunks
+from ..metrics import ModelMetrics
 from ..responses_stream import ResponsesStreamBuilder
 
 CHAT, COMPLETIONS, RESPONSES, INVOCATIONS = "chat", "completions", "responses", "invocations"
@@ -47,6 +48,8 @@ class ModelService:
     #: the MLflow task or engine kind, shown in /v1/models
     kind: str = "model"
     capabilities: Capabilities = Capabilities(frozenset())
+    #: this model's metrics under vLLM's names (set when a server loads it)
+    model_metrics: Optional[ModelMetrics] = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:

@@ -54,6 +54,7 @@ from .base import CHAT, COMPLETIONS, INVOCATIONS, RESPONSES, Capabilities, Model
 from .llm_outputs import completion_logprobs, token_logprobs, tool_call_deltas
 from .llm_requests import guided_decoding, logit_bias, refuse_non_text_parts, refuse_unsupported, tool_plan
 from .llm_streams import Piece, collect, pieces
+from .llm_timing import GenerationClock
 
 _Prepared = TypeVar("_Prepared")
 
@@ -224,10 +225,11 @@ class LLMService(ModelService):
         return Generation(ids, [replace(params, seed=seed) for seed in seeds])
 
     # ------------------------------------------------------------------ generations -> pieces
-    def _submit(self, generation: Generation) -> list[RequestStream]:
+    def _submit(self, generation: Generation) -> tuple[list[RequestStream], GenerationClock]:
         if self.metrics is not None:
             self.metrics.prompt_tokens.inc(len(generation.prompt_ids))
-        return [self.engine.submit(generation.prompt_ids, params) for params in generation.choices]
+        clock = GenerationClock(self.model_metrics, len(generation.choices))
+        return [self.engine.submit(generation.prompt_ids, params) for params in generation.choices], clock
 
     def _count(self, prompt_tokens: int, completion_tokens: int) -> None:
         note_usage(prompt_tokens, completion_tokens)
@@ -236,7 +238,17 @@ class LLMService(ModelService):
 
     async def _collect(self, generation: Generation) -> list[tuple[str, Delta, list[TokenChoice]]]:
         """Every choice's whole text, last Delta and token log-probabilities."""
-        results = await collect(self.engine, self._submit(generation))
+        streams, clock = self._submit(generation)
+        results: list[tuple[str, Delta, list[TokenChoice]]] = []
+        try:
+            results = await collect(self.engine, streams, clock)
+        finally:
+            clock.finished(
+                streams,
+                len(generation.prompt_ids),
+                [(final.finish_reason, final.completion_tokens) for _, final, _ in results]
+                or [(None, 0)] * len(streams),
+            )
         self._count(len(generation.prompt_ids), sum(final.completion_tokens for _, final, _ in results))
         return results
 
@@ -244,11 +256,17 @@ class LLMService(ModelService):
         """Each choice's output as generated (``llm_streams.pieces``), then a last Piece with choice -1
         carrying the prompt tokens."""
         completion = 0
-        async with aclosing(pieces(self.engine, self._submit(generation))) as generated:
-            async for piece in generated:
-                if piece.finished:
-                    completion += piece.tokens
-                yield piece
+        streams, clock = self._submit(generation)
+        ends: list[tuple[Optional[str], int]] = [(None, 0)] * len(streams)
+        try:
+            async with aclosing(pieces(self.engine, streams, clock)) as generated:
+                async for piece in generated:
+                    if piece.finished:
+                        completion += piece.tokens
+                        ends[piece.choice] = (piece.finish_reason, piece.tokens)
+                    yield piece
+        finally:
+            clock.finished(streams, len(generation.prompt_ids), ends)
         self._count(len(generation.prompt_ids), completion)
         yield Piece(-1, "", True, None, len(generation.prompt_ids), None)
 

@@ -12,6 +12,7 @@ from servelm.flavors.generation.choice import TokenChoice
 
 from ..engines.base import Delta, Engine, RequestStream
 from ..errors import APIError
+from .llm_timing import GenerationClock
 
 
 class Piece(NamedTuple):
@@ -25,8 +26,10 @@ class Piece(NamedTuple):
     logprobs: Optional[list[TokenChoice]]
 
 
-async def collect(engine: Engine, submitted: list[RequestStream]) -> list[tuple[str, Delta, list[TokenChoice]]]:
-    """Each choice's whole text, last Delta and token log-probabilities."""
+async def collect(
+    engine: Engine, submitted: list[RequestStream], clock: Optional[GenerationClock] = None
+) -> list[tuple[str, Delta, list[TokenChoice]]]:
+    """Each choice's whole text, last Delta and token log-probabilities (``clock`` told of each Delta)."""
     texts: list[list[str]] = [[] for _ in submitted]
     logprobs: list[list[TokenChoice]] = [[] for _ in submitted]
     finals: list[Delta] = [Delta("", False)] * len(submitted)
@@ -36,6 +39,8 @@ async def collect(engine: Engine, submitted: list[RequestStream]) -> list[tuple[
             delta = await stream.get()
             if delta.error:
                 raise engine_error(delta)
+            if clock is not None:
+                clock.produced(i)
             texts[i].append(delta.text)
             logprobs[i] += delta.logprobs or []
             if delta.finished:
@@ -53,7 +58,9 @@ async def collect(engine: Engine, submitted: list[RequestStream]) -> list[tuple[
     return [("".join(t), final, lp) for t, final, lp in zip(texts, finals, logprobs)]
 
 
-async def pieces(engine: Engine, submitted: list[RequestStream]) -> AsyncGenerator[Piece, None]:
+async def pieces(
+    engine: Engine, submitted: list[RequestStream], clock: Optional[GenerationClock] = None
+) -> AsyncGenerator[Piece, None]:
     """Each choice's output as generated, until every choice has finished. When the reader is slower than
     the engine, the deltas waiting for a choice come out joined (as vLLM does), so a busy server spends
     its time generating rather than framing one event per token."""
@@ -70,6 +77,9 @@ async def pieces(engine: Engine, submitted: list[RequestStream]) -> AsyncGenerat
                     ready.append(merged.get_nowait())
             else:
                 ready = [(0, delta) for delta in [await submitted[0].get(), *submitted[0].get_ready()]]
+            if clock is not None:
+                for index, _ in ready:
+                    clock.produced(index)
             for piece in _coalesce(ready):
                 if piece.finished:
                     open_choices -= 1

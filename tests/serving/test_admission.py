@@ -27,7 +27,7 @@ async def until(condition, turns=1000):
 
 async def test_acquire_and_release_count_running():
     metrics = ServerMetrics()
-    admission = Admission(2, 0, metrics)
+    admission = Admission(2, 0, metrics, metrics.model("m"))
     queued = await admission.acquire()
     assert queued >= 0 and admission.running == 1 and sample(metrics, "servelm_num_requests_running") == 1
     await admission.acquire()
@@ -39,7 +39,7 @@ async def test_acquire_and_release_count_running():
 
 
 async def test_past_running_and_queue_is_429_with_retry_after():
-    admission = Admission(1, 0, ServerMetrics())
+    admission = Admission(1, 0, ServerMetrics(), ServerMetrics().model("m"))
     await admission.acquire()
     with pytest.raises(APIError) as info:
         await admission.acquire()
@@ -54,7 +54,7 @@ async def test_past_running_and_queue_is_429_with_retry_after():
 
 async def test_a_waiter_queues_until_a_slot_is_released():
     metrics = ServerMetrics()
-    admission = Admission(1, 1, metrics)
+    admission = Admission(1, 1, metrics, metrics.model("m"))
     await admission.acquire()
     waiter = asyncio.create_task(admission.acquire())
     assert await until(lambda: admission.waiting == 1)
@@ -68,7 +68,7 @@ async def test_a_waiter_queues_until_a_slot_is_released():
 
 
 async def test_a_cancelled_waiter_leaves_the_queue():
-    admission = Admission(1, 1, ServerMetrics())
+    admission = Admission(1, 1, ServerMetrics(), ServerMetrics().model("m"))
     await admission.acquire()
     waiter = asyncio.create_task(admission.acquire())
     assert await until(lambda: admission.waiting == 1)

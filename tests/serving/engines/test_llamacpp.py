@@ -79,7 +79,7 @@ def test_the_serving_process_needs_no_torch(tiny_gguf_dir, run_python):
         from servelm.serving.options import EngineOptions, ServerOptions
         from servelm.serving.services.loading import build_service
 
-        service = build_service({tiny_gguf_dir!r}, ServerOptions(), EngineOptions(), ServerMetrics("tiny"))
+        service = build_service({tiny_gguf_dir!r}, ServerOptions(), EngineOptions(), ServerMetrics())
         asyncio.run(service.start())
         print(json.dumps([service.kind, "torch" in sys.modules, "transformers" in sys.modules]))
     """)

@@ -202,4 +202,4 @@ def test_a_missing_engine_extra_is_named(engine, tmp_path, monkeypatch):
     )
     build = loading.onnx_service if engine == "onnx" else loading.transformers_service
     with pytest.raises(ModelFormatError, match=rf"the {engine} engine needs .*pip install 'servelm\[{engine}\]'"):
-        build(str(tmp_path), EngineOptions(), ServerMetrics("m"))
+        build(str(tmp_path), EngineOptions(), ServerMetrics())
