@@ -128,9 +128,10 @@ app.command()(serve)
 def _uvicorn_config(app_or_factory: Any, server: ServerOptions, **extra: Any) -> Any:
     import uvicorn
 
-    from .connections import protocol_class
+    from .connections import PROTOCOL_PATH, protocol_class
     from .logs import log_config
 
+    protocol = protocol_class(server.request_read_timeout)
     return uvicorn.Config(
         app_or_factory,
         host=server.host,
@@ -138,7 +139,8 @@ def _uvicorn_config(app_or_factory: Any, server: ServerOptions, **extra: Any) ->
         log_config=log_config(server.log_level),
         timeout_graceful_shutdown=int(server.graceful_timeout),
         access_log=False,
-        http=protocol_class(server.request_read_timeout) or "auto",
+        # worker processes receive the config pickled: the protocol by its import path
+        http=(PROTOCOL_PATH if extra.get("workers", 1) > 1 else protocol) if protocol is not None else "auto",
         limit_concurrency=server.max_connections,
         **extra,
     )

@@ -12,22 +12,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any, Optional
 
 log = logging.getLogger("servelm.serving")
 
+READ_TIMEOUT_ENV = "SERVELM_REQUEST_READ_TIMEOUT"  # how worker processes (which import this anew) learn the deadline
+#: the protocol as an import path: what a uvicorn config that worker processes receive (pickled) names
+PROTOCOL_PATH = "servelm.serving.connections:ReadDeadlineProtocol"
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # uvicorn without httptools (not uvicorn[standard])
+    HttpToolsProtocol = None  # type: ignore[misc,assignment]
+
 
 def protocol_class(read_timeout: float) -> Optional[type]:
     """uvicorn's httptools protocol with a ``read_timeout`` (seconds) to read each request, or None."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:  # uvicorn without httptools (not uvicorn[standard])
+    if HttpToolsProtocol is None:
         log.warning("httptools is not installed: requests are read without a deadline (pip install httptools)")
         return None
+    ReadDeadlineProtocol.read_timeout = read_timeout
+    os.environ[READ_TIMEOUT_ENV] = str(read_timeout)
+    return ReadDeadlineProtocol
+
+
+if HttpToolsProtocol is not None:
 
     class ReadDeadlineProtocol(HttpToolsProtocol):
         """A request not read whole within ``read_timeout`` seconds gets a 408 and its connection is closed."""
 
+        read_timeout = float(os.environ.get(READ_TIMEOUT_ENV, "30"))  # seconds; workers read it from the environment
         _deadline: Optional[asyncio.TimerHandle] = None
 
         def connection_made(self, transport: Any) -> None:
@@ -48,7 +63,7 @@ def protocol_class(read_timeout: float) -> Optional[type]:
             super().on_message_complete()
 
         def _start_deadline(self) -> None:
-            self._deadline = self.loop.call_later(read_timeout, self._too_slow)
+            self._deadline = self.loop.call_later(self.read_timeout, self._too_slow)
 
         def _cancel_deadline(self) -> None:
             if self._deadline is not None:
@@ -69,5 +84,3 @@ def protocol_class(read_timeout: float) -> Optional[type]:
                 self.cycle.disconnected = True
                 self.cycle.message_event.set()
             self.transport.close()
-
-    return ReadDeadlineProtocol

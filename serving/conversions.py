@@ -95,14 +95,17 @@ def chat_tools_to_responses(tools: Optional[list[Any]]) -> Optional[list[dict[st
 
 
 def responses_output_to_chat_message(output: list[dict[str, Any]]) -> tuple[ChatMessage, str]:
-    """Responses output items as one assistant message (text joined, function calls as tool calls)."""
+    """Responses output items as one assistant message (text joined, function calls as tool calls). A function call
+    the agent answered itself (its ``function_call_output`` is in the same output) was a step of the agent's, not a
+    call for the client to make: it is left out, as its output is."""
     texts: list[str] = []
     calls: list[ToolCall] = []
+    answered = {item.get("call_id") for item in output if item.get("type") == "function_call_output"}
     for item in output:
         kind = item.get("type")
         if kind == "message":
             texts.append(_output_text(item))
-        elif kind == "function_call":
+        elif kind == "function_call" and (item.get("call_id") or item.get("id")) not in answered:
             calls.append(
                 ToolCall(
                     id=item.get("call_id") or item.get("id") or new_id("call"),

@@ -27,7 +27,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from .options import EngineOptions, ServerOptions, split_options
+from .options import EngineOptions, ModelSpec, ServerOptions, split_options
 
 try:
     from ray import serve
@@ -53,7 +53,7 @@ class ServelmDeployment:
 
     async def __init__(  # type: ignore[misc]  # Ray Serve awaits an async constructor
         self,
-        model: str,
+        model: Union[str, list[dict[str, Any]]],
         server_options: Optional[dict[str, Any]] = None,
         engine_options: Optional[dict[str, Any]] = None,
     ):
@@ -72,10 +72,11 @@ class ServelmDeployment:
         app = create_app(self.model, self.server, self.engine)
         app.add_middleware(ReplicaAdapter, replica=self.replica)
         self.state = app.state.servelm
-        await self.state.load(self.model)
-        if self.state.load_error is not None:
-            raise RuntimeError(f"servelm: model {self.model} failed to load: {self.state.load_error}")
-        log.info("replica %s serves %s", self.replica, self.state.model_name)
+        for served, source in zip(self.state.models.values(), app.state.servelm_sources):
+            await served.load(source)
+            if served.load_error is not None:
+                raise RuntimeError(f"servelm: model {served.name} ({source}) failed to load: {served.load_error}")
+        log.info("replica %s serves %s", self.replica, ", ".join(self.state.models))
         return app
 
     def check_health(self) -> None:
@@ -83,9 +84,7 @@ class ServelmDeployment:
         if self.state is None:
             raise RuntimeError("servelm: the model is not loaded yet")
         if self.state.status != "ok":
-            detail = self.state.load_error or (
-                self.state.service.health_error() if self.state.service is not None else "loading"
-            )
+            detail = "; ".join(f"{m.name}: {m.detail()}" for m in self.state.models.values() if m.status != "ok")
             raise RuntimeError(f"servelm: {self.state.status}: {detail}")
 
 
@@ -170,7 +169,7 @@ def deployment_options(
 
 
 def build_app(
-    model: str,
+    model: Union[str, list[Any]],
     server_options: Optional[ServerOptions] = None,
     engine_options: Optional[EngineOptions] = None,
     *,
@@ -181,7 +180,8 @@ def build_app(
     deployment_options: Optional[dict[str, Any]] = None,
     **fields: Any,
 ) -> Application:
-    """The Ray Serve application serving the model directory ``model`` (``serve.run(build_app(...))``).
+    """The Ray Serve application serving the model directory ``model`` (``serve.run(build_app(...))``), or several
+    models in each replica: a list of ``ModelSpec`` (or dicts of its fields: ``{"model": DIR, "name": ...}``).
 
     Options as for ``create_app``: ``ServerOptions`` / ``EngineOptions`` and/or their field names
     (``max_concurrency=32``, ``api_key=...``; host, port and workers are Ray's). ``num_replicas`` is a
@@ -192,8 +192,14 @@ def build_app(
     if ignored:
         raise TypeError(f"{ignored}: Ray Serve decides these (its proxy's http_options, and num_replicas)")
     server, engine = split_options(server_options, engine_options, **fields)
-    model = str(model)
-    kind = engine_kind(model, engine)
+    if isinstance(model, (list, tuple)):
+        specs = [spec if isinstance(spec, ModelSpec) else ModelSpec.model_validate(spec) for spec in model]
+        kinds = [engine_kind(spec.model, spec.engine) for spec in specs]
+        kind = next((k for k in kinds if k in LLM_ENGINES), kinds[0] if kinds else None)  # an LLM bounds the replica
+        served: Union[str, list[dict[str, Any]]] = [spec.model_dump() for spec in specs]
+    else:
+        served = str(model)
+        kind = engine_kind(served, engine)
     options = _deployment_options(
         server, engine, kind, num_replicas, autoscaling_config, ray_actor_options, **(deployment_options or {})
     )
@@ -201,7 +207,7 @@ def build_app(
     if server_dump["api_key"] is None:
         del server_dump["api_key"]  # the replica's SERVELM_API_KEY (a runtime_env variable) then applies
     return ServelmDeployment.options(name=name, **options).bind(  # type: ignore[attr-defined]
-        model, server_dump, engine.model_dump()
+        served, server_dump, engine.model_dump()
     )
 
 
@@ -214,7 +220,11 @@ class _RayArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(..., description="Model directory: a servelm/MLflow model, or a Hugging Face checkpoint.")
+    model: Union[str, list[dict[str, Any]]] = Field(
+        ...,
+        description="Model directory (a servelm/MLflow model, or a Hugging Face checkpoint), or a list of models "
+        "({model: DIR, name: NAME, engine: {...}, max_concurrency: N}) served together in each replica.",
+    )
     num_replicas: Optional[Union[int, Literal["auto"]]] = Field(None, description="Replicas, or 'auto' to autoscale.")
     autoscaling_config: Optional[dict[str, Any]] = Field(
         None, description="Ray's autoscaling config, on top of servelm's target."

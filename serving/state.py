@@ -111,7 +111,7 @@ class ServedModel:
             service = await asyncio.to_thread(
                 build_service, model_or_path, self.state.server, self.engine, self.state.metrics
             )
-            service.model_metrics = self.metrics
+            service.model_metrics, service.served_name = self.metrics, self.name
             self._check_declared_llm(service)
             await service.start()
             engine = getattr(service, "engine", None)

@@ -29,6 +29,7 @@ from servelm.agents import (
     ToolCallDelta,
     ToolCallFunctionDelta,
 )
+from servelm.agents.ids import new_id
 from servelm.flavors.pyfunc.wrappers import plain
 
 from ..conversions import (
@@ -209,21 +210,26 @@ class ResponsesAgentKind(AgentKind):
         )
 
     async def chat_chunks(self, stream: AsyncIterator[Any]) -> AsyncIterator[ChatCompletionChunk]:
-        """Text deltas, and function_call items as tool calls."""
-        tool_index = 0
+        """Text deltas, and function_call items as tool calls. A function call the agent answers itself (its
+        ``function_call_output`` follows in the stream) is a step of the agent's, not a call for the client: calls
+        are held until the stream ends, and only those left unanswered are sent."""
+        pending: dict[str, dict[str, Any]] = {}  # call id -> function_call item, in order
         async for raw in stream:
             event = plain(raw)
             kind = event.get("type")
+            item = event.get("item") or {}
             if kind == "response.output_text.delta" and event.get("delta"):
                 yield _chunk(ChatChoiceDelta(content=event["delta"]), custom_outputs=event.get("custom_outputs"))
-            elif kind == "response.output_item.done" and (event.get("item") or {}).get("type") == "function_call":
-                item = event["item"]
-                yield _tool_call_head(tool_index, item.get("call_id") or item.get("id"), item["name"])
-                if item.get("arguments"):
-                    yield _tool_arguments(tool_index, item["arguments"])
-                tool_index += 1
+            elif kind == "response.output_item.done" and item.get("type") == "function_call":
+                pending[item.get("call_id") or item.get("id") or new_id("call")] = item
+            elif kind == "response.output_item.done" and item.get("type") == "function_call_output":
+                pending.pop(item.get("call_id"), None)
             elif event.get("custom_outputs"):
                 yield ChatCompletionChunk(choices=[], custom_outputs=event["custom_outputs"])
+        for index, (call_id, item) in enumerate(pending.items()):
+            yield _tool_call_head(index, call_id, item["name"])
+            if item.get("arguments"):
+                yield _tool_arguments(index, item["arguments"])
 
     async def responses(
         self, request: ResponsesAgentRequest, model: str, caller: AgentCaller

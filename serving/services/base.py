@@ -48,8 +48,9 @@ class ModelService:
     #: the MLflow task or engine kind, shown in /v1/models
     kind: str = "model"
     capabilities: Capabilities = Capabilities(frozenset())
-    #: this model's metrics under vLLM's names (set when a server loads it)
+    #: this model's metrics under vLLM's names, and the name it is served as (set when a server loads it)
     model_metrics: Optional[ModelMetrics] = None
+    served_name: str = "model"
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:

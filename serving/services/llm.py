@@ -445,7 +445,7 @@ class LLMService(ModelService):
             raise validation_error(exc) from None
         except TypeError:
             raise APIError(400, "this model takes chat requests: {'messages': [...]} (or a list of them)") from None
-        answers = await asyncio.gather(*(self.chat(c, c.model or "model") for c in chats))
+        answers = await asyncio.gather(*(self.chat(c, c.model or self.served_name) for c in chats))
         return [a.model_dump(exclude_none=True) for a in answers]
 
     async def invoke_stream(self, data: Any, params: Optional[dict[str, Any]]) -> AsyncIterator[Any]:
@@ -453,7 +453,7 @@ class LLMService(ModelService):
             chat = ChatCompletionRequest.model_validate({**data, **(params or {})})
         except ValidationError as exc:
             raise validation_error(exc) from None
-        async for chunk in self.chat_stream(chat, chat.model or "model"):
+        async for chunk in self.chat_stream(chat, chat.model or self.served_name):
             yield chunk.model_dump(exclude_none=True)
 
 

@@ -341,3 +341,23 @@ def test_autoscales_on_ongoing_requests(ray_base, tmp_path, write_code):
         for client in clients:
             client.join(timeout=120)
         serve.delete("slow")
+
+
+def test_several_models_in_one_replica(ray_base, echo_dir, tiny_llama_dir):
+    """A replica serves an agent and an LLM together: both names answer, /v1/models lists both."""
+    models = [{"model": echo_dir, "name": "echo"}, {"model": tiny_llama_dir, "name": "tiny", "max_concurrency": 8}]
+    serve.run(build_app(models, ray_actor_options=CPUS), name="pair", route_prefix="/pair")
+    base = f"{ray_base}/pair"
+    assert [m["id"] for m in httpx.get(f"{base}/v1/models", timeout=60).json()["data"]] == ["echo", "tiny"]
+    hi = [{"role": "user", "content": "hi there"}]
+    echo = httpx.post(f"{base}/v1/chat/completions", json={"model": "echo", "messages": hi}, timeout=120)
+    assert echo.status_code == 200 and echo.json()["choices"][0]["message"]["content"] == "hi there"
+    llm = httpx.post(
+        f"{base}/v1/chat/completions", json={"model": "tiny", "messages": hi, "max_tokens": 3}, timeout=120
+    )
+    assert llm.status_code == 200 and llm.json()["usage"]["completion_tokens"] <= 3
+    assert httpx.get(f"{base}/health", timeout=60).json()["models"] == {
+        "echo": {"status": "ok"},
+        "tiny": {"status": "ok"},
+    }
+    serve.delete("pair")

@@ -122,8 +122,18 @@ def agent_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def traced_server(mlflow_server, agent_dir, tiny_llama_dir, tmp_path_factory) -> Any:
-    """``servelm serve -m agent -m tiny=...`` exporting its traces to the MLflow server's experiment 0."""
+def weather_dir(tmp_path_factory) -> str:
+    """The README's example agent (examples/weather_agent.py), calling the tiny LLM."""
+    from servelm.flavors.pyfunc import save_model
+
+    path = str(tmp_path_factory.mktemp("example") / "weather")
+    save_model(path, python_model=str(EXAMPLES / "weather_agent.py"), model_config={"llm": "tiny"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def traced_server(mlflow_server, agent_dir, weather_dir, tiny_llama_dir, tmp_path_factory) -> Any:
+    """``servelm serve -m agent -m weather -m tiny=...`` exporting its traces to the MLflow server's experiment 0."""
     folder = tmp_path_factory.mktemp("traced")
     port = _free_port()
     env = {
@@ -135,8 +145,8 @@ def traced_server(mlflow_server, agent_dir, tiny_llama_dir, tmp_path_factory) ->
     }
     log = open(folder / "serve.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "servelm.serving.cli", "serve", "-m", agent_dir, "-m", f"tiny={tiny_llama_dir}",
-         "--port", str(port)],
+        [sys.executable, "-m", "servelm.serving.cli", "serve", "-m", agent_dir, "-m", weather_dir,
+         "-m", f"tiny={tiny_llama_dir}", "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -222,6 +232,40 @@ def test_one_trace_per_request_with_the_whole_tree(stream, traced_server, mlflow
     assert trace.info.token_usage and trace.info.token_usage["output_tokens"] >= 6, trace.info.token_usage
 
 
+def test_an_openai_agents_run_shows_the_tool_call_and_the_llm_calls_in_one_trace(traced_server, mlflow_server):
+    """openai-agents' Runner with servelm's weather agent as its model: the agent's own tool call (answered inside
+    the agent, so not handed to the Runner as one to run) and both its LLM calls are one trace."""
+    import asyncio
+
+    from openai import AsyncOpenAI
+
+    from agents import Agent, OpenAIChatCompletionsModel, Runner, set_tracing_disabled
+
+    set_tracing_disabled(True)  # openai-agents' own tracing exports to OpenAI's platform
+    client = AsyncOpenAI(
+        base_url=f"{traced_server}/v1", api_key="unused", default_headers={"x-request-id": "openai-agents-run"}
+    )
+    agent = Agent(name="assistant", model=OpenAIChatCompletionsModel(model="weather", openai_client=client))
+    result = asyncio.run(Runner.run(agent, "What is the weather in Paris?"))
+    assert result.final_output
+    from mlflow import MlflowClient
+
+    traces: list[Any] = []
+
+    def look() -> bool:
+        traces[:] = [
+            t
+            for t in MlflowClient(tracking_uri=mlflow_server).search_traces(locations=["0"], max_results=100)
+            if any(s.attributes.get("servelm.request_id") == "openai-agents-run" for s in t.data.spans)
+        ]
+        return len(traces) == 1 and sum(s.name == "decode" for s in traces[0].data.spans) == 2
+
+    _wait(look, 60, "no complete trace of the openai-agents run")
+    tree = _tree(traces[0])
+    assert tree["invoke_agent weather"] == ["predict"], tree
+    assert tree["predict"] == ["chat tiny", "execute_tool get_weather", "chat tiny"], tree
+
+
 def test_a_callers_traceparent_is_honoured(traced_server, mlflow_server):
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01", "x-request-id": "with-parent"}
@@ -280,4 +324,4 @@ def _wait(condition: Any, timeout: float, message: str) -> None:
     raise AssertionError(message() if callable(message) else message)
 
 
-_ = Path
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
