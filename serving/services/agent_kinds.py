@@ -223,7 +223,7 @@ class ResponsesAgentKind(AgentKind):
             elif kind == "response.output_item.done" and item.get("type") == "function_call":
                 pending[item.get("call_id") or item.get("id") or new_id("call")] = item
             elif kind == "response.output_item.done" and item.get("type") == "function_call_output":
-                pending.pop(item.get("call_id"), None)
+                pending.pop(str(item.get("call_id")), None)
             elif event.get("custom_outputs"):
                 yield ChatCompletionChunk(choices=[], custom_outputs=event["custom_outputs"])
         for index, (call_id, item) in enumerate(pending.items()):
