@@ -77,9 +77,6 @@ class _VllmFamilies:
         self.waiting = Gauge(
             "vllm:num_requests_waiting", "Number of requests waiting to be processed.", label, registry=r
         )
-        self.kv_usage = Gauge(
-            "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", label, registry=r
-        )
         self.prompt_tokens = Counter("vllm:prompt_tokens", "Number of prefill tokens processed.", label, registry=r)
         self.generation_tokens = Counter(
             "vllm:generation_tokens", "Number of generation tokens processed.", label, registry=r
@@ -138,9 +135,7 @@ class ModelMetrics:
         self.name = name
         self._success = families.success
         f = families
-        self.running, self.waiting, self.kv_usage = (
-            g.labels(model_name=name) for g in (f.running, f.waiting, f.kv_usage)
-        )
+        self.running, self.waiting = (g.labels(model_name=name) for g in (f.running, f.waiting))
         self.prompt_tokens, self.generation_tokens = (
             c.labels(model_name=name) for c in (f.prompt_tokens, f.generation_tokens)
         )
