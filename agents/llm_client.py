@@ -4,7 +4,8 @@ Where servelm serves ``model`` in this process beside the agent (``servelm serve
 client is in process: ``chat.completions.create`` and ``responses.create`` (streamed or not) go straight to that
 model's engine, with no HTTP hop, its spans in the agent's trace, and its requests cancelled when the agent's
 request ends early. Anywhere else it is ``openai.OpenAI`` at ``base_url`` (default: ``OPENAI_BASE_URL``), so an
-agent run on its own can point the same code at any OpenAI-compatible server.
+agent run on its own can point the same code at any OpenAI-compatible server (its calls carry the current trace's
+``traceparent``).
 
 The agent declares the model it calls in its model_config (``model_config={"llm": "smollm2"}``): servelm then
 refuses to start when that model is not served beside it, instead of failing on the first request.
@@ -61,8 +62,29 @@ def _client(model: str, base_url: Optional[str], api_key: Optional[str], asynchr
             "(or set OPENAI_BASE_URL) to reach it over HTTP"
         )
     key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
-    cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
-    return cls(base_url=url, api_key=key)
+    if asynchronous:
+        return openai.AsyncOpenAI(
+            base_url=url,
+            api_key=key,
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [_traced_async]}),
+        )
+    return openai.OpenAI(
+        base_url=url, api_key=key, http_client=openai.DefaultHttpxClient(event_hooks={"request": [_traced]})
+    )
+
+
+def _traced(request: Any) -> None:
+    """Pass the current trace on (``traceparent``), where OpenTelemetry is installed: the server the agent calls
+    (servelm elsewhere, vLLM...) puts its spans in the agent's trace."""
+    try:
+        from opentelemetry import propagate
+    except ImportError:
+        return
+    propagate.inject(request.headers)
+
+
+async def _traced_async(request: Any) -> None:
+    _traced(request)
 
 
 def declared_llm(model_config: Any) -> Optional[str]:

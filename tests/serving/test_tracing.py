@@ -271,6 +271,33 @@ def test_a_callers_traceparent_is_honoured(traced_server, mlflow_server):
     headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01", "x-request-id": "with-parent"}
     body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
     assert httpx.post(f"{traced_server}/v1/chat/completions", json=body, headers=headers, timeout=60).status_code == 200
+    spans = _spans_of(mlflow_server, "with-parent")
+    request = spans[0]
+    assert request.name == "chat tiny" and request.parent_id == "00f067aa0ba902b7"
+    assert request._span.context.trace_id == int(trace_id, 16)
+
+
+def test_an_agent_elsewhere_passes_its_trace_on(traced_server, mlflow_server):
+    """The same agent code run outside servelm (``llm_client`` over HTTP) sends its current trace along: servelm's
+    request span is a child of the agent's span."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from servelm.agents import llm_client
+
+    span = TracerProvider().get_tracer("agent-elsewhere").start_span("agent step")
+    with trace.use_span(span, end_on_exit=True):
+        client = llm_client("tiny", base_url=f"{traced_server}/v1")
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2,
+            extra_headers={"x-request-id": "from-elsewhere"},
+        )  # fmt: skip
+    found = _spans_of(mlflow_server, "from-elsewhere")
+    assert found[0].parent_id == format(span.get_span_context().span_id, "016x")
+    assert found[0]._span.context.trace_id == span.get_span_context().trace_id
+
+
+def _spans_of(mlflow_server: str, request_id: str) -> list[Any]:
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=mlflow_server)
@@ -281,14 +308,12 @@ def test_a_callers_traceparent_is_honoured(traced_server, mlflow_server):
             s
             for t in client.search_traces(locations=["0"], max_results=100)
             for s in t.data.spans
-            if s.attributes.get("servelm.request_id") == "with-parent"
+            if s.attributes.get("servelm.request_id") == request_id
         ]
         return bool(spans)
 
-    _wait(look, 60, "the request's span never arrived")
-    request = spans[0]
-    assert request.name == "chat tiny" and request.parent_id == "00f067aa0ba902b7"
-    assert request._span.context.trace_id == int(trace_id, 16)
+    _wait(look, 60, f"no span of request {request_id} arrived")
+    return spans
 
 
 def test_tracing_is_off_without_an_endpoint(monkeypatch):
