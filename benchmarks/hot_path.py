@@ -198,8 +198,51 @@ def bench_servelm(n: int) -> list[dict[str, Any]]:
             **time_calls(lambda: models["typed_function"].predict(["a", "b"]), n),
         }
     )
+    rows += served_rows(models["chat_agent"], n)
     rows.append({"name": "import servelm.agents", "system": "servelm", **import_time("servelm.agents")})
     return rows
+
+
+def served_rows(model: Any, n: int) -> list[dict[str, Any]]:
+    """The agent as the server calls it (``AgentService``, no HTTP): a chat request answered, and streamed, each
+    call timed on one event loop. The sync agent runs on the service's thread pool, as it does when served."""
+    import asyncio
+
+    from servelm.agents import ChatCompletionRequest
+    from servelm.serving.services.agent import AgentService
+
+    service = AgentService(model, 4)
+    request = ChatCompletionRequest.model_validate(CHAT)
+
+    async def stream() -> None:
+        async for _ in service.chat_stream(request, "m"):
+            pass
+
+    async def timed(make: Callable[[], Any]) -> dict[str, float]:
+        for _ in range(min(200, n)):
+            await make()
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter_ns()
+            await make()
+            samples.append(time.perf_counter_ns() - start)
+        samples.sort()
+        return {
+            "median_us": round(statistics.median(samples) / 1000, 2),
+            "p99_us": round(samples[int(0.99 * (len(samples) - 1))] / 1000, 2),
+            "n": n,
+        }
+
+    async def both() -> list[dict[str, Any]]:
+        chat = await timed(lambda: service.chat(request, "m"))
+        streamed = await timed(stream)
+        await service.stop()
+        return [
+            {"name": "chat_agent.served_chat", "system": "servelm", **chat},
+            {"name": "chat_agent.served_chat_stream", "system": "servelm", **streamed},
+        ]
+
+    return asyncio.run(both())
 
 
 def bench_mlflow(n: int) -> list[dict[str, Any]]:

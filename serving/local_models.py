@@ -35,22 +35,33 @@ if TYPE_CHECKING:
 
 _servers: list[ServerState] = []  # the servers running in this process, newest last
 _lock = threading.Lock()
+_in_use = False  # whether a server here serves several models (only then can an agent call a model beside it)
 
 
 def register(state: ServerState) -> None:
     """Make ``state``'s models reachable through ``llm_client`` (a server starting)."""
+    global _in_use
     with _lock:
         _servers.append(state)
         install_local_clients(local_client)
+        _in_use = any(len(s.models) > 1 for s in _servers)
 
 
 def unregister(state: ServerState) -> None:
     """A server stopped: its models are no longer reachable in process."""
+    global _in_use
     with _lock:
         if state in _servers:
             _servers.remove(state)
         if not _servers:
             install_local_clients(None)
+        _in_use = any(len(s.models) > 1 for s in _servers)
+
+
+def in_use() -> bool:
+    """Whether agents here may call models beside them: a server in this process serves several. Where none does,
+    agent calls skip the scopes (one test on the hot path)."""
+    return _in_use
 
 
 def find(name: str) -> Optional[ServedModel]:

@@ -27,7 +27,7 @@ from servelm.agents.python_model import iterate_in_thread, overrides
 from servelm.flavors.pyfunc import PyFuncModel
 from servelm.flavors.pyfunc.wrappers import plain
 
-from .. import tracing
+from .. import local_models, tracing
 from ..errors import APIError
 from ..local_models import CallScope, call_scope, open_scope
 from .agent_kinds import kind_of
@@ -73,6 +73,10 @@ class AgentService(ModelService):
     async def call(self, *args: Any) -> Any:
         """The agent's predict (apredict on the loop when it has one), in a scope of its own: the LLM calls it makes
         in process end with it. Traced, a ``predict`` span around it."""
+        if tracing.tracer() is None and not local_models.in_use():  # the plain path: nothing to carry
+            if self._native["apredict"]:
+                return await self.agent.apredict(*args)
+            return await asyncio.get_running_loop().run_in_executor(self.pool, self.agent.predict, *args)
         span = tracing.start_span("predict", self._span_attributes) if tracing.tracer() is not None else None
         try:
             with tracing.attached(tracing.context_with(span) if span is not None else None):
@@ -95,6 +99,19 @@ class AgentService(ModelService):
     async def stream(self, *args: Any) -> AsyncIterator[Any]:
         """The agent's predict_stream (apredict_stream on the loop when it has one), every step in the agent
         request's scope (its in-process LLM calls end with the stream) and, traced, under a ``predict_stream`` span."""
+        if tracing.tracer() is None and not local_models.in_use():  # the plain path: nothing to carry
+            if self._native["apredict_stream"]:
+                iterator = self.agent.apredict_stream(*args)
+                try:
+                    async for item in iterator:
+                        yield item
+                finally:
+                    await iterator.aclose()
+                return
+            generator = await asyncio.get_running_loop().run_in_executor(self.pool, self.agent.predict_stream, *args)
+            async for item in iterate_in_thread(generator, self.pool):
+                yield item
+            return
         span = tracing.start_span("predict_stream", self._span_attributes) if tracing.tracer() is not None else None
         span_context = tracing.context_with(span) if span is not None else None
         scope, ctx = open_scope(span_context)
@@ -137,6 +154,8 @@ class AgentService(ModelService):
         """Run blocking ``fn(*args)`` in the agent pool, in a copy of this context with a scope of its own (the
         LLM calls it makes in process are cancelled when it ends); a cancelled caller abandons the thread (it
         finishes), its LLM calls cancelled."""
+        if tracing.tracer() is None and not local_models.in_use():
+            return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
         scope, ctx = open_scope()
         try:
             return await asyncio.get_running_loop().run_in_executor(self.pool, ctx.run, fn, *args)
