@@ -218,6 +218,12 @@ def test_a_sync_client_on_the_event_loop_says_to_use_the_async_one(agent_dir, ti
         # from a thread it answers, with the openai package's types
         answer = client.chat.completions.create(messages=[{"role": "user", "content": "hi"}], max_tokens=2)
         assert type(answer).__name__ == "ChatCompletion" and answer.model == "tiny" and answer.usage.completion_tokens
+        # the Responses API, streamed: the openai package's event types, ending with the response (cut by its limit
+        # unless the model ended first)
+        events = list(client.responses.create(input="hi", max_output_tokens=3, stream=True))
+        assert events[0].type == "response.created" and type(events[0]).__name__ == "ResponseCreatedEvent"
+        assert events[-1].type in ("response.incomplete", "response.completed")
+        assert events[-1].response.usage.output_tokens <= 3
         # a bad request raises what the openai client raises for a 400
         import openai
 
