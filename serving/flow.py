@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from .errors import APIError, as_api_error
 from .http import SlotEventSourceResponse, check_api_key, guard_request, parse_body, read_json
 from .logs import note_first_token, note_model
-from .services.base import ModelService
+from .services.base import COMPLETIONS, ModelService
 from .shutdown import OpenStream
 from .state import ServedModel, ServerState
 
@@ -47,9 +47,9 @@ async def accept(request: Request, body_type: type[Body], route: str) -> tuple[S
 
 def operation(service: ModelService, route: str) -> str:
     """What a request asks of its model, as OpenTelemetry's GenAI conventions name it."""
-    if service.kind.startswith("agent/") or type(service).__name__ == "AgentService":
-        return "invoke_agent"
-    return "text_completion" if route == "completions" else "chat"
+    if service.operation == "chat" and route == COMPLETIONS:
+        return "text_completion"
+    return service.operation
 
 
 async def run_json(request: Request, served: ServedModel, work: Callable[[], Awaitable[Any]]) -> Response:

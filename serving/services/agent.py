@@ -38,6 +38,8 @@ from .dynamic_batching import DynamicBatcher, batch_key
 class AgentService(ModelService):
     """Serves a loaded pyfunc model on the endpoints its kind supports (conversions fill the rest)."""
 
+    operation = "invoke_agent"
+
     def __init__(self, model: PyFuncModel, max_threads: int = 32):
         self.model = model
         # Sync agent code runs here; the pool's size bounds the threads (asyncio's executor hop is
@@ -49,6 +51,8 @@ class AgentService(ModelService):
             self.agent = None
         self.adapter = kind_of(self.agent)
         self.kind, self.capabilities = self.adapter.kind, self.adapter.capabilities
+        if self.adapter.base is PythonModel:
+            self.operation = "predict"  # a model, not an agent: its request span is "predict NAME"
         self.context = getattr(model._impl, "context", None)  # the PythonModelContext a ChatModel takes
         # Which methods the agent implements itself: fixed for its class, so decided once here.
         agent, base = self.agent, self.adapter.base

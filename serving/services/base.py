@@ -48,6 +48,8 @@ class ModelService:
     #: the MLflow task or engine kind, shown in /v1/models
     kind: str = "model"
     capabilities: Capabilities = Capabilities(frozenset())
+    #: what a request asks of it, as OpenTelemetry's GenAI conventions name it (chat, invoke_agent...)
+    operation: str = "chat"
     #: this model's metrics under vLLM's names, and the name it is served as (set when a server loads it)
     model_metrics: Optional[ModelMetrics] = None
     served_name: str = "model"
