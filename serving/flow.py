@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from .errors import APIError, as_api_error
 from .http import SlotEventSourceResponse, check_api_key, guard_request, parse_body, read_json
-from .logs import note_first_token, note_model
+from .logs import note_model
 from .services.base import COMPLETIONS, ModelService
 from .shutdown import OpenStream
 from .state import ServedModel, ServerState
@@ -83,9 +83,7 @@ async def run_stream(
         if isinstance(exc, Exception):
             raise as_api_error(exc) from None
         raise
-    waited = time.perf_counter() - start  # seconds
-    state.metrics.ttft.observe(waited)
-    note_first_token(waited)
+    state.metrics.ttft.observe(time.perf_counter() - start)
     remaining = state.server.timeout - (time.perf_counter() - start)  # seconds
     return SlotEventSourceResponse(
         _rest(first, events, remaining, state, on_error),

@@ -68,20 +68,6 @@ def note_model(name: str, operation: str = "chat") -> None:
         usage["model"], usage["operation"] = name, operation
 
 
-def note_first_token(seconds: float) -> None:
-    """Record the current request's time to its first streamed event (for its trace)."""
-    usage = _usage.get()
-    if usage is not None and "ttft" not in usage:
-        usage["ttft"] = seconds
-
-
-def note_finish(reason: Optional[str]) -> None:
-    """Record why one of the current request's sequences ended (for its trace)."""
-    usage = _usage.get()
-    if usage is not None and reason:
-        usage.setdefault("finish_reasons", []).append(reason)
-
-
 def note_error(message: str) -> None:
     """Record why the current request failed, for its access line."""
     usage = _usage.get()

@@ -187,10 +187,6 @@ def end_request_span(span: Any, token: Any, status: int, usage: dict[str, Any]) 
             span.set_attributes({OPERATION: operation, REQUEST_MODEL: model, RESPONSE_MODEL: model, SYSTEM: "servelm"})
         if "prompt" in usage:
             span.set_attributes({INPUT_TOKENS: usage["prompt"], OUTPUT_TOKENS: usage.get("completion", 0)})
-        if "ttft" in usage:
-            span.set_attribute(TTFT, usage["ttft"])
-        if usage.get("finish_reasons"):
-            span.set_attribute(FINISH_REASONS, list(usage["finish_reasons"]))
         if status >= 500:
             span.set_status(StatusCode.ERROR, str(usage.get("error", status)))
         elif "error" in usage:
@@ -282,6 +278,21 @@ def phase_spans(
         _tracer.start_span("decode", context=parent, start_time=_ns(first), attributes=attributes).end(
             end_time=_ns(ended)
         )
+
+
+def generation_attributes(parent: Any, ttft: Optional[float], finish_reasons: list[str]) -> None:
+    """What one generation tells the span it ran under (the request's, or the in-process LLM call's): its time to
+    first token (seconds from its submission to the engine) and its sequences' finish reasons."""
+    if _tracer is None or parent is None:
+        return
+    from opentelemetry import trace
+
+    owner = trace.get_current_span(parent)
+    if owner.is_recording():
+        if ttft is not None:
+            owner.set_attribute(TTFT, ttft)
+        if finish_reasons:
+            owner.set_attribute(FINISH_REASONS, finish_reasons)
 
 
 def current_context() -> Any:

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 from .. import tracing
-from ..logs import note_finish
 from ..metrics import ModelMetrics
 
 
@@ -46,7 +45,6 @@ class GenerationClock:
         for i, (stream, (reason, tokens)) in enumerate(zip(streams, ends)):
             scheduled = getattr(stream, "scheduled_at", None)
             first = self.first[i]
-            note_finish(reason or "abort")
             if metrics is not None:
                 metrics.generation_tokens.inc(tokens)
                 metrics.request_generation_tokens.observe(tokens)
@@ -60,3 +58,10 @@ class GenerationClock:
                     metrics.queue.observe(scheduled - self.submitted)
                     metrics.prefill.observe(max(0.0, (first or ended) - scheduled))
             tracing.phase_spans(self.parent, self.submitted, scheduled, first, ended, i)
+        if self.parent is not None:
+            first_token = self.first[0]
+            tracing.generation_attributes(
+                self.parent,
+                first_token - self.submitted if first_token is not None else None,
+                [reason or "abort" for reason, _ in ends],
+            )

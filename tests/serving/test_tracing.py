@@ -222,6 +222,7 @@ def test_one_trace_per_request_with_the_whole_tree(stream, traced_server, mlflow
     root = next(s for s in trace.data.spans if s.name == "invoke_agent agent")
     assert root.attributes["gen_ai.request.model"] == "agent" and root.attributes["http.response.status_code"] == 200
     # token counts: each LLM call's, and the request's (the sum of its LLM calls')
+    assert all(0 < c.attributes["gen_ai.server.time_to_first_token"] < 60 for c in calls)
     second = max(calls, key=lambda s: s.start_time_ns)
     assert second.attributes["gen_ai.usage.output_tokens"] == 6
     inputs = sum(c.attributes["gen_ai.usage.input_tokens"] for c in calls)
