@@ -32,7 +32,10 @@ class LLMAgent(ResponsesAgent):
             answer = client.responses.create(input=request.input[-1].text(), max_output_tokens=4, temperature=0)
             text = answer.output_text
         else:
-            answer = client.chat.completions.create(messages=self._messages(request), max_tokens=4, temperature=0)
+            max_tokens = (request.custom_inputs or {}).get("max_tokens", 4)
+            answer = client.chat.completions.create(
+                messages=self._messages(request), max_tokens=max_tokens, temperature=0, extra_body={"ignore_eos": True}
+            )
             text = answer.choices[0].message.content
         return ResponsesAgentResponse(output=[self.create_text_output_item(text=text, id="msg-1")])
 
@@ -53,7 +56,10 @@ class LLMAgent(ResponsesAgent):
 class AsyncLLMAgent(LLMAgent):
     async def apredict(self, request):
         client = async_llm_client(self.llm)
-        answer = await client.chat.completions.create(messages=self._messages(request), max_tokens=4, temperature=0)
+        max_tokens = (request.custom_inputs or {}).get("max_tokens", 4)
+        answer = await client.chat.completions.create(
+            messages=self._messages(request), max_tokens=max_tokens, temperature=0, extra_body={"ignore_eos": True}
+        )
         return ResponsesAgentResponse(
             output=[self.create_text_output_item(text=answer.choices[0].message.content, id="msg-1")]
         )
@@ -90,6 +96,14 @@ def agent_dir(tmp_path_factory) -> str:
 
 def _models(agent_dir: str, tiny_llama_dir: str, **llm: object) -> list[dict]:
     return [{"model": agent_dir, "name": "agent"}, {"model": tiny_llama_dir, "name": "tiny", **llm}]
+
+
+def _aborted(base: str) -> float:
+    """The LLM's requests that ended aborted, as /metrics counts them (vLLM's finished_reason "abort")."""
+    for line in httpx.get(f"{base}/metrics").text.splitlines():
+        if line.startswith('vllm:request_success_total{finished_reason="abort",model_name="tiny"}'):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def _llm_rows_busy(app) -> bool:
@@ -152,6 +166,23 @@ def test_a_disconnect_aborts_the_agents_llm_calls(
         assert wait_until(lambda: not engine.requests._open and not engine.has_work(), timeout=30)
         llm = app.state.servelm.models["tiny"]
         assert wait_until(lambda: llm.admission.running == 0, timeout=10)
+        assert _aborted(base) == 1
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync-agent", "async-agent"])
+def test_a_disconnect_aborts_a_non_streamed_agents_llm_call(
+    asynchronous, agent_dir, tiny_llama_dir, serve, monkeypatch, wait_until
+):
+    if asynchronous:
+        monkeypatch.setenv("AGENT_ASYNC", "1")
+    with serve(_models(agent_dir, tiny_llama_dir)) as (base, app):
+        engine = app.state.servelm.models["tiny"].service.engine
+        body = {"model": "agent", "input": "hi", "custom_inputs": {"max_tokens": 2000}}
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up while the agent's LLM call generates
+            httpx.post(f"{base}/v1/responses", json=body, timeout=httpx.Timeout(60, read=0.8))
+        assert wait_until(lambda: not engine.requests._open and not engine.has_work(), timeout=30)
+        assert wait_until(lambda: app.state.servelm.models["tiny"].admission.running == 0, timeout=10)
+        assert _aborted(base) == 1  # ended by the disconnect, not by its 2000 tokens
 
 
 def test_the_same_agent_reaches_its_llm_over_http_on_its_own(agent_dir, tiny_llama_dir, serve, monkeypatch):
