@@ -74,7 +74,7 @@ def test_two_models_with_the_same_name_are_refused(tmp_path, chat_agent_code):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_two_model_server_from_the_command_line(
-    workers, tmp_path, chat_agent_code, tiny_llama_dir, free_port, wait_healthy
+    workers, tmp_path, chat_agent_code, tiny_llama_dir, free_port, wait_healthy, wait_until
 ):
     from servelm.flavors.pyfunc import save_model
 
@@ -85,9 +85,14 @@ def test_a_two_model_server_from_the_command_line(
     base = f"http://127.0.0.1:{free_port}"
     try:
         wait_healthy(base)
-        for _ in range(2 * workers):  # each worker (the kernel spreads connections) serves both
-            health = httpx.get(f"{base}/health", headers={"connection": "close"}).json()
-            assert health == {"status": "ok", "models": {"echo": {"status": "ok"}, "llm": {"status": "ok"}}}
+
+        def every_worker_ok() -> bool:  # new connections reach either worker: several answers in a row, all ok
+            answers = [httpx.get(f"{base}/health", headers={"connection": "close"}) for _ in range(8 * workers)]
+            return all(a.status_code == 200 for a in answers)
+
+        assert wait_until(every_worker_ok, timeout=300)
+        health = httpx.get(f"{base}/health").json()
+        assert health == {"status": "ok", "models": {"echo": {"status": "ok"}, "llm": {"status": "ok"}}}
         assert [m["id"] for m in httpx.get(f"{base}/v1/models").json()["data"]] == ["echo", "llm"]
         hi = [{"role": "user", "content": "hi there"}]
         echo = httpx.post(f"{base}/v1/chat/completions", json={"model": "echo", "messages": hi}).json()
