@@ -24,6 +24,7 @@ TOOLS = [
                 "type": "object",
                 "properties": {"city": {"type": "string", "enum": sorted(WEATHER)}},
                 "required": ["city"],
+                "additionalProperties": False,
             },
         },
     }
