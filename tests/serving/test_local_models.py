@@ -179,7 +179,7 @@ def test_a_disconnect_aborts_a_non_streamed_agents_llm_call(
         engine = app.state.servelm.models["tiny"].service.engine
         body = {"model": "agent", "input": "hi", "custom_inputs": {"max_tokens": 2000}}
         with pytest.raises(httpx.ReadTimeout):  # the client gives up while the agent's LLM call generates
-            httpx.post(f"{base}/v1/responses", json=body, timeout=httpx.Timeout(60, read=0.8))
+            httpx.post(f"{base}/v1/responses", json=body, timeout=httpx.Timeout(60, read=0.5))
         assert wait_until(lambda: not engine.requests._open and not engine.has_work(), timeout=30)
         assert wait_until(lambda: app.state.servelm.models["tiny"].admission.running == 0, timeout=10)
         assert _aborted(base) == 1  # ended by the disconnect, not by its 2000 tokens
