@@ -96,11 +96,16 @@ def time_calls(fn: Callable[[], Any], n: int) -> dict[str, float]:
         start = time.perf_counter_ns()
         fn()
         samples.append(time.perf_counter_ns() - start)
-    samples.sort()
+    return summary(samples)
+
+
+def summary(samples: list[int]) -> dict[str, float]:
+    """Median and p99 of call times in nanoseconds, in microseconds, and their count."""
+    samples = sorted(samples)
     return {
         "median_us": round(statistics.median(samples) / 1000, 2),
         "p99_us": round(samples[int(0.99 * (len(samples) - 1))] / 1000, 2),
-        "n": n,
+        "n": len(samples),
     }
 
 
@@ -226,12 +231,7 @@ def served_rows(model: Any, n: int) -> list[dict[str, Any]]:
             start = time.perf_counter_ns()
             await make()
             samples.append(time.perf_counter_ns() - start)
-        samples.sort()
-        return {
-            "median_us": round(statistics.median(samples) / 1000, 2),
-            "p99_us": round(samples[int(0.99 * (len(samples) - 1))] / 1000, 2),
-            "n": n,
-        }
+        return summary(samples)
 
     async def both() -> list[dict[str, Any]]:
         chat = await timed(lambda: service.chat(request, "m"))

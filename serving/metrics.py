@@ -84,48 +84,43 @@ class _VllmFamilies:
         self.success = Counter(
             "vllm:request_success", "Count of successfully processed requests.", [*label, "finished_reason"], registry=r
         )
-        self.request_prompt_tokens = Histogram(
-            "vllm:request_prompt_tokens",
-            "Number of prefill tokens processed.",
-            label,
-            buckets=_TOKEN_BUCKETS,
-            registry=r,
+
+        def histogram(name: str, description: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, description, label, buckets=buckets, registry=r)
+
+        self.request_prompt_tokens = histogram(
+            "vllm:request_prompt_tokens", "Number of prefill tokens processed.", _TOKEN_BUCKETS
         )
-        self.request_generation_tokens = Histogram(
-            "vllm:request_generation_tokens",
-            "Number of generation tokens processed.",
-            label,
-            buckets=_TOKEN_BUCKETS,
-            registry=r,
+        self.request_generation_tokens = histogram(
+            "vllm:request_generation_tokens", "Number of generation tokens processed.", _TOKEN_BUCKETS
         )
-        self.ttft = Histogram(
-            "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", label,
-            buckets=_TTFT_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.tpot = Histogram(
-            "vllm:time_per_output_token_seconds", "Histogram of time per output token in seconds.", label,
-            buckets=_TPOT_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.itl = Histogram(
-            "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", label,
-            buckets=_TPOT_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.e2e = Histogram(
-            "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", label,
-            buckets=_REQUEST_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.queue = Histogram(
-            "vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", label,
-            buckets=_REQUEST_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.prefill = Histogram(
-            "vllm:request_prefill_time_seconds", "Histogram of time spent in PREFILL phase for request.", label,
-            buckets=_REQUEST_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.decode = Histogram(
-            "vllm:request_decode_time_seconds", "Histogram of time spent in DECODE phase for request.", label,
-            buckets=_REQUEST_BUCKETS, registry=r,
-        )  # fmt: skip
+        self.ttft = histogram(
+            "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", _TTFT_BUCKETS
+        )
+        self.tpot = histogram(
+            "vllm:time_per_output_token_seconds", "Histogram of time per output token in seconds.", _TPOT_BUCKETS
+        )
+        self.itl = histogram(
+            "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", _TPOT_BUCKETS
+        )
+        self.e2e = histogram(
+            "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", _REQUEST_BUCKETS
+        )
+        self.queue = histogram(
+            "vllm:request_queue_time_seconds",
+            "Histogram of time spent in WAITING phase for request.",
+            _REQUEST_BUCKETS,
+        )
+        self.prefill = histogram(
+            "vllm:request_prefill_time_seconds",
+            "Histogram of time spent in PREFILL phase for request.",
+            _REQUEST_BUCKETS,
+        )
+        self.decode = histogram(
+            "vllm:request_decode_time_seconds",
+            "Histogram of time spent in DECODE phase for request.",
+            _REQUEST_BUCKETS,
+        )
 
 
 class ModelMetrics:
