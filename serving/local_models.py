@@ -145,6 +145,9 @@ def _body(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return _plain(body)
 
 
+#: the openai client's per-call options, not body fields: ``extra_body`` is merged into the body; ``timeout`` bounds
+#: the call (a stream: the wait for each item); ``extra_headers`` and ``extra_query`` mean nothing without HTTP (the
+#: routes read no query here, and what headers carry, key, request id and trace, the agent's request already has)
 _CLIENT_OPTIONS = {"extra_body", "extra_headers", "extra_query", "timeout"}
 _NOT_GIVEN: Any
 try:
@@ -162,6 +165,31 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def _seconds(timeout: Any) -> Optional[float]:
+    """A call's ``timeout`` in seconds (a number, or an httpx.Timeout's read limit); None: no limit."""
+    if timeout is None or timeout is _NOT_GIVEN:
+        return None
+    if isinstance(timeout, (int, float)):
+        return float(timeout)
+    read = getattr(timeout, "read", None)
+    return float(read) if read is not None else None
+
+
+def _prepared(kind: str, service: ModelService, body: dict[str, Any]) -> Any:
+    """The call's body as the route's request type, checked as the route checks it (a 400 naming the field)."""
+    if kind == CHAT:
+        request: Any = parse_body(ChatCompletionRequest, body)
+    elif kind == COMPLETIONS:
+        request = parse_body(CompletionRequest, body)
+    else:
+        from .routes.responses import refuse_unsupported_options
+
+        request = parse_body(ResponsesAgentRequest, body)
+        refuse_unsupported_options(request)
+    service.require(kind)
+    return request
 
 
 async def _admitted(served: ServedModel, work: Callable[[], Awaitable[Any]]) -> Any:
@@ -194,10 +222,9 @@ def _end_span(span: Any, usage: Any, reasons: list[str], exc: Optional[BaseExcep
         return
     if exc is not None:
         tracing.fail(span, exc)
-    if usage:
-        get = usage.get if isinstance(usage, dict) else lambda k, d=None: getattr(usage, k, d)
-        span.set_attribute(tracing.INPUT_TOKENS, get("prompt_tokens") or get("input_tokens") or 0)
-        span.set_attribute(tracing.OUTPUT_TOKENS, get("completion_tokens") or get("output_tokens") or 0)
+    if usage:  # chat and completions name them prompt/completion, Responses input/output
+        span.set_attribute(tracing.INPUT_TOKENS, usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+        span.set_attribute(tracing.OUTPUT_TOKENS, usage.get("completion_tokens") or usage.get("output_tokens") or 0)
     if reasons:
         span.set_attribute(tracing.FINISH_REASONS, reasons)
     span.end()
@@ -212,26 +239,23 @@ async def _unary(kind: str, name: str, kwargs: dict[str, Any]) -> Any:
     usage, reasons = None, []
     try:
         with tracing.attached(tracing.context_with(span) if span is not None else None):
-            if kind == CHAT:
-                chat = parse_body(ChatCompletionRequest, body)
-                service.require(CHAT)
-                result = (await _admitted(served, lambda: service.chat(chat, served.name))).model_dump(
-                    exclude_none=True
-                )
-                reasons = [c.get("finish_reason") or "stop" for c in result.get("choices", [])]
-            elif kind == COMPLETIONS:
-                completion = parse_body(CompletionRequest, body)
-                service.require(COMPLETIONS)
-                result = await _admitted(served, lambda: service.completion(completion, served.name))
-                reasons = [c.get("finish_reason") or "stop" for c in result.get("choices", [])]
-            else:
-                from .routes.responses import echo_request, refuse_unsupported_options
+            request = _prepared(kind, service, body)
+            async with asyncio.timeout(_seconds(kwargs.get("timeout"))):
+                if kind == CHAT:
+                    answer = await _admitted(served, lambda: service.chat(request, served.name))
+                    result = answer.model_dump(exclude_none=True)
+                elif kind == COMPLETIONS:
+                    result = await _admitted(served, lambda: service.completion(request, served.name))
+                else:
+                    from .routes.responses import echo_request
 
-                request = parse_body(ResponsesAgentRequest, body)
-                refuse_unsupported_options(request)
-                service.require(RESPONSES)
-                result = echo_request(await _admitted(served, lambda: service.responses(request, served.name)), request)
+                    result = echo_request(
+                        await _admitted(served, lambda: service.responses(request, served.name)), request
+                    )
+            if kind == RESPONSES:
                 reasons = [result.get("status", "completed")]
+            else:
+                reasons = [c.get("finish_reason") or "stop" for c in result.get("choices", [])]
             usage = result.get("usage")
     except BaseException as exc:
         _end_span(span, None, [], exc)
@@ -250,31 +274,32 @@ async def _stream(kind: str, name: str, kwargs: dict[str, Any]) -> AsyncIterator
     usage: Any = None
     reasons: list[str] = []
     failure: Optional[BaseException] = None
-    with tracing.attached(ctx):
-        # the usage chunk is always asked for (the span records the tokens), and passed on where the call asked
-        if kind == CHAT:
-            request: Any = parse_body(ChatCompletionRequest, body)
-            service.require(CHAT)
-            source: AsyncIterator[Any] = service.chat_events(request, served.name, True)
-        elif kind == COMPLETIONS:
-            request = parse_body(CompletionRequest, body)
-            service.require(COMPLETIONS)
-            source = service.completion_events(request, served.name, True)
-        else:
-            from .routes.responses import echo_request, refuse_unsupported_options
+    from .routes.responses import echo_request
 
-            request = parse_body(ResponsesAgentRequest, body)
-            refuse_unsupported_options(request)
-            service.require(RESPONSES)
-            source = service.responses_stream(request, served.name)
+    try:
+        with tracing.attached(ctx):
+            request = _prepared(kind, service, body)
+    except BaseException as exc:
+        _end_span(span, None, [], exc)
+        raise
+    # the usage chunk is always asked for (the span records the tokens), and passed on where the call asked
+    source: Any  # an async generator of chunk texts (chat, completions) or event dicts (responses)
+    if kind == CHAT:
+        source = service.chat_events(request, served.name, True)
+    elif kind == COMPLETIONS:
+        source = service.completion_events(request, served.name, True)
+    else:
+        source = service.responses_stream(request, served.name)
     options = getattr(request, "stream_options", None)
     wants_usage = bool(options and options.include_usage)
+    wait = _seconds(kwargs.get("timeout"))
     await served.admission.acquire()
     try:
         while True:
             with tracing.attached(ctx):
                 try:
-                    item = await source.__anext__()
+                    async with asyncio.timeout(wait):
+                        item = await source.__anext__()
                 except StopAsyncIteration:
                     return
             if kind == RESPONSES:
@@ -298,7 +323,7 @@ async def _stream(kind: str, name: str, kwargs: dict[str, Any]) -> AsyncIterator
     finally:
         served.admission.release()
         with tracing.attached(ctx):
-            await source.aclose()  # type: ignore[attr-defined]
+            await source.aclose()
         _end_span(span, usage, reasons, failure if not isinstance(failure, GeneratorExit) else None)
 
 
@@ -324,13 +349,16 @@ def _typed(kind: str, data: dict[str, Any]) -> Any:
 
 def _as_openai_error(exc: Exception) -> Exception:
     """A servelm APIError as the openai package's exception of its status (what the same call over HTTP raises)."""
-    if not isinstance(exc, APIError):
-        exc = as_api_error(exc)
     try:
         import httpx
         import openai
     except ImportError:  # pragma: no cover
-        return exc
+        return exc if isinstance(exc, APIError) else as_api_error(exc)
+    if isinstance(exc, TimeoutError):  # the call's ``timeout`` passed: what the openai client raises then
+        request: Any = httpx.Request("POST", "http://servelm.local/v1")
+        return openai.APITimeoutError(request=request)
+    if not isinstance(exc, APIError):
+        exc = as_api_error(exc)
     classes = {
         400: openai.BadRequestError,
         401: openai.AuthenticationError,

@@ -98,6 +98,15 @@ def _models(agent_dir: str, tiny_llama_dir: str, **llm: object) -> list[dict]:
     return [{"model": agent_dir, "name": "agent"}, {"model": tiny_llama_dir, "name": "tiny", **llm}]
 
 
+def _assert_llm_call_aborted(base: str, app, wait_until) -> None:
+    """The agent's LLM call ended with its request: engine row and admission slot freed, and counted as vLLM's
+    finished_reason "abort" (not ended by its 2000 tokens)."""
+    engine = app.state.servelm.models["tiny"].service.engine
+    assert wait_until(lambda: not engine.requests._open and not engine.has_work(), timeout=30)
+    assert wait_until(lambda: app.state.servelm.models["tiny"].admission.running == 0, timeout=10)
+    assert _aborted(base) == 1
+
+
 def _aborted(base: str) -> float:
     """The LLM's requests that ended aborted, as /metrics counts them (vLLM's finished_reason "abort")."""
     for line in httpx.get(f"{base}/metrics").text.splitlines():
@@ -163,10 +172,7 @@ def test_a_disconnect_aborts_the_agents_llm_calls(
                 pass
             assert engine.requests._open  # the agent's LLM call is generating
         # the client went away: the agent's stream is closed, and with it its LLM call
-        assert wait_until(lambda: not engine.requests._open and not engine.has_work(), timeout=30)
-        llm = app.state.servelm.models["tiny"]
-        assert wait_until(lambda: llm.admission.running == 0, timeout=10)
-        assert _aborted(base) == 1
+        _assert_llm_call_aborted(base, app, wait_until)
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync-agent", "async-agent"])
@@ -176,13 +182,10 @@ def test_a_disconnect_aborts_a_non_streamed_agents_llm_call(
     if asynchronous:
         monkeypatch.setenv("AGENT_ASYNC", "1")
     with serve(_models(agent_dir, tiny_llama_dir)) as (base, app):
-        engine = app.state.servelm.models["tiny"].service.engine
         body = {"model": "agent", "input": "hi", "custom_inputs": {"max_tokens": 2000}}
         with pytest.raises(httpx.ReadTimeout):  # the client gives up while the agent's LLM call generates
             httpx.post(f"{base}/v1/responses", json=body, timeout=httpx.Timeout(60, read=0.5))
-        assert wait_until(lambda: not engine.requests._open and not engine.has_work(), timeout=30)
-        assert wait_until(lambda: app.state.servelm.models["tiny"].admission.running == 0, timeout=10)
-        assert _aborted(base) == 1  # ended by the disconnect, not by its 2000 tokens
+        _assert_llm_call_aborted(base, app, wait_until)
 
 
 def test_the_same_agent_reaches_its_llm_over_http_on_its_own(agent_dir, tiny_llama_dir, serve, monkeypatch):
@@ -228,8 +231,10 @@ def test_llm_calls_take_the_llms_admission_slots(agent_dir, tiny_llama_dir, serv
         assert wait_until(lambda: llm.admission.running == 0, timeout=30)
 
 
-def test_a_sync_client_on_the_event_loop_says_to_use_the_async_one(agent_dir, tiny_llama_dir, serve):
+def test_a_sync_client_on_the_event_loop_says_to_use_the_async_one(agent_dir, tiny_llama_dir, serve, wait_until):
     import asyncio
+
+    import openai
 
     from servelm.agents import llm_client
 
@@ -255,8 +260,14 @@ def test_a_sync_client_on_the_event_loop_says_to_use_the_async_one(agent_dir, ti
         assert events[0].type == "response.created" and type(events[0]).__name__ == "ResponseCreatedEvent"
         assert events[-1].type in ("response.incomplete", "response.completed")
         assert events[-1].response.usage.output_tokens <= 3
+        # a call's timeout is honoured, as the openai client's: APITimeoutError, and the generation is stopped
+        long = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2000, "extra_body": {"ignore_eos": True}}
+        with pytest.raises(openai.APITimeoutError):
+            client.chat.completions.create(**long, timeout=0.2)
+        with pytest.raises(openai.APITimeoutError):  # a stream: the wait for each chunk
+            for _ in client.chat.completions.create(**long, stream=True, timeout=httpx.Timeout(60, read=1e-6)):
+                pass
+        assert wait_until(lambda: not _llm_rows_busy(app), timeout=30)
         # a bad request raises what the openai client raises for a 400
-        import openai
-
         with pytest.raises(openai.BadRequestError, match="maximum context length"):
             client.chat.completions.create(messages=[{"role": "user", "content": "hi"}], max_tokens=10**9)
