@@ -104,12 +104,23 @@ def create_app(
 
 
 def _server_state(model_or_path: Any, server: ServerOptions, engine: EngineOptions) -> tuple[list[Any], ServerState]:
-    """(what each model loads from, the state naming them): one model, or a list of ``ModelSpec`` (or dicts)."""
+    """(what each model loads from, the state naming them): one model, or a list of ``ModelSpec`` (or dicts)
+    whose engine options default to those given beside the list."""
     if not isinstance(model_or_path, (list, tuple)):
         return [model_or_path], ServerState(
             server, engine, server.served_model_name or default_model_name(model_or_path)
         )
     specs = [spec if isinstance(spec, ModelSpec) else ModelSpec.model_validate(spec) for spec in model_or_path]
+    # engine options given beside the list apply to every model, under what its own spec sets
+    given = {k: v for k, v in engine.model_dump().items() if v != EngineOptions.model_fields[k].default}
+    specs = [
+        spec.model_copy(
+            update={
+                "engine": EngineOptions(**{**given, **spec.engine.model_dump(include=spec.engine.model_fields_set)})
+            }
+        )
+        for spec in specs
+    ]
     if not specs:
         raise ValueError("no model to serve")
     if server.served_model_name and len(specs) > 1:

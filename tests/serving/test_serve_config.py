@@ -62,6 +62,19 @@ def test_config_mistakes_name_the_entry(tmp_path, text, message):
     assert message in str(info.value)
 
 
+def test_engine_options_beside_a_list_apply_to_every_model_under_its_own():
+    from servelm.serving import create_app
+
+    app = create_app(
+        [{"model": "/m/a", "name": "a"}, {"model": "/m/b", "name": "b", "engine": {"max_num_seqs": 4}}],
+        max_num_seqs=8,
+        threads=1,
+    )
+    models = app.state.servelm.models
+    assert (models["a"].engine.max_num_seqs, models["a"].engine.threads) == (8, 1)
+    assert (models["b"].engine.max_num_seqs, models["b"].engine.threads) == (4, 1)
+
+
 def test_two_models_with_the_same_name_are_refused(tmp_path, chat_agent_code):
     from servelm.flavors.pyfunc import save_model
 
