@@ -158,7 +158,6 @@ class ServerState:
                 raise ValueError(f"two models are named `{name}`; give each its own name (NAME=PATH)")
             self.models[name] = ServedModel(self, name, options, concurrency, queue)
         self.default = next(iter(self.models.values()))
-        self.created = now_seconds()
         self.loop: Optional[asyncio.AbstractEventLoop] = (
             None  # the loop serving it (agents' in-process calls run there)
         )
@@ -187,7 +186,7 @@ class ServerState:
         statuses = {m.status for m in self.models.values()}
         return "ok" if statuses == {"ok"} else "error" if "error" in statuses else "loading"
 
-    # ------------------------------------------------------------------ the default model (one-model servers)
+    # ---------------------------------------------------------- the default model (one-model servers, embedding)
     @property
     def model_name(self) -> str:
         return self.default.name
@@ -197,27 +196,5 @@ class ServerState:
         return self.default.service
 
     @property
-    def load_error(self) -> Optional[str]:
-        return self.default.load_error
-
-    @load_error.setter
-    def load_error(self, value: Optional[str]) -> None:
-        self.default.load_error = value
-
-    @property
     def admission(self) -> Admission:
         return self.default.admission
-
-    @property
-    def engine(self) -> EngineOptions:
-        return self.default.engine
-
-    def ready(self) -> ModelService:
-        return self.default.ready()
-
-    def check_model(self, name: Optional[str]) -> ServedModel:
-        return self.model(name)
-
-    async def load(self, model_or_path: Any, on_error: Optional[LoadErrorHandler] = None) -> None:
-        """Load the default model (one-model servers)."""
-        await self.default.load(model_or_path, on_error)

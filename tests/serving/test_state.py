@@ -16,36 +16,35 @@ def test_status_and_ready_before_and_after_a_failed_load():
     state = ServerState(ServerOptions(), EngineOptions(), "m")
     assert state.status == "loading"
     with pytest.raises(APIError) as info:
-        state.ready()
+        state.default.ready()
     assert (
         info.value.status == 503
         and info.value.message == "model is still loading"
         and info.value.headers == {"Retry-After": "1"}
     )
-    state.load_error = "OSError: gone"
+    state.default.load_error = "OSError: gone"
     assert state.status == "error"
     with pytest.raises(APIError, match="model failed to load: OSError: gone"):
-        state.ready()
+        state.default.ready()
 
 
-def test_check_model_accepts_none_and_its_own_name():
+def test_a_request_naming_no_model_or_the_default_gets_it():
     state = ServerState(ServerOptions(), EngineOptions(), "m")
-    state.check_model(None)
-    state.check_model("m")
+    assert state.model(None) is state.default and state.model("m") is state.default
     with pytest.raises(APIError) as info:
-        state.check_model("other")
+        state.model("other")
     assert (info.value.status, info.value.param, info.value.code) == (404, "model", "model_not_found")
 
 
 async def test_load_failure_is_kept_and_reported(tmp_path):
     state = ServerState(ServerOptions(), EngineOptions(), "m")
     reasons = []
-    await state.load(str(tmp_path / "does-not-exist"), reasons.append)
+    await state.default.load(str(tmp_path / "does-not-exist"), reasons.append)
     assert state.service is None and state.status == "error"
     assert (
-        reasons == [f"model failed to load: {state.load_error}"]
-        and "not a directory" in state.load_error
-        and "\n" not in state.load_error
+        reasons == [f"model failed to load: {state.default.load_error}"]
+        and "not a directory" in state.default.load_error
+        and "\n" not in state.default.load_error
     )
 
 
@@ -60,7 +59,7 @@ def test_a_state_loaded_before_startup_is_not_loaded_again(tmp_path):
     reasons = []
     path = str(tmp_path / "does-not-exist")
     app = create_app(path, on_load_error=reasons.append)
-    asyncio.run(app.state.servelm.load(path, reasons.append))
+    asyncio.run(app.state.servelm.default.load(path, reasons.append))
     with TestClient(app) as client:
         assert client.get("/health").json()["status"] == "error"
     assert len(reasons) == 1

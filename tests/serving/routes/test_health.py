@@ -17,7 +17,7 @@ def test_health_is_503_until_loaded(tmp_path, chat_body, wait_until):
 
     app = create_app(str(tmp_path / "does-not-exist"))
     with TestClient(app) as client:
-        wait_until(lambda: app.state.servelm.load_error is not None)
+        wait_until(lambda: app.state.servelm.default.load_error is not None)
         resp = client.get("/health")
         assert resp.status_code == 503 and "not a directory" in resp.json()["detail"]
         assert client.post("/v1/chat/completions", json=chat_body).status_code == 503
