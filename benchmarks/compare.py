@@ -71,7 +71,7 @@ def kv_bytes_per_token(checkpoint: str) -> dict[str, int]:
     """KV-cache bytes one token needs, by system: vLLM and servelm's transformers engine (int8 too) store it
     in bf16 here (the transformers engine in fp32 where the CPU lacks native bf16); the onnx engine in bf16
     where it cuts the export at its attention nodes (a CPU with avx512_bf16), else in the export's fp32."""
-    from servelm.flavors.generation.bf16_intrinsics import has_bf16_dot
+    from servelm.flavors.engine.attention.bf16_intrinsics import has_bf16_dot
     from servelm.flavors.transformers.device import cpu_has_native_bf16
 
     with open(os.path.join(checkpoint, "config.json")) as f:

@@ -46,9 +46,9 @@ def load(model: str) -> tuple[Any, Any]:
 
 def decode_step_seconds(lm: Any, tokenizer: Any, rows: int, tokens: int, constrained: bool) -> float:
     """Median seconds of the decode steps during which all ``rows + 1`` rows are running."""
-    from servelm.flavors.generation.sampling import GuidedDecoding
-    from servelm.flavors.transformers.batcher import ContinuousBatcher
-    from servelm.flavors.transformers.sampling import SamplingParams
+    from servelm.flavors.engine.hf_batcher import ContinuousBatcher
+    from servelm.flavors.engine.sample.params import GuidedDecoding
+    from servelm.flavors.engine.sample.torch_sampler import SamplingParams
 
     batcher = ContinuousBatcher(lm, tokenizer, max_num_seqs=rows + 1, prefix_cache_bytes=0)
     text = tokenizer.apply_chat_template(

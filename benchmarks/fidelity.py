@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from servelm.flavors.engine.runners.int8_linear import QUANTIZATIONS
+    from servelm.flavors.engine.runners.llama import LlamaWeights
     from servelm.flavors.transformers import smollm2, tiny_model
     from servelm.flavors.transformers.device import choose_device
-    from servelm.flavors.transformers.int8_linear import QUANTIZATIONS
-    from servelm.flavors.transformers.runner import LlamaWeights
 
     names = args.quantization.split(",")
     unknown = [name for name in names if name not in ("none", *QUANTIZATIONS)]
@@ -81,8 +81,8 @@ def compare(weights: Any, texts: list[tuple[list[int], int, Any]]) -> dict[str, 
     """The runner over ``weights`` against the reference logits of ``texts``, at every decoded position."""
     import torch
 
-    from servelm.flavors.generation.model_runner import Chunk
-    from servelm.flavors.transformers.runner import TorchRunner
+    from servelm.flavors.engine.model_runner import Chunk
+    from servelm.flavors.engine.runners.llama import TorchRunner
 
     difference, agreed, positions = 0.0, 0, 0
     with torch.inference_mode():

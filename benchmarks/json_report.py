@@ -24,7 +24,7 @@ def emit(report: dict[str, Any], out: Optional[str]) -> None:
 def provenance() -> dict[str, Any]:
     """The commit, the command, the date and the machine a result was measured on: the CPU's model, its flags
     that servelm's paths read, and which of those were switched off (``SERVELM_CPU_FEATURES_OFF``)."""
-    from servelm.flavors.generation import cpu_features
+    from servelm.flavors.engine import cpu_features
 
     here = os.path.dirname(os.path.abspath(__file__))
     try:

@@ -4,7 +4,7 @@
         [--positions 300] [--prefill 256] [--repeat 5] [--out FILE.json]
 
 The two ways ``OrtRunner`` runs an export (``--kv-cache-dtype``): ``bfloat16``, the pieces of the cut graph
-with servelm's kernels over a bf16 cache between them (``flavors/onnx/layered_decoder.py``), and ``float32``,
+with servelm's kernels over a bf16 cache between them (``flavors/engine/runners/onnx_layered.py``), and ``float32``,
 the whole graph with onnxruntime's GroupQueryAttention over an fp32 cache. For each count in ``--rows``,
 that many sequences of ``--positions`` cached positions take decode steps (a token each); then one prompt of
 ``--prefill`` tokens is computed. Each way runs in a process of its own (the two hold thread pools that
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(measure(genai_dir, way, rows, args.positions, args.prefill, args.steps)))
         return {}
 
-    from servelm.flavors.generation.bf16_intrinsics import has_bf16_dot
-    from servelm.flavors.generation.cpu_features import why_not
+    from servelm.flavors.engine.attention.bf16_intrinsics import has_bf16_dot
+    from servelm.flavors.engine.cpu_features import why_not
     from servelm.flavors.onnx import export
     from servelm.flavors.transformers import smollm2, tiny_model
 
@@ -99,9 +99,9 @@ def measure(genai_dir: str, way: str, rows: list[int], positions: int, prefill: 
     """Milliseconds of one step, by step name, in this process: decode steps of each row count, one prefill."""
     import numpy as np
 
-    from servelm.flavors.generation.model_runner import Chunk
+    from servelm.flavors.engine.model_runner import Chunk
+    from servelm.flavors.engine.runners.onnx import OrtRunner
     from servelm.flavors.onnx.model import OnnxModel
-    from servelm.flavors.onnx.runner import OrtRunner
 
     decoder = OnnxModel(genai_dir, "cpu", kv_cache_dtype=way).decoder  # the engine's own thread count
     most = max(rows)

@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from servelm.flavors.engine.runners.llama import LlamaWeights
     from servelm.flavors.transformers import smollm2, tiny_model
     from servelm.flavors.transformers.device import choose_device
-    from servelm.flavors.transformers.runner import LlamaWeights
 
     path = smollm2() if args.model == "smollm2" else tiny_model("llama")
     device, dtype = choose_device(None, None, None)
@@ -90,8 +90,8 @@ def decode_times(
     import torch
     from transformers import DynamicCache
 
-    from servelm.flavors.generation.model_runner import Chunk
-    from servelm.flavors.transformers.runner import TorchRunner
+    from servelm.flavors.engine.model_runner import Chunk
+    from servelm.flavors.engine.runners.llama import TorchRunner
 
     device = weights.device
     prompts = rng.integers(100, weights.vocab_size, (rows, positions))  # [rows, positions]
@@ -128,8 +128,8 @@ def prefill_times(
     alternating."""
     import torch
 
-    from servelm.flavors.generation.model_runner import Chunk
-    from servelm.flavors.transformers.runner import TorchRunner
+    from servelm.flavors.engine.model_runner import Chunk
+    from servelm.flavors.engine.runners.llama import TorchRunner
 
     prompt = rng.integers(100, weights.vocab_size, count).tolist()  # [count]
     runner = TorchRunner(weights, 1, fused_decode=kernel)

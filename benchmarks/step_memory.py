@@ -32,11 +32,11 @@ def measure(model: str, sizes: range, exact: bool) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from servelm.flavors.generation.model_runner import Chunk
-    from servelm.flavors.generation.zeroed_memory import trim_heap
-    from servelm.flavors.transformers import runner as runner_module
+    from servelm.flavors.engine.memory import trim_heap
+    from servelm.flavors.engine.model_runner import Chunk
+    from servelm.flavors.engine.runners import llama as runner_module
+    from servelm.flavors.engine.runners.llama import LlamaWeights, TorchRunner
     from servelm.flavors.transformers import smollm2, tiny_model
-    from servelm.flavors.transformers.runner import LlamaWeights, TorchRunner
 
     lm = AutoModelForCausalLM.from_pretrained(smollm2() if model == "smollm2" else tiny_model(), dtype=torch.float32)
     weights = LlamaWeights(lm, torch.bfloat16)

@@ -13,7 +13,7 @@ from typing import Any, Optional
 from servelm.agents import ChatCompletionRequest
 from servelm.agents.ids import new_id, now_seconds
 
-from .generation import Batcher, SamplingParams, sampling_params
+from .engine import Batcher, SamplingParams, sampling_params
 from .pyfunc.wrappers import request_dict
 
 TASK_CHAT = "llm/v1/chat"

@@ -41,7 +41,7 @@ install() {
 # The tests whose paths depend on the CPU's instruction set: the attention kernels, the runners, both engines on
 # the tiny model and SmolLM2, and the benchmarks that time them.
 CPU_DEPENDENT_TESTS=(
-    tests/flavors/generation tests/flavors/transformers tests/flavors/onnx
+    tests/flavors/engine tests/flavors/generation tests/flavors/transformers tests/flavors/onnx
     tests/serving/engines/test_contract.py tests/serving/engines/test_real_model.py
     tests/benchmarks/test_onnx_step.py tests/benchmarks/test_fidelity.py
 )

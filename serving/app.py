@@ -23,7 +23,7 @@ from .logs import RequestLog
 from .openapi import openapi_document
 from .options import EngineOptions, ModelSpec, ServerOptions, split_options
 from .routes import ROUTES, include_routes
-from .services.loading import default_model_name
+from .services.build import default_model_name
 from .state import LoadErrorHandler, ServerState
 from .tracing import configure_tracing, tracer
 

@@ -52,7 +52,7 @@ def serve(model: Optional[list[str]], config: Optional[str], **given: Any) -> No
 
     from .logs import configure_logging
     from .serve_config import read_serve_config, specs_from_flags
-    from .services.loading import choose_engine
+    from .services.build import choose_engine, gpu_workers_refusal
 
     try:
         fields = {k: v for k, v in given.items() if v is not None}
@@ -67,12 +67,16 @@ def serve(model: Optional[list[str]], config: Optional[str], **given: Any) -> No
 
         for spec in specs:
             spec.model = os.path.abspath(resolve_model_uri(spec.model))  # runs:/, models:/, s3://... through MLflow
-            chosen = choose_engine(spec.model, spec.engine.engine)  # fail fast on a bad directory, before binding
+            # fail fast on a bad directory, before binding
+            chosen = choose_engine(spec.model, spec.engine.engine, spec.engine.device)
             if chosen == "vllm":
                 from .engines.vllm import INSTALL_HINT, vllm_available
 
                 if not vllm_available():
                     raise ModelFormatError(INSTALL_HINT)
+            refusal = gpu_workers_refusal(server.workers, chosen, spec.engine.device)
+            if refusal:
+                raise ValueError(refusal)
     except (ModelFormatError, ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

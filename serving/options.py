@@ -12,9 +12,8 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-ENGINES = ("pyfunc", "transformers", "onnx", "vllm", "llamacpp")
 LogLevel = Literal["debug", "info", "warning", "error"]
-EngineName = Literal["pyfunc", "transformers", "onnx", "vllm", "llamacpp"]
+EngineName = Literal["auto", "pyfunc", "transformers", "onnx", "vllm", "llamacpp"]  # auto, and engines/registry.py
 ToolParserName = Literal["hermes", "llama3_json", "mistral"]
 QuantizationName = Literal["int8"]
 KvCacheDtypeName = Literal["auto", "bfloat16", "float32"]
@@ -71,8 +70,9 @@ class EngineOptions(BaseModel):
 
     engine: Optional[EngineName] = Field(
         None,
-        description="Force an engine: pyfunc, transformers, onnx, vllm, llamacpp (default: from the model; a GGUF "
-        "file runs on llamacpp where llama.cpp is installed).",
+        description="Force an engine: pyfunc, transformers, onnx, vllm, llamacpp (default, or auto: from the model; "
+        "a GGUF file runs on llamacpp where llama.cpp is installed, a transformers model on vllm where vLLM is "
+        "installed and a CUDA device is there).",
     )
     max_num_seqs: int = Field(64, ge=1, description="LLM engines: sequences decoded together in one batch.")
     max_request_sequences: int = Field(

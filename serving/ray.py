@@ -27,6 +27,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
+from .engines.registry import REGISTRY
 from .options import EngineOptions, ModelSpec, ServerOptions, split_options
 
 try:
@@ -42,7 +43,7 @@ REPLICA_HEADER = "x-servelm-replica"
 #: ServerOptions that Ray decides instead (its proxy listens; its replicas are the workers)
 NOT_UNDER_RAY = ("host", "port", "workers")
 #: engines whose concurrency is their batch (``max_num_seqs``)
-LLM_ENGINES = ("transformers", "onnx", "vllm")
+LLM_ENGINES = tuple(entry.name for entry in REGISTRY if entry.generates)
 
 
 # ---------------------------------------------------------------------------------- the deployment
@@ -119,10 +120,10 @@ class ReplicaAdapter:
 # ---------------------------------------------------------------------------------- options -> Ray
 def engine_kind(model: str, engine: EngineOptions) -> Optional[str]:
     """The engine that will serve ``model`` (None when it cannot be told here: a path only the cluster has)."""
-    from .services.loading import choose_engine
+    from .services.build import choose_engine
 
     try:
-        return choose_engine(model, engine.engine)
+        return choose_engine(model, engine.engine, engine.device)
     except Exception:
         return engine.engine
 

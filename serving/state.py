@@ -21,7 +21,7 @@ from .metrics import ServerMetrics
 from .options import EngineOptions, ServerOptions
 from .responses_store import ResponseStore
 from .services.base import ModelService
-from .services.loading import build_service
+from .services.build import build_service
 from .shutdown import Drain
 
 log = logging.getLogger("servelm.serving")

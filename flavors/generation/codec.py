@@ -56,7 +56,7 @@ class TokenBytes:
         if self._llg is None:
             import llguidance
 
-            from .guided import tokenizer_json
+            from ..engine.structured import tokenizer_json
 
             self._llg = llguidance.LLTokenizer(tokenizer_json(self.tokenizer))
         return bytes(self._llg.decode_bytes([token]))

@@ -1,5 +1,5 @@
 """An exported decoder cut at its GroupQueryAttention nodes, so that servelm's own kernels run between the
-pieces over the runner's KV cache (``layered_decoder.py``).
+pieces over the runner's KV cache (``engine/runners/onnx_layered.py``).
 
 Why: onnxruntime's GroupQueryAttention on CPU multiplies each query head of each sequence on its own and
 takes much of a batched decode step; and one call of the whole graph takes one prompt length, so prompts

@@ -14,10 +14,10 @@ from typing import Any, Optional
 
 from servelm.agents import ChatCompletionRequest
 
+from ..engine import Batcher
+from ..engine.scheduler import Scheduler
+from ..engine.threads import default_threads
 from ..errors import ModelFormatError
-from ..generation import Batcher
-from ..generation.scheduler import Scheduler
-from ..generation.threads import default_threads
 from ..generation.tokenizer_prompts import TokenizerPrompts
 from .runtime import GENAI_CONFIG, choose_provider, import_genai, open_genai, read_genai_config, saved_provider
 
@@ -72,7 +72,7 @@ class OnnxModel:
         self.decoder: Any = None
         self.genai: Any = None
         if provider == "cpu" and runs_on_ort_directly(genai_dir):
-            from .runner import OrtDecoder
+            from ..engine.runners.onnx import OrtDecoder
 
             weights = sum(
                 os.path.getsize(os.path.join(genai_dir, f))
@@ -97,7 +97,7 @@ class OnnxModel:
     def new_batcher(self, max_num_seqs: Optional[int] = None) -> Batcher:
         """A fresh batcher (its own KV cache) over the loaded model; build it on the thread that steps it."""
         if self.decoder is not None:
-            from .runner import OrtRunner
+            from ..engine.runners.onnx import OrtRunner
 
             return Scheduler(
                 OrtRunner(self.decoder, max_num_seqs or self.max_batch_size),
@@ -105,7 +105,7 @@ class OnnxModel:
                 set(self.prompts.eos_ids),
                 max_num_seqs or self.max_batch_size,
             )
-        from .batcher import GenaiBatcher
+        from ..engine.genai_batcher import GenaiBatcher
 
         return GenaiBatcher(self.genai)  # type: ignore[return-value]  # its sequences carry the Engine's state
 

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from servelm.agents import ChatCompletionRequest
 
-from ..generation import Batcher
+from ..engine import Batcher
 from ..llm_pyfunc import ChatLLMPyfunc
 from .model import OnnxModel
 

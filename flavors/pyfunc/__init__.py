@@ -9,7 +9,7 @@ from typing import Any
 
 from servelm.agents import ChatAgent, ChatModel, PythonModel, PythonModelContext, ResponsesAgent
 
-from .load import PyFuncModel, get_model_dependencies, load_model
+from .pyfunc_model import PyFuncModel, get_model_dependencies, load_model
 from .save import save_model
 
 

@@ -392,7 +392,7 @@ def _predict_example(
     type_hinted: bool,
 ) -> Any:
     """The model's prediction on its input example, through the same conversions a loaded model applies."""
-    from .load import PyFuncModel
+    from .pyfunc_model import PyFuncModel
 
     data, params = _split_example(example)
     meta = Model(

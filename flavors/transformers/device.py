@@ -1,5 +1,5 @@
 """Where and in what precision a model runs: CUDA when available, else CPU (with the threads asked for;
-the loader picks a count from the model's size otherwise, ``generation/threads.py``).
+the loader picks a count from the model's size otherwise, ``engine/threads.py``).
 
 ``dtype="auto"`` (the default) follows vLLM: on a GPU the checkpoint's bf16 / fp16, and bf16 for fp32
 checkpoints (fp16 where bf16 is not supported); on a CPU bf16 when it computes bf16 natively
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-from ..generation.cpu_features import cpu_has, describe
+from ..engine.cpu_features import cpu_has, describe
 
 log = logging.getLogger("servelm.device")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -48,6 +48,13 @@ def choose_device(
     name = device or ("cuda" if torch.cuda.is_available() else "cpu")
     requested = getattr(torch, dtype) if dtype and dtype != "auto" else None
     if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0) if name.partition(":")[2].isdigit() or name == "cuda" else -1
+        if not 0 <= index < count:
+            raise ValueError(
+                f"device {name!r}: this machine has {count} CUDA device(s) visible to torch {torch.__version__}"
+                + ("" if count else " (a CPU build, or no GPU): leave device unset or use cpu")
+            )
         if requested is None:
             saved = checkpoint_dtype if checkpoint_dtype in ("bfloat16", "float16") else "bfloat16"
             requested = getattr(torch, saved) if saved == "float16" or torch.cuda.is_bf16_supported() else torch.float16

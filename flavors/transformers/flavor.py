@@ -229,11 +229,11 @@ def load_checkpoint(
     checkpoint: Checkpoint, device: Optional[str] = None, threads: Optional[int] = None, dtype: Optional[str] = None
 ) -> tuple[Any, Any]:
     """(model on its device in eval mode, tokenizer), in ``dtype`` (default "auto": see ``device.py``). On
-    CPU without ``threads``, large models compute on every core (``generation/threads.py``)."""
+    CPU without ``threads``, large models compute on every core (``engine/threads.py``)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ..generation.threads import default_threads
+    from ..engine.threads import default_threads
     from .device import choose_device
     from .progress import show_progress_bars
 

@@ -10,8 +10,8 @@ from typing import Any, Optional
 
 from servelm.agents import ChatCompletionRequest
 
+from ..engine.hf_batcher import ContinuousBatcher, model_runner_factory
 from ..llm_pyfunc import TASK_CHAT, ChatLLMPyfunc
-from .batcher import ContinuousBatcher, model_runner_factory
 from .chat import encode_chat
 
 __all__ = ["TASK_CHAT", "TransformersPyfunc"]

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
-from servelm.flavors.generation import SamplingParams
-from servelm.flavors.generation.choice import TokenChoice
+from servelm.flavors.engine import SamplingParams
+from servelm.flavors.engine.sample.choice import TokenChoice
 
 #: called after every engine step with the number of sequences it advanced (the batch-size metric)
 StepObserver = Callable[[int], None]

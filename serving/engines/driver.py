@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Optional
 
-from servelm.flavors.generation import SamplingParams
+from servelm.flavors.engine import SamplingParams
 
 from .base import Delta
 

@@ -18,8 +18,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
-from servelm.flavors.generation import SamplingParams
-from servelm.flavors.generation.choice import TokenChoice
+from servelm.flavors.engine import SamplingParams
+from servelm.flavors.engine.sample.choice import TokenChoice
 
 from ..options import EngineOptions
 from .base import Delta
@@ -183,7 +183,7 @@ def request_body(prompt_ids: list[int], p: SamplingParams, context_length: int) 
     if p.logprobs is not None:
         body["n_probs"] = max(p.logprobs, 1)
     if p.guided is not None:  # this llama.cpp build has llguidance: servelm's grammars go to it as they are
-        from servelm.flavors.generation.guided import lark_text  # (numpy: imported only where a grammar is asked)
+        from servelm.flavors.engine.structured import lark_text  # (numpy: imported only where a grammar is asked)
 
         body["grammar"] = "%llguidance {}\n" + lark_text(p.guided)
     return body

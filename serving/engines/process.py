@@ -31,8 +31,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
-from servelm.flavors.generation import Batcher, SamplingParams
-from servelm.flavors.generation.choice import TokenChoice
+from servelm.flavors.engine import Batcher, SamplingParams
+from servelm.flavors.engine.sample.choice import TokenChoice
 
 from ..errors import APIError
 from ..logs import configure_logging

@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
-from servelm.flavors.generation import SamplingParams
+from servelm.flavors.engine import SamplingParams
 
 from .base import Delta
 

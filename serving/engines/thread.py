@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Optional
 
-from servelm.flavors.generation import Batcher, SamplingParams
+from servelm.flavors.engine import Batcher, SamplingParams
 
 from .base import StepObserver
 from .driver import IDLE_SECONDS, BatcherDriver

@@ -15,9 +15,9 @@ import logging
 import os
 from typing import Any, Optional
 
-from servelm.flavors.generation import SamplingParams
-from servelm.flavors.generation.choice import TokenChoice
-from servelm.flavors.generation.guided import lark_text
+from servelm.flavors.engine import SamplingParams
+from servelm.flavors.engine.sample.choice import TokenChoice
+from servelm.flavors.engine.structured import lark_text
 
 from ..options import EngineOptions
 from .base import Delta

@@ -32,8 +32,9 @@ from servelm.agents import (
 )
 from servelm.agents.chat_types import ChatChoiceLogProbs, ChatChunkChoice
 from servelm.agents.ids import new_id, now_seconds
-from servelm.flavors.generation import SamplingParams, sampling_params, template_inputs
-from servelm.flavors.generation.choice import TokenChoice
+from servelm.flavors.engine import SamplingParams, sampling_params
+from servelm.flavors.engine.sample.choice import TokenChoice
+from servelm.flavors.generation import template_inputs
 from servelm.flavors.generation.codec import ChatCodec
 from servelm.flavors.generation.tool_calls import (
     ToolCallParser,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Optional
 
-from servelm.flavors.generation.choice import TokenChoice
+from servelm.flavors.engine.sample.choice import TokenChoice
 from servelm.flavors.generation.tool_calls import ToolEvent
 
 TokenBytes = Callable[[int], bytes]

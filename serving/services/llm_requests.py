@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from servelm.agents import ChatCompletionRequest, ChatParams
-from servelm.flavors.generation.guided import check_grammar
-from servelm.flavors.generation.sampling import GuidedDecoding
+from servelm.flavors.engine.sample.params import GuidedDecoding
+from servelm.flavors.engine.structured import check_grammar
 from servelm.flavors.generation.tool_calls import ToolFormat
 
 from ..errors import APIError

@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any, NamedTuple, Optional
 
-from servelm.flavors.generation.choice import TokenChoice
+from servelm.flavors.engine.sample.choice import TokenChoice
 
 from ..engines.base import Delta, Engine, RequestStream
 from ..errors import APIError

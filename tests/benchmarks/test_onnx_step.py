@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from servelm.flavors.generation.bf16_intrinsics import has_bf16_dot
+from servelm.flavors.engine.attention.bf16_intrinsics import has_bf16_dot
 
 
 def test_onnx_step_quick(tmp_path, run_script):

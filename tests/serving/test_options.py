@@ -2,12 +2,13 @@
 named) and ``cli_parameters`` (the ``servelm serve`` flags generated from the fields)."""
 
 import inspect
-from typing import Optional
+from typing import Optional, get_args
 
 import pytest
 from pydantic import ValidationError
 
-from servelm.serving.options import ENGINES, EngineOptions, ServerOptions, cli_parameters, split_options
+from servelm.serving.engines.registry import ENGINES
+from servelm.serving.options import EngineName, EngineOptions, ServerOptions, cli_parameters, split_options
 
 
 def test_defaults_without_anything():
@@ -90,9 +91,9 @@ def test_api_key_defaults_to_the_environment(monkeypatch):
     assert ServerOptions().api_key is None
 
 
-def test_engines_are_the_literal_choices():
-    assert ENGINES == ("pyfunc", "transformers", "onnx", "vllm", "llamacpp")
-    for name in ENGINES:
+def test_the_registrys_engines_are_the_literal_choices():
+    assert get_args(EngineName) == ("auto", *ENGINES)
+    for name in get_args(EngineName):
         assert split_options(engine=name)[1].engine == name
 
 

@@ -158,10 +158,10 @@ def test_templates_without_tools_get_them_written_in():
 def test_a_forced_call_is_always_valid_even_from_random_weights(fmt, tiny_llama):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from servelm.flavors.generation import SamplingParams
-    from servelm.flavors.generation.guided import check_grammar
-    from servelm.flavors.generation.sampling import GuidedDecoding
-    from servelm.flavors.transformers.batcher import ContinuousBatcher
+    from servelm.flavors.engine import SamplingParams
+    from servelm.flavors.engine.hf_batcher import ContinuousBatcher
+    from servelm.flavors.engine.sample.params import GuidedDecoding
+    from servelm.flavors.engine.structured import check_grammar
 
     model, tokenizer = (
         AutoModelForCausalLM.from_pretrained(tiny_llama).eval(),

@@ -140,7 +140,7 @@ def test_mlflow_types_where_servelm_types_are_expected():
     from mlflow.types.agent import ChatAgentMessage as MlflowMessage
 
     from servelm.agents import CHAT_AGENT_INPUT_EXAMPLE, ChatAgent, ChatAgentMessage, ChatAgentResponse, ChatMessage
-    from servelm.serving.services.loading import in_memory_pyfunc
+    from servelm.serving.services.build import in_memory_pyfunc
 
     class Mixed(ChatAgent):
         def predict(self, messages, context=None, custom_inputs=None):

@@ -77,7 +77,7 @@ def test_the_serving_process_needs_no_torch(tiny_gguf_dir, run_python):
         import asyncio, json, sys
         from servelm.serving.metrics import ServerMetrics
         from servelm.serving.options import EngineOptions, ServerOptions
-        from servelm.serving.services.loading import build_service
+        from servelm.serving.services.build import build_service
 
         service = build_service({tiny_gguf_dir!r}, ServerOptions(), EngineOptions(), ServerMetrics())
         asyncio.run(service.start())
@@ -90,8 +90,8 @@ def test_the_serving_process_needs_no_torch(tiny_gguf_dir, run_python):
 def test_request_body_maps_every_sampling_parameter():
     """What llama.cpp is asked for: vLLM's sampler order, min_p always sent (llama.cpp's default is 0.05),
     penalties over the whole context, 32-bit seeds, bias as pairs, grammars as llguidance Lark."""
-    from servelm.flavors.generation import SamplingParams
-    from servelm.flavors.generation.sampling import GuidedDecoding
+    from servelm.flavors.engine import SamplingParams
+    from servelm.flavors.engine.sample.params import GuidedDecoding
     from servelm.serving.engines.llamacpp import SAMPLERS, request_body
 
     params = SamplingParams(

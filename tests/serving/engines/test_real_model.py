@@ -39,9 +39,9 @@ def test_pyfunc_answers_the_question(tmp_path_factory, smollm2_checkpoint):
 def test_int8_answers_the_question_too(tmp_path_factory, smollm2_checkpoint):
     import torch
 
+    from servelm.flavors.engine.runners.int8_linear import int8_unavailable_reason
     from servelm.flavors.pyfunc import load_model
     from servelm.flavors.transformers import save_model
-    from servelm.flavors.transformers.int8_linear import int8_unavailable_reason
 
     if int8_unavailable_reason(torch.device("cpu")):
         pytest.skip("no fbgemm int8 kernels in this torch")

@@ -207,10 +207,10 @@ def test_prompt_over_context_is_400(vllm_server):
 
 
 def _sampling_reference():
-    """tests/flavors/generation/sampling_reference.py: the table the torch and numpy samplers are held to."""
+    """tests/flavors/engine/sample/sampling_reference.py: the table the torch and numpy samplers are held to."""
     from pathlib import Path
 
-    path = Path(__file__).parents[2] / "flavors" / "generation" / "sampling_reference.py"
+    path = Path(__file__).parents[2] / "flavors" / "engine" / "sample" / "sampling_reference.py"
     spec = importlib.util.spec_from_file_location("sampling_reference", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,7 +1,7 @@
 """An LLM's model_config gives the request defaults (the Phi-3 example's ``max_new_tokens``); without it the
 answer is capped at DEFAULT_MAX_TOKENS, not the whole remaining context."""
 
-from servelm.flavors.generation import DEFAULT_MAX_TOKENS
+from servelm.flavors.engine import DEFAULT_MAX_TOKENS
 
 
 def test_model_config_max_new_tokens_is_the_default(tmp_path, tiny_llama, serve, openai_client):

@@ -1,0 +1,81 @@
+"""Rotary embedding and cache writes for the onnx engine's cut decoder (``runners/onnx_layered.py``), as one numba
+kernel: each step token's query and key heads turned by its position's angles, its key and value written into its row
+of the KV cache, its queries laid out for the attention kernel (``cpu_kernel.py``).
+
+This is the part of the export's GroupQueryAttention nodes that is not attention: the pieces of the cut
+graph give each token's packed query, key and value projections, unrotated. Rotation is in fp32 on the
+half-split convention (feature d turns with feature d + rotary_dim / 2), with the angles of the export's own
+tables; on a bf16 cache the key, value and queries are rounded once to the nearest bf16 (ties to even).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+#: (qkv [tokens, (heads + 2 * kv_heads) * head_dim] fp32: the projections, unrotated; cache_rows [tokens] int64;
+#: positions [tokens] int64; cos, sin [context, rotary_dim / 2] fp32; keys, values [cache rows, kv_heads,
+#: positions, head_dim] (uint16 bf16 bits or fp32); queries [tokens, heads, head_dim], the cache's dtype) -> None
+CacheWriter = Callable[[Any, Any, Any, Any, Any, Any, Any, Any], None]
+
+
+@cache
+def cache_writer(head_dim: int, heads: int, kv_heads: int, rotary_dim: int, bf16: bool) -> CacheWriter:
+    """The compiled kernel for this shape (the sizes are compile-time constants; cached on disk by numba)."""
+    import numpy as np
+    from numba import njit
+
+    HEAD_DIM, HEADS, KV_HEADS, HALF, BF16 = head_dim, heads, kv_heads, rotary_dim // 2, bf16  # noqa: N806
+    ROTARY = 2 * HALF  # noqa: N806
+
+    def write(qkv, cache_rows, positions, cos, sin, keys, values, queries):
+        for r in range(qkv.shape[0]):
+            at, row = positions[r], cache_rows[r]
+            angle_cos, angle_sin = cos[at], sin[at]  # [rotary_dim / 2]
+            turned = np.empty(HEAD_DIM, np.float32)
+            turned_bits = turned.view(np.uint32)
+            for head in range(HEADS + 2 * KV_HEADS):
+                source = qkv[r, head * HEAD_DIM : (head + 1) * HEAD_DIM]  # [head_dim]
+                if head < HEADS + KV_HEADS:  # a query or a key: turned
+                    for d in range(HALF):
+                        turned[d] = source[d] * angle_cos[d] - source[d + HALF] * angle_sin[d]
+                        turned[d + HALF] = source[d + HALF] * angle_cos[d] + source[d] * angle_sin[d]
+                    for d in range(ROTARY, HEAD_DIM):
+                        turned[d] = source[d]
+                else:
+                    for d in range(HEAD_DIM):
+                        turned[d] = source[d]
+                if head < HEADS:
+                    target = queries[r, head]
+                elif head < HEADS + KV_HEADS:
+                    target = keys[row, head - HEADS, at]
+                else:
+                    target = values[row, head - HEADS - KV_HEADS, at]
+                for d in range(HEAD_DIM):
+                    if BF16:  # the nearest bf16, ties to even
+                        bits = turned_bits[d]
+                        odd = (bits >> np.uint32(16)) & np.uint32(1)
+                        target[d] = np.uint16((bits + np.uint32(0x7FFF) + odd) >> np.uint32(16))
+                    else:
+                        target[d] = turned[d]
+
+    def jit(cache: bool) -> Any:
+        return njit(write, cache=cache, nogil=True, fastmath=True, boundscheck=False)
+
+    try:
+        compiled = jit(cache=True)
+    except RuntimeError:  # nowhere writable for numba's cache: compile each start
+        compiled = jit(cache=False)
+    dtype = np.uint16 if bf16 else np.float32
+    compiled(
+        np.zeros((1, (heads + 2 * kv_heads) * head_dim), np.float32),
+        np.zeros(1, np.int64),
+        np.zeros(1, np.int64),
+        np.ones((1, max(1, rotary_dim // 2)), np.float32),
+        np.zeros((1, max(1, rotary_dim // 2)), np.float32),
+        np.zeros((1, kv_heads, 1, head_dim), dtype),
+        np.zeros((1, kv_heads, 1, head_dim), dtype),
+        np.zeros((1, heads, head_dim), dtype),
+    )
+    return compiled

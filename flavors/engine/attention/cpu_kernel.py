@@ -1,0 +1,235 @@
+"""Decode attention on CPU: each decoding row's new queries against that row's cached keys and values, as
+one numba kernel over the runner's KV cache in place; where it runs on the CPU's bf16 instructions, each
+token of a prompt chunk too, as a query over its row up to its own position. Both CPU runners use it: the
+transformers runner between its torch ops, the onnx runner between the pieces of an export cut at its
+attention nodes (``runners/onnx_layered.py``).
+
+Why not the libraries' attention for decode steps: onnxruntime's GroupQueryAttention multiplies each query head of
+each sequence on its own, reading each kv head once per query head; and in torch's ``scaled_dot_product_attention``
+a kv head's group of queries is a matrix of a few rows, and the CPU kernels spend most of such a call on per-block
+set-up rather than on reading the cache, which is what a decode step's attention has to do. Here each (row, kv head)
+reads its keys and values once, widened from bf16 to fp32 as they are read, over that row's own length (no mask, no
+padding to the longest row), and the group's queries share every key and value read. The softmax and both products
+accumulate in fp32. On CPUs with avx512_bf16 and head sizes a multiple of 32, the scores take the CPU's bf16 dot
+product sixteen keys at a time and the values' weighted sums stay in registers (``bf16_intrinsics.py``); the results
+are the same up to the order of additions. The kernel runs on numba's threads with the GIL released.
+
+``decode_kernel`` gives the kernel for a model's head size, query group and cache dtype, or None where it
+cannot run (numba not installed, a dtype it does not read, not a CPU): the runner then uses its library's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import cache
+from typing import Any, Optional
+
+log = logging.getLogger("servelm.generation")
+
+#: (queries [rows, kv_heads, group, head_dim], cache_rows [rows] int64: each query's row of the cache, keys,
+#: values [cache rows, kv_heads, positions, head_dim] (queries, keys and values all uint16 bf16 bits or all
+#: fp32), lengths [rows] int64: the positions each query attends over, scale,
+#: out [rows, kv_heads * group, head_dim] fp32) -> None
+DecodeKernel = Callable[[Any, Any, Any, Any, Any, float, Any], None]
+
+_CACHE_DTYPES = ("bfloat16", "float32")
+
+
+def decode_kernel(head_dim: int, group: int, dtype: Any, device: Any) -> Optional[DecodeKernel]:
+    """The compiled decode-attention kernel for this shape and cache dtype (compiled once per process and
+    shape, and cached on disk by numba), or None where it does not apply."""
+    name = str(dtype).removeprefix("torch.")
+    if getattr(device, "type", device) != "cpu" or name not in _CACHE_DTYPES:
+        return None
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        log.info("numba is not installed: decode attention runs in the model's library (pip install numba)")
+        return None
+    return _compiled(head_dim, group, name == "bfloat16")
+
+
+def on_bf16_instructions(head_dim: int, dtype: Any) -> bool:
+    """Whether the kernel runs on the CPU's bf16 instructions (``bf16_intrinsics.py``): a bf16 cache, a head
+    size a multiple of 32, a CPU with avx512_bf16. Only then is it also the faster attention for prompt
+    chunks, reading each key a chunk's query needs once per kv head at a fraction of the cost of torch's
+    flash attention on CPU; elsewhere a query at a time would read the cache no faster than torch does a
+    whole chunk."""
+    from .bf16_intrinsics import PAIRS, has_bf16_dot
+
+    return str(dtype).removeprefix("torch.") == "bfloat16" and head_dim % PAIRS == 0 and has_bf16_dot()
+
+
+def set_kernel_threads(count: int) -> None:
+    """Run the kernel on ``count`` threads of the calling thread (a runner passes its library's intra-op
+    count, so ``--threads`` bounds both)."""
+    import numba
+
+    numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+
+
+@cache
+def _compiled(head_dim: int, group: int, bf16: bool, dot_bf16: bool = True) -> Optional[DecodeKernel]:
+    """The kernel with the head size and group as constants (the compiler unrolls the per-feature loops),
+    compiled; None (logged) where numba cannot compile or run it."""
+    try:
+        return _compile(head_dim, group, bf16, dot_bf16)
+    except Exception as exc:  # a numba without a usable threading layer, a compiler error: the library's attention
+        log.warning("the decode-attention kernel is unavailable (%s): attention runs in the model's library", exc)
+        return None
+
+
+# the bf16 dot-product intrinsics, read by the kernel as globals (numba caches a kernel whose closure holds
+# only plain constants; it could not key its cache on intrinsics held there)
+_dot: Any = None
+_dot16: Any = None
+_accumulate: Any = None
+_prefetch: Any = None
+AHEAD = 32  # positions: how far ahead of its reading the kernel asks for cache lines
+
+
+def _load_bf16_dot() -> None:
+    global _dot, _dot16, _accumulate, _prefetch
+    from .bf16_intrinsics import accumulate, dot, dot16, prefetch
+
+    _dot, _dot16, _accumulate, _prefetch = dot, dot16, accumulate, prefetch
+
+
+def _compile(head_dim: int, group: int, bf16: bool, dot_bf16: bool = True) -> DecodeKernel:
+    """The kernel compiled; ``dot_bf16`` lets it take bf16 scores on the CPU's bf16 instruction where there
+    is one (``bf16_intrinsics.py``)."""
+    import numba
+    import numpy as np
+    from numba import njit, prange
+
+    from .bf16_intrinsics import LANES
+
+    if numba.config.THREADING_LAYER == "default":  # type: ignore[attr-defined]
+        # tbb or OpenMP, never the workqueue layer: engine threads of one process may run the kernel at once
+        numba.config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
+
+    HEAD_DIM, GROUP, BF16 = head_dim, group, bf16  # noqa: N806 (compile-time constants)
+    DOT_BF16 = dot_bf16 and on_bf16_instructions(head_dim, "bfloat16" if bf16 else "float32")  # noqa: N806
+    BLOCK = LANES * head_dim  # noqa: N806 (values in sixteen positions)
+    if DOT_BF16:
+        _load_bf16_dot()
+    LOG2E = np.float32(1.4426950408889634)  # noqa: N806
+
+    def kernel(q, cache_rows, keys, values, lengths, scale, out):
+        rows, kv_heads = q.shape[0], q.shape[1]
+        for task in prange(rows * kv_heads):
+            # queries from both ends in turn: numba hands each thread a contiguous share of the tasks, and a
+            # prompt's queries grow longer one by one
+            turn = task // kv_heads
+            h = task - turn * kv_heads
+            r = turn // 2 if turn % 2 == 0 else rows - 1 - turn // 2
+            n = lengths[r]
+            row_keys, row_values = keys[cache_rows[r], h], values[cache_rows[r], h]  # [positions, head_dim]
+            scores = np.empty((GROUP, n), np.float32)
+            wide = np.empty(HEAD_DIM, np.float32)  # one key or value in fp32
+            wide_bits = wide.view(np.uint32)
+            if DOT_BF16:  # on the CPU's bf16 products, sixteen keys at a time
+                flat_keys = row_keys.ravel()  # [positions * head_dim]
+                whole = n - n % LANES
+                for g in range(GROUP):
+                    query, row = q[r, h, g], scores[g]  # [head_dim] bf16 bits, [n]
+                    for t in range(0, whole, LANES):
+                        if g == 0 and t + AHEAD < n:
+                            _prefetch(flat_keys, (t + AHEAD) * HEAD_DIM, BLOCK)
+                        _dot16(query, flat_keys, t * HEAD_DIM, HEAD_DIM, np.float32(scale), row, t)
+                    for t in range(whole, n):
+                        row[t] = _dot(query, flat_keys, t * HEAD_DIM, HEAD_DIM) * scale
+            else:
+                queries = np.empty((GROUP, HEAD_DIM), np.float32)
+                queries_bits = queries.view(np.uint32)
+                for g in range(GROUP):
+                    for d in range(HEAD_DIM):
+                        if BF16:
+                            queries_bits[g, d] = np.uint32(q[r, h, g, d]) << 16
+                        else:
+                            queries[g, d] = q[r, h, g, d]
+                for t in range(n):
+                    key = row_keys[t]
+                    for d in range(HEAD_DIM):
+                        if BF16:
+                            wide_bits[d] = np.uint32(key[d]) << 16  # bf16 is the top half of an fp32
+                        else:
+                            wide[d] = key[d]
+                    for g in range(GROUP):
+                        total = np.float32(0.0)
+                        for d in range(HEAD_DIM):
+                            total += queries[g, d] * wide[d]
+                        scores[g, t] = total * scale
+            # softmax per query, with exp as 2^i * 2^f (f in [0, 1): a polynomial) so the loop vectorizes
+            powers = np.empty(n, np.int32)
+            power_values = powers.view(np.float32)
+            totals = np.empty(GROUP, np.float32)
+            for g in range(GROUP):
+                row = scores[g]
+                top = row[0]
+                for t in range(n):
+                    top = max(top, row[t])
+                for t in range(n):
+                    y = max(row[t] - top, np.float32(-87.0)) * LOG2E
+                    i = np.floor(y)
+                    f = y - i
+                    p = np.float32(1.8775767e-3)
+                    p = p * f + np.float32(8.9893397e-3)
+                    p = p * f + np.float32(5.5826318e-2)
+                    p = p * f + np.float32(2.4015361e-1)
+                    p = p * f + np.float32(6.9315308e-1)
+                    p = p * f + np.float32(9.9999994e-1)
+                    row[t] = p
+                    powers[t] = (np.int32(i) + np.int32(127)) << 23
+                total = np.float32(0.0)
+                for t in range(n):
+                    row[t] *= power_values[t]
+                    total += row[t]
+                totals[g] = total
+            acc = np.zeros((GROUP, HEAD_DIM), np.float32)
+            if DOT_BF16:  # sixteen values at a time, the sums held in registers
+                flat_values = row_values.ravel()  # [positions * head_dim]
+                whole = n - n % LANES
+                for t in range(0, whole, LANES):
+                    if t + AHEAD < n:
+                        _prefetch(flat_values, (t + AHEAD) * HEAD_DIM, BLOCK)
+                    _accumulate(flat_values, t, scores, acc, HEAD_DIM, GROUP, LANES)
+                for t in range(whole, n):
+                    _accumulate(flat_values, t, scores, acc, HEAD_DIM, GROUP, 1)
+            else:
+                for t in range(n):
+                    value = row_values[t]
+                    for d in range(HEAD_DIM):
+                        if BF16:
+                            wide_bits[d] = np.uint32(value[d]) << 16
+                        else:
+                            wide[d] = value[d]
+                    for g in range(GROUP):
+                        weight = scores[g, t]
+                        for d in range(HEAD_DIM):
+                            acc[g, d] += weight * wide[d]
+            for g in range(GROUP):
+                inverse = np.float32(1.0) / totals[g]
+                for d in range(HEAD_DIM):
+                    out[r, h * GROUP + g, d] = acc[g, d] * inverse
+
+    def jit(cache: bool) -> Any:
+        return njit(kernel, cache=cache, nogil=True, fastmath=True, parallel=True, boundscheck=False)
+
+    try:
+        compiled = jit(cache=True)
+    except RuntimeError:  # nowhere writable for numba's cache (a read-only install and home): compile each start
+        compiled = jit(cache=False)
+    # compile now (or load numba's cache), not in a server's first decode step: the types the runner passes
+    cache_dtype = np.uint16 if bf16 else np.float32
+    compiled(
+        np.zeros((1, 1, group, head_dim), cache_dtype),
+        np.zeros(1, np.int64),
+        np.zeros((1, 1, 1, head_dim), cache_dtype),
+        np.zeros((1, 1, 1, head_dim), cache_dtype),
+        np.ones(1, np.int64),
+        1.0,
+        np.zeros((1, group, head_dim), np.float32),
+    )
+    return compiled

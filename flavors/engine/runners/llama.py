@@ -1,0 +1,379 @@
+"""The transformers engine's model runner: a Llama-family decoder's forward pass written directly in torch
+over the weights of a loaded Hugging Face model, with a KV cache of rows (the ``ModelRunner`` the
+scheduler drives).
+
+Why not the model's own forward: on a small model most of a decode step is Python (module calls, mask
+and cache bookkeeping), not arithmetic. Here a layer is a dozen tensor ops; on CPUs with native bf16 the
+linear layers run oneDNN kernels on weights packed once at load. The cache stays in the model's dtype (a
+bf16 step reads half the bytes of fp32). On CPU a decode step's attention is one kernel over the cache
+(``attention/cpu_kernel.py``), and so is a prompt chunk's where the CPU has bf16 instructions; elsewhere torch's
+attention takes each kv head's group of query heads as one block (its bf16 kernels are slow at one query per
+head with ``enable_gqa``).
+
+Covers the architectures whose layers are RMSNorm -> GQA attention with rotary embeddings -> gated
+SiLU MLP: Llama (SmolLM, TinyLlama...), Mistral without sliding windows, Qwen2 (q/k/v biases) and Phi3
+(fused projections). ``unsupported_reason`` says why another model falls back to ``hf_forward.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from ..attention.cpu_kernel import decode_kernel, on_bf16_instructions, set_kernel_threads
+from ..kv_cache.rows import RowCache
+from ..memory import zeroed_array
+from ..model_runner import Chunk
+from ..sample.choice import RowSampling, TokenChoice
+from ..sample.torch_sampler import sample_next
+from .int8_linear import QUANTIZATIONS, int8_linear, int8_unavailable_reason, pack_int8
+
+ARCHITECTURES = ("llama", "mistral", "qwen2", "phi3")
+#: how many of each token's highest logits are recomputed in fp32 (``TorchRunner.logits``)
+EXACT_TOP = 8
+#: steps of more tokens than this run the linear layers padded to a multiple of ``STEP_BUCKET``
+EXACT_STEP_TOKENS = 32
+STEP_BUCKET = 16
+_ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # fixed frequencies, computed once by transformers
+
+
+def text_config(config: Any) -> Any:
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def unsupported_reason(model: Any) -> Optional[str]:
+    """Why this runner cannot run ``model`` (None when it can)."""
+    config = text_config(model.config)
+    if config.model_type not in ARCHITECTURES:
+        return f"architecture {config.model_type!r} (the runner covers {', '.join(ARCHITECTURES)})"
+    if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or []):
+        return "sliding-window layers"
+    window = getattr(config, "sliding_window", None)
+    if window is not None and getattr(config, "use_sliding_window", True) and window < config.max_position_embeddings:
+        return "a sliding window"
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    kind = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
+    if kind not in _ROPE_TYPES:
+        return f"rope type {kind!r}"
+    rotary = getattr(getattr(model, "model", None), "rotary_emb", None)
+    if rotary is None or not hasattr(rotary, "inv_freq"):
+        return "no rotary embedding module to read frequencies from"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"activation {config.hidden_act!r}"
+    return None
+
+
+class LlamaWeights:
+    """The weights of a loaded Llama-family model, laid out for the runner (shared by every runner of
+    the model; read-only). ``dtype`` is the compute dtype of the linear layers; ``quantization="int8"``
+    runs them in int8 instead (``int8_linear.py``), all but the MLP's down projections: their input, the
+    gated product, loses the most to int8 activations, and in the model dtype they keep the answers much
+    closer to the unquantized model's for a small share of the weights."""
+
+    def __init__(self, model: Any, dtype: Any, quantization: Optional[str] = None):
+        import torch
+
+        self.torch = torch
+        config = text_config(model.config)
+        self.device = next(model.parameters()).device
+        self.dtype = dtype
+        self.heads = config.num_attention_heads
+        self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.hidden = config.hidden_size
+        self.eps = config.rms_norm_eps
+        self.context_length = int(getattr(config, "max_position_embeddings", 0) or 2048)
+        on_cpu = self.device.type == "cpu"
+        if quantization not in (None, *QUANTIZATIONS):
+            raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}; got {quantization!r}")
+        reason = int8_unavailable_reason(self.device) if quantization else None
+        if reason:
+            raise ValueError(reason)
+        self.int8 = quantization == "int8"
+        self.packed = on_cpu and dtype == torch.bfloat16 and _mkldnn_linear_available()
+        self.layers = [self._layer(layer) for layer in model.model.layers]
+        self.embed = model.get_input_embeddings().weight.detach().to(dtype)  # [vocab, hidden]
+        self.norm = model.model.norm.weight.detach().to(dtype)
+        output = model.get_output_embeddings().weight
+        self.lm_head = self._linear(output, None)
+        # the vocabulary's rows in the model dtype, for the top logits' fp32 recomputation (``TorchRunner.logits``)
+        tied = output.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+        self.output_rows = self.embed if tied else output.detach().to(dtype)  # [vocab, hidden]
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        rotary = model.model.rotary_emb
+        inv_freq = rotary.inv_freq.detach().float().to(self.device)  # [rotary_dim / 2]
+        positions = torch.arange(self.context_length, device=self.device, dtype=torch.float32)
+        angles = torch.outer(positions, inv_freq)  # [context, rotary_dim / 2]
+        scale = float(getattr(rotary, "attention_scaling", 1.0))
+        self.cos = (torch.cat([angles.cos(), angles.cos()], dim=-1) * scale).to(dtype)  # [context, rotary_dim]
+        self.sin = (torch.cat([angles.sin(), angles.sin()], dim=-1) * scale).to(dtype)
+        self.rotary_dim = self.cos.shape[-1]
+
+    def _linear(self, weight: Any, bias: Any, quantize: bool = True) -> tuple[Any, Any]:
+        """(weight, bias) in the form ``linear`` takes: packed for fbgemm under int8 (unless not ``quantize``),
+        or for oneDNN, else the plain tensor."""
+        if self.int8 and quantize:
+            return pack_int8(weight, bias), None
+        weight = weight.detach().to(self.dtype).contiguous()
+        bias = bias.detach().to(self.dtype) if bias is not None else None
+        if self.packed:
+            return self.torch.ops.mkldnn._reorder_linear_weight(weight, 1), bias
+        return weight, bias
+
+    def linear(self, x: Any, weight: tuple[Any, Any]) -> Any:
+        if isinstance(weight[0], self.torch.ScriptObject):  # fbgemm's packed int8 weight
+            return int8_linear(x, weight[0], self.dtype)
+        if self.packed:
+            return self.torch.ops.mkldnn._linear_pointwise(x, weight[0], weight[1], "none", [], "")
+        return self.torch.nn.functional.linear(x, weight[0], weight[1])
+
+    def _layer(self, layer: Any) -> dict[str, Any]:
+        torch = self.torch
+        attn, mlp = layer.self_attn, layer.mlp
+        if hasattr(attn, "qkv_proj"):  # Phi3: q, k and v in one projection
+            qkv = self._linear(attn.qkv_proj.weight, attn.qkv_proj.bias)
+        else:
+            biases = [p.bias for p in (attn.q_proj, attn.k_proj, attn.v_proj)]
+            bias = torch.cat(biases) if all(b is not None for b in biases) else None
+            qkv = self._linear(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]), bias)
+        if hasattr(mlp, "gate_up_proj"):  # Phi3: gate and up in one projection
+            gate_up = self._linear(mlp.gate_up_proj.weight, None)
+        else:
+            gate_up = self._linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), None)
+        return {
+            "norm1": layer.input_layernorm.weight.detach().to(self.dtype),
+            "qkv": qkv,
+            "o": self._linear(attn.o_proj.weight, attn.o_proj.bias),
+            "norm2": layer.post_attention_layernorm.weight.detach().to(self.dtype),
+            "gate_up": gate_up,
+            "down": self._linear(mlp.down_proj.weight, None, quantize=False),
+        }
+
+
+def _mkldnn_linear_available() -> bool:
+    import torch
+
+    try:
+        weight = torch.ops.mkldnn._reorder_linear_weight(torch.zeros(8, 8, dtype=torch.bfloat16), 1)
+        torch.ops.mkldnn._linear_pointwise(torch.zeros(1, 8, dtype=torch.bfloat16), weight, None, "none", [], "")
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+#: numpy dtypes by item size: a CPU cache of any torch dtype is a view of a mapped numpy buffer of the same size
+_SAME_SIZE_NUMPY = {2: np.int16, 4: np.float32}
+
+
+class TorchRunner(RowCache):
+    """A ``ModelRunner`` over ``LlamaWeights``: its own KV cache (``RowCache`` in torch tensors on the model's
+    device), and the forward passes over it."""
+
+    def __init__(self, weights: LlamaWeights, max_rows: int, fused_decode: bool = True):
+        super().__init__(len(weights.layers), weights.kv_heads, weights.head_dim, weights.context_length, max_rows)
+        self.w = weights
+        self.torch = weights.torch
+        self.vocab_size = weights.vocab_size
+        group = weights.heads // weights.kv_heads
+        # decode steps' attention in one kernel over the cache (None: torch's scaled_dot_product_attention)
+        self.decode_kernel = (
+            decode_kernel(weights.head_dim, group, weights.dtype, weights.device) if fused_decode else None
+        )
+        # whether prompt chunks' attention runs in that kernel too (where it has its bf16 instruction path)
+        self.prompts_in_kernel = self.decode_kernel is not None and on_bf16_instructions(
+            weights.head_dim, weights.dtype
+        )
+
+    def _zeros(self, shape: tuple[int, ...]) -> Any:
+        torch = self.torch
+        dtype = self.w.dtype  # the KV cache and attention run in the model dtype, as in the model's own forward
+        same_size = _SAME_SIZE_NUMPY.get(dtype.itemsize)
+        if self.w.device.type == "cpu" and same_size is not None:  # committed as it is written
+            return torch.from_numpy(zeroed_array(shape, same_size)).view(dtype)
+        return torch.zeros(shape, dtype=dtype, device=self.w.device)
+
+    def _copy(self, part: Any) -> Any:
+        return part.clone()
+
+    # ------------------------------------------------------------------ the forward pass
+    def forward(self, tokens: list[int], positions: list[int], chunks: list[Chunk]) -> Any:
+        """One step: the decode rows and every prompt chunk go through the linear layers together (the
+        weights are read once a step, whatever the mix); attention runs in the decode kernel for the decode
+        rows and, where it takes them, every prompt token, else in torch per part over its own row(s)."""
+        torch, w = self.torch, self.w
+        rows = len(tokens)
+        spans = []  # (row, start, end, offset of the chunk's tokens in the step)
+        offset = rows
+        for chunk in chunks:
+            count = len(chunk.token_ids)
+            spans.append((chunk.row, chunk.start, chunk.start + count, offset))
+            offset += count
+        step_ids = tokens + [t for c in chunks for t in c.token_ids]
+        step_positions = positions + [p for c in chunks for p in range(c.start, c.start + len(c.token_ids))]
+        padding = padded_step_tokens(len(step_ids)) - len(step_ids)
+        with torch.inference_mode():
+            ids = torch.tensor(step_ids + [0] * padding, device=w.device)  # [padded step tokens]
+            where = torch.tensor(step_positions + [0] * padding, device=w.device)  # [padded step tokens]
+            filler = (
+                torch.zeros(padding, w.heads * w.head_dim, dtype=w.dtype, device=w.device) if padding else None
+            )  # [padding, heads * head_dim]: the padding rows' attention output
+            kernel = self.decode_kernel if rows or (spans and self.prompts_in_kernel) else None
+            in_kernel = offset if self.prompts_in_kernel else rows  # step tokens the kernel attends (the first ones)
+            torch_spans = [span for span in spans if span[3] >= in_kernel]  # the chunks torch attends
+            decode_mask, end = self._decode_mask(positions, where[:rows]) if rows and kernel is None else (None, 0)
+            if kernel is not None:
+                set_kernel_threads(torch.get_num_threads())
+                kernel_rows = np.arange(rows, dtype=np.int64)  # [in_kernel]: each query's row of the cache
+                lengths = np.asarray(positions, dtype=np.int64) + 1  # [in_kernel]: cached positions it attends
+                if in_kernel > rows:
+                    kernel_rows = np.concatenate(
+                        [kernel_rows, *(np.full(stop - start, row, np.int64) for row, start, stop, _ in spans)]
+                    )
+                    lengths = np.concatenate(
+                        [lengths, *(np.arange(start + 1, stop + 1) for _, start, stop, _ in spans)]
+                    )
+                attended_rows = np.empty((in_kernel, w.heads, w.head_dim), np.float32)  # the kernel's output
+            chunk_masks = [
+                torch.arange(stop, device=w.device)[None, :] <= where[at : at + stop - start, None] if start else None
+                for _, start, stop, at in torch_spans
+            ]  # [count, stop]: cached positions, and causal within the chunk
+            decode_rows = torch.arange(rows, device=w.device)
+            group = w.heads // w.kv_heads  # query heads per kv head (heads h*group .. h*group+group-1 read kv head h)
+            x = w.embed[ids]  # [step tokens, hidden]
+            cos, sin = w.cos[where][:, None, :], w.sin[where][:, None, :]  # [step tokens, 1, rotary_dim]
+            for i, layer in enumerate(w.layers):
+                q, k, v = self._qkv(x, layer, cos, sin)  # [step tokens, heads | kv_heads, head_dim]
+                keys, values = self.keys[i], self.values[i]
+                parts = []
+                if rows:
+                    keys[decode_rows, :, where[:rows]] = k[:rows]
+                    values[decode_rows, :, where[:rows]] = v[:rows]
+                for row, start, stop, at in spans:
+                    keys[row, :, start:stop] = k[at : at + stop - start].transpose(0, 1)
+                    values[row, :, start:stop] = v[at : at + stop - start].transpose(0, 1)
+                if kernel is not None:
+                    queries = q[:in_kernel].contiguous().view(in_kernel, w.kv_heads, group, w.head_dim)
+                    kernel(
+                        _numpy_view(torch, queries),
+                        kernel_rows,
+                        _numpy_view(torch, keys),
+                        _numpy_view(torch, values),
+                        lengths,
+                        w.head_dim**-0.5,
+                        attended_rows,
+                    )  # attended_rows [in_kernel, heads, head_dim]
+                    parts.append(torch.from_numpy(attended_rows).view(in_kernel, -1).to(w.dtype))
+                elif rows:
+                    attended = torch.nn.functional.scaled_dot_product_attention(
+                        q[:rows].view(rows, w.kv_heads, group, w.head_dim),
+                        keys[:rows, :, :end],
+                        values[:rows, :, :end],
+                        attn_mask=decode_mask,
+                    )  # [rows, kv_heads, group, head_dim]: a kv head's queries as one block over its keys
+                    parts.append(attended.reshape(rows, -1))
+                for (row, start, stop, at), mask in zip(torch_spans, chunk_masks):
+                    count = stop - start
+                    attended = torch.nn.functional.scaled_dot_product_attention(
+                        q[at : at + count].transpose(0, 1)[None],
+                        keys[row : row + 1, :, :stop],
+                        values[row : row + 1, :, :stop],
+                        attn_mask=mask,
+                        is_causal=mask is None,
+                        enable_gqa=True,
+                    )  # [1, heads, count, head_dim]
+                    parts.append(attended[0].transpose(0, 1).reshape(count, -1))
+                if filler is not None:
+                    parts.append(filler)
+                x = self._rest_of_layer(x, parts[0] if len(parts) == 1 else torch.cat(parts), layer)
+            last = list(range(rows)) + [at + stop - start - 1 for _, start, stop, at in spans]
+            return self.logits(_rms_norm(torch, x[last], w.norm, w.eps))  # [rows + chunks, vocab]
+
+    def logits(self, hidden: Any) -> Any:
+        """fp32 logits [tokens, vocab] of the final hidden states [tokens, hidden]: the vocabulary projection in
+        the model dtype, then the ``EXACT_TOP`` highest recomputed in fp32 from the same hidden states. Near 25,
+        bf16 logits lie an eighth apart, so their rounding alone would decide close calls between the top tokens
+        (a greedy answer's first word, say); the recomputation costs a few dot products."""
+        torch, w = self.torch, self.w
+        logits = w.linear(hidden, w.lm_head).float()  # [tokens, vocab]
+        if w.dtype == torch.float32 and not w.int8:
+            return logits
+        top = top_indices(torch, logits, min(EXACT_TOP, logits.shape[-1]))  # [tokens, EXACT_TOP]
+        exact = torch.einsum("th,tkh->tk", hidden.float(), w.output_rows[top].float())  # [tokens, EXACT_TOP]
+        return logits.scatter_(1, top, exact)
+
+    def _decode_mask(self, positions: list[int], where: Any) -> tuple[Any, int]:
+        """The decode rows' attention mask [rows, 1, 1, end] (None when every row is as long) and ``end``,
+        the longest row's length."""
+        end = max(positions) + 1
+        if min(positions) == end - 1:
+            return None, end
+        arange = self.torch.arange(end, device=self.w.device)
+        return (arange[None, :] <= where[:, None])[:, None, None, :], end
+
+    def _qkv(self, x: Any, layer: dict[str, Any], cos: Any, sin: Any) -> tuple[Any, Any, Any]:
+        """Queries and keys (rotated) and values of one layer, in the cache dtype."""
+        w = self.w
+        tokens = x.shape[0]
+        qkv = w.linear(_rms_norm(self.torch, x, layer["norm1"], w.eps), layer["qkv"])
+        split = (w.heads + w.kv_heads) * w.head_dim
+        qk = _rotate(self.torch, qkv[:, :split].view(tokens, w.heads + w.kv_heads, w.head_dim), cos, sin, w.rotary_dim)
+        return qk[:, : w.heads], qk[:, w.heads :], qkv[:, split:].view(tokens, w.kv_heads, w.head_dim)
+
+    def _rest_of_layer(self, x: Any, attended: Any, layer: dict[str, Any]) -> Any:
+        """Output projection and residual, then the gated MLP and residual."""
+        w, torch = self.w, self.torch
+        x = x + w.linear(attended, layer["o"])
+        gate, up = w.linear(_rms_norm(torch, x, layer["norm2"], w.eps), layer["gate_up"]).chunk(2, dim=-1)
+        return x + w.linear(torch.nn.functional.silu(gate) * up, layer["down"])
+
+    # ------------------------------------------------------------------ sampling
+    def generator(self, seed: int) -> Any:
+        return self.torch.Generator(device=self.w.device).manual_seed(seed % 2**64)
+
+    def sample(self, logits: Any, rows: list[RowSampling]) -> list[TokenChoice]:
+        return sample_next(logits, rows)
+
+
+def padded_step_tokens(count: int) -> int:
+    """The token count a step of ``count`` tokens runs its linear layers at. oneDNN builds (and keeps) a
+    kernel for each distinct shape it sees, so a server whose steps carried every count from 1 to the
+    prefill budget would hold hundreds of them; counts past ``EXACT_STEP_TOKENS`` round up to a multiple of
+    ``STEP_BUCKET`` (padding rows whose outputs are never read)."""
+    if count <= EXACT_STEP_TOKENS:
+        return count
+    return -(-count // STEP_BUCKET) * STEP_BUCKET
+
+
+def top_indices(torch: Any, scores: Any, k: int, block: int = 128) -> Any:
+    """The indices [rows, k] of each row's ``k`` highest ``scores`` [rows, n], in no order: the best ``k``
+    blocks of ``block`` by their maximum hold them, so only those are searched (``torch.topk`` over a whole
+    vocabulary row is a slow scalar loop on CPU; block maxima vectorize)."""
+    rows, count = scores.shape
+    pad = (-count) % block
+    padded = torch.nn.functional.pad(scores, (0, pad), value=float("-inf")) if pad else scores
+    blocks = padded.view(rows, -1, block)  # [rows, blocks, block]
+    best = blocks.amax(-1).topk(min(k, blocks.shape[1]), dim=-1).indices  # [rows, k]: blocks holding the top k
+    within = blocks.gather(1, best[..., None].expand(-1, -1, block)).reshape(rows, -1)  # [rows, k * block]
+    pick = within.topk(k, dim=-1).indices  # [rows, k]: places in the gathered blocks
+    return best.gather(1, pick // block) * block + pick % block
+
+
+def _numpy_view(torch: Any, cache: Any) -> np.ndarray:
+    """A CPU cache buffer as the numpy array the decode kernel reads (bf16 as its uint16 bits), no copy."""
+    if cache.dtype == torch.bfloat16:
+        return cache.view(torch.int16).numpy().view(np.uint16)
+    return cache.numpy()
+
+
+def _rms_norm(torch: Any, x: Any, weight: Any, eps: float) -> Any:
+    return torch.nn.functional.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
+def _rotate(torch: Any, x: Any, cos: Any, sin: Any, rotary_dim: int) -> Any:
+    """Rotary position embedding (the half-split convention of Hugging Face checkpoints) on the first
+    ``rotary_dim`` features of each head of ``x`` [tokens, heads, head_dim]."""
+    if rotary_dim < x.shape[-1]:
+        return torch.cat([_rotate(torch, x[..., :rotary_dim], cos, sin, rotary_dim), x[..., rotary_dim:]], dim=-1)
+    half = rotary_dim // 2
+    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin

@@ -1,0 +1,69 @@
+"""The torch runner: steps padded to bounded shapes compute what the unpadded step computes."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from servelm.flavors.engine.model_runner import Chunk  # noqa: E402
+from servelm.flavors.engine.runners import llama as runner_module  # noqa: E402
+from servelm.flavors.engine.runners.llama import LlamaWeights, TorchRunner, padded_step_tokens  # noqa: E402
+
+
+def test_step_token_counts_round_up_past_the_exact_range():
+    exact, bucket = runner_module.EXACT_STEP_TOKENS, runner_module.STEP_BUCKET
+    assert [padded_step_tokens(n) for n in (1, exact)] == [1, exact]
+    assert padded_step_tokens(exact + 1) % bucket == 0
+    assert all(n <= padded_step_tokens(n) < n + bucket for n in range(1, 700))
+    assert len({padded_step_tokens(n) for n in range(1, 545)}) <= exact + 544 // bucket + 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_padded_step_matches_the_unpadded_one(tiny_llama, monkeypatch, dtype):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    weights = LlamaWeights(model, getattr(torch, dtype))
+
+    def step(exact: int):
+        monkeypatch.setattr(runner_module, "EXACT_STEP_TOKENS", exact)
+        runner = TorchRunner(weights, max_rows=4)
+        runner.ensure(3, 64)
+        runner.forward([], [], [Chunk(0, list(range(3, 13)), 0), Chunk(1, list(range(20, 27)), 0)])
+        # two decode rows and a 37-token chunk: 39 tokens, padded to the next bucket
+        logits = runner.forward([5, 6], [10, 7], [Chunk(2, list(range(40, 77)), 0)])
+        return logits.float(), runner.keys[0][:3, :, :37].clone()
+
+    padded_logits, padded_keys = step(runner_module.EXACT_STEP_TOKENS)
+    exact_logits, exact_keys = step(10**6)
+    assert padded_logits.shape == exact_logits.shape == (3, weights.vocab_size)
+    tolerance = 1e-5 if dtype == "float32" else 2e-2
+    torch.testing.assert_close(padded_logits, exact_logits, atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(padded_keys, exact_keys, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("quantization", [None, "int8"])
+def test_the_top_logits_are_the_fp32_projection_of_the_hidden_state(tiny_llama, quantization):
+    from transformers import AutoModelForCausalLM
+
+    from servelm.flavors.engine.runners.int8_linear import int8_unavailable_reason
+
+    if quantization and int8_unavailable_reason(torch.device("cpu")):
+        pytest.skip(int8_unavailable_reason(torch.device("cpu")))
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    weights = LlamaWeights(model, torch.bfloat16, quantization)
+    runner = TorchRunner(weights, max_rows=2)
+    hidden = torch.randn(3, weights.hidden, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    with torch.inference_mode():
+        logits = runner.logits(hidden)
+    assert logits.dtype == torch.float32 and logits.shape == (3, weights.vocab_size)
+    exact = hidden.float() @ model.get_output_embeddings().weight.to(torch.bfloat16).float().T  # [3, vocab]
+    top = logits.topk(runner_module.EXACT_TOP, dim=-1).indices
+    torch.testing.assert_close(logits.gather(1, top), exact.gather(1, top), atol=1e-4, rtol=1e-5)
+    assert (logits.argmax(-1) == exact.argmax(-1)).all()  # no tie left to the rounding of the bf16 logits
+
+
+@pytest.mark.parametrize(("rows", "count", "k"), [(16, 49152, 8), (3, 1000, 8), (2, 100, 8), (1, 7, 7)])
+def test_top_indices_are_torch_topk(rows, count, k):
+    scores = torch.randn(rows, count, generator=torch.Generator().manual_seed(count))
+    found = runner_module.top_indices(torch, scores, k)
+    assert torch.equal(found.sort(-1).values, scores.topk(k, dim=-1).indices.sort(-1).values)
