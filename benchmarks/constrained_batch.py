@@ -64,7 +64,7 @@ def decode_step_seconds(lm: Any, tokenizer: Any, rows: int, tokens: int, constra
         start = time.perf_counter()
         batcher.step()
         elapsed = time.perf_counter() - start
-        if batcher.decoding == rows + 1 and batcher.last_batch_size == rows + 1 and extra.finish_reason is None:
+        if len(batcher.running) == rows + 1 and batcher.last_batch_size == rows + 1 and extra.finish_reason is None:
             steps.append(elapsed)
     if constrained:
         json.loads(extra.text)  # the grammar held: the extra row's answer parses

@@ -81,15 +81,14 @@ def compare(weights: Any, texts: list[tuple[list[int], int, Any]]) -> dict[str, 
     """The runner over ``weights`` against the reference logits of ``texts``, at every decoded position."""
     import torch
 
-    from servelm.flavors.engine.model_runner import Chunk
+    from servelm.flavors.engine.fixed_rows import FixedRows
     from servelm.flavors.engine.runners.llama import TorchRunner
 
     difference, agreed, positions = 0.0, 0, 0
     with torch.inference_mode():
         for ids, prompt_length, reference in texts:
-            runner = TorchRunner(weights, 1)
-            runner.ensure(1, len(ids))
-            runner.forward([], [], [Chunk(0, ids[:prompt_length], 0)])
+            runner = FixedRows(TorchRunner(weights), 1, len(ids))
+            runner.forward([], [], [(0, ids[:prompt_length], 0)])
             for position in range(prompt_length, len(ids)):
                 logits = runner.forward([ids[position]], [position], [])[0].float().cpu()  # [vocab]
                 difference += (logits - reference[position]).abs().mean().item()

@@ -99,17 +99,16 @@ def measure(genai_dir: str, way: str, rows: list[int], positions: int, prefill: 
     """Milliseconds of one step, by step name, in this process: decode steps of each row count, one prefill."""
     import numpy as np
 
-    from servelm.flavors.engine.model_runner import Chunk
+    from servelm.flavors.engine.fixed_rows import FixedRows
     from servelm.flavors.engine.runners.onnx import OrtRunner
     from servelm.flavors.onnx.model import OnnxModel
 
     decoder = OnnxModel(genai_dir, "cpu", kv_cache_dtype=way).decoder  # the engine's own thread count
     most = max(rows)
-    runner = OrtRunner(decoder, most)
-    runner.ensure(most, max(positions, prefill) + steps + 1)
+    runner = FixedRows(OrtRunner(decoder), most, max(positions, prefill) + steps + 1)
     rng = np.random.default_rng(0)
     for row in range(most):  # the cached positions each decoding sequence attends over
-        runner.forward([], [], [Chunk(row, rng.integers(100, decoder.vocab_size, positions).tolist(), 0)])
+        runner.forward([], [], [(row, rng.integers(100, decoder.vocab_size, positions).tolist(), 0)])
     result = {}
     for count in rows:
         tokens = rng.integers(100, decoder.vocab_size, count).tolist()
@@ -121,10 +120,10 @@ def measure(genai_dir: str, way: str, rows: list[int], positions: int, prefill: 
         result[f"decode {count} rows at {positions} positions"] = (time.perf_counter() - start) / steps * 1000
     if prefill:
         prompt = rng.integers(100, decoder.vocab_size, prefill).tolist()
-        runner.forward([], [], [Chunk(0, prompt, 0)])  # warm-up
+        runner.forward([], [], [(0, prompt, 0)])  # warm-up
         start = time.perf_counter()
         for _ in range(3):
-            runner.forward([], [], [Chunk(0, prompt, 0)])
+            runner.forward([], [], [(0, prompt, 0)])
         result[f"prefill of {prefill} tokens"] = (time.perf_counter() - start) / 3 * 1000
     return result
 

@@ -90,16 +90,15 @@ def decode_times(
     import torch
     from transformers import DynamicCache
 
-    from servelm.flavors.engine.model_runner import Chunk
+    from servelm.flavors.engine.fixed_rows import FixedRows
     from servelm.flavors.engine.runners.llama import TorchRunner
 
     device = weights.device
     prompts = rng.integers(100, weights.vocab_size, (rows, positions))  # [rows, positions]
     tokens = rng.integers(100, weights.vocab_size, rows).tolist()  # [rows]
-    runner = TorchRunner(weights, rows, fused_decode=kernel)
-    runner.ensure(rows, positions + 1)
+    runner = FixedRows(TorchRunner(weights, fused_decode=kernel), rows, positions + 1)
     for row in range(rows):
-        runner.forward([], [], [Chunk(row, prompts[row].tolist(), 0)])
+        runner.forward([], [], [(row, prompts[row].tolist(), 0)])
     times: dict[str, list[float]] = {"servelm": [], "hf": []}
     with torch.inference_mode():
         cache = DynamicCache()
@@ -128,16 +127,15 @@ def prefill_times(
     alternating."""
     import torch
 
-    from servelm.flavors.engine.model_runner import Chunk
+    from servelm.flavors.engine.fixed_rows import FixedRows
     from servelm.flavors.engine.runners.llama import TorchRunner
 
     prompt = rng.integers(100, weights.vocab_size, count).tolist()  # [count]
-    runner = TorchRunner(weights, 1, fused_decode=kernel)
-    runner.ensure(1, count)
+    runner = FixedRows(TorchRunner(weights, fused_decode=kernel), 1, count)
     ids = torch.tensor([prompt], device=weights.device)  # [1, count]
     times: dict[str, list[float]] = {"servelm": [], "hf": []}
     with torch.inference_mode():
-        steps = (("servelm", lambda: runner.forward([], [], [Chunk(0, prompt, 0)])), ("hf", lambda: model(ids)))
+        steps = (("servelm", lambda: runner.forward([], [], [(0, prompt, 0)])), ("hf", lambda: model(ids)))
         for i in range(repeat + 1):
             for name, step in steps:
                 took = timed(step)

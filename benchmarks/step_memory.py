@@ -32,8 +32,8 @@ def measure(model: str, sizes: range, exact: bool) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from servelm.flavors.engine.fixed_rows import FixedRows
     from servelm.flavors.engine.memory import trim_heap
-    from servelm.flavors.engine.model_runner import Chunk
     from servelm.flavors.engine.runners import llama as runner_module
     from servelm.flavors.engine.runners.llama import LlamaWeights, TorchRunner
     from servelm.flavors.transformers import smollm2, tiny_model
@@ -45,17 +45,16 @@ def measure(model: str, sizes: range, exact: bool) -> dict[str, Any]:
     trim_heap()
     if exact:
         runner_module.EXACT_STEP_TOKENS = sizes.stop + 2
-    runner = TorchRunner(weights, max_rows=4)
-    runner.ensure(3, sizes.stop + 1)
+    runner = FixedRows(TorchRunner(weights), 3, sizes.stop + 1)
     loaded = rss_mib()
     trace = []
     with torch.inference_mode():
         for i, count in enumerate(sizes):
-            runner.forward([1, 2], [5, 6], [Chunk(2, list(range(100, 100 + count)), 0)])
+            runner.forward([1, 2], [5, 6], [(2, list(range(100, 100 + count)), 0)])
             if i % 20 == 0:
                 trace.append([count, round(rss_mib())])
     peak = rss_mib()
-    runner.release()
+    del runner
     gc.collect()
     trim_heap()
     return {

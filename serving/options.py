@@ -10,7 +10,7 @@ import inspect
 import os
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 EngineName = Literal["auto", "pyfunc", "transformers", "onnx", "vllm", "llamacpp"]  # auto, and engines/registry.py
@@ -107,6 +107,12 @@ class EngineOptions(BaseModel):
         "attention over a bf16 cache (needs avx512_bf16); float32 runs the whole graph, its own attention over a "
         "cache in the export's dtype; auto (default) the first where the CPU has it.",
     )
+    kv_cache_memory: Optional[ByteSize] = Field(
+        None,
+        description="transformers and onnx engines: memory for the KV cache, e.g. 4GiB (default: on a CPU 40% of "
+        "the machine's memory, committed only as it is written). A prompt that could never fit is refused (400); "
+        "when decoding fills it, the newest sequences wait and are computed again once there is room.",
+    )
     tool_call_parser: Optional[ToolParserName] = Field(
         None,
         description="LLM engines: the syntax the model writes tool calls in "
@@ -196,10 +202,13 @@ def _literal_choices(annotation: Any) -> list[str]:
 
 
 def _cli_type(annotation: Any) -> Any:
-    """The plain type typer parses for a field (Optional[X] -> Optional[X]; Literal -> str)."""
+    """The plain type typer parses for a field (Optional[X] -> Optional[X]; Literal and ByteSize -> str: pydantic
+    reads them)."""
     if _literal_choices(annotation):
         return Optional[str]
     if get_origin(annotation) is Union:
         inner = [a for a in get_args(annotation) if a is not type(None)]
+        if inner == [ByteSize]:
+            return Optional[str]
         return Optional[inner[0]] if len(inner) == 1 else annotation
     return annotation

@@ -20,7 +20,7 @@ def model_runner_factory(model: Any, quantization: Optional[str] = None) -> Any:
     reason = unsupported_reason(model)
     if reason is None:
         weights = LlamaWeights(model, model.dtype, quantization)
-        return lambda max_rows: TorchRunner(weights, max_rows)
+        return lambda: TorchRunner(weights)
     if quantization:
         raise ValueError(f"quantization {quantization!r} is not available for this model: {reason}")
     log.warning(
@@ -28,7 +28,7 @@ def model_runner_factory(model: Any, quantization: Optional[str] = None) -> Any:
         type(model).__name__,
         reason,
     )
-    return lambda max_rows: HFRunner(model)
+    return lambda: HFRunner(model)
 
 
 def eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -49,7 +49,7 @@ class ContinuousBatcher(Scheduler):
 
     def __init__(self, model: Any, tokenizer: Any, max_num_seqs: int = 64, runners: Any = None, **options: Any):
         runners = runners or model_runner_factory(model)
-        runner = runners(max_num_seqs)
+        runner = runners()
         if isinstance(runner, HFRunner):
             options["prefix_cache_bytes"] = 0
         super().__init__(runner, tokenizer, eos_ids(model, tokenizer), max_num_seqs, **options)

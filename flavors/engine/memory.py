@@ -23,7 +23,33 @@ def zeroed_array(shape: tuple[int, ...], dtype: Any) -> Any:
 
     dtype = np.dtype(dtype)
     count = int(np.prod(shape))
-    return np.frombuffer(mmap.mmap(-1, max(1, count * dtype.itemsize)), dtype, count=count).reshape(shape)
+    size = max(1, count * dtype.itemsize)
+    private = getattr(mmap, "MAP_PRIVATE", None)  # private: its pages can be handed back (``release_blocks``)
+    mapping = mmap.mmap(-1, size, flags=private | mmap.MAP_ANONYMOUS) if private is not None else mmap.mmap(-1, size)
+    return np.frombuffer(mapping, dtype, count=count).reshape(shape)
+
+
+def release_blocks(array: Any, blocks: list[int]) -> None:
+    """Hand the memory of ``blocks`` (indices along the first axis of ``array``, an array from ``zeroed_array``) back
+    to the system: the whole pages inside them read as zero again and take no memory until written."""
+    mapping = array
+    while mapping is not None and not isinstance(mapping, mmap.mmap):
+        mapping = getattr(mapping, "base", None) if not isinstance(mapping, memoryview) else mapping.obj
+    if mapping is None or not blocks or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    per_block = array.nbytes // array.shape[0]
+    page = mmap.PAGESIZE
+    ordered = sorted(blocks)
+    first = previous = ordered[0]
+    for block in [*ordered[1:], -1]:  # runs of consecutive blocks, each released in one call
+        if block == previous + 1:
+            previous = block
+            continue
+        start = -(-first * per_block // page) * page
+        stop = (previous + 1) * per_block // page * page
+        if stop > start:
+            mapping.madvise(mmap.MADV_DONTNEED, start, stop - start)
+        first = previous = block
 
 
 @lru_cache(maxsize=1)

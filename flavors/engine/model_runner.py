@@ -1,10 +1,11 @@
-"""The contract between the ``Scheduler`` and a model: a runner owns the KV cache rows and computes the
-forward passes over them (``runners/llama.py`` in torch, ``runners/onnx.py`` on onnxruntime,
-``runners/hf_forward.py`` over a model's own forward)."""
+"""The contract between the ``Scheduler`` and a model: the scheduler owns the KV cache's blocks (which sequence
+holds which, ``kv_cache/blocks.py``); a runner holds their memory and computes the forward passes over them
+(``runners/llama.py`` in torch, ``runners/onnx.py`` on onnxruntime, ``runners/hf_forward.py`` over a model's own
+forward)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .sample.choice import RowSampling, TokenChoice
@@ -12,51 +13,66 @@ from .sample.choice import RowSampling, TokenChoice
 
 @dataclass(frozen=True)
 class Chunk:
-    """Prompt tokens of one sequence to compute in a step: ``token_ids`` at positions ``start ..`` of ``row``."""
+    """Prompt tokens of one sequence to compute in a step: ``token_ids`` at positions ``start ..``, written into the
+    blocks of its block table ``blocks`` (which hold its earlier positions)."""
 
-    row: int
+    seq_id: int
     token_ids: list[int]
     start: int
+    blocks: list[int]
+
+
+@dataclass
+class StepBatch:
+    """One step's work: a token for each decoding sequence (``decode_tokens[i]`` at ``decode_positions[i]`` of
+    sequence ``decode_seqs[i]``, whose block table is ``decode_blocks[i]``), then prompt ``chunks``. ``copies``
+    (source block, target block, positions) are made before the pass: a cached block's leading positions given to
+    a prompt that starts with them."""
+
+    decode_seqs: list[int] = field(default_factory=list)
+    decode_tokens: list[int] = field(default_factory=list)
+    decode_positions: list[int] = field(default_factory=list)
+    decode_blocks: list[list[int]] = field(default_factory=list)
+    chunks: list[Chunk] = field(default_factory=list)
+    copies: list[tuple[int, int, int]] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return len(self.decode_tokens) + len(self.chunks)
 
 
 class ModelRunner(Protocol):
-    """A model's forward passes over a KV cache of rows (one sequence per row, positions left-aligned)."""
+    """A model's forward passes over a paged KV cache (or, where ``paged`` is False, over a cache of its own kept
+    per sequence, sized by the same blocks)."""
 
     #: tokens a sequence may hold, prompt and output together
     context_length: int
     #: entries of a logits row
     vocab_size: int
+    #: whether the KV lives in the scheduler's blocks (what prefix sharing and block copies need)
+    paged: bool
 
-    def ensure(self, rows: int, length: int) -> None:
-        """Make room for ``rows`` rows of ``length`` positions each (growing, keeping what is cached)."""
+    def block_bytes(self, block_size: int) -> int:
+        """Bytes one block of ``block_size`` positions takes over every layer, keys and values."""
         ...
 
-    def release(self) -> None:
-        """Free the cache (no sequence holds a row any more)."""
+    def allocate(self, num_blocks: int, block_size: int) -> None:
+        """Set up the pools of ``num_blocks`` blocks (before the first forward; again with the same sizes: nothing)."""
         ...
 
-    def forward(self, tokens: list[int], positions: list[int], chunks: list[Chunk]) -> Any:
-        """One step's forward pass, writing the KV of every token it computes: decode one token for each
-        row ``0 .. len(tokens)-1`` at its position, and compute each prompt chunk in its row (attending
-        to the positions before its start, already cached). Returns logits [len(tokens) + len(chunks),
-        vocab]: the decode rows', then each chunk's last token's."""
+    def forward(self, batch: StepBatch) -> Any:
+        """One step's forward pass, writing the KV of every token it computes at its position of its sequence's
+        blocks: decode one token for each decoding sequence, and compute each prompt chunk (attending to the
+        positions before its start, already cached). Returns logits [batch.rows, vocab]: the decode rows', then
+        each chunk's last token's."""
         ...
 
-    def move(self, src: int, dst: int, length: int) -> None:
-        """Copy the first ``length`` positions of row ``src`` to row ``dst``."""
+    def free(self, seq_id: int) -> None:
+        """Sequence ``seq_id`` is gone (finished, aborted or preempted): drop anything kept for it."""
         ...
 
-    def swap(self, a: int, b: int, length: int) -> None:
-        """Exchange the first ``length`` positions of rows ``a`` and ``b``."""
-        ...
-
-    def save_block(self, row: int, start: int, size: int) -> tuple[Any, int]:
-        """A copy of positions ``start .. start+size`` of ``row`` (for the prefix cache) and its size in bytes."""
-        ...
-
-    def load_blocks(self, blocks: list[Any], row: int, start: int, length: int) -> None:
-        """Write saved blocks back, one after another from position ``start`` of ``row``: their first
-        ``length`` positions (the last block may be used in part)."""
+    def forget(self, blocks: list[int]) -> None:
+        """``blocks`` hold nothing anyone will read: their memory may go back to the system (an idle engine)."""
         ...
 
     def generator(self, seed: int) -> Any:

@@ -94,16 +94,18 @@ class OnnxModel:
                 )
             self.genai = open_genai(genai_dir, provider, max_batch_size, threads)
 
-    def new_batcher(self, max_num_seqs: Optional[int] = None) -> Batcher:
-        """A fresh batcher (its own KV cache) over the loaded model; build it on the thread that steps it."""
+    def new_batcher(self, max_num_seqs: Optional[int] = None, kv_cache_bytes: Optional[int] = None) -> Batcher:
+        """A fresh batcher (its own KV cache, ``kv_cache_bytes`` of it) over the loaded model; build it on the
+        thread that steps it."""
         if self.decoder is not None:
             from ..engine.runners.onnx import OrtRunner
 
             return Scheduler(
-                OrtRunner(self.decoder, max_num_seqs or self.max_batch_size),
+                OrtRunner(self.decoder),
                 self.prompts.tokenizer,
                 set(self.prompts.eos_ids),
                 max_num_seqs or self.max_batch_size,
+                kv_cache_bytes=kv_cache_bytes,
             )
         from ..engine.genai_batcher import GenaiBatcher
 
@@ -125,8 +127,13 @@ def opened(
 
 
 def onnx_batcher(
-    genai_dir: str, provider: str, threads: Optional[int], max_num_seqs: int, kv_cache_dtype: Optional[str] = None
+    genai_dir: str,
+    provider: str,
+    threads: Optional[int],
+    max_num_seqs: int,
+    kv_cache_dtype: Optional[str] = None,
+    kv_cache_bytes: Optional[int] = None,
 ) -> Batcher:
     """The batcher of a genai folder (a picklable factory: called where the engine runs, which loads the model
     there)."""
-    return opened(genai_dir, provider, max_num_seqs, threads, kv_cache_dtype).new_batcher(max_num_seqs)
+    return opened(genai_dir, provider, max_num_seqs, threads, kv_cache_dtype).new_batcher(max_num_seqs, kv_cache_bytes)

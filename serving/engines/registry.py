@@ -41,14 +41,14 @@ REGISTRY: tuple[EngineEntry, ...] = (
         "transformers",
         f"{_BUILD}:transformers_service",
         True,
-        (*_LLM_OPTIONS, "device", "threads", "engine_process", "quantization", "dtype"),
+        (*_LLM_OPTIONS, "device", "threads", "engine_process", "quantization", "dtype", "kv_cache_memory"),
         True,
     ),
     EngineEntry(
         "onnx",
         f"{_BUILD}:onnx_service",
         True,
-        (*_LLM_OPTIONS, "device", "threads", "engine_process", "kv_cache_dtype"),
+        (*_LLM_OPTIONS, "device", "threads", "engine_process", "kv_cache_dtype", "kv_cache_memory"),
         False,  # on the execution provider its export was made for unless --device names one
     ),
     EngineEntry(

@@ -246,6 +246,7 @@ def transformers_service(
         dtype,
         options.max_num_seqs,
         options.quantization or saved.get("quantization"),
+        options.kv_cache_memory,
     )
     engine_class = ProcessEngine if options.engine_process else ThreadEngine
     engine = engine_class(make_batcher, context_length(checkpoint), on_step=metrics.batch_size.observe)
@@ -288,12 +289,13 @@ def transformers_batcher(
     dtype: Optional[str],
     max_num_seqs: int,
     quantization: Optional[str] = None,
+    kv_cache_bytes: Optional[int] = None,
 ) -> Any:
     """The batcher of the model at ``path`` (called where the engine runs: the model loads there)."""
     from servelm.flavors.engine.hf_batcher import ContinuousBatcher
 
     model, tokenizer, runners = _loaded(path, device, threads, dtype, quantization)
-    return ContinuousBatcher(model, tokenizer, max_num_seqs, runners=runners)
+    return ContinuousBatcher(model, tokenizer, max_num_seqs, runners=runners, kv_cache_bytes=kv_cache_bytes)
 
 
 def onnx_service(path: str, server: ServerOptions, options: EngineOptions, metrics: ServerMetrics) -> ModelService:
@@ -323,6 +325,7 @@ def onnx_service(path: str, server: ServerOptions, options: EngineOptions, metri
         options.threads,
         options.max_num_seqs,
         options.kv_cache_dtype or saved_options.get("kv_cache_dtype"),
+        options.kv_cache_memory,
     )
     engine_class = ProcessEngine if options.engine_process else ThreadEngine
     engine = engine_class(make_batcher, prompts.context_length, on_step=metrics.batch_size.observe)

@@ -1,6 +1,7 @@
 """Rotary embedding and cache writes for the onnx engine's cut decoder (``runners/onnx_layered.py``), as one numba
-kernel: each step token's query and key heads turned by its position's angles, its key and value written into its row
-of the KV cache, its queries laid out for the attention kernel (``cpu_kernel.py``).
+kernel: each step token's query and key heads turned by its position's angles, its key and value written into its
+slot of the paged KV cache (a block and an offset in it), its queries laid out for the attention kernel
+(``cpu_kernel.py``).
 
 This is the part of the export's GroupQueryAttention nodes that is not attention: the pieces of the cut
 graph give each token's packed query, key and value projections, unrotated. Rotation is in fp32 on the
@@ -14,10 +15,11 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-#: (qkv [tokens, (heads + 2 * kv_heads) * head_dim] fp32: the projections, unrotated; cache_rows [tokens] int64;
-#: positions [tokens] int64; cos, sin [context, rotary_dim / 2] fp32; keys, values [cache rows, kv_heads,
-#: positions, head_dim] (uint16 bf16 bits or fp32); queries [tokens, heads, head_dim], the cache's dtype) -> None
-CacheWriter = Callable[[Any, Any, Any, Any, Any, Any, Any, Any], None]
+#: (qkv [tokens, (heads + 2 * kv_heads) * head_dim] fp32: the projections, unrotated; blocks, offsets [tokens] int64:
+#: where each token's key and value go; positions [tokens] int64; cos, sin [context, rotary_dim / 2] fp32; keys, values
+#: [pool blocks, kv_heads, block_size, head_dim] (uint16 bf16 bits or fp32); queries [tokens, heads, head_dim], the
+#: cache's dtype) -> None
+CacheWriter = Callable[[Any, Any, Any, Any, Any, Any, Any, Any, Any], None]
 
 
 @cache
@@ -29,9 +31,9 @@ def cache_writer(head_dim: int, heads: int, kv_heads: int, rotary_dim: int, bf16
     HEAD_DIM, HEADS, KV_HEADS, HALF, BF16 = head_dim, heads, kv_heads, rotary_dim // 2, bf16  # noqa: N806
     ROTARY = 2 * HALF  # noqa: N806
 
-    def write(qkv, cache_rows, positions, cos, sin, keys, values, queries):
+    def write(qkv, blocks, offsets, positions, cos, sin, keys, values, queries):
         for r in range(qkv.shape[0]):
-            at, row = positions[r], cache_rows[r]
+            at, block, offset = positions[r], blocks[r], offsets[r]
             angle_cos, angle_sin = cos[at], sin[at]  # [rotary_dim / 2]
             turned = np.empty(HEAD_DIM, np.float32)
             turned_bits = turned.view(np.uint32)
@@ -49,9 +51,9 @@ def cache_writer(head_dim: int, heads: int, kv_heads: int, rotary_dim: int, bf16
                 if head < HEADS:
                     target = queries[r, head]
                 elif head < HEADS + KV_HEADS:
-                    target = keys[row, head - HEADS, at]
+                    target = keys[block, head - HEADS, offset]
                 else:
-                    target = values[row, head - HEADS - KV_HEADS, at]
+                    target = values[block, head - HEADS - KV_HEADS, offset]
                 for d in range(HEAD_DIM):
                     if BF16:  # the nearest bf16, ties to even
                         bits = turned_bits[d]
@@ -70,6 +72,7 @@ def cache_writer(head_dim: int, heads: int, kv_heads: int, rotary_dim: int, bf16
     dtype = np.uint16 if bf16 else np.float32
     compiled(
         np.zeros((1, (heads + 2 * kv_heads) * head_dim), np.float32),
+        np.zeros(1, np.int64),
         np.zeros(1, np.int64),
         np.zeros(1, np.int64),
         np.ones((1, max(1, rotary_dim // 2)), np.float32),

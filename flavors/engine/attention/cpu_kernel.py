@@ -1,21 +1,23 @@
-"""Decode attention on CPU: each decoding row's new queries against that row's cached keys and values, as
-one numba kernel over the runner's KV cache in place; where it runs on the CPU's bf16 instructions, each
-token of a prompt chunk too, as a query over its row up to its own position. Both CPU runners use it: the
-transformers runner between its torch ops, the onnx runner between the pieces of an export cut at its
-attention nodes (``runners/onnx_layered.py``).
+"""Attention on CPU over the paged KV cache: each query (a decoding row's new token, or where the kernel runs on the
+CPU's bf16 instructions each token of a prompt chunk too) against its sequence's cached keys and values up to its own
+position, read through the sequence's block table, as one numba kernel over the runner's block pools in place. Both
+CPU runners use it: the transformers runner between its torch ops, the onnx runner between the pieces of an export
+cut at its attention nodes (``runners/onnx_layered.py``).
 
 Why not the libraries' attention for decode steps: onnxruntime's GroupQueryAttention multiplies each query head of
 each sequence on its own, reading each kv head once per query head; and in torch's ``scaled_dot_product_attention``
 a kv head's group of queries is a matrix of a few rows, and the CPU kernels spend most of such a call on per-block
-set-up rather than on reading the cache, which is what a decode step's attention has to do. Here each (row, kv head)
-reads its keys and values once, widened from bf16 to fp32 as they are read, over that row's own length (no mask, no
-padding to the longest row), and the group's queries share every key and value read. The softmax and both products
-accumulate in fp32. On CPUs with avx512_bf16 and head sizes a multiple of 32, the scores take the CPU's bf16 dot
-product sixteen keys at a time and the values' weighted sums stay in registers (``bf16_intrinsics.py``); the results
-are the same up to the order of additions. The kernel runs on numba's threads with the GIL released.
+set-up rather than on reading the cache, which is what a decode step's attention has to do. Neither reads a block
+table. Here each (query, kv head) reads its keys and values once, block by block, widened from bf16 to fp32 as they
+are read, over that query's own length (no mask, no padding to the longest row), and the group's queries share
+every key and value read. The softmax and both products accumulate in fp32. On CPUs with avx512_bf16 and head sizes
+a multiple of 32, the scores take the CPU's bf16 dot product sixteen keys at a time and the values' weighted sums
+stay in registers (``bf16_intrinsics.py``); the results are the same up to the order of additions. Elsewhere (AVX2)
+the fp32 loops are written for the compiler to vectorise. The kernel runs on numba's threads with the GIL released.
 
-``decode_kernel`` gives the kernel for a model's head size, query group and cache dtype, or None where it
-cannot run (numba not installed, a dtype it does not read, not a CPU): the runner then uses its library's.
+``decode_kernel`` gives the kernel for a model's head size, query group, block size and cache dtype, or None where
+it cannot run (numba not installed, a dtype it does not read, not a CPU): the runner then uses the torch reference
+(``paged_torch.py``).
 """
 
 from __future__ import annotations
@@ -27,17 +29,17 @@ from typing import Any, Optional
 
 log = logging.getLogger("servelm.generation")
 
-#: (queries [rows, kv_heads, group, head_dim], cache_rows [rows] int64: each query's row of the cache, keys,
-#: values [cache rows, kv_heads, positions, head_dim] (queries, keys and values all uint16 bf16 bits or all
-#: fp32), lengths [rows] int64: the positions each query attends over, scale,
-#: out [rows, kv_heads * group, head_dim] fp32) -> None
-DecodeKernel = Callable[[Any, Any, Any, Any, Any, float, Any], None]
+#: (queries [n, kv_heads, group, head_dim], query_seqs [n] int64: each query's sequence, tables [sequences, blocks]
+#: int64: each sequence's block table, keys, values [pool blocks, kv_heads, block_size, head_dim] (queries, keys and
+#: values all uint16 bf16 bits or all fp32), lengths [n] int64: the positions each query attends over, scale,
+#: out [n, kv_heads * group, head_dim] fp32) -> None
+DecodeKernel = Callable[[Any, Any, Any, Any, Any, Any, float, Any], None]
 
 _CACHE_DTYPES = ("bfloat16", "float32")
 
 
-def decode_kernel(head_dim: int, group: int, dtype: Any, device: Any) -> Optional[DecodeKernel]:
-    """The compiled decode-attention kernel for this shape and cache dtype (compiled once per process and
+def decode_kernel(head_dim: int, group: int, dtype: Any, device: Any, block_size: int) -> Optional[DecodeKernel]:
+    """The compiled attention kernel for this shape, block size and cache dtype (compiled once per process and
     shape, and cached on disk by numba), or None where it does not apply."""
     name = str(dtype).removeprefix("torch.")
     if getattr(device, "type", device) != "cpu" or name not in _CACHE_DTYPES:
@@ -45,9 +47,9 @@ def decode_kernel(head_dim: int, group: int, dtype: Any, device: Any) -> Optiona
     try:
         import numba  # noqa: F401
     except ImportError:
-        log.info("numba is not installed: decode attention runs in the model's library (pip install numba)")
+        log.info("numba is not installed: attention runs in torch (pip install numba)")
         return None
-    return _compiled(head_dim, group, name == "bfloat16")
+    return _compiled(head_dim, group, block_size, name == "bfloat16")
 
 
 def on_bf16_instructions(head_dim: int, dtype: Any) -> bool:
@@ -70,13 +72,13 @@ def set_kernel_threads(count: int) -> None:
 
 
 @cache
-def _compiled(head_dim: int, group: int, bf16: bool, dot_bf16: bool = True) -> Optional[DecodeKernel]:
-    """The kernel with the head size and group as constants (the compiler unrolls the per-feature loops),
-    compiled; None (logged) where numba cannot compile or run it."""
+def _compiled(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: bool = True) -> Optional[DecodeKernel]:
+    """The kernel with the head size, group and block size as constants (the compiler unrolls the per-feature
+    loops), compiled; None (logged) where numba cannot compile or run it."""
     try:
-        return _compile(head_dim, group, bf16, dot_bf16)
+        return _compile(head_dim, group, block_size, bf16, dot_bf16)
     except Exception as exc:  # a numba without a usable threading layer, a compiler error: the library's attention
-        log.warning("the decode-attention kernel is unavailable (%s): attention runs in the model's library", exc)
+        log.warning("the attention kernel is unavailable (%s): attention runs in torch (paged_torch.py)", exc)
         return None
 
 
@@ -86,7 +88,6 @@ _dot: Any = None
 _dot16: Any = None
 _accumulate: Any = None
 _prefetch: Any = None
-AHEAD = 32  # positions: how far ahead of its reading the kernel asks for cache lines
 
 
 def _load_bf16_dot() -> None:
@@ -96,9 +97,9 @@ def _load_bf16_dot() -> None:
     _dot, _dot16, _accumulate, _prefetch = dot, dot16, accumulate, prefetch
 
 
-def _compile(head_dim: int, group: int, bf16: bool, dot_bf16: bool = True) -> DecodeKernel:
+def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: bool = True) -> DecodeKernel:
     """The kernel compiled; ``dot_bf16`` lets it take bf16 scores on the CPU's bf16 instruction where there
-    is one (``bf16_intrinsics.py``)."""
+    is one (``bf16_intrinsics.py``, which needs blocks of whole sixteens of positions)."""
     import numba
     import numpy as np
     from numba import njit, prange
@@ -109,37 +110,43 @@ def _compile(head_dim: int, group: int, bf16: bool, dot_bf16: bool = True) -> De
         # tbb or OpenMP, never the workqueue layer: engine threads of one process may run the kernel at once
         numba.config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
 
-    HEAD_DIM, GROUP, BF16 = head_dim, group, bf16  # noqa: N806 (compile-time constants)
-    DOT_BF16 = dot_bf16 and on_bf16_instructions(head_dim, "bfloat16" if bf16 else "float32")  # noqa: N806
-    BLOCK = LANES * head_dim  # noqa: N806 (values in sixteen positions)
+    HEAD_DIM, GROUP, BF16, BLOCK_SIZE = head_dim, group, bf16, block_size  # noqa: N806 (compile-time constants)
+    DOT_BF16 = (  # noqa: N806
+        dot_bf16 and block_size % LANES == 0 and on_bf16_instructions(head_dim, "bfloat16" if bf16 else "float32")
+    )
+    SIXTEEN = LANES * head_dim  # noqa: N806 (values in sixteen positions)
     if DOT_BF16:
         _load_bf16_dot()
     LOG2E = np.float32(1.4426950408889634)  # noqa: N806
 
-    def kernel(q, cache_rows, keys, values, lengths, scale, out):
-        rows, kv_heads = q.shape[0], q.shape[1]
-        for task in prange(rows * kv_heads):
+    def kernel(q, query_seqs, tables, keys, values, lengths, scale, out):
+        count, kv_heads = q.shape[0], q.shape[1]
+        for task in prange(count * kv_heads):
             # queries from both ends in turn: numba hands each thread a contiguous share of the tasks, and a
             # prompt's queries grow longer one by one
             turn = task // kv_heads
             h = task - turn * kv_heads
-            r = turn // 2 if turn % 2 == 0 else rows - 1 - turn // 2
+            r = turn // 2 if turn % 2 == 0 else count - 1 - turn // 2
             n = lengths[r]
-            row_keys, row_values = keys[cache_rows[r], h], values[cache_rows[r], h]  # [positions, head_dim]
+            table = tables[query_seqs[r]]  # [blocks]: where its positions live
+            blocks = (n + BLOCK_SIZE - 1) // BLOCK_SIZE
             scores = np.empty((GROUP, n), np.float32)
             wide = np.empty(HEAD_DIM, np.float32)  # one key or value in fp32
             wide_bits = wide.view(np.uint32)
             if DOT_BF16:  # on the CPU's bf16 products, sixteen keys at a time
-                flat_keys = row_keys.ravel()  # [positions * head_dim]
-                whole = n - n % LANES
                 for g in range(GROUP):
                     query, row = q[r, h, g], scores[g]  # [head_dim] bf16 bits, [n]
-                    for t in range(0, whole, LANES):
-                        if g == 0 and t + AHEAD < n:
-                            _prefetch(flat_keys, (t + AHEAD) * HEAD_DIM, BLOCK)
-                        _dot16(query, flat_keys, t * HEAD_DIM, HEAD_DIM, np.float32(scale), row, t)
-                    for t in range(whole, n):
-                        row[t] = _dot(query, flat_keys, t * HEAD_DIM, HEAD_DIM) * scale
+                    for j in range(blocks):
+                        start = j * BLOCK_SIZE
+                        size = min(BLOCK_SIZE, n - start)
+                        flat_keys = keys[table[j], h].ravel()  # [block_size * head_dim]
+                        whole = size - size % LANES
+                        for t in range(0, whole, LANES):
+                            if g == 0 and j + 1 < blocks:  # the next block's keys, as far ahead as a block
+                                _prefetch(keys[table[j + 1], h].ravel(), t * HEAD_DIM, SIXTEEN)
+                            _dot16(query, flat_keys, t * HEAD_DIM, HEAD_DIM, np.float32(scale), row, start + t)
+                        for t in range(whole, size):
+                            row[start + t] = _dot(query, flat_keys, t * HEAD_DIM, HEAD_DIM) * scale
             else:
                 queries = np.empty((GROUP, HEAD_DIM), np.float32)
                 queries_bits = queries.view(np.uint32)
@@ -150,7 +157,7 @@ def _compile(head_dim: int, group: int, bf16: bool, dot_bf16: bool = True) -> De
                         else:
                             queries[g, d] = q[r, h, g, d]
                 for t in range(n):
-                    key = row_keys[t]
+                    key = keys[table[t // BLOCK_SIZE], h, t % BLOCK_SIZE]
                     for d in range(HEAD_DIM):
                         if BF16:
                             wide_bits[d] = np.uint32(key[d]) << 16  # bf16 is the top half of an fp32
@@ -189,17 +196,21 @@ def _compile(head_dim: int, group: int, bf16: bool, dot_bf16: bool = True) -> De
                 totals[g] = total
             acc = np.zeros((GROUP, HEAD_DIM), np.float32)
             if DOT_BF16:  # sixteen values at a time, the sums held in registers
-                flat_values = row_values.ravel()  # [positions * head_dim]
-                whole = n - n % LANES
-                for t in range(0, whole, LANES):
-                    if t + AHEAD < n:
-                        _prefetch(flat_values, (t + AHEAD) * HEAD_DIM, BLOCK)
-                    _accumulate(flat_values, t, scores, acc, HEAD_DIM, GROUP, LANES)
-                for t in range(whole, n):
-                    _accumulate(flat_values, t, scores, acc, HEAD_DIM, GROUP, 1)
+                for j in range(blocks):
+                    start = j * BLOCK_SIZE
+                    size = min(BLOCK_SIZE, n - start)
+                    flat_values = values[table[j], h].ravel()  # [block_size * head_dim]
+                    weights = scores[:, start : start + size]  # [group, size]
+                    whole = size - size % LANES
+                    for t in range(0, whole, LANES):
+                        if j + 1 < blocks:
+                            _prefetch(values[table[j + 1], h].ravel(), t * HEAD_DIM, SIXTEEN)
+                        _accumulate(flat_values, t, weights, acc, HEAD_DIM, GROUP, LANES)
+                    for t in range(whole, size):
+                        _accumulate(flat_values, t, weights, acc, HEAD_DIM, GROUP, 1)
             else:
                 for t in range(n):
-                    value = row_values[t]
+                    value = values[table[t // BLOCK_SIZE], h, t % BLOCK_SIZE]
                     for d in range(HEAD_DIM):
                         if BF16:
                             wide_bits[d] = np.uint32(value[d]) << 16
@@ -226,8 +237,9 @@ def _compile(head_dim: int, group: int, bf16: bool, dot_bf16: bool = True) -> De
     compiled(
         np.zeros((1, 1, group, head_dim), cache_dtype),
         np.zeros(1, np.int64),
-        np.zeros((1, 1, 1, head_dim), cache_dtype),
-        np.zeros((1, 1, 1, head_dim), cache_dtype),
+        np.zeros((1, 1), np.int64),
+        np.zeros((1, 1, block_size, head_dim), cache_dtype),
+        np.zeros((1, 1, block_size, head_dim), cache_dtype),
         np.ones(1, np.int64),
         1.0,
         np.zeros((1, group, head_dim), np.float32),

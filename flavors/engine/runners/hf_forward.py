@@ -7,14 +7,16 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..model_runner import Chunk
+from ..model_runner import StepBatch
 from ..sample.choice import RowSampling, TokenChoice
 from ..sample.torch_sampler import sample_next
 
 
 class HFRunner:
-    """Rows are ``DynamicCache`` objects: moving a row moves a reference. No prefix blocks (the
-    scheduler runs it without a prefix cache)."""
+    """A cache object per sequence, kept by its id (the scheduler's blocks bound how many tokens they hold
+    together). No prefix sharing: the scheduler runs it without a prefix cache."""
+
+    paged = False
 
     def __init__(self, model: Any):
         import torch
@@ -25,31 +27,42 @@ class HFRunner:
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 2048)
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
-        self.caches: list[Any] = []
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        itemsize = next(model.parameters()).element_size()
+        self._token_bytes = 2 * config.num_hidden_layers * kv_heads * head_dim * itemsize
+        self.caches: dict[int, Any] = {}
         # transformers 5.24 renamed forward's past_key_values to cache (the old name warns): use what this version takes
         self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
-    def ensure(self, rows: int, length: int) -> None:
-        self.caches += [None] * (rows - len(self.caches))
+    def block_bytes(self, block_size: int) -> int:
+        return self._token_bytes * block_size
 
-    def release(self) -> None:
-        self.caches = []
+    def allocate(self, num_blocks: int, block_size: int) -> None:
+        pass
 
-    def forward(self, tokens: list[int], positions: list[int], chunks: list[Chunk]) -> Any:
+    def free(self, seq_id: int) -> None:
+        self.caches.pop(seq_id, None)
+
+    def forget(self, blocks: list[int]) -> None:
+        pass
+
+    def forward(self, batch: StepBatch) -> Any:
         """Each decode row, then each chunk, through the model one at a time."""
         logits = [
-            self._forward(self.caches[row], [token], position)
-            for row, (token, position) in enumerate(zip(tokens, positions))
+            self._forward(self.caches[seq], [token], position)
+            for seq, token, position in zip(batch.decode_seqs, batch.decode_tokens, batch.decode_positions)
         ]
-        logits += [self.prefill(chunk.row, chunk.token_ids, chunk.start) for chunk in chunks]
+        logits += [self.prefill(chunk.seq_id, chunk.token_ids, chunk.start) for chunk in batch.chunks]
         return self.torch.cat(logits)  # [rows + chunks, vocab]
 
-    def prefill(self, row: int, token_ids: list[int], start: int) -> Any:
+    def prefill(self, seq_id: int, token_ids: list[int], start: int) -> Any:
         from transformers import DynamicCache
 
         if start == 0:
-            self.caches[row] = DynamicCache()
-        return self._forward(self.caches[row], token_ids, start)  # [1, vocab]
+            self.caches[seq_id] = DynamicCache()
+        return self._forward(self.caches[seq_id], token_ids, start)  # [1, vocab]
 
     def _forward(self, cache: Any, token_ids: list[int], start: int) -> Any:
         torch = self.torch
@@ -60,18 +73,6 @@ class HFRunner:
                 input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache}
             )
             return out.logits[:, -1, :]
-
-    def move(self, src: int, dst: int, length: int) -> None:
-        self.caches[dst] = self.caches[src]
-
-    def swap(self, a: int, b: int, length: int) -> None:
-        self.caches[a], self.caches[b] = self.caches[b], self.caches[a]
-
-    def save_block(self, row: int, start: int, size: int) -> tuple[Any, int]:
-        raise NotImplementedError("HFRunner keeps no prefix blocks")
-
-    def load_blocks(self, blocks: list[Any], row: int, start: int, length: int) -> None:
-        raise NotImplementedError("HFRunner keeps no prefix blocks")
 
     def generator(self, seed: int) -> Any:
         return self.torch.Generator(device=self.device).manual_seed(seed % 2**64)

@@ -22,9 +22,9 @@ from typing import Any, Optional
 import numpy as np
 
 from ..attention.cpu_kernel import decode_kernel, on_bf16_instructions, set_kernel_threads
-from ..kv_cache.rows import RowCache
-from ..memory import zeroed_array
-from ..model_runner import Chunk
+from ..attention.paged_torch import chunk_attention, decode_attention
+from ..memory import release_blocks, zeroed_array
+from ..model_runner import StepBatch
 from ..sample.choice import RowSampling, TokenChoice
 from ..sample.torch_sampler import sample_next
 from .int8_linear import QUANTIZATIONS, int8_linear, int8_unavailable_reason, pack_int8
@@ -166,97 +166,126 @@ def _mkldnn_linear_available() -> bool:
 _SAME_SIZE_NUMPY = {2: np.int16, 4: np.float32}
 
 
-class TorchRunner(RowCache):
-    """A ``ModelRunner`` over ``LlamaWeights``: its own KV cache (``RowCache`` in torch tensors on the model's
-    device), and the forward passes over it."""
+class TorchRunner:
+    """A ``ModelRunner`` over ``LlamaWeights``: the KV pools (per layer, keys and values [blocks, kv_heads,
+    block_size, head_dim] in torch tensors on the model's device, in the model dtype), and the forward passes over
+    them, each sequence's positions found through its block table."""
 
-    def __init__(self, weights: LlamaWeights, max_rows: int, fused_decode: bool = True):
-        super().__init__(len(weights.layers), weights.kv_heads, weights.head_dim, weights.context_length, max_rows)
+    paged = True
+
+    def __init__(self, weights: LlamaWeights, fused_decode: bool = True):
         self.w = weights
         self.torch = weights.torch
         self.vocab_size = weights.vocab_size
-        group = weights.heads // weights.kv_heads
-        # decode steps' attention in one kernel over the cache (None: torch's scaled_dot_product_attention)
+        self.context_length = weights.context_length
+        self.fused_decode = fused_decode
+        self.keys: list[Any] = []
+        self.values: list[Any] = []
+        self.buffers: list[np.ndarray] = []  # on CPU, the pools' mapped memory (``forget`` hands pages back)
+        self.block_size = 0
+        self.decode_kernel: Any = None
+        self.prompts_in_kernel = False
+
+    def block_bytes(self, block_size: int) -> int:
+        w = self.w
+        return 2 * len(w.layers) * w.kv_heads * block_size * w.head_dim * w.dtype.itemsize
+
+    def allocate(self, num_blocks: int, block_size: int) -> None:
+        if self.keys and self.keys[0].shape[0] == num_blocks and self.block_size == block_size:
+            return
+        w, torch = self.w, self.torch
+        shape = (num_blocks, w.kv_heads, block_size, w.head_dim)
+        same_size = _SAME_SIZE_NUMPY.get(w.dtype.itemsize)
+        self.keys, self.values, self.buffers = [], [], []
+        for pools in (self.keys, self.values):
+            for _ in w.layers:
+                if w.device.type == "cpu" and same_size is not None:  # committed as it is written
+                    buffer = zeroed_array(shape, same_size)
+                    self.buffers.append(buffer)
+                    pools.append(torch.from_numpy(buffer).view(w.dtype))
+                else:
+                    pools.append(torch.zeros(shape, dtype=w.dtype, device=w.device))
+        self.block_size = block_size
+        group = w.heads // w.kv_heads
+        # attention in one kernel over the pools (None: torch's, through ``paged_torch.py``)
         self.decode_kernel = (
-            decode_kernel(weights.head_dim, group, weights.dtype, weights.device) if fused_decode else None
+            decode_kernel(w.head_dim, group, w.dtype, w.device, block_size) if self.fused_decode else None
         )
         # whether prompt chunks' attention runs in that kernel too (where it has its bf16 instruction path)
-        self.prompts_in_kernel = self.decode_kernel is not None and on_bf16_instructions(
-            weights.head_dim, weights.dtype
-        )
+        self.prompts_in_kernel = self.decode_kernel is not None and on_bf16_instructions(w.head_dim, w.dtype)
 
-    def _zeros(self, shape: tuple[int, ...]) -> Any:
-        torch = self.torch
-        dtype = self.w.dtype  # the KV cache and attention run in the model dtype, as in the model's own forward
-        same_size = _SAME_SIZE_NUMPY.get(dtype.itemsize)
-        if self.w.device.type == "cpu" and same_size is not None:  # committed as it is written
-            return torch.from_numpy(zeroed_array(shape, same_size)).view(dtype)
-        return torch.zeros(shape, dtype=dtype, device=self.w.device)
+    def free(self, seq_id: int) -> None:
+        pass
 
-    def _copy(self, part: Any) -> Any:
-        return part.clone()
+    def forget(self, blocks: list[int]) -> None:
+        for buffer in self.buffers:
+            release_blocks(buffer, blocks)
 
     # ------------------------------------------------------------------ the forward pass
-    def forward(self, tokens: list[int], positions: list[int], chunks: list[Chunk]) -> Any:
-        """One step: the decode rows and every prompt chunk go through the linear layers together (the
-        weights are read once a step, whatever the mix); attention runs in the decode kernel for the decode
-        rows and, where it takes them, every prompt token, else in torch per part over its own row(s)."""
+    def forward(self, batch: StepBatch) -> Any:
+        """One step: the decode rows and every prompt chunk go through the linear layers together (the weights are
+        read once a step, whatever the mix); attention runs in the kernel for the decode rows and, where it takes
+        them, every prompt token, else in torch (``paged_torch.py``) over each part's blocks."""
         torch, w = self.torch, self.w
-        rows = len(tokens)
-        spans = []  # (row, start, end, offset of the chunk's tokens in the step)
+        size = self.block_size
+        rows = len(batch.decode_tokens)
+        chunks = batch.chunks
+        for source, target, count in batch.copies:
+            for pool in self.keys + self.values:
+                pool[target, :, :count] = pool[source, :, :count]
+        spans = []  # (index among the step's sequences, start, end, offset of the chunk's tokens in the step)
         offset = rows
-        for chunk in chunks:
+        for i, chunk in enumerate(chunks):
             count = len(chunk.token_ids)
-            spans.append((chunk.row, chunk.start, chunk.start + count, offset))
+            spans.append((rows + i, chunk.start, chunk.start + count, offset))
             offset += count
-        step_ids = tokens + [t for c in chunks for t in c.token_ids]
-        step_positions = positions + [p for c in chunks for p in range(c.start, c.start + len(c.token_ids))]
+        tables_list = batch.decode_blocks + [c.blocks for c in chunks]  # one per sequence of the step
+        widest = max(len(t) for t in tables_list)
+        tables = np.zeros((len(tables_list), widest), np.int64)  # [sequences, blocks]
+        for i, table in enumerate(tables_list):
+            tables[i, : len(table)] = table
+        step_ids = batch.decode_tokens + [t for c in chunks for t in c.token_ids]
+        positions = np.asarray(
+            batch.decode_positions + [p for c in chunks for p in range(c.start, c.start + len(c.token_ids))], np.int64
+        )  # [step tokens]
+        step_seqs = np.concatenate(
+            [np.arange(rows, dtype=np.int64), *(np.full(stop - start, s, np.int64) for s, start, stop, _ in spans)]
+        )  # [step tokens]: each token's sequence
+        slot_blocks = tables[step_seqs, positions // size]  # [step tokens]: the block each token's KV goes to
         padding = padded_step_tokens(len(step_ids)) - len(step_ids)
         with torch.inference_mode():
             ids = torch.tensor(step_ids + [0] * padding, device=w.device)  # [padded step tokens]
-            where = torch.tensor(step_positions + [0] * padding, device=w.device)  # [padded step tokens]
+            where = torch.from_numpy(np.concatenate([positions, np.zeros(padding, np.int64)])).to(w.device)
+            into_block = torch.from_numpy(slot_blocks).to(w.device)  # [step tokens]
+            into_offset = torch.from_numpy(positions % size).to(w.device)  # [step tokens]
             filler = (
                 torch.zeros(padding, w.heads * w.head_dim, dtype=w.dtype, device=w.device) if padding else None
             )  # [padding, heads * head_dim]: the padding rows' attention output
             kernel = self.decode_kernel if rows or (spans and self.prompts_in_kernel) else None
             in_kernel = offset if self.prompts_in_kernel else rows  # step tokens the kernel attends (the first ones)
             torch_spans = [span for span in spans if span[3] >= in_kernel]  # the chunks torch attends
-            decode_mask, end = self._decode_mask(positions, where[:rows]) if rows and kernel is None else (None, 0)
+            device_tables = torch.from_numpy(tables).to(w.device)  # [sequences, blocks]
             if kernel is not None:
                 set_kernel_threads(torch.get_num_threads())
-                kernel_rows = np.arange(rows, dtype=np.int64)  # [in_kernel]: each query's row of the cache
-                lengths = np.asarray(positions, dtype=np.int64) + 1  # [in_kernel]: cached positions it attends
-                if in_kernel > rows:
-                    kernel_rows = np.concatenate(
-                        [kernel_rows, *(np.full(stop - start, row, np.int64) for row, start, stop, _ in spans)]
-                    )
-                    lengths = np.concatenate(
-                        [lengths, *(np.arange(start + 1, stop + 1) for _, start, stop, _ in spans)]
-                    )
+                kernel_seqs = step_seqs[:in_kernel]  # [in_kernel]: each query's sequence
+                lengths = positions[:in_kernel] + 1  # [in_kernel]: cached positions it attends
                 attended_rows = np.empty((in_kernel, w.heads, w.head_dim), np.float32)  # the kernel's output
-            chunk_masks = [
-                torch.arange(stop, device=w.device)[None, :] <= where[at : at + stop - start, None] if start else None
-                for _, start, stop, at in torch_spans
-            ]  # [count, stop]: cached positions, and causal within the chunk
-            decode_rows = torch.arange(rows, device=w.device)
             group = w.heads // w.kv_heads  # query heads per kv head (heads h*group .. h*group+group-1 read kv head h)
+            written = len(step_ids)
             x = w.embed[ids]  # [step tokens, hidden]
             cos, sin = w.cos[where][:, None, :], w.sin[where][:, None, :]  # [step tokens, 1, rotary_dim]
             for i, layer in enumerate(w.layers):
                 q, k, v = self._qkv(x, layer, cos, sin)  # [step tokens, heads | kv_heads, head_dim]
                 keys, values = self.keys[i], self.values[i]
+                keys[into_block, :, into_offset] = k[:written]
+                values[into_block, :, into_offset] = v[:written]
                 parts = []
-                if rows:
-                    keys[decode_rows, :, where[:rows]] = k[:rows]
-                    values[decode_rows, :, where[:rows]] = v[:rows]
-                for row, start, stop, at in spans:
-                    keys[row, :, start:stop] = k[at : at + stop - start].transpose(0, 1)
-                    values[row, :, start:stop] = v[at : at + stop - start].transpose(0, 1)
                 if kernel is not None:
                     queries = q[:in_kernel].contiguous().view(in_kernel, w.kv_heads, group, w.head_dim)
                     kernel(
                         _numpy_view(torch, queries),
-                        kernel_rows,
+                        kernel_seqs,
+                        tables,
                         _numpy_view(torch, keys),
                         _numpy_view(torch, values),
                         lengths,
@@ -265,24 +294,14 @@ class TorchRunner(RowCache):
                     )  # attended_rows [in_kernel, heads, head_dim]
                     parts.append(torch.from_numpy(attended_rows).view(in_kernel, -1).to(w.dtype))
                 elif rows:
-                    attended = torch.nn.functional.scaled_dot_product_attention(
-                        q[:rows].view(rows, w.kv_heads, group, w.head_dim),
-                        keys[:rows, :, :end],
-                        values[:rows, :, :end],
-                        attn_mask=decode_mask,
-                    )  # [rows, kv_heads, group, head_dim]: a kv head's queries as one block over its keys
+                    attended = decode_attention(
+                        torch, q[:rows], device_tables[:rows], keys, values, [p + 1 for p in batch.decode_positions]
+                    )  # [rows, heads, head_dim]
                     parts.append(attended.reshape(rows, -1))
-                for (row, start, stop, at), mask in zip(torch_spans, chunk_masks):
+                for seq, start, stop, at in torch_spans:
                     count = stop - start
-                    attended = torch.nn.functional.scaled_dot_product_attention(
-                        q[at : at + count].transpose(0, 1)[None],
-                        keys[row : row + 1, :, :stop],
-                        values[row : row + 1, :, :stop],
-                        attn_mask=mask,
-                        is_causal=mask is None,
-                        enable_gqa=True,
-                    )  # [1, heads, count, head_dim]
-                    parts.append(attended[0].transpose(0, 1).reshape(count, -1))
+                    attended = chunk_attention(torch, q[at : at + count], device_tables[seq], keys, values, start)
+                    parts.append(attended.reshape(count, -1))  # [count, heads * head_dim]
                 if filler is not None:
                     parts.append(filler)
                 x = self._rest_of_layer(x, parts[0] if len(parts) == 1 else torch.cat(parts), layer)
@@ -301,15 +320,6 @@ class TorchRunner(RowCache):
         top = top_indices(torch, logits, min(EXACT_TOP, logits.shape[-1]))  # [tokens, EXACT_TOP]
         exact = torch.einsum("th,tkh->tk", hidden.float(), w.output_rows[top].float())  # [tokens, EXACT_TOP]
         return logits.scatter_(1, top, exact)
-
-    def _decode_mask(self, positions: list[int], where: Any) -> tuple[Any, int]:
-        """The decode rows' attention mask [rows, 1, 1, end] (None when every row is as long) and ``end``,
-        the longest row's length."""
-        end = max(positions) + 1
-        if min(positions) == end - 1:
-            return None, end
-        arange = self.torch.arange(end, device=self.w.device)
-        return (arange[None, :] <= where[:, None])[:, None, None, :], end
 
     def _qkv(self, x: Any, layer: dict[str, Any], cos: Any, sin: Any) -> tuple[Any, Any, Any]:
         """Queries and keys (rotated) and values of one layer, in the cache dtype."""

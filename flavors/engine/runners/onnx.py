@@ -24,8 +24,9 @@ import numpy as np
 from ...cache import default_cache_dir
 from ...errors import ModelFormatError
 from ...onnx.last_token import last_token_decoder
-from ..kv_cache.rows import NumpyRowCache
-from ..model_runner import Chunk
+from ..kv_cache.rows import SequenceRows
+from ..memory import release_blocks, zeroed_array
+from ..model_runner import StepBatch
 from ..sample.choice import RowSampling, TokenChoice
 from ..sample.numpy_sampler import numpy_generator, sample_numpy
 from .onnx_layered import LayeredDecoder, LayeredUnavailable
@@ -103,40 +104,79 @@ class OrtDecoder:
             return None
 
 
-class OrtRunner(NumpyRowCache):
-    """A ``ModelRunner`` over an ``OrtDecoder``: its own KV cache (``NumpyRowCache``, bound to
-    the session in place), and the forward passes over it."""
+class OrtRunner:
+    """A ``ModelRunner`` over an ``OrtDecoder``: on a cut decoder, paged pools per layer (keys and values [blocks,
+    kv_heads, block_size, head_dim], bf16 bits) read through block tables by servelm's kernels; on the whole graph,
+    rows of its own (``SequenceRows``, bound to the session in place)."""
 
-    def __init__(self, decoder: OrtDecoder, max_rows: int):
-        super().__init__(decoder.layers, decoder.kv_heads, decoder.head_dim, decoder.context_length, max_rows)
+    def __init__(self, decoder: OrtDecoder):
         self.d = decoder
-        self.dtype = decoder.cache_dtype
         self.vocab_size = decoder.vocab_size
+        self.context_length = decoder.context_length
+        self.paged = decoder.layered is not None
+        self.keys: list[np.ndarray] = []
+        self.values: list[np.ndarray] = []
+        self.rows = SequenceRows(
+            decoder.layers, decoder.kv_heads, decoder.head_dim, decoder.context_length, decoder.cache_dtype
+        )
+
+    def block_bytes(self, block_size: int) -> int:
+        d = self.d
+        return 2 * d.layers * d.kv_heads * block_size * d.head_dim * np.dtype(d.cache_dtype).itemsize
+
+    def allocate(self, num_blocks: int, block_size: int) -> None:
+        layered = self.d.layered
+        if layered is None or (self.keys and self.keys[0].shape[::2] == (num_blocks, block_size)):
+            return
+        d = self.d
+        shape = (num_blocks, d.kv_heads, block_size, d.head_dim)
+        self.keys = [zeroed_array(shape, d.cache_dtype) for _ in range(d.layers)]
+        self.values = [zeroed_array(shape, d.cache_dtype) for _ in range(d.layers)]
+        layered.attention_for(block_size)
+
+    def free(self, seq_id: int) -> None:
+        if not self.paged:
+            self.rows.free(seq_id)
+
+    def forget(self, blocks: list[int]) -> None:
+        for pool in self.keys + self.values:
+            release_blocks(pool, blocks)
 
     # ------------------------------------------------------------------ forward passes
-    def forward(self, tokens: list[int], positions: list[int], chunks: list[Chunk]) -> Any:
+    def forward(self, batch: StepBatch) -> Any:
         """On a cut decoder, every token of the step together; else the decode rows in one session run, then
         each chunk in its own (the whole graph takes one length per call)."""
         layered = self.d.layered
+        chunks = batch.chunks
+        rows = len(batch.decode_tokens)
         if layered is not None:
-            rows = len(tokens)
-            ids = tokens + [t for c in chunks for t in c.token_ids]
-            cache_rows = list(range(rows)) + [c.row for c in chunks for _ in c.token_ids]
-            where = positions + [p for c in chunks for p in range(c.start, c.start + len(c.token_ids))]
+            for source, target, count in batch.copies:
+                for pool in self.keys + self.values:
+                    pool[target, :, :count] = pool[source, :, :count]
+            tables_list = batch.decode_blocks + [c.blocks for c in chunks]
+            tables = np.zeros((len(tables_list), max(len(t) for t in tables_list)), np.int64)  # [sequences, blocks]
+            for i, table in enumerate(tables_list):
+                tables[i, : len(table)] = table
+            ids = batch.decode_tokens + [t for c in chunks for t in c.token_ids]
+            seqs = list(range(rows)) + [rows + i for i, c in enumerate(chunks) for _ in c.token_ids]
+            where = batch.decode_positions + [p for c in chunks for p in range(c.start, c.start + len(c.token_ids))]
             last, end = list(range(rows)), rows
             for chunk in chunks:
                 end += len(chunk.token_ids)
                 last.append(end - 1)
             return layered.forward(
                 np.asarray(ids, np.int64),
-                np.asarray(cache_rows, np.int64),
+                np.asarray(seqs, np.int64),
+                tables,
                 np.asarray(where, np.int64),
                 last,
                 self.keys,
                 self.values,
             )  # [rows + chunks, vocab]
-        parts = [self.decode(tokens, positions)] if tokens else []
-        parts += [self.prefill(chunk.row, chunk.token_ids, chunk.start) for chunk in chunks]
+        parts = [self.decode(batch.decode_seqs, batch.decode_tokens, batch.decode_positions)] if rows else []
+        for chunk in chunks:
+            row = self.rows.row(chunk.seq_id, chunk.start + len(chunk.token_ids))
+            parts.append(self.prefill(row, chunk.token_ids, chunk.start))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)  # [rows + chunks, vocab]
 
     def prefill(self, row: int, token_ids: list[int], start: int) -> Any:
@@ -148,14 +188,20 @@ class OrtRunner(NumpyRowCache):
         )  # [1, 1 or count, vocab]
         return logits[:, -1]
 
-    def decode(self, tokens: list[int], positions: list[int]) -> Any:
+    def decode(self, seq_ids: list[int], tokens: list[int], positions: list[int]) -> Any:
+        """One session run over the decoding sequences, gathered into rows ``0 .. n-1``; logits in their order."""
         count = len(tokens)
-        where = np.asarray(positions, np.int64)
+        order = self.rows.gather(seq_ids, max(positions) + 1)  # each sequence's row
+        by_row = np.empty(count, np.int64)
+        by_row[order] = np.arange(count)  # the batch index of the sequence in each row
+        where = np.asarray(positions, np.int64)[by_row]
+        for seq_id, position in zip(seq_ids, positions):
+            self.rows.lengths[seq_id] = position + 1
         mask = (np.arange(int(where.max()) + 1)[None, :] <= where[:, None]).astype(np.int64)  # [rows, longest + 1]
         logits = self._run(
-            np.asarray(tokens, np.int64)[:, None], mask, where[:, None], slice(0, count)
+            np.asarray(tokens, np.int64)[by_row][:, None], mask, where[:, None], slice(0, count)
         )  # [rows, 1, vocab]
-        return logits[:, -1]
+        return logits[:, -1][order]
 
     def _run(self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, rows: slice) -> np.ndarray:
         d, ort = self.d, self.d.ort
@@ -166,7 +212,7 @@ class OrtRunner(NumpyRowCache):
             binding.bind_cpu_input(d.position_ids, positions)
         binding.bind_output(d.logits)
         for (past_key, past_value), (present_key, present_value), keys, values in zip(
-            d.past, d.present, self.keys, self.values
+            d.past, d.present, self.rows.keys, self.rows.values
         ):
             key, value = ort.OrtValue.ortvalue_from_numpy(keys[rows]), ort.OrtValue.ortvalue_from_numpy(values[rows])
             binding.bind_ortvalue_input(past_key, key)

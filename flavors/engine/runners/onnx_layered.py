@@ -37,13 +37,18 @@ class LayeredDecoder:
 
     def __init__(self, cut: CutDecoder, sessions: list[Any], threads: int, head_dim: int):
         from ..attention.cache_writes import cache_writer
-        from ..attention.cpu_kernel import decode_kernel
 
         self.cut, self.sessions, self.threads, self.head_dim = cut, sessions, threads, head_dim
         self.group = cut.heads // cut.kv_heads
         self.scale = cut.scale or head_dim**-0.5
         self.write = cache_writer(head_dim, cut.heads, cut.kv_heads, 2 * cut.cos.shape[1], True)
-        attend = decode_kernel(head_dim, self.group, "bfloat16", "cpu")
+        self.attend: Any = None  # the attention kernel, compiled for the pools' block size (``attention_for``)
+
+    def attention_for(self, block_size: int) -> None:
+        """Compile (or load) the attention kernel for pools of ``block_size`` positions per block."""
+        from ..attention.cpu_kernel import decode_kernel
+
+        attend = decode_kernel(self.head_dim, self.group, "bfloat16", "cpu", block_size)
         if attend is None:
             raise LayeredUnavailable("the attention kernel does not compile here")
         self.attend = attend
@@ -81,16 +86,17 @@ class LayeredDecoder:
     def forward(
         self,
         ids: np.ndarray,
-        cache_rows: np.ndarray,
+        seqs: np.ndarray,
+        tables: np.ndarray,
         positions: np.ndarray,
         last: list[int],
         keys: list[np.ndarray],
         values: list[np.ndarray],
     ) -> np.ndarray:
-        """Logits [len(last), vocab] of the tokens at ``last`` among ``ids`` [tokens], each token's key and
-        value written at its position of its cache row (``cache_rows``, ``positions`` [tokens] int64), each
-        attending over its row up to its own position. ``keys``/``values`` per layer [rows, kv_heads,
-        positions, head_dim] uint16 (bf16 bits)."""
+        """Logits [len(last), vocab] of the tokens at ``last`` among ``ids`` [tokens], each token's key and value
+        written at its position of its sequence (``seqs`` [tokens] int64: a row of ``tables`` [sequences, blocks]
+        int64, the block tables; ``positions`` [tokens] int64), each attending over its sequence up to its own
+        position. ``keys``/``values`` per layer [pool blocks, kv_heads, block_size, head_dim] uint16 (bf16 bits)."""
         from ..attention.cpu_kernel import set_kernel_threads
 
         cut = self.cut
@@ -99,6 +105,9 @@ class LayeredDecoder:
         queries = np.empty((tokens, cut.heads, self.head_dim), np.uint16)  # rotated, bf16 bits
         attended = np.empty((tokens, cut.heads, self.head_dim), np.float32)
         lengths = positions + 1  # [tokens]: the positions each token attends over
+        size = keys[0].shape[2]
+        blocks = tables[seqs, positions // size]  # [tokens]: the block each token's key and value go to
+        offsets = positions % size
         set_kernel_threads(self.threads if tokens * cut.kv_heads >= PARALLEL_TASKS else 1)
         layer = 0
         for index, (piece, session) in enumerate(zip(cut.pieces, self.sessions)):
@@ -108,10 +117,11 @@ class LayeredDecoder:
             known.update(zip(piece.outputs, results))
             if piece.qkv is not None and piece.attended is not None:
                 qkv = known[piece.qkv].reshape(tokens, -1)  # [tokens, (heads + 2 * kv_heads) * head_dim] fp32
-                self.write(qkv, cache_rows, positions, cut.cos, cut.sin, keys[layer], values[layer], queries)
+                self.write(qkv, blocks, offsets, positions, cut.cos, cut.sin, keys[layer], values[layer], queries)
                 self.attend(
                     queries.reshape(tokens, cut.kv_heads, self.group, self.head_dim),
-                    cache_rows,
+                    seqs,
+                    tables,
                     keys[layer],
                     values[layer],
                     lengths,

@@ -179,3 +179,45 @@ def test_token_ids_outside_the_vocabulary_are_refused_at_add(lm, tiny_llama):
     for bad in (-5, batcher.runner.vocab_size):
         with pytest.raises(ValueError, match=f"token id {bad}"):
             batcher.add([1, 2, bad], greedy(4))
+
+
+def test_a_kv_budget_smaller_than_the_load_preempts_and_every_sequence_ends_as_unconstrained(lm, tiny_llama):
+    """Twenty sequences whose prompts and answers need about 4x the blocks the budget holds: the newest are preempted
+    when decoding runs out of blocks, computed again from their prompt and the tokens they had, and each ends with
+    exactly the tokens of a run with room for all (greedy, and a seeded sampler)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    prompts = [[(13 * i + 7 * j) % 400 + 3 for j in range(90 + 3 * i)] for i in range(20)]
+    params = [greedy(40) if i % 2 else SamplingParams(max_tokens=40, temperature=0.8, seed=i) for i in range(20)]
+
+    def answers(**options):
+        batcher = ContinuousBatcher(lm, tokenizer, max_num_seqs=20, block_size=16, **options)
+        seqs = [batcher.add(p, q) for p, q in zip(prompts, params)]
+        run(batcher)
+        assert all(s.finish_reason == "length" for s in seqs)
+        return [s.generated for s in seqs], batcher
+
+    unconstrained, roomy = answers()
+    per_block = roomy.runner.block_bytes(16)
+    needed = sum(-(-(len(p) + 40) // 16) for p in prompts)  # blocks for every sequence at once
+    constrained, tight = answers(kv_cache_bytes=per_block * (needed // 4), prefix_cache_bytes=0)
+    assert roomy.preemptions == 0 and tight.preemptions > 0
+    assert tight.pool.num_blocks == needed // 4 and tight.pool.used() == 0
+    assert constrained == unconstrained
+
+
+def test_a_prompt_that_could_never_fit_the_budget_is_refused_when_added(lm, tiny_llama):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    probe = ContinuousBatcher(lm, tokenizer, max_num_seqs=2, block_size=16)
+    batcher = ContinuousBatcher(lm, tokenizer, block_size=16, kv_cache_bytes=probe.runner.block_bytes(16) * 4)
+    assert batcher.context_length == 64
+    with pytest.raises(ValueError, match="KV cache holds 64 tokens.*--kv-cache-memory"):
+        batcher.add(list(range(3, 80)), greedy(4))
+    seq = batcher.add(list(range(3, 40)), greedy(60))  # fits; its answer stops at the budget's context
+    run(batcher)
+    assert seq.finish_reason == "length" and len(seq.prompt_ids) + len(seq.generated) == 64
+    with pytest.raises(ValueError, match="at least"):
+        ContinuousBatcher(lm, tokenizer, block_size=16, kv_cache_bytes=10)

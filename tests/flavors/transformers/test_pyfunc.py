@@ -44,4 +44,4 @@ def test_pyfunc_runs_int8_when_its_model_config_asks(tmp_path, tiny_llama):
     model = load_model(str(tmp_path / "m"))
     (reply,) = model.predict({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0})
     assert reply["usage"]["completion_tokens"] <= 3
-    assert model.get_raw_model().runners(1).w.int8
+    assert model.get_raw_model().runners().w.int8

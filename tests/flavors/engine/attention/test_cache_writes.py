@@ -27,27 +27,30 @@ def turned(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, rotary: int) -> np.n
 
 @pytest.mark.parametrize("bf16", [True, False])
 @pytest.mark.parametrize("rotary", [32, 16])
-def test_queries_keys_and_values_land_rotated_in_their_rows(bf16, rotary):
+def test_queries_keys_and_values_land_rotated_in_their_slots(bf16, rotary):
     heads, kv_heads, head_dim, context = 4, 2, 32, 40
     rng = np.random.default_rng(0)
     tokens = 5
     qkv = rng.standard_normal((tokens, (heads + 2 * kv_heads) * head_dim)).astype(np.float32)
     angles = rng.uniform(0, 6, (context, rotary // 2)).astype(np.float32)
     cos, sin = np.cos(angles), np.sin(angles)
-    cache_rows = np.array([2, 0, 0, 1, 2], np.int64)
+    size = 8  # positions per block
+    blocks = np.array([5, 0, 0, 3, 1], np.int64)  # the block each token's key and value go to
     positions = np.array([7, 3, 4, 0, 39], np.int64)
+    offsets = positions % size
     dtype = np.uint16 if bf16 else np.float32
-    keys = np.zeros((3, kv_heads, context, head_dim), dtype)
+    keys = np.zeros((6, kv_heads, size, head_dim), dtype)
     values = np.zeros_like(keys)
     queries = np.zeros((tokens, heads, head_dim), dtype)
-    cache_writer(head_dim, heads, kv_heads, rotary, bf16)(qkv, cache_rows, positions, cos, sin, keys, values, queries)
+    write = cache_writer(head_dim, heads, kv_heads, rotary, bf16)
+    write(qkv, blocks, offsets, positions, cos, sin, keys, values, queries)
     split = qkv.reshape(tokens, heads + 2 * kv_heads, head_dim)
     stored = bf16_bits if bf16 else (lambda x: x)
     for t in range(tokens):
         angle_cos, angle_sin = cos[positions[t]], sin[positions[t]]
         want_q = turned(split[t, :heads], angle_cos, angle_sin, rotary)
         want_k = turned(split[t, heads : heads + kv_heads], angle_cos, angle_sin, rotary)
-        row, at = cache_rows[t], positions[t]
+        row, at = blocks[t], offsets[t]
         if bf16:
             np.testing.assert_array_equal(queries[t], bf16_bits(want_q))
             np.testing.assert_array_equal(keys[row, :, at], bf16_bits(want_k))
@@ -56,6 +59,6 @@ def test_queries_keys_and_values_land_rotated_in_their_rows(bf16, rotary):
             np.testing.assert_allclose(queries[t], want_q, rtol=1e-6, atol=1e-6)
             np.testing.assert_allclose(keys[row, :, at], want_k, rtol=1e-6, atol=1e-6)
             np.testing.assert_array_equal(values[row, :, at], stored(split[t, heads + kv_heads :]))
-    written = {(int(r), int(p)) for r, p in zip(cache_rows, positions)}
-    untouched = [(r, p) for r in range(3) for p in range(context) if (r, p) not in written]
+    written = {(int(b), int(o)) for b, o in zip(blocks, offsets)}
+    untouched = [(b, o) for b in range(6) for o in range(size) if (b, o) not in written]
     assert all(not keys[r, :, p].any() and not values[r, :, p].any() for r, p in untouched)

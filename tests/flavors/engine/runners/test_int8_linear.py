@@ -4,7 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from servelm.flavors.engine.model_runner import Chunk  # noqa: E402
+from servelm.flavors.engine.fixed_rows import FixedRows  # noqa: E402
 from servelm.flavors.engine.runners.int8_linear import int8_linear, int8_unavailable_reason, pack_int8  # noqa: E402
 from servelm.flavors.engine.runners.llama import LlamaWeights, TorchRunner  # noqa: E402
 
@@ -32,10 +32,9 @@ def test_an_int8_runner_steps_like_the_bf16_one(tiny_llama):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.bfloat16).eval()
 
     def logits(weights: LlamaWeights):
-        runner = TorchRunner(weights, max_rows=3)
-        runner.ensure(2, 64)
-        runner.forward([], [], [Chunk(0, list(range(3, 40)), 0)])
-        return runner.forward([7], [37], [Chunk(1, list(range(50, 60)), 0)]).float()  # [2, vocab]
+        runner = FixedRows(TorchRunner(weights), 2, 64)
+        runner.forward([], [], [(0, list(range(3, 40)), 0)])
+        return runner.forward([7], [37], [(1, list(range(50, 60)), 0)]).float()  # [2, vocab]
 
     plain, quantized = logits(LlamaWeights(model, torch.bfloat16)), logits(LlamaWeights(model, torch.bfloat16, "int8"))
     assert quantized.shape == plain.shape
@@ -64,6 +63,6 @@ def test_down_projections_and_the_cache_stay_in_the_model_dtype(tiny_llama):
         assert all(isinstance(layer[name][0], torch.ScriptObject) for name in ("qkv", "o", "gate_up"))
         assert not isinstance(layer["down"][0], torch.ScriptObject)
     assert isinstance(weights.lm_head[0], torch.ScriptObject)
-    runner = TorchRunner(weights, max_rows=1)
-    runner.ensure(1, 8)
+    runner = TorchRunner(weights)
+    runner.allocate(1, 32)
     assert runner.keys[0].dtype == runner.values[0].dtype == torch.bfloat16

@@ -4,7 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from servelm.flavors.engine.model_runner import Chunk  # noqa: E402
+from servelm.flavors.engine.fixed_rows import FixedRows  # noqa: E402
 from servelm.flavors.engine.runners import llama as runner_module  # noqa: E402
 from servelm.flavors.engine.runners.llama import LlamaWeights, TorchRunner, padded_step_tokens  # noqa: E402
 
@@ -26,12 +26,11 @@ def test_a_padded_step_matches_the_unpadded_one(tiny_llama, monkeypatch, dtype):
 
     def step(exact: int):
         monkeypatch.setattr(runner_module, "EXACT_STEP_TOKENS", exact)
-        runner = TorchRunner(weights, max_rows=4)
-        runner.ensure(3, 64)
-        runner.forward([], [], [Chunk(0, list(range(3, 13)), 0), Chunk(1, list(range(20, 27)), 0)])
+        runner = FixedRows(TorchRunner(weights), 3, 64)
+        runner.forward([], [], [(0, list(range(3, 13)), 0), (1, list(range(20, 27)), 0)])
         # two decode rows and a 37-token chunk: 39 tokens, padded to the next bucket
-        logits = runner.forward([5, 6], [10, 7], [Chunk(2, list(range(40, 77)), 0)])
-        return logits.float(), runner.keys[0][:3, :, :37].clone()
+        logits = runner.forward([5, 6], [10, 7], [(2, list(range(40, 77)), 0)])
+        return logits.float(), runner.runner.keys[0].clone()
 
     padded_logits, padded_keys = step(runner_module.EXACT_STEP_TOKENS)
     exact_logits, exact_keys = step(10**6)
@@ -51,7 +50,7 @@ def test_the_top_logits_are_the_fp32_projection_of_the_hidden_state(tiny_llama, 
         pytest.skip(int8_unavailable_reason(torch.device("cpu")))
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
     weights = LlamaWeights(model, torch.bfloat16, quantization)
-    runner = TorchRunner(weights, max_rows=2)
+    runner = TorchRunner(weights)
     hidden = torch.randn(3, weights.hidden, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
     with torch.inference_mode():
         logits = runner.logits(hidden)

@@ -10,7 +10,7 @@ pytest.importorskip("onnxruntime_genai")
 pytest.importorskip("numba")
 
 from servelm.flavors.engine.attention.bf16_intrinsics import has_bf16_dot  # noqa: E402
-from servelm.flavors.engine.model_runner import Chunk  # noqa: E402
+from servelm.flavors.engine.fixed_rows import FixedRows  # noqa: E402
 from servelm.flavors.engine.runners.onnx import OrtDecoder, OrtRunner  # noqa: E402
 from servelm.flavors.errors import ModelFormatError  # noqa: E402
 from servelm.flavors.onnx.runtime import read_genai_config  # noqa: E402
@@ -29,17 +29,15 @@ def grouped_genai(tmp_path_factory):
     return export(source, str(root / "genai"))
 
 
-def runner(genai_dir: str, kv_cache_dtype: str, tmp_path, rows: int = 3) -> OrtRunner:
+def runner(genai_dir: str, kv_cache_dtype: str, tmp_path, rows: int = 3) -> FixedRows:
     decoder = OrtDecoder(genai_dir, read_genai_config(genai_dir), 2, str(tmp_path), kv_cache_dtype)
-    made = OrtRunner(decoder, rows)
-    made.ensure(rows, 256)
-    return made
+    return FixedRows(OrtRunner(decoder), rows, 256)
 
 
-def steps(run: OrtRunner, prompts: list[list[int]], count: int) -> np.ndarray:
+def steps(run: FixedRows, prompts: list[list[int]], count: int) -> np.ndarray:
     """Logits [prompts + count * prompts, vocab]: each prompt prefilled in its row, then ``count`` greedy
     decode steps of all rows together."""
-    logits = [run.forward([], [], [Chunk(row, ids, 0)])[0] for row, ids in enumerate(prompts)]
+    logits = [run.forward([], [], [(row, ids, 0)])[0] for row, ids in enumerate(prompts)]
     tokens = [int(np.argmax(row)) for row in logits]
     positions = [len(ids) for ids in prompts]
     for _ in range(count):
@@ -54,8 +52,8 @@ def steps(run: OrtRunner, prompts: list[list[int]], count: int) -> np.ndarray:
 def test_the_cut_decoder_gives_the_whole_graphs_logits(request, model, tmp_path):
     genai_dir = request.getfixturevalue(model)
     cut, whole = runner(genai_dir, "bfloat16", tmp_path), runner(genai_dir, "float32", tmp_path)
-    assert cut.d.layered is not None and cut.dtype == np.uint16
-    assert whole.d.layered is None and whole.dtype == np.float32
+    assert cut.runner.d.layered is not None and cut.runner.d.cache_dtype == np.uint16
+    assert whole.runner.d.layered is None and whole.runner.d.cache_dtype == np.float32
     prompts = [list(range(5, 45)), list(range(300, 307)), list(range(60, 160))]
     ours, theirs = steps(cut, prompts, 6), steps(whole, prompts, 6)
     # the cache rounds keys and values to bf16 (8 bits of mantissa); everything else is fp32 on both sides
@@ -68,21 +66,21 @@ def test_a_step_of_decode_rows_and_prompt_chunks_is_those_steps_apart(grouped_ge
     together, apart = runner(grouped_genai, "bfloat16", tmp_path), runner(grouped_genai, "bfloat16", tmp_path)
     first, second, third = list(range(10, 30)), list(range(40, 90)), list(range(200, 212))
     for run in (together, apart):
-        run.forward([], [], [Chunk(0, first, 0)])
-    mixed = together.forward([7], [len(first)], [Chunk(1, second[:30], 0), Chunk(2, third, 0)])
+        run.forward([], [], [(0, first, 0)])
+    mixed = together.forward([7], [len(first)], [(1, second[:30], 0), (2, third, 0)])
     alone = np.concatenate(
         [
             apart.forward([7], [len(first)], []),
-            apart.forward([], [], [Chunk(1, second[:30], 0)]),
-            apart.forward([], [], [Chunk(2, third, 0)]),
+            apart.forward([], [], [(1, second[:30], 0)]),
+            apart.forward([], [], [(2, third, 0)]),
         ]
     )
-    assert mixed.shape == (3, together.vocab_size)
+    assert mixed.shape == (3, together.runner.vocab_size)
     np.testing.assert_allclose(mixed, alone, rtol=0, atol=1e-4 * np.abs(alone).max())
     # a chunk continuing a prompt attends over the positions an earlier step wrote
-    later = together.forward([], [], [Chunk(1, second[30:], 30)])
+    later = together.forward([], [], [(1, second[30:], 30)])
     fresh = runner(grouped_genai, "bfloat16", tmp_path)
-    once = fresh.forward([], [], [Chunk(1, second, 0)])
+    once = fresh.forward([], [], [(1, second, 0)])
     np.testing.assert_allclose(later, once, rtol=0, atol=1e-4 * np.abs(once).max())
 
 
