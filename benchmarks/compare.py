@@ -44,6 +44,7 @@ from report import markdown, plots  # noqa: E402
 from serve import WORKLOADS  # noqa: E402
 from systems import (  # noqa: E402
     AGENT_SYSTEMS,
+    BASELINE,
     LLM_SYSTEMS,
     MODELS,
     PYTHON,
@@ -147,6 +148,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument(
         "--mlflow-python", help="python of a venv with mlflow (default: $SERVELM_MLFLOW_PYTHON, else this one)"
     )
+    parser.add_argument(
+        "--baseline-python",
+        help="python of another checkout's venv: a system named NAME@base is NAME run by it (before/after in one run)",
+    )
     parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     parser.add_argument("--name", default="compare", help="file name stem of the results")
     args = parser.parse_args(argv)
@@ -161,6 +166,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     }
     skipped: dict[str, str] = {}
     for name in wanted:
+        if name.endswith(BASELINE) and not args.baseline_python:
+            skipped[name] = "no --baseline-python given"
         if name in ("vllm", "servelm-vllm") and pythons["vllm"] is None:
             skipped[name] = "vllm is not installed (give --vllm-python)"
         elif name == "servelm-vllm" and python_with("servelm.serving", pythons["vllm"]) != pythons["vllm"]:
@@ -202,6 +209,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             "point_repeat": args.point_repeat,
             "onnx_precision": args.onnx_precision,
             "servelm_threads": args.servelm_threads,
+            "baseline_python": args.baseline_python,
         },
         "rows": [],
         "skipped": skipped,

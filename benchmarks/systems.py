@@ -35,6 +35,7 @@ LLM_SYSTEMS = (
     "mlflow-transformers",
 )
 AGENT_SYSTEMS = ("servelm-agent", "mlflow-agent")
+BASELINE = "@base"  # a system name's suffix: that system run by the baseline checkout's python
 #: llama.cpp's slots (sequences decoded together) and the tokens of KV cache they share, for both llama.cpp systems
 LLAMACPP_SLOTS = 64
 LLAMACPP_CONTEXT = 16384
@@ -57,7 +58,9 @@ signal.signal(signal.SIGTERM, lambda *_: stop.set())
 stop.wait()
 """
 VLLM_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_HOST_IP": "127.0.0.1"}
-MODELS = ("tiny", "smollm2")  # a random tiny Llama (hidden 64, 2 layers), or SmolLM2-135M-Instruct
+# a random tiny Llama (hidden 64, 2 layers), SmolLM2-135M-Instruct, or a random model of SmolLM2's layers (the tiny
+# tokenizer's vocabulary; for machines without a package index: flavors/transformers/tiny.py)
+MODELS = ("tiny", "smollm2", "smollm2-shape")
 
 SERVELM_AGENT = """
 from servelm.agents import ChatAgent, ChatAgentMessage, ChatAgentResponse
@@ -152,9 +155,10 @@ def prepare_models(
 ) -> dict[str, str]:
     """Model directories for the chosen systems, built in ``work`` from the same checkpoint."""
     from servelm.flavors.transformers import save_model as save_transformers
-    from servelm.flavors.transformers import smollm2, tiny_model
+    from servelm.flavors.transformers import smollm2, smollm2_shaped, tiny_model
 
-    models: dict[str, str] = {"hf": tiny_model("llama") if model == "tiny" else smollm2()}
+    hf = {"tiny": lambda: tiny_model("llama"), "smollm2": smollm2, "smollm2-shape": smollm2_shaped}[model]
+    models: dict[str, str] = {"hf": hf()}
     models["transformers"] = os.path.join(work, "llm-transformers")
     save_transformers(models["hf"], models["transformers"])
     for system, precision in (("servelm-onnx", onnx_precision), ("servelm-onnx-int4", "int4")):
@@ -210,7 +214,13 @@ def prepare_models(
 def build_system(
     name: str, models: dict[str, str], args: argparse.Namespace, pythons: dict[str, Optional[str]], workers: int
 ) -> System:
-    """The command line, environment and request body of one system."""
+    """The command line, environment and request body of one system. ``NAME@base`` is system NAME run by
+    ``args.baseline_python`` (another checkout's servelm, for before/after ratios in one run)."""
+    if name.endswith(BASELINE):
+        system = build_system(name.removesuffix(BASELINE), models, args, pythons, workers)
+        system.argv = [args.baseline_python if part == PYTHON else part for part in system.argv]
+        system.name += BASELINE
+        return system
     llm_body = {
         "messages": [{"role": "user", "content": PROMPT}],
         "max_tokens": args.max_tokens,

@@ -329,9 +329,13 @@ def smollm2_checkpoint() -> str:
     on first use, then cached in ~/.cache/servelm)."""
     pytest.importorskip("torch")
     pytest.importorskip("gguf")
+    from servelm.flavors import ModelFormatError
     from servelm.flavors.transformers import smollm2
 
-    return smollm2()
+    try:
+        return smollm2()
+    except ModelFormatError as exc:  # no package index here (a GPU machine) and nothing cached
+        pytest.skip(f"SmolLM2 is not available here: {exc}")
 
 
 @pytest.fixture(scope="session")

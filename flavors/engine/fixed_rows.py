@@ -14,7 +14,7 @@ class FixedRows:
     def __init__(self, runner: ModelRunner, rows: int, length: int, block_size: int = 32):
         self.runner = runner
         per_row = -(-length // block_size)
-        runner.allocate(rows * per_row, block_size)
+        runner.allocate(rows * per_row, block_size, rows)
         self.tables = [list(range(row * per_row, (row + 1) * per_row)) for row in range(rows)]
 
     def forward(self, tokens: list[int], positions: list[int], chunks: Any = ()) -> Any:

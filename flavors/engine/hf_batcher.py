@@ -7,19 +7,23 @@ import logging
 from typing import Any, Optional
 
 from .runners.hf_forward import HFRunner
-from .runners.llama import LlamaWeights, TorchRunner, unsupported_reason
+from .runners.llama import LlamaWeights, TorchRunner, release_model_weights, unsupported_reason
 from .scheduler import Scheduler
 
 log = logging.getLogger("servelm.transformers")
 
 
-def model_runner_factory(model: Any, quantization: Optional[str] = None) -> Any:
+def model_runner_factory(model: Any, quantization: Optional[str] = None, release_model: bool = False) -> Any:
     """A function making fresh runners (each with its own KV cache) over ``model``'s weights, laid out
     once (``quantization="int8"``: linear layers in int8); the model's own forward when the Llama-family
-    runner cannot run it (an error when quantization was asked for: only that runner quantizes)."""
+    runner cannot run it (an error when quantization was asked for: only that runner quantizes).
+    ``release_model``: the model's own copies of the weights the runner laid out anew are freed, so the weights are
+    held once (the model can no longer run its own forward; a server never asks it to)."""
     reason = unsupported_reason(model)
     if reason is None:
         weights = LlamaWeights(model, model.dtype, quantization)
+        if release_model:
+            release_model_weights(model)
         return lambda: TorchRunner(weights)
     if quantization:
         raise ValueError(f"quantization {quantization!r} is not available for this model: {reason}")

@@ -56,8 +56,9 @@ class ModelRunner(Protocol):
         """Bytes one block of ``block_size`` positions takes over every layer, keys and values."""
         ...
 
-    def allocate(self, num_blocks: int, block_size: int) -> None:
-        """Set up the pools of ``num_blocks`` blocks (before the first forward; again with the same sizes: nothing)."""
+    def allocate(self, num_blocks: int, block_size: int, max_seqs: int) -> None:
+        """Set up the pools of ``num_blocks`` blocks for at most ``max_seqs`` sequences at once (before the first
+        forward; again with the same sizes: nothing)."""
         ...
 
     def forward(self, batch: StepBatch) -> Any:

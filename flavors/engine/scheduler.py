@@ -113,7 +113,7 @@ class Scheduler:
         self.watermark = max(1, int(num_blocks * WATERMARK))
         # one sequence can always fit: the pool bounds the context too
         self.context_length = min(runner.context_length, num_blocks * block_size)
-        runner.allocate(num_blocks, block_size)
+        runner.allocate(num_blocks, block_size, max_num_seqs)
         self.waiting: deque[ScheduledSequence] = deque()
         self.prefilling: list[ScheduledSequence] = []  # admitted, prompt not computed yet; in arrival order
         self.running: list[ScheduledSequence] = []  # decoding; in arrival order

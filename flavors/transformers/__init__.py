@@ -2,6 +2,6 @@
 
 from .flavor import load_model, save_model
 from .smollm import smollm2
-from .tiny import build_tiny_model, tiny_model
+from .tiny import build_tiny_model, smollm2_shaped, tiny_model
 
-__all__ = ["build_tiny_model", "load_model", "save_model", "smollm2", "tiny_model"]
+__all__ = ["build_tiny_model", "load_model", "save_model", "smollm2", "smollm2_shaped", "tiny_model"]

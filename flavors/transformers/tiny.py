@@ -74,9 +74,11 @@ def build_tiny_model(
     heads: int = 2,
     max_positions: int = 2048,
     kv_heads: Optional[int] = None,
+    intermediate: Optional[int] = None,
 ) -> str:
     """Build a tiny random-weight causal LM + tokenizer at ``path`` (a Hugging Face checkpoint directory);
-    ``kv_heads`` fewer than ``heads`` gives grouped-query attention (default: as many as ``heads``)."""
+    ``kv_heads`` fewer than ``heads`` gives grouped-query attention (default: as many as ``heads``); ``intermediate``
+    is the MLP's width (default: twice ``hidden``)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, Phi3Config, Qwen2Config
 
@@ -86,7 +88,7 @@ def build_tiny_model(
     common = dict(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
-        intermediate_size=hidden * 2,
+        intermediate_size=intermediate or hidden * 2,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads or heads,
@@ -115,18 +117,34 @@ def build_tiny_model(
     return path
 
 
+#: SmolLM2-135M-Instruct's layer shapes, for a random model that costs what it costs per token (``smollm2_shaped``)
+SMOLLM2_SHAPE = {"hidden": 576, "layers": 30, "heads": 9, "kv_heads": 3, "intermediate": 1536, "max_positions": 8192}
+
+
 def tiny_model(arch: str = "llama", seed: int = 0, cache_dir: Optional[str] = None) -> str:
     """The path of a cached tiny model, built on first use (seconds); safe when processes race."""
+    return _cached(f"tiny-{arch}-s{seed}-v{_VERSION}", {"arch": arch, "seed": seed}, cache_dir)
+
+
+def smollm2_shaped(cache_dir: Optional[str] = None) -> str:
+    """A cached model with SmolLM2-135M-Instruct's layers (``SMOLLM2_SHAPE``) and random weights, and the tiny
+    tokenizer (so its vocabulary projection is smaller than SmolLM2's): for timing where SmolLM2's 98 MB file cannot
+    be had (a machine without a package index)."""
+    return _cached(f"smollm2-shape-v{_VERSION}", {"arch": "llama", "seed": 0, **SMOLLM2_SHAPE}, cache_dir)
+
+
+def _cached(name: str, options: dict[str, Any], cache_dir: Optional[str]) -> str:
+    """``build_tiny_model(**options)`` built once under ``name`` in the cache (safe when processes race)."""
     root = cache_dir or default_cache_dir()
-    path = os.path.join(root, f"tiny-{arch}-s{seed}-v{_VERSION}")
+    path = os.path.join(root, name)
     marker = os.path.join(path, "servelm-tiny.json")
     if os.path.isfile(marker):
         return path
     tmp = f"{path}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    build_tiny_model(tmp, arch=arch, seed=seed)
+    build_tiny_model(tmp, **options)
     with open(os.path.join(tmp, "servelm-tiny.json"), "w") as f:
-        json.dump({"arch": arch, "seed": seed, "version": _VERSION}, f)
+        json.dump({**options, "version": _VERSION}, f)
     try:
         os.replace(tmp, path)
     except OSError:  # another process finished first

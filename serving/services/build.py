@@ -279,7 +279,7 @@ def _loaded(
     from servelm.flavors.transformers.flavor import load_checkpoint, locate_checkpoint
 
     model, tokenizer = load_checkpoint(locate_checkpoint(path), device, threads, dtype)
-    return model, tokenizer, model_runner_factory(model, quantization)
+    return model, tokenizer, model_runner_factory(model, quantization, release_model=True)
 
 
 def transformers_batcher(

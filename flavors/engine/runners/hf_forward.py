@@ -39,7 +39,7 @@ class HFRunner:
     def block_bytes(self, block_size: int) -> int:
         return self._token_bytes * block_size
 
-    def allocate(self, num_blocks: int, block_size: int) -> None:
+    def allocate(self, num_blocks: int, block_size: int, max_seqs: int) -> None:
         pass
 
     def free(self, seq_id: int) -> None:

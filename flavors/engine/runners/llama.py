@@ -1,14 +1,13 @@
 """The transformers engine's model runner: a Llama-family decoder's forward pass written directly in torch
-over the weights of a loaded Hugging Face model, with a KV cache of rows (the ``ModelRunner`` the
-scheduler drives).
+over the weights of a loaded Hugging Face model, with a paged KV cache (the ``ModelRunner`` the scheduler drives).
 
 Why not the model's own forward: on a small model most of a decode step is Python (module calls, mask
 and cache bookkeeping), not arithmetic. Here a layer is a dozen tensor ops; on CPUs with native bf16 the
 linear layers run oneDNN kernels on weights packed once at load. The cache stays in the model's dtype (a
-bf16 step reads half the bytes of fp32). On CPU a decode step's attention is one kernel over the cache
-(``attention/cpu_kernel.py``), and so is a prompt chunk's where the CPU has bf16 instructions; elsewhere torch's
-attention takes each kv head's group of query heads as one block (its bf16 kernels are slow at one query per
-head with ``enable_gqa``).
+bf16 step reads half the bytes of fp32). On CPU a decode step's attention is one kernel over the block pools
+(``attention/cpu_kernel.py``), and so is a prompt chunk's where the CPU has bf16 instructions; on a GPU every
+token's attention is one Triton kernel (``attention/triton_paged.py``); elsewhere torch's attention runs over each
+sequence's blocks gathered (``attention/paged_torch.py``).
 
 Covers the architectures whose layers are RMSNorm -> GQA attention with rotary embeddings -> gated
 SiLU MLP: Llama (SmolLM, TinyLlama...), Mistral without sliding windows, Qwen2 (q/k/v biases) and Phi3
@@ -23,10 +22,12 @@ import numpy as np
 
 from ..attention.cpu_kernel import decode_kernel, on_bf16_instructions, set_kernel_threads
 from ..attention.paged_torch import chunk_attention, decode_attention
+from ..attention.triton_paged import paged_attention
 from ..memory import release_blocks, zeroed_array
 from ..model_runner import StepBatch
 from ..sample.choice import RowSampling, TokenChoice
 from ..sample.torch_sampler import sample_next
+from .cuda_graphs import SIZES, DecodeGraphs
 from .int8_linear import QUANTIZATIONS, int8_linear, int8_unavailable_reason, pack_int8
 
 ARCHITECTURES = ("llama", "mistral", "qwen2", "phi3")
@@ -151,6 +152,23 @@ class LlamaWeights:
         }
 
 
+def release_model_weights(model: Any) -> None:
+    """Free a loaded model's decoder layers and output projection once ``LlamaWeights`` holds its own layout of them
+    (fused projections, packed or quantized copies): their parameters become empty, so the weights are in memory once.
+    The input embeddings stay (the runner shares them). The model can no longer run its own forward."""
+    import torch
+
+    tied = model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    modules = [*model.model.layers, model.model.norm] + ([] if tied else [model.get_output_embeddings()])
+    for module in modules:
+        for child in module.modules():
+            for name, parameter in list(child.named_parameters(recurse=False)):
+                empty = torch.empty(0, dtype=parameter.dtype, device=parameter.device)
+                setattr(child, name, torch.nn.Parameter(empty, requires_grad=False))
+    if next(model.parameters()).device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _mkldnn_linear_available() -> bool:
     import torch
 
@@ -173,8 +191,10 @@ class TorchRunner:
 
     paged = True
 
-    def __init__(self, weights: LlamaWeights, fused_decode: bool = True):
+    def __init__(self, weights: LlamaWeights, fused_decode: bool = True, cuda_graphs: bool = True):
         self.w = weights
+        self.cuda_graphs = cuda_graphs
+        self.graphs: Any = None  # DecodeGraphs, on a GPU with the Triton kernel
         self.torch = weights.torch
         self.vocab_size = weights.vocab_size
         self.context_length = weights.context_length
@@ -184,17 +204,21 @@ class TorchRunner:
         self.buffers: list[np.ndarray] = []  # on CPU, the pools' mapped memory (``forget`` hands pages back)
         self.block_size = 0
         self.decode_kernel: Any = None
+        self.gpu_kernel: Any = None
         self.prompts_in_kernel = False
 
     def block_bytes(self, block_size: int) -> int:
         w = self.w
         return 2 * len(w.layers) * w.kv_heads * block_size * w.head_dim * w.dtype.itemsize
 
-    def allocate(self, num_blocks: int, block_size: int) -> None:
-        if self.keys and self.keys[0].shape[0] == num_blocks and self.block_size == block_size:
-            return
+    def allocate(self, num_blocks: int, block_size: int, max_seqs: int) -> None:
+        """The pools, and on a GPU one block more: the scratch block padding rows of a CUDA graph write to."""
         w, torch = self.w, self.torch
-        shape = (num_blocks, w.kv_heads, block_size, w.head_dim)
+        on_gpu = w.device.type == "cuda"
+        total = num_blocks + 1 if on_gpu else num_blocks
+        if self.keys and self.keys[0].shape[0] == total and self.block_size == block_size:
+            return
+        shape = (total, w.kv_heads, block_size, w.head_dim)
         same_size = _SAME_SIZE_NUMPY.get(w.dtype.itemsize)
         self.keys, self.values, self.buffers = [], [], []
         for pools in (self.keys, self.values):
@@ -207,12 +231,21 @@ class TorchRunner:
                     pools.append(torch.zeros(shape, dtype=w.dtype, device=w.device))
         self.block_size = block_size
         group = w.heads // w.kv_heads
-        # attention in one kernel over the pools (None: torch's, through ``paged_torch.py``)
-        self.decode_kernel = (
-            decode_kernel(w.head_dim, group, w.dtype, w.device, block_size) if self.fused_decode else None
+        # attention in one kernel over the pools: numba's on a CPU, Triton's on a GPU (None: torch's, through
+        # ``paged_torch.py``); prompt chunks too where that is the faster way (the CPU kernel's bf16 instruction
+        # path, and the GPU kernel)
+        self.decode_kernel, self.gpu_kernel = None, None
+        if self.fused_decode and w.device.type == "cuda":
+            self.gpu_kernel = paged_attention(w.head_dim, group, block_size)
+        elif self.fused_decode:
+            self.decode_kernel = decode_kernel(w.head_dim, group, w.dtype, w.device, block_size)
+        self.prompts_in_kernel = self.gpu_kernel is not None or (
+            self.decode_kernel is not None and on_bf16_instructions(w.head_dim, w.dtype)
         )
-        # whether prompt chunks' attention runs in that kernel too (where it has its bf16 instruction path)
-        self.prompts_in_kernel = self.decode_kernel is not None and on_bf16_instructions(w.head_dim, w.dtype)
+        self.graphs = None
+        if on_gpu and self.gpu_kernel is not None and self.cuda_graphs:
+            widest = -(-self.context_length // block_size)
+            self.graphs = DecodeGraphs(self, min(max_seqs, max(SIZES)), widest, scratch=num_blocks)
 
     def free(self, seq_id: int) -> None:
         pass
@@ -233,6 +266,10 @@ class TorchRunner:
         for source, target, count in batch.copies:
             for pool in self.keys + self.values:
                 pool[target, :, :count] = pool[source, :, :count]
+        if self.graphs is not None and self.graphs.applies(batch):
+            logits = self.graphs.run(batch, size)
+            if logits is not None:
+                return logits
         spans = []  # (index among the step's sequences, start, end, offset of the chunk's tokens in the step)
         offset = rows
         for i, chunk in enumerate(chunks):
@@ -261,15 +298,20 @@ class TorchRunner:
             filler = (
                 torch.zeros(padding, w.heads * w.head_dim, dtype=w.dtype, device=w.device) if padding else None
             )  # [padding, heads * head_dim]: the padding rows' attention output
-            kernel = self.decode_kernel if rows or (spans and self.prompts_in_kernel) else None
             in_kernel = offset if self.prompts_in_kernel else rows  # step tokens the kernel attends (the first ones)
+            kernel = self.decode_kernel if in_kernel else None
+            gpu_kernel = self.gpu_kernel if in_kernel else None
             torch_spans = [span for span in spans if span[3] >= in_kernel]  # the chunks torch attends
             device_tables = torch.from_numpy(tables).to(w.device)  # [sequences, blocks]
+            kernel_seqs = step_seqs[:in_kernel]  # [in_kernel]: each query's sequence
+            lengths = positions[:in_kernel] + 1  # [in_kernel]: cached positions it attends
             if kernel is not None:
                 set_kernel_threads(torch.get_num_threads())
-                kernel_seqs = step_seqs[:in_kernel]  # [in_kernel]: each query's sequence
-                lengths = positions[:in_kernel] + 1  # [in_kernel]: cached positions it attends
                 attended_rows = np.empty((in_kernel, w.heads, w.head_dim), np.float32)  # the kernel's output
+            if gpu_kernel is not None:  # the same, as int32 device tensors (copied, no sync)
+                gpu_tables = device_tables.int()
+                gpu_seqs = torch.from_numpy(kernel_seqs).to(w.device, non_blocking=True).int()
+                gpu_lengths = torch.from_numpy(lengths).to(w.device, non_blocking=True).int()
             group = w.heads // w.kv_heads  # query heads per kv head (heads h*group .. h*group+group-1 read kv head h)
             written = len(step_ids)
             x = w.embed[ids]  # [step tokens, hidden]
@@ -293,6 +335,12 @@ class TorchRunner:
                         attended_rows,
                     )  # attended_rows [in_kernel, heads, head_dim]
                     parts.append(torch.from_numpy(attended_rows).view(in_kernel, -1).to(w.dtype))
+                elif gpu_kernel is not None:
+                    queries = q[:in_kernel].contiguous().view(in_kernel, w.kv_heads, group, w.head_dim)
+                    attended = gpu_kernel(
+                        queries, gpu_seqs, gpu_tables, keys, values, gpu_lengths, w.head_dim**-0.5
+                    )  # [in_kernel, heads, head_dim] fp32
+                    parts.append(attended.view(in_kernel, -1).to(w.dtype))
                 elif rows:
                     attended = decode_attention(
                         torch, q[:rows], device_tables[:rows], keys, values, [p + 1 for p in batch.decode_positions]
@@ -307,6 +355,28 @@ class TorchRunner:
                 x = self._rest_of_layer(x, parts[0] if len(parts) == 1 else torch.cat(parts), layer)
             last = list(range(rows)) + [at + stop - start - 1 for _, start, stop, at in spans]
             return self.logits(_rms_norm(torch, x[last], w.norm, w.eps))  # [rows + chunks, vocab]
+
+    def device_decode(
+        self, ids: Any, where: Any, into_block: Any, into_offset: Any, seqs: Any, tables: Any, lengths: Any
+    ) -> Any:
+        """A decode step from device tensors alone (what a CUDA graph records): ``ids``, ``where``, ``into_block``,
+        ``into_offset`` [rows] long, ``seqs`` [rows] and ``tables`` [rows, blocks] and ``lengths`` [rows] int32, every
+        row's attention in the GPU kernel. Returns logits [rows, vocab]."""
+        torch, w = self.torch, self.w
+        rows = ids.shape[0]
+        group = w.heads // w.kv_heads
+        with torch.inference_mode():
+            x = w.embed[ids]  # [rows, hidden]
+            cos, sin = w.cos[where][:, None, :], w.sin[where][:, None, :]  # [rows, 1, rotary_dim]
+            for i, layer in enumerate(w.layers):
+                q, k, v = self._qkv(x, layer, cos, sin)  # [rows, heads | kv_heads, head_dim]
+                keys, values = self.keys[i], self.values[i]
+                keys[into_block, :, into_offset] = k
+                values[into_block, :, into_offset] = v
+                queries = q.contiguous().view(rows, w.kv_heads, group, w.head_dim)
+                attended = self.gpu_kernel(queries, seqs, tables, keys, values, lengths, w.head_dim**-0.5)
+                x = self._rest_of_layer(x, attended.view(rows, -1).to(w.dtype), layer)
+            return self.logits(_rms_norm(torch, x, w.norm, w.eps))  # [rows, vocab]
 
     def logits(self, hidden: Any) -> Any:
         """fp32 logits [tokens, vocab] of the final hidden states [tokens, hidden]: the vocabulary projection in

@@ -124,7 +124,7 @@ class OrtRunner:
         d = self.d
         return 2 * d.layers * d.kv_heads * block_size * d.head_dim * np.dtype(d.cache_dtype).itemsize
 
-    def allocate(self, num_blocks: int, block_size: int) -> None:
+    def allocate(self, num_blocks: int, block_size: int, max_seqs: int) -> None:
         layered = self.d.layered
         if layered is None or (self.keys and self.keys[0].shape[::2] == (num_blocks, block_size)):
             return

@@ -104,7 +104,7 @@ def test_kv_cache_dtype_chooses_how_the_onnx_engine_runs_its_export(
     save_model(tiny_llama_genai, path, model_config={"kv_cache_dtype": "float32"} if where == "model_config" else None)
     options = {"kv_cache_dtype": "float32"} if where == "option" else {}
     runner = runner_after_a_reply(serve, openai_client, path, **options)
-    assert runner.d.layered is None and runner.dtype.__name__ == "float32"  # the whole graph, its own attention
+    assert runner.d.layered is None and runner.d.cache_dtype.__name__ == "float32"  # the whole graph, its own attention
 
 
 def test_quantization_is_refused_for_other_engines(tiny_llama_genai):

@@ -64,5 +64,5 @@ def test_down_projections_and_the_cache_stay_in_the_model_dtype(tiny_llama):
         assert not isinstance(layer["down"][0], torch.ScriptObject)
     assert isinstance(weights.lm_head[0], torch.ScriptObject)
     runner = TorchRunner(weights)
-    runner.allocate(1, 32)
+    runner.allocate(1, 32, 1)
     assert runner.keys[0].dtype == runner.values[0].dtype == torch.bfloat16
