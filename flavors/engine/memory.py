@@ -29,27 +29,35 @@ def zeroed_array(shape: tuple[int, ...], dtype: Any) -> Any:
     return np.frombuffer(mapping, dtype, count=count).reshape(shape)
 
 
-def release_blocks(array: Any, blocks: list[int]) -> None:
-    """Hand the memory of ``blocks`` (indices along the first axis of ``array``, an array from ``zeroed_array``) back
-    to the system: the whole pages inside them read as zero again and take no memory until written."""
+def block_runs(blocks: list[int]) -> list[tuple[int, int]]:
+    """``blocks`` as runs of consecutive indices: (first, last) pairs, in order."""
+    import numpy as np
+
+    if not blocks:
+        return []
+    ordered = np.unique(np.asarray(blocks, dtype=np.int64))
+    breaks = np.flatnonzero(np.diff(ordered) != 1)
+    firsts = np.concatenate([ordered[:1], ordered[breaks + 1]])
+    lasts = np.concatenate([ordered[breaks], ordered[-1:]])
+    return list(zip(firsts.tolist(), lasts.tolist()))
+
+
+def release_blocks(array: Any, runs: list[tuple[int, int]]) -> None:
+    """Hand the memory of blocks (indices along the first axis of ``array``, an array from ``zeroed_array``, given as
+    ``block_runs``) back to the system: the whole pages inside them read as zero again and take no memory until
+    written."""
     mapping = array
     while mapping is not None and not isinstance(mapping, mmap.mmap):
         mapping = getattr(mapping, "base", None) if not isinstance(mapping, memoryview) else mapping.obj
-    if mapping is None or not blocks or not hasattr(mmap, "MADV_DONTNEED"):
+    if mapping is None or not runs or not hasattr(mmap, "MADV_DONTNEED"):
         return
     per_block = array.nbytes // array.shape[0]
     page = mmap.PAGESIZE
-    ordered = sorted(blocks)
-    first = previous = ordered[0]
-    for block in [*ordered[1:], -1]:  # runs of consecutive blocks, each released in one call
-        if block == previous + 1:
-            previous = block
-            continue
+    for first, last in runs:
         start = -(-first * per_block // page) * page
-        stop = (previous + 1) * per_block // page * page
+        stop = (last + 1) * per_block // page * page
         if stop > start:
             mapping.madvise(mmap.MADV_DONTNEED, start, stop - start)
-        first = previous = block
 
 
 @lru_cache(maxsize=1)

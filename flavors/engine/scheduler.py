@@ -114,6 +114,7 @@ class Scheduler:
         # one sequence can always fit: the pool bounds the context too
         self.context_length = min(runner.context_length, num_blocks * block_size)
         runner.allocate(num_blocks, block_size, max_num_seqs)
+        self._warm_up()
         self.waiting: deque[ScheduledSequence] = deque()
         self.prefilling: list[ScheduledSequence] = []  # admitted, prompt not computed yet; in arrival order
         self.running: list[ScheduledSequence] = []  # decoding; in arrival order
@@ -128,6 +129,19 @@ class Scheduler:
         if importlib.util.find_spec("llguidance") is not None:
             self._grammars_made = concurrent.futures.Future()
             threading.Thread(target=self._make_grammars, name="servelm-grammars", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        """One step of the largest prompt chunk and a decode row, into blocks given back at once: the memory and the
+        kernels a step of that size needs are set up at load (a server's idle size is then its working size), not
+        in the first request's step."""
+        tokens = min(self.prefill_tokens, self.context_length - 1)
+        blocks = list(range(-(-(tokens + 1) // self.block_size)))
+        if len(blocks) > self.pool.num_blocks:
+            return
+        self.runner.forward(StepBatch(chunks=[Chunk(0, [0] * tokens, 0, blocks)]))
+        self.runner.forward(StepBatch([0], [0], [tokens], [blocks]))
+        self.runner.free(0)
+        self.runner.forget(blocks)
 
     # ------------------------------------------------------------------ requests
     def add(self, prompt_ids: list[int], params: SamplingParams) -> ScheduledSequence:

@@ -146,9 +146,17 @@ def _intrinsics() -> tuple[Any, Any, Any, Any]:
 
     @intrinsic
     def accumulate(
-        typingctx: Any, values: Any, start: Any, weights: Any, acc: Any, length: Any, group: Any, count: Any
+        typingctx: Any,
+        values: Any,
+        start: Any,
+        weights: Any,
+        first: Any,
+        acc: Any,
+        length: Any,
+        group: Any,
+        count: Any,
     ) -> Any:
-        """acc[g, :] += sum over j < count of weights[g, start + j] * widened(values[(start + j) * length:][:length]),
+        """acc[g, :] += sum over j < count of weights[g, first + j] * widened(values[(start + j) * length:][:length]),
         for g < group: a weighted sum of ``count`` consecutive cached values (bf16 bits), in fp32, with the
         accumulators held in registers across the positions."""
         size, groups, positions = literal(length), literal(group), literal(count)
@@ -156,7 +164,7 @@ def _intrinsics() -> tuple[Any, Any, Any, Any]:
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
             v = context.make_array(signature.args[0])(context, builder, args[0])
             w = context.make_array(signature.args[2])(context, builder, args[2])
-            a = context.make_array(signature.args[3])(context, builder, args[3])
+            a = context.make_array(signature.args[4])(context, builder, args[4])
             halves = ir.VectorType(ir.IntType(16), LANES)
             words = ir.VectorType(i32, LANES)
             shift = ir.Constant(words, [16] * LANES)
@@ -166,13 +174,13 @@ def _intrinsics() -> tuple[Any, Any, Any, Any]:
                 return cgutils.get_item_pointer(context, builder, kind, array, [i, j])
 
             def sums_at(g: int, c: int) -> Any:  # acc[g, c * 16:][:16] as a vector pointer
-                where = item(a, signature.args[3], ir.Constant(i64, g), ir.Constant(i64, c * LANES))
+                where = item(a, signature.args[4], ir.Constant(i64, g), ir.Constant(i64, c * LANES))
                 return builder.bitcast(where, floats.as_pointer())
 
             sums = [[builder.load(sums_at(g, c), align=4) for c in range(chunks)] for g in range(groups)]
             for j in range(positions):
-                at = builder.add(args[1], ir.Constant(i64, j))
-                row = builder.mul(at, ir.Constant(i64, size))
+                at = builder.add(args[3], ir.Constant(i64, j))  # the weights' column
+                row = builder.mul(builder.add(args[1], ir.Constant(i64, j)), ir.Constant(i64, size))
                 wide = []  # the value, in fp32: bf16 bits shifted into the top half
                 for c in range(chunks):
                     pointer = builder.gep(v.data, [builder.add(row, ir.Constant(i64, c * LANES))])
@@ -194,7 +202,7 @@ def _intrinsics() -> tuple[Any, Any, Any, Any]:
                     builder.store(sums[g][c], sums_at(g, c), align=4)
             return context.get_dummy_value()
 
-        return types.void(values, start, weights, acc, length, group, count), codegen
+        return types.void(values, start, weights, first, acc, length, group, count), codegen
 
     @intrinsic
     def prefetch(typingctx: Any, array: Any, start: Any, count: Any) -> Any:

@@ -133,17 +133,19 @@ def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: b
             scores = np.empty((GROUP, n), np.float32)
             wide = np.empty(HEAD_DIM, np.float32)  # one key or value in fp32
             wide_bits = wide.view(np.uint32)
-            if DOT_BF16:  # on the CPU's bf16 products, sixteen keys at a time
-                for g in range(GROUP):
-                    query, row = q[r, h, g], scores[g]  # [head_dim] bf16 bits, [n]
-                    for j in range(blocks):
-                        start = j * BLOCK_SIZE
-                        size = min(BLOCK_SIZE, n - start)
-                        flat_keys = keys[table[j], h].ravel()  # [block_size * head_dim]
-                        whole = size - size % LANES
+            if DOT_BF16:  # on the CPU's bf16 products, sixteen keys at a time; each block read by the whole group
+                for j in range(blocks):
+                    start = j * BLOCK_SIZE
+                    size = min(BLOCK_SIZE, n - start)
+                    flat_keys = keys[table[j], h].ravel()  # [block_size * head_dim]
+                    whole = size - size % LANES
+                    if j + 1 < blocks:  # the next block's keys, a block ahead of their use
+                        ahead = keys[table[j + 1], h].ravel()
+                        for t in range(0, BLOCK_SIZE, LANES):
+                            _prefetch(ahead, t * HEAD_DIM, SIXTEEN)
+                    for g in range(GROUP):
+                        query, row = q[r, h, g], scores[g]  # [head_dim] bf16 bits, [n]
                         for t in range(0, whole, LANES):
-                            if g == 0 and j + 1 < blocks:  # the next block's keys, as far ahead as a block
-                                _prefetch(keys[table[j + 1], h].ravel(), t * HEAD_DIM, SIXTEEN)
                             _dot16(query, flat_keys, t * HEAD_DIM, HEAD_DIM, np.float32(scale), row, start + t)
                         for t in range(whole, size):
                             row[start + t] = _dot(query, flat_keys, t * HEAD_DIM, HEAD_DIM) * scale
@@ -200,14 +202,15 @@ def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: b
                     start = j * BLOCK_SIZE
                     size = min(BLOCK_SIZE, n - start)
                     flat_values = values[table[j], h].ravel()  # [block_size * head_dim]
-                    weights = scores[:, start : start + size]  # [group, size]
                     whole = size - size % LANES
+                    if j + 1 < blocks:
+                        ahead = values[table[j + 1], h].ravel()
+                        for t in range(0, BLOCK_SIZE, LANES):
+                            _prefetch(ahead, t * HEAD_DIM, SIXTEEN)
                     for t in range(0, whole, LANES):
-                        if j + 1 < blocks:
-                            _prefetch(values[table[j + 1], h].ravel(), t * HEAD_DIM, SIXTEEN)
-                        _accumulate(flat_values, t, weights, acc, HEAD_DIM, GROUP, LANES)
+                        _accumulate(flat_values, t, scores, start + t, acc, HEAD_DIM, GROUP, LANES)
                     for t in range(whole, size):
-                        _accumulate(flat_values, t, weights, acc, HEAD_DIM, GROUP, 1)
+                        _accumulate(flat_values, t, scores, start + t, acc, HEAD_DIM, GROUP, 1)
             else:
                 for t in range(n):
                     value = values[table[t // BLOCK_SIZE], h, t % BLOCK_SIZE]

@@ -23,7 +23,7 @@ import numpy as np
 from ..attention.cpu_kernel import decode_kernel, on_bf16_instructions, set_kernel_threads
 from ..attention.paged_torch import chunk_attention, decode_attention
 from ..attention.triton_paged import paged_attention
-from ..memory import release_blocks, zeroed_array
+from ..memory import block_runs, release_blocks, zeroed_array
 from ..model_runner import StepBatch
 from ..sample.choice import RowSampling, TokenChoice
 from ..sample.torch_sampler import sample_next
@@ -203,6 +203,7 @@ class TorchRunner:
         self.values: list[Any] = []
         self.buffers: list[np.ndarray] = []  # on CPU, the pools' mapped memory (``forget`` hands pages back)
         self.block_size = 0
+        self.kv_head_index = np.arange(weights.kv_heads, dtype=np.int64)[None, :]  # [1, kv_heads]
         self.decode_kernel: Any = None
         self.gpu_kernel: Any = None
         self.prompts_in_kernel = False
@@ -251,8 +252,9 @@ class TorchRunner:
         pass
 
     def forget(self, blocks: list[int]) -> None:
+        runs = block_runs(blocks)
         for buffer in self.buffers:
-            release_blocks(buffer, blocks)
+            release_blocks(buffer, runs)
 
     # ------------------------------------------------------------------ the forward pass
     def forward(self, batch: StepBatch) -> Any:
@@ -292,9 +294,11 @@ class TorchRunner:
         padding = padded_step_tokens(len(step_ids)) - len(step_ids)
         with torch.inference_mode():
             ids = torch.tensor(step_ids + [0] * padding, device=w.device)  # [padded step tokens]
-            where = torch.from_numpy(np.concatenate([positions, np.zeros(padding, np.int64)])).to(w.device)
-            into_block = torch.from_numpy(slot_blocks).to(w.device)  # [step tokens]
-            into_offset = torch.from_numpy(positions % size).to(w.device)  # [step tokens]
+            padded = np.concatenate([positions, np.zeros(padding, np.int64)]) if padding else positions
+            where = torch.from_numpy(padded).to(w.device)  # [padded step tokens]
+            # each token's key row of each kv head in the pools viewed as [blocks * kv_heads * block_size, head_dim]
+            slots = (slot_blocks[:, None] * w.kv_heads + self.kv_head_index) * size + (positions % size)[:, None]
+            into = torch.from_numpy(slots.ravel()).to(w.device)  # [step tokens * kv_heads]
             filler = (
                 torch.zeros(padding, w.heads * w.head_dim, dtype=w.dtype, device=w.device) if padding else None
             )  # [padding, heads * head_dim]: the padding rows' attention output
@@ -302,7 +306,8 @@ class TorchRunner:
             kernel = self.decode_kernel if in_kernel else None
             gpu_kernel = self.gpu_kernel if in_kernel else None
             torch_spans = [span for span in spans if span[3] >= in_kernel]  # the chunks torch attends
-            device_tables = torch.from_numpy(tables).to(w.device)  # [sequences, blocks]
+            on_torch = torch_spans or (rows and kernel is None and gpu_kernel is None) or gpu_kernel is not None
+            device_tables: Any = torch.from_numpy(tables).to(w.device) if on_torch else None  # [sequences, blocks]
             kernel_seqs = step_seqs[:in_kernel]  # [in_kernel]: each query's sequence
             lengths = positions[:in_kernel] + 1  # [in_kernel]: cached positions it attends
             if kernel is not None:
@@ -319,8 +324,8 @@ class TorchRunner:
             for i, layer in enumerate(w.layers):
                 q, k, v = self._qkv(x, layer, cos, sin)  # [step tokens, heads | kv_heads, head_dim]
                 keys, values = self.keys[i], self.values[i]
-                keys[into_block, :, into_offset] = k[:written]
-                values[into_block, :, into_offset] = v[:written]
+                keys.view(-1, w.head_dim).index_copy_(0, into, k[:written].reshape(-1, w.head_dim))
+                values.view(-1, w.head_dim).index_copy_(0, into, v[:written].reshape(-1, w.head_dim))
                 parts = []
                 if kernel is not None:
                     queries = q[:in_kernel].contiguous().view(in_kernel, w.kv_heads, group, w.head_dim)

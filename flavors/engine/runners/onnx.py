@@ -25,7 +25,7 @@ from ...cache import default_cache_dir
 from ...errors import ModelFormatError
 from ...onnx.last_token import last_token_decoder
 from ..kv_cache.rows import SequenceRows
-from ..memory import release_blocks, zeroed_array
+from ..memory import block_runs, release_blocks, zeroed_array
 from ..model_runner import StepBatch
 from ..sample.choice import RowSampling, TokenChoice
 from ..sample.numpy_sampler import numpy_generator, sample_numpy
@@ -139,8 +139,9 @@ class OrtRunner:
             self.rows.free(seq_id)
 
     def forget(self, blocks: list[int]) -> None:
+        runs = block_runs(blocks)
         for pool in self.keys + self.values:
-            release_blocks(pool, blocks)
+            release_blocks(pool, runs)
 
     # ------------------------------------------------------------------ forward passes
     def forward(self, batch: StepBatch) -> Any:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from servelm.flavors.engine.kv_cache.rows import LENGTH_STEP, SequenceRows
-from servelm.flavors.engine.memory import release_blocks, trim_heap, zeroed_array
+from servelm.flavors.engine.memory import block_runs, release_blocks, trim_heap, zeroed_array
 
 
 def rows() -> SequenceRows:
@@ -57,6 +57,7 @@ def test_zeroed_arrays_are_writable_zeros_whose_blocks_go_back():
     array = zeroed_array((4, 1024), np.float32)  # 4 KiB per block: a page each
     assert array.shape == (4, 1024) and array.dtype == np.float32 and not array.any()
     array[:] = 7.0
-    release_blocks(array, [1, 2])
+    assert block_runs([5, 1, 2, 7, 6]) == [(1, 2), (5, 7)]
+    release_blocks(array, block_runs([1, 2]))
     assert (array[1:3] == 0).all() and (array[0] == 7.0).all() and (array[3] == 7.0).all()
     trim_heap()
