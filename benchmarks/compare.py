@@ -39,6 +39,7 @@ import tempfile
 from typing import Any, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from json_report import provenance  # noqa: E402
 from measure import measure, measure_with_wrk  # noqa: E402
 from report import markdown, plots  # noqa: E402
 from serve import WORKLOADS  # noqa: E402
@@ -66,6 +67,19 @@ def parse_points(spec: str) -> list[tuple[str, int]]:
             raise SystemExit(f"--points: {item!r} is not WORKLOAD@CLIENTS with a workload of {', '.join(WORKLOADS)}")
         points.append((workload, int(clients)))
     return points
+
+
+def baseline_commit(python: str) -> str:
+    """The commit of the checkout whose venv ``python`` belongs to (its servelm installed in place)."""
+    import subprocess
+
+    where = subprocess.run(
+        [python, "-c", "import os, servelm.agents as a; print(os.path.dirname(os.path.dirname(a.__file__)))"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=where or None)
+    return found.stdout.strip() or "unknown"
 
 
 def kv_bytes_per_token(checkpoint: str) -> dict[str, int]:
@@ -213,7 +227,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         },
         "rows": [],
         "skipped": skipped,
+        "provenance": provenance(),
     }
+    if args.baseline_python:
+        report["provenance"]["baseline_commit"] = baseline_commit(args.baseline_python)
     try:
         models = prepare_models(work, runnable, pythons["mlflow"], args.model, args.onnx_precision)
         report["settings"]["kv_bytes_per_token"] = kv_bytes_per_token(models["hf"])

@@ -121,6 +121,9 @@ def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: b
 
     def kernel(q, query_seqs, tables, keys, values, lengths, scale, out):
         count, kv_heads = q.shape[0], q.shape[1]
+        # the pools as flat arrays, read at computed offsets: no array view is made per block (each costs a
+        # reference count); (block b, kv head h, position p) starts at ((b * kv_heads + h) * BLOCK_SIZE + p) * HEAD_DIM
+        flat_keys, flat_values = keys.ravel(), values.ravel()
         for task in prange(count * kv_heads):
             # queries from both ends in turn: numba hands each thread a contiguous share of the tasks, and a
             # prompt's queries grow longer one by one
@@ -133,22 +136,22 @@ def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: b
             scores = np.empty((GROUP, n), np.float32)
             wide = np.empty(HEAD_DIM, np.float32)  # one key or value in fp32
             wide_bits = wide.view(np.uint32)
-            if DOT_BF16:  # on the CPU's bf16 products, sixteen keys at a time; each block read by the whole group
-                for j in range(blocks):
-                    start = j * BLOCK_SIZE
-                    size = min(BLOCK_SIZE, n - start)
-                    flat_keys = keys[table[j], h].ravel()  # [block_size * head_dim]
-                    whole = size - size % LANES
-                    if j + 1 < blocks:  # the next block's keys, a block ahead of their use
-                        ahead = keys[table[j + 1], h].ravel()
-                        for t in range(0, BLOCK_SIZE, LANES):
-                            _prefetch(ahead, t * HEAD_DIM, SIXTEEN)
-                    for g in range(GROUP):
-                        query, row = q[r, h, g], scores[g]  # [head_dim] bf16 bits, [n]
+            if DOT_BF16:  # on the CPU's bf16 products, sixteen keys at a time
+                for g in range(GROUP):
+                    query, row = q[r, h, g], scores[g]  # [head_dim] bf16 bits, [n]
+                    for j in range(blocks):
+                        start = j * BLOCK_SIZE
+                        size = min(BLOCK_SIZE, n - start)
+                        base = (table[j] * kv_heads + h) * BLOCK_SIZE * HEAD_DIM  # the block's keys, [size, head_dim]
+                        whole = size - size % LANES
+                        if g == 0 and j + 1 < blocks:  # the next block's keys, a block ahead of their use
+                            ahead = (table[j + 1] * kv_heads + h) * BLOCK_SIZE * HEAD_DIM
+                            for t in range(0, BLOCK_SIZE, LANES):
+                                _prefetch(flat_keys, ahead + t * HEAD_DIM, SIXTEEN)
                         for t in range(0, whole, LANES):
-                            _dot16(query, flat_keys, t * HEAD_DIM, HEAD_DIM, np.float32(scale), row, start + t)
+                            _dot16(query, flat_keys, base + t * HEAD_DIM, HEAD_DIM, np.float32(scale), row, start + t)
                         for t in range(whole, size):
-                            row[start + t] = _dot(query, flat_keys, t * HEAD_DIM, HEAD_DIM) * scale
+                            row[start + t] = _dot(query, flat_keys, base + t * HEAD_DIM, HEAD_DIM) * scale
             else:
                 queries = np.empty((GROUP, HEAD_DIM), np.float32)
                 queries_bits = queries.view(np.uint32)
@@ -159,12 +162,12 @@ def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: b
                         else:
                             queries[g, d] = q[r, h, g, d]
                 for t in range(n):
-                    key = keys[table[t // BLOCK_SIZE], h, t % BLOCK_SIZE]
+                    at = ((table[t // BLOCK_SIZE] * kv_heads + h) * BLOCK_SIZE + t % BLOCK_SIZE) * HEAD_DIM
                     for d in range(HEAD_DIM):
                         if BF16:
-                            wide_bits[d] = np.uint32(key[d]) << 16  # bf16 is the top half of an fp32
+                            wide_bits[d] = np.uint32(flat_keys[at + d]) << 16  # bf16 is the top half of an fp32
                         else:
-                            wide[d] = key[d]
+                            wide[d] = flat_keys[at + d]
                     for g in range(GROUP):
                         total = np.float32(0.0)
                         for d in range(HEAD_DIM):
@@ -201,24 +204,24 @@ def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: b
                 for j in range(blocks):
                     start = j * BLOCK_SIZE
                     size = min(BLOCK_SIZE, n - start)
-                    flat_values = values[table[j], h].ravel()  # [block_size * head_dim]
+                    first = (table[j] * kv_heads + h) * BLOCK_SIZE  # the block's first value, in positions of the pool
                     whole = size - size % LANES
                     if j + 1 < blocks:
-                        ahead = values[table[j + 1], h].ravel()
+                        ahead = (table[j + 1] * kv_heads + h) * BLOCK_SIZE * HEAD_DIM
                         for t in range(0, BLOCK_SIZE, LANES):
-                            _prefetch(ahead, t * HEAD_DIM, SIXTEEN)
+                            _prefetch(flat_values, ahead + t * HEAD_DIM, SIXTEEN)
                     for t in range(0, whole, LANES):
-                        _accumulate(flat_values, t, scores, start + t, acc, HEAD_DIM, GROUP, LANES)
+                        _accumulate(flat_values, first + t, scores, start + t, acc, HEAD_DIM, GROUP, LANES)
                     for t in range(whole, size):
-                        _accumulate(flat_values, t, scores, start + t, acc, HEAD_DIM, GROUP, 1)
+                        _accumulate(flat_values, first + t, scores, start + t, acc, HEAD_DIM, GROUP, 1)
             else:
                 for t in range(n):
-                    value = values[table[t // BLOCK_SIZE], h, t % BLOCK_SIZE]
+                    at = ((table[t // BLOCK_SIZE] * kv_heads + h) * BLOCK_SIZE + t % BLOCK_SIZE) * HEAD_DIM
                     for d in range(HEAD_DIM):
                         if BF16:
-                            wide_bits[d] = np.uint32(value[d]) << 16
+                            wide_bits[d] = np.uint32(flat_values[at + d]) << 16
                         else:
-                            wide[d] = value[d]
+                            wide[d] = flat_values[at + d]
                     for g in range(GROUP):
                         weight = scores[g, t]
                         for d in range(HEAD_DIM):
