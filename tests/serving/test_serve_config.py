@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
 import httpx
 import pytest
@@ -96,8 +97,13 @@ def test_a_two_model_server_from_the_command_line(
     argv = ["serve", "-m", str(agent), "-m", f"llm={tiny_llama_dir}", "--port", str(free_port)]
     proc = subprocess.Popen(CLI + argv + ["--workers", str(workers)], stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{free_port}"
+    logged: list[str] = []
+    threading.Thread(target=lambda: logged.extend(iter(proc.stderr.readline, "")), daemon=True).start()
     try:
         wait_healthy(base)
+        # every worker has loaded both models (a worker still loading may not take connections yet, so probes
+        # through the shared socket can all reach the ready one)
+        assert wait_until(lambda: sum(" ready (" in line for line in logged) >= 2 * workers, timeout=300)
 
         def every_worker_ok() -> bool:  # new connections reach either worker: several answers in a row, all ok
             answers = [httpx.get(f"{base}/health", headers={"connection": "close"}) for _ in range(8 * workers)]
