@@ -130,7 +130,11 @@ class EngineOptions(BaseModel):
         "16384 tokens of KV cache its slots share, or the model's context if less).",
     )
     gpu_memory_utilization: Optional[float] = Field(
-        None, gt=0, le=1, description="vllm engine: share of GPU memory vLLM may take."
+        None,
+        gt=0,
+        le=1,
+        description="vllm and transformers engines on a GPU: share of its memory the engine may take (weights, "
+        "activations and the KV cache; default 0.9).",
     )
     tensor_parallel_size: Optional[int] = Field(None, ge=1, description="vllm engine: GPUs to shard the model over.")
     enforce_eager: bool = Field(

@@ -76,7 +76,9 @@ class Scheduler:
 
     ``tokenizer`` decodes output text; ``eos_ids`` end a sequence (unless its params ignore EOS);
     ``max_num_seqs`` bounds the sequences running at once; ``prefill_tokens`` bounds the prompt tokens computed per
-    step; ``kv_cache_bytes`` is the KV cache's memory (default: ``default_kv_cache_bytes``); ``block_size`` its
+    step; ``kv_cache_bytes`` is the KV cache's memory (default: on a GPU what ``gpu_memory_utilization`` of it leaves
+    beside the weights and the largest step, the runner's ``device_kv_budget``; else ``default_kv_cache_bytes``);
+    ``block_size`` its
     positions per block; ``prefix_cache_bytes`` bounds the unreferenced prefix blocks kept (0 turns the prefix cache
     off).
     """
@@ -91,6 +93,7 @@ class Scheduler:
         prefix_cache_bytes: int = 512 * 1024 * 1024,
         block_size: int = 32,
         kv_cache_bytes: Optional[int] = None,
+        gpu_memory_utilization: float = 0.9,
     ):
         self.runner = runner
         self.tokenizer = tokenizer
@@ -99,7 +102,12 @@ class Scheduler:
         self.prefill_tokens = max(1, prefill_tokens)
         self.block_size = block_size
         per_block = max(1, runner.block_bytes(block_size))
-        budget = kv_cache_bytes if kv_cache_bytes is not None else default_kv_cache_bytes()
+        budget = kv_cache_bytes
+        if budget is None:
+            on_device = getattr(runner, "device_kv_budget", None)
+            budget = on_device(self.prefill_tokens, gpu_memory_utilization) if on_device else None
+        if budget is None:
+            budget = default_kv_cache_bytes()
         cached = prefix_cache_bytes // per_block if runner.paged else 0
         wanted = max_num_seqs * -(-runner.context_length // block_size) + cached  # more would never be used
         num_blocks = min(budget // per_block, wanted)

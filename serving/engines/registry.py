@@ -41,7 +41,11 @@ REGISTRY: tuple[EngineEntry, ...] = (
         "transformers",
         f"{_BUILD}:transformers_service",
         True,
-        (*_LLM_OPTIONS, "device", "threads", "engine_process", "quantization", "dtype", "kv_cache_memory"),
+        (
+            *_LLM_OPTIONS,
+            *("device", "threads", "engine_process", "quantization", "dtype", "kv_cache_memory"),
+            "gpu_memory_utilization",
+        ),
         True,
     ),
     EngineEntry(

@@ -247,6 +247,7 @@ def transformers_service(
         options.max_num_seqs,
         options.quantization or saved.get("quantization"),
         options.kv_cache_memory,
+        options.gpu_memory_utilization,
     )
     engine_class = ProcessEngine if options.engine_process else ThreadEngine
     engine = engine_class(make_batcher, context_length(checkpoint), on_step=metrics.batch_size.observe)
@@ -290,12 +291,14 @@ def transformers_batcher(
     max_num_seqs: int,
     quantization: Optional[str] = None,
     kv_cache_bytes: Optional[int] = None,
+    gpu_memory_utilization: Optional[float] = None,
 ) -> Any:
     """The batcher of the model at ``path`` (called where the engine runs: the model loads there)."""
     from servelm.flavors.engine.hf_batcher import ContinuousBatcher
 
     model, tokenizer, runners = _loaded(path, device, threads, dtype, quantization)
-    return ContinuousBatcher(model, tokenizer, max_num_seqs, runners=runners, kv_cache_bytes=kv_cache_bytes)
+    on_gpu = {"gpu_memory_utilization": gpu_memory_utilization} if gpu_memory_utilization else {}
+    return ContinuousBatcher(model, tokenizer, max_num_seqs, runners=runners, kv_cache_bytes=kv_cache_bytes, **on_gpu)
 
 
 def onnx_service(path: str, server: ServerOptions, options: EngineOptions, metrics: ServerMetrics) -> ModelService:

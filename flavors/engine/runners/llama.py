@@ -212,6 +212,18 @@ class TorchRunner:
         w = self.w
         return 2 * len(w.layers) * w.kv_heads * block_size * w.head_dim * w.dtype.itemsize
 
+    def device_kv_budget(self, step_tokens: int, utilization: float) -> Optional[int]:
+        """On a GPU, the bytes the KV cache may take: ``utilization`` of the device's memory, less what is in use
+        (the weights) and twice the activations of a step of ``step_tokens`` tokens (fp32, an upper bound). None on a
+        CPU, whose budget is the scheduler's default."""
+        w, torch = self.w, self.torch
+        if w.device.type != "cuda":
+            return None
+        free, total = torch.cuda.mem_get_info(w.device)
+        widest = max(w.hidden, *(layer["gate_up"][0].shape[0] for layer in w.layers[:1]))
+        step = step_tokens * (6 * w.hidden + 2 * widest + w.vocab_size) * 4
+        return max(0, int(total * utilization) - (total - free) - 2 * step)
+
     def allocate(self, num_blocks: int, block_size: int, max_seqs: int) -> None:
         """The pools, and on a GPU one block more: the scratch block padding rows of a CUDA graph write to."""
         w, torch = self.w, self.torch

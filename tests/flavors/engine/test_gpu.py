@@ -82,3 +82,15 @@ def test_greedy_answers_on_the_gpu_are_the_cpus(tiny_llama):
             batcher.step()
         answers.append([s.generated for s in seqs])
     assert answers[0] == answers[1]
+
+
+def test_the_kv_budget_follows_the_devices_free_memory(tiny_llama):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.bfloat16).to("cuda").eval()
+    runner = TorchRunner(LlamaWeights(model, torch.bfloat16))
+    free, total = torch.cuda.mem_get_info()
+    budget = runner.device_kv_budget(512, 0.5)
+    assert 0 < budget < total * 0.5
+    batcher = ContinuousBatcher(model, AutoTokenizer.from_pretrained(tiny_llama), gpu_memory_utilization=0.5)
+    assert batcher.pool.num_blocks * batcher.runner.block_bytes(batcher.block_size) <= budget * 1.01
