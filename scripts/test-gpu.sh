@@ -37,8 +37,13 @@ done
 export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 missing=$("$python" - <<'EOF'
 import importlib.util
+def found(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:  # a missing parent package
+        return False
 need = ["fastapi", "uvicorn", "pydantic", "sse_starlette", "openai", "pytest_asyncio", "servelm.serving"]
-print(" ".join(n for n in need if importlib.util.find_spec(n) is None))
+print(" ".join(n for n in need if not found(n)))
 EOF
 )
 if [ -n "$missing" ]; then

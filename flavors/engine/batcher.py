@@ -62,7 +62,7 @@ class Batcher(Protocol):
         ...
 
     def abort(self, seq: Sequence) -> None:
-        """Stop ``seq``: it produces no more output and its row is freed by the next step."""
+        """Stop ``seq``: it produces no more output and its KV blocks are freed by the next step."""
         ...
 
     def step(self) -> list[StepOutput]:

@@ -304,7 +304,7 @@ class Scheduler:
                     break
                 new = True
             if not seq.looked_up and self._waits_for_a_block(seq, computing):
-                if new:  # it takes its row now, and its blocks once the block it waits for is computed
+                if new:  # it takes its place in the batch now, and its blocks once the block it waits for is computed
                     self._admit(seq)
                     admitted += 1
                 continue

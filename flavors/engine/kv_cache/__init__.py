@@ -1,2 +1,2 @@
-"""The KV cache the scheduler drives: rows of per-layer buffers (``rows.py``) and the prefix cache of prompt blocks
-(``prefix.py``)."""
+"""The KV cache the scheduler drives: the paged pool's blocks, their tables and the prefix cache over them
+(``blocks.py``), and rows per sequence for runners that cannot read blocks (``rows.py``)."""
