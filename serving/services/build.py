@@ -232,6 +232,12 @@ def transformers_service(
     from ..engines.thread import ThreadEngine
     from .llm import LLMService
 
+    runs_on = options.device or ("cuda" if _cuda_present() else "cpu")
+    if options.gpu_memory_utilization is not None and not runs_on.startswith("cuda"):
+        raise ModelFormatError(
+            f"option gpu_memory_utilization applies to the transformers engine on a GPU; it runs on {runs_on} here"
+            " (on a CPU the KV cache's memory is --kv-cache-memory)"
+        )
     checkpoint = locate_checkpoint(path)
     tokenizer = load_tokenizer(checkpoint)
     require_chat_template(tokenizer, path)

@@ -257,3 +257,14 @@ def test_the_cli_refuses_gpu_workers_before_loading(tiny_llama_dir, tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert "would load 2 transformers engines onto one GPU" in result.stderr
+
+
+def test_gpu_memory_utilization_on_a_cpu_is_refused_naming_the_cpu_option(tiny_llama_dir):
+    from servelm.serving.metrics import ServerMetrics
+    from servelm.serving.options import EngineOptions, ServerOptions
+    from servelm.serving.services.build import transformers_service
+
+    with pytest.raises(ModelFormatError, match="gpu_memory_utilization applies to the transformers engine on a GPU"):
+        transformers_service(
+            tiny_llama_dir, ServerOptions(), EngineOptions(gpu_memory_utilization=0.5, device="cpu"), ServerMetrics()
+        )
