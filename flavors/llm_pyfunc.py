@@ -14,6 +14,7 @@ from servelm.agents import ChatCompletionRequest
 from servelm.agents.ids import new_id, now_seconds
 
 from .engine import Batcher, SamplingParams, sampling_params
+from .generation import SequenceText
 from .pyfunc.wrappers import request_dict
 
 TASK_CHAT = "llm/v1/chat"
@@ -21,6 +22,9 @@ TASK_CHAT = "llm/v1/chat"
 
 class ChatLLMPyfunc:
     """predict / predict_stream for the chat (or text-generation) task over a flavor's batcher."""
+
+    #: decodes the batcher's token ids (a transformers or ``tokenizers`` tokenizer)
+    tokenizer: Any
 
     def __init__(self, task: str, model_name: str, context_length: int, config: Optional[dict[str, Any]] = None):
         self.task = task
@@ -50,11 +54,12 @@ class ChatLLMPyfunc:
         chats = [ChatCompletionRequest.model_validate({**r, **(params or {})}) for r in requests]
         batcher = self.new_batcher()
         groups = [self._add(batcher, chat) for chat in chats]
+        outputs = _Outputs(self.tokenizer, [seq for group in groups for seq in group])
         while batcher.has_work():
-            batcher.step()
+            outputs.step(batcher)
         # a list, one response per request, even for one request: MLflow's LLM pyfuncs answer so
         # (``model.predict(chat)[0]["choices"][0]["message"]["content"]``)
-        return [self._response(group) for group in groups]
+        return [self._response(group, outputs) for group in groups]
 
     def predict_stream(self, data: Any, params: Optional[dict[str, Any]] = None) -> Iterator[dict[str, Any]]:
         data = request_dict(data)
@@ -62,29 +67,23 @@ class ChatLLMPyfunc:
             raise ValueError("predict_stream needs the llm/v1/chat task")
         chat = ChatCompletionRequest.model_validate({**data, **(params or {})})
         batcher = self.new_batcher()
-        seqs = self._add(batcher, chat)
-        index = {id(s): i for i, s in enumerate(seqs)}
+        outputs = _Outputs(self.tokenizer, self._add(batcher, chat))
         chunk_id, created = new_id("chatcmpl"), now_seconds()
         first = set()
         while batcher.has_work():
-            for out in batcher.step():
-                i = index[id(out.seq)]
-                delta: dict[str, Any] = {"content": out.text} if out.text else {}
-                if i not in first and (out.text or out.finished):
+            for i, text, finished in outputs.step(batcher):
+                delta: dict[str, Any] = {"content": text} if text else {}
+                if i not in first and (text or finished):
                     delta["role"] = "assistant"
                     first.add(i)
-                if delta or out.finished:
+                if delta or finished:
                     yield {
                         "id": chunk_id,
                         "object": "chat.completion.chunk",
                         "created": created,
                         "model": self.model_name,
                         "choices": [
-                            {
-                                "index": i,
-                                "delta": delta,
-                                "finish_reason": out.seq.finish_reason if out.finished else None,
-                            }
+                            {"index": i, "delta": delta, "finish_reason": outputs.reasons[i] if finished else None}
                         ],
                     }
 
@@ -100,16 +99,20 @@ class ChatLLMPyfunc:
             seqs.append(batcher.add(ids, seeded))
         return seqs
 
-    def _response(self, seqs: list[Any]) -> dict[str, Any]:
+    def _response(self, seqs: list[Any], outputs: _Outputs) -> dict[str, Any]:
         prompt_tokens = len(seqs[0].prompt_ids)
-        completion = sum(len(s.generated) for s in seqs)
+        completion = sum(outputs.completion_tokens(s) for s in seqs)
         return {
             "id": new_id("chatcmpl"),
             "object": "chat.completion",
             "created": now_seconds(),
             "model": self.model_name,
             "choices": [
-                {"index": i, "message": {"role": "assistant", "content": s.text}, "finish_reason": s.finish_reason}
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": outputs.text(s)},
+                    "finish_reason": outputs.reason(s),
+                }
                 for i, s in enumerate(seqs)
             ],
             "usage": {
@@ -136,6 +139,47 @@ class ChatLLMPyfunc:
                     ),
                 )
             )
+        outputs = _Outputs(self.tokenizer, seqs)
         while batcher.has_work():
-            batcher.step()
-        return [s.text for s in seqs]  # a list even for one prompt, as MLflow's text-generation pyfunc
+            outputs.step(batcher)
+        return [outputs.text(s) for s in seqs]  # a list even for one prompt, as MLflow's text-generation pyfunc
+
+
+class _Outputs:
+    """The sequences of one predict call and their text, made from the batcher's token ids with their stop
+    strings (the batcher does not look for them: a sequence whose text reached one is aborted here)."""
+
+    def __init__(self, tokenizer: Any, seqs: list[Any]):
+        self.seqs = seqs
+        self.texts = [SequenceText(tokenizer, s.params.stop) for s in seqs]
+        self.reasons: list[Optional[str]] = [None] * len(seqs)
+        self.tokens = [0] * len(seqs)  # completion tokens, up to the one that ended the text
+        self._index = {id(s): i for i, s in enumerate(seqs)}
+
+    def step(self, batcher: Batcher) -> list[tuple[int, str, bool]]:
+        """One batcher step: (sequence index, new text, whether it ended) for each sequence it moved."""
+        events = []
+        for out in batcher.step():
+            i = self._index.get(id(out.seq))
+            if i is None or self.reasons[i] is not None:
+                continue
+            text = self.texts[i].add(out.token_ids)
+            self.tokens[i] = len(out.seq.generated)
+            if self.texts[i].stopped:
+                if not out.finished:
+                    batcher.abort(out.seq)
+                self.reasons[i] = "stop"
+            elif out.finished:
+                text += self.texts[i].finish()
+                self.reasons[i] = out.seq.finish_reason
+            events.append((i, text, self.reasons[i] is not None))
+        return events
+
+    def text(self, seq: Any) -> str:
+        return self.texts[self._index[id(seq)]].text
+
+    def reason(self, seq: Any) -> Optional[str]:
+        return self.reasons[self._index[id(seq)]]
+
+    def completion_tokens(self, seq: Any) -> int:
+        return self.tokens[self._index[id(seq)]]

@@ -2,8 +2,9 @@
 engine (thread, process) can drive it.
 
 A batcher owns the model and the running batch. Its caller adds sequences, calls ``step`` in a loop
-while ``has_work``, reads each ``StepOutput`` and aborts sequences whose reader went away. It is
-synchronous and single-threaded: whoever steps it also adds to and aborts on it.
+while ``has_work``, reads each ``StepOutput`` (token ids) and aborts sequences whose reader went away or
+whose text reached a stop string. It is synchronous and single-threaded: whoever steps it also adds to and
+aborts on it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
-from ..generation.stop import StopChecker
 from .sample.choice import TokenChoice
 from .sample.params import SamplingParams
 
@@ -21,8 +21,9 @@ class Sequence:
     """One generation as a batcher tracks it: prompt, parameters, progress (batchers subclass it for their state).
 
     ``seq_id`` is unique within its batcher; ``generated`` holds the sampled token ids (EOS excluded);
-    ``text`` the text emitted so far (stop strings already cut); ``finish_reason`` is set once it ends
-    ("stop", "length", "abort" or "error"; then ``error`` says what failed, for this sequence alone).
+    ``finish_reason`` is set once it ends ("stop" for an end-of-sequence token or a completed grammar,
+    "length", "abort" or "error"; then ``error`` says what failed, for this sequence alone). A batcher
+    moves token ids only: text and stop strings are its reader's (``generation.SequenceText``).
     """
 
     prompt_ids: list[int]
@@ -31,19 +32,18 @@ class Sequence:
     generated: list[int] = field(default_factory=list)
     finish_reason: Optional[str] = None
     aborted: bool = False
-    text: str = ""
-    stopper: Optional[StopChecker] = None
     error: Optional[str] = None  # why the sequence failed, when finish_reason is "error"
     scheduled_at: Optional[float] = None  # wall-clock seconds it was given a batch row (its queue time ends)
 
 
 @dataclass
 class StepOutput:
-    """What one step produced for one sequence: new text (may be empty), whether it finished, and the
-    token it sampled with its log-probabilities when the sequence asked for them."""
+    """What one step produced for one sequence: the tokens it added to the answer (none for an
+    end-of-sequence token), whether it finished, and the token it sampled with its log-probabilities when
+    the sequence asked for them."""
 
     seq: Sequence
-    text: str
+    token_ids: list[int]
     finished: bool
     choice: Optional[TokenChoice] = None
 
@@ -67,7 +67,7 @@ class Batcher(Protocol):
 
     def step(self) -> list[StepOutput]:
         """Advance every running sequence by one token (prefilling newcomers first); one output per
-        sequence that produced text or finished. A finished sequence appears once, with finished=True."""
+        sequence that produced a token or finished. A finished sequence appears once, with finished=True."""
         ...
 
     def has_work(self) -> bool:

@@ -1,6 +1,6 @@
 """Batched generation on onnxruntime-genai's ``Engine``: requests join and leave its scheduler as they
 come and go, each with its own sampling options and token limits; tokens come back as events and are
-turned into text with a per-request tokenizer stream (never half a character) and OpenAI stop strings.
+passed on as token ids (text and stop strings are made by the reader, ``generation.SequenceText``).
 
 Same contract as the transformers batcher (``add`` / ``step`` / ``abort`` / ``has_work``), so the pyfunc
 model and the serving engine drive either. An Engine may only be used from the thread that created it:
@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
-from ..generation import IncrementalDetokenizer, StopChecker
 from ..onnx.runtime import GenaiModel, import_genai
 from . import SamplingParams, Sequence, StepOutput
 
@@ -36,7 +35,6 @@ class GenaiSequence(Sequence):
 
     request: Any = None
     turn: int = 0
-    stream: Any = None  # _TextStream
     slot: Any = None  # the _EngineSlot running it
     generator: Any = None  # og.Generator, for a seeded sampled sequence
     max_tokens: int = 0
@@ -85,8 +83,6 @@ class GenaiBatcher:
         og = self.og
         max_tokens = max(1, min(params.max_tokens, self.context_length - len(prompt_ids)))
         seq = GenaiSequence(list(prompt_ids), params, next(self._ids))
-        seq.stream = _TextStream(self.genai)
-        seq.stopper = StopChecker(params.stop)
         if params.seed is not None and params.temperature > 0:
             self._start_generator(seq, max_tokens)  # the static Engine cannot reseed a request
             return seq
@@ -173,22 +169,19 @@ class GenaiBatcher:
                 if seq is None or seq.finish_reason is not None:
                     continue
                 flags = event.flags.value
-                text = ""
+                new: list[int] = []
                 if flags & self._token:
                     tokens += 1
                     is_eos = int(event.token) in self.genai.eos_ids and event.finish_reason == self.og.FinishReason.EOS
                     if not is_eos:  # the end-of-sequence token is not part of the answer
-                        text, hit = self._accept(seq, int(event.token))
-                        if hit:
-                            self._finish(seq, "stop", cancel=not flags & self._finished, stop_string=True)
-                            outputs.append(StepOutput(seq, text, True))
-                            continue
+                        new.append(int(event.token))
+                        seq.generated.append(new[0])
                 if flags & self._failed:
                     seq.error = f"onnxruntime-genai failed this request ({event.error_code.name})"
-                    text += self._finish(seq, "error", cancel=False)
+                    self._finish(seq, "error", cancel=False)
                 elif flags & self._finished:
-                    text += self._finish(seq, _FINISH.get(event.finish_reason.name, "stop"), cancel=False)
-                outputs.append(StepOutput(seq, text, seq.finish_reason is not None))
+                    self._finish(seq, _FINISH.get(event.finish_reason.name, "stop"), cancel=False)
+                outputs.append(StepOutput(seq, new, seq.finish_reason is not None))
         for seq in list(self.seeded):
             tokens += 1
             outputs.append(self._generator_step(seq))
@@ -199,35 +192,18 @@ class GenaiBatcher:
         seq.generator.generate_next_token()
         token = int(seq.generator.get_next_tokens()[0])
         if token in self.genai.eos_ids and not seq.params.ignore_eos:
-            return StepOutput(seq, self._finish(seq, "stop", cancel=False), True)
-        text, hit = self._accept(seq, token)
-        if hit:
-            self._finish(seq, "stop", cancel=False, stop_string=True)
-            return StepOutput(seq, text, True)
-        if len(seq.generated) >= seq.max_tokens or seq.generator.is_done():
-            return StepOutput(seq, text + self._finish(seq, "length", cancel=False), True)
-        return StepOutput(seq, text, False)
-
-    def _accept(self, seq: GenaiSequence, token: int) -> tuple[str, bool]:
-        """Record a token; return (text safe to emit, whether a stop string ended the sequence)."""
-        assert seq.stopper is not None
+            self._finish(seq, "stop", cancel=False)
+            return StepOutput(seq, [], True)
         seq.generated.append(token)
-        text, hit = seq.stopper.feed(seq.stream.decode(token))
-        seq.text += text
-        return text, hit
+        if len(seq.generated) >= seq.max_tokens or seq.generator.is_done():
+            self._finish(seq, "length", cancel=False)
+            return StepOutput(seq, [token], True)
+        return StepOutput(seq, [token], False)
 
-    def _finish(self, seq: GenaiSequence, reason: str, cancel: bool, stop_string: bool = False) -> str:
-        """End a sequence, free its Engine request or Generator; return the held-back text (none after a
-        stop string, which already cut the text)."""
-        assert seq.stopper is not None
+    def _finish(self, seq: GenaiSequence, reason: str, cancel: bool) -> None:
+        """End a sequence and free its Engine request or Generator."""
         seq.finish_reason = reason
-        tail = ""
-        if not stop_string:
-            tail, hit = seq.stopper.feed(seq.stream.flush())
-            tail += "" if hit else seq.stopper.flush()
-        seq.text += tail
         self._release(seq, cancel)
-        return tail
 
     def _release(self, seq: GenaiSequence, cancel: bool) -> None:
         if seq.generator is not None:
@@ -242,21 +218,6 @@ class GenaiBatcher:
         if cancel:
             seq.request.cancel_turn(seq.turn)
         seq.request.close()
-
-
-class _TextStream:
-    """Per-sequence decoder: ``decode(token)`` gives the new text (never half a character)."""
-
-    def __init__(self, genai: GenaiModel):
-        if genai.text_tokenizer is not None:
-            self._detokenizer: Optional[IncrementalDetokenizer] = IncrementalDetokenizer(genai.text_tokenizer)
-            self.decode = self._detokenizer.add
-        else:
-            self._detokenizer = None
-            self.decode = genai.tokenizer.create_stream().decode
-
-    def flush(self) -> str:
-        return self._detokenizer.flush() if self._detokenizer is not None else ""
 
 
 _FINISH = {

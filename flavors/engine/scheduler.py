@@ -2,7 +2,9 @@
 
 Each step has three phases (as vLLM's and SGLang's schedulers): ``_schedule`` decides what runs (a token for every
 decoding sequence, prompt chunks up to ``prefill_tokens``, the KV blocks each needs), the runner executes it in one
-forward pass, and ``_update`` records what came back (sampled tokens, text, stop conditions, finished sequences).
+forward pass, and ``_update`` records what came back (sampled tokens, end-of-sequence, grammars, length limits,
+finished sequences). It moves token ids only: text and stop strings are made where they are read
+(``generation.SequenceText``), which aborts a sequence whose text reached a stop string.
 
 Memory is blocks (``kv_cache/blocks.py``): the pool is sized from a byte budget (``kv_cache_bytes``) and a sequence
 takes a block each time it crosses a block boundary. A waiting sequence is admitted only when its next chunk's
@@ -30,8 +32,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..generation.detokenizer import IncrementalDetokenizer
-from ..generation.stop import StopChecker
 from .batcher import Sequence, StepOutput
 from .kv_cache.blocks import BlockPool, block_keys
 from .memory import trim_heap
@@ -62,7 +62,6 @@ class ScheduledSequence(Sequence):
     looked_up: bool = False  # the prefix cache was consulted (at its first planned chunk)
     registered: int = 0  # leading blocks known to be in the prefix cache
     preemptions: int = 0
-    detokenizer: Optional[IncrementalDetokenizer] = None
     generator: Any = None
     matcher: Any = None  # llguidance matcher, under a grammar
 
@@ -74,7 +73,7 @@ class ScheduledSequence(Sequence):
 class Scheduler:
     """A ``Batcher`` over any ``ModelRunner``.
 
-    ``tokenizer`` decodes output text; ``eos_ids`` end a sequence (unless its params ignore EOS);
+    ``tokenizer`` is what grammars are compiled against; ``eos_ids`` end a sequence (unless its params ignore EOS);
     ``max_num_seqs`` bounds the sequences running at once; ``prefill_tokens`` bounds the prompt tokens computed per
     step; ``kv_cache_bytes`` is the KV cache's memory (default: on a GPU what ``gpu_memory_utilization`` of it leaves
     beside the weights and the largest step, the runner's ``device_kv_budget``; else ``default_kv_cache_bytes``);
@@ -169,8 +168,6 @@ class Scheduler:
                 f"the prompt holds token id {bad}; this model's token ids run from 0 to {self.runner.vocab_size - 1}"
             )
         seq = ScheduledSequence(list(prompt_ids), params, next(self._ids))
-        seq.detokenizer = IncrementalDetokenizer(self.tokenizer)
-        seq.stopper = StopChecker(params.stop)
         if params.seed is not None and params.temperature > 0:
             seq.generator = self.runner.generator(params.seed)
         if params.logit_bias and max(params.logit_bias) >= self.runner.vocab_size:
@@ -453,7 +450,7 @@ class Scheduler:
     def _fail(self, seq: ScheduledSequence, exc: Exception) -> StepOutput:
         """End ``seq`` alone with the error its own step raised (the engine reports it to its request only)."""
         seq.error = f"{type(exc).__name__}: {exc}"
-        return self._finish(seq, "error", "")
+        return self._finish(seq, "error", [])
 
     def _sample(self, logits: Any, seqs: list[ScheduledSequence]) -> list[Any]:
         """The runner's sampler over ``seqs``' rows of ``logits``, with grammar masks for constrained rows: a
@@ -498,46 +495,33 @@ class Scheduler:
                     choices.append(exc)
             return choices
 
-    # ------------------------------------------------------------------ tokens -> text
+    # ------------------------------------------------------------------ sampled tokens
     def _accept(self, seq: ScheduledSequence, choice: TokenChoice) -> StepOutput:
-        """Record a sampled token: text, stop strings, EOS, a completed grammar and length limits; free
-        the row when done."""
-        assert seq.detokenizer is not None and seq.stopper is not None
+        """Record a sampled token: EOS, a completed grammar and length limits; free the row when done."""
         token = choice.token
         logged = choice if seq.params.logprobs is not None else None
         if token in self.eos_ids and (not seq.params.ignore_eos or seq.matcher is not None):
-            return self._finish(seq, "stop", self._final_text(seq))
+            return self._finish(seq, "stop", [])
         seq.generated.append(token)
-        text, hit = seq.stopper.feed(seq.detokenizer.add(token))
-        seq.text += text
-        if hit:
-            return self._finish(seq, "stop", text, logged)
         if seq.matcher is not None:
             seq.matcher.consume_token(token)
             if seq.matcher.is_error():
                 return self._fail(seq, _grammar_error(seq.matcher))
             if seq.matcher.is_stopped():  # the grammar is complete: nothing may follow
-                return self._finish(seq, "stop", text + self._final_text(seq), logged)
+                return self._finish(seq, "stop", [token], logged)
         if (
             len(seq.generated) >= seq.params.max_tokens
             or len(seq.prompt_ids) + len(seq.generated) >= self.context_length
         ):
-            return self._finish(seq, "length", text + self._final_text(seq), logged)
-        return StepOutput(seq, text, False, logged)
-
-    def _final_text(self, seq: ScheduledSequence) -> str:
-        assert seq.detokenizer is not None and seq.stopper is not None
-        tail, hit = seq.stopper.feed(seq.detokenizer.flush())
-        rest = "" if hit else seq.stopper.flush()
-        seq.text += tail + rest
-        return tail + rest
+            return self._finish(seq, "length", [token], logged)
+        return StepOutput(seq, [token], False, logged)
 
     def _finish(
-        self, seq: ScheduledSequence, reason: str, text: str, choice: Optional[TokenChoice] = None
+        self, seq: ScheduledSequence, reason: str, token_ids: list[int], choice: Optional[TokenChoice] = None
     ) -> StepOutput:
         seq.finish_reason = reason
         self._free(seq)
-        return StepOutput(seq, text, True, choice)
+        return StepOutput(seq, token_ids, True, choice)
 
     # ------------------------------------------------------------------ blocks
     def _free(self, seq: ScheduledSequence) -> None:

@@ -3,11 +3,13 @@ templates and codecs (prompts to token ids), incremental detokenization, stop st
 The engine core (scheduler, KV cache, samplers) is ``servelm.flavors.engine``."""
 
 from .detokenizer import IncrementalDetokenizer, rust_tokenizer
+from .sequence_text import SequenceText
 from .stop import StopChecker
 from .templates import template_inputs
 
 __all__ = [
     "IncrementalDetokenizer",
+    "SequenceText",
     "StopChecker",
     "rust_tokenizer",
     "template_inputs",

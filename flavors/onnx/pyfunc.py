@@ -22,6 +22,7 @@ class OnnxPyfunc(ChatLLMPyfunc):
     def __init__(self, model: OnnxModel, task: str, model_name: str, config: Optional[dict[str, Any]] = None):
         super().__init__(task, model_name, model.context_length, config)
         self.model = model
+        self.tokenizer = model.prompts.tokenizer
 
     def new_batcher(self) -> Batcher:
         return self.model.new_batcher()

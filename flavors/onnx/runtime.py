@@ -95,7 +95,6 @@ class GenaiModel:
     eos_ids: frozenset[int]
     path: str
     vocab_size: int = 0
-    text_tokenizer: Any = None  # tokenizers.Tokenizer from tokenizer.json: decodes exactly as transformers does
     max_batch_size: int = 64  # sequences generated at once
     dynamic_batching: bool = False  # the folder's Engine joins requests into a running batch (paged-attention exports)
 
@@ -146,21 +145,6 @@ def open_genai(
         eos_ids,
         genai_dir,
         int(meta.get("vocab_size") or 0),
-        _text_tokenizer(genai_dir),
         int(max_batch_size),
         dynamic,
     )
-
-
-def _text_tokenizer(genai_dir: str) -> Any:
-    """The folder's tokenizer.json as a ``tokenizers`` tokenizer, for decoding; None when either is missing.
-
-    onnxruntime-genai's own stream decoder drops byte sequences that are not valid UTF-8, where
-    transformers emits U+FFFD: decoding with the same library keeps the text identical across flavors.
-    """
-    path = os.path.join(genai_dir, "tokenizer.json")
-    try:
-        from tokenizers import Tokenizer
-    except ImportError:
-        return None
-    return Tokenizer.from_file(path) if os.path.isfile(path) else None

@@ -40,6 +40,9 @@ class Delta:
         None  # the tokens behind ``text``, when the request asked for log-probabilities
     )
     scheduled_at: Optional[float] = None  # on a sequence's first Delta: wall-clock seconds it got a batch row
+    #: the tokens this Delta adds, from an engine that moves token ids only (its ``text`` is then made on the
+    #: serving loop, with stop strings: ``requests.RequestTable``)
+    token_ids: Optional[list[int]] = None
 
 
 class RequestStream(Protocol):

@@ -17,8 +17,9 @@ IDLE_SECONDS = 1.0  # seconds without work after which an engine lets its batche
 
 class BatcherDriver:
     """A batcher and the requests riding on it, keyed by request id: add, abort, and one step that
-    returns each request's Delta. A step that raises fails the requests it held (not the server) and
-    starts over with a fresh batcher. Used on whichever thread or process owns the batcher."""
+    returns each request's Delta (token ids: the reader makes the text). A step that raises fails the
+    requests it held (not the server) and starts over with a fresh batcher. Used on whichever thread or
+    process owns the batcher."""
 
     def __init__(self, make_batcher: Callable[[], Any]):
         self.make_batcher = make_batcher
@@ -66,14 +67,15 @@ class BatcherDriver:
             if rid is None:
                 continue
             if out.finished and out.seq.error:  # this sequence failed in the step, alone: its request ends with it
-                delta = Delta(out.text, True, None, len(out.seq.generated), error=out.seq.error)
+                delta = Delta("", True, None, len(out.seq.generated), error=out.seq.error, token_ids=out.token_ids)
             else:
                 delta = Delta(
-                    out.text,
+                    "",
                     out.finished,
                     out.seq.finish_reason,
                     len(out.seq.generated),
                     logprobs=[out.choice] if out.choice is not None else None,
+                    token_ids=out.token_ids,
                 )
             if rid in self._unreported:
                 self._unreported.discard(rid)

@@ -1,20 +1,21 @@
 """The generation engine in a child process of its own (vLLM's engine-core split, for our batchers).
 
-Why: the HTTP side (parsing, chat templates, SSE framing) and the batcher's per-step Python (the model's
-forward, sampling, detokenizing) both need the GIL, so on one process they take turns on one core however
-many the machine has. Here the child owns the batcher (built there from a picklable factory: the model is
-loaded in the child, never in the server process) and the server process keeps the event loop.
+Why: the HTTP side (parsing, chat templates, SSE framing, making text from token ids) and the batcher's per-step
+Python (the model's forward, sampling) both need the GIL, so on one process they take turns on one core however
+many the machine has. Here the child owns the batcher (built there from a picklable factory: the model is loaded
+in the child, never in the server process) and moves token ids only; the server process keeps the event loop and
+makes the text (``requests.RequestTable``).
 
-Two one-way pipes: requests go down as ("add", id, prompt ids, SamplingParams) / ("abort", id) /
-("stop",), written by a thread of their own from an unbounded queue, so the event loop never blocks on a full
-pipe (the child may be blocked writing its steps, which only the event loop reads: writing on the loop could
-deadlock the two processes); each step comes back as ("step", batch size, [(id, text, finished, finish_reason, tokens,
-error, logprobs)], whether the batcher still holds sequences), read on the event loop itself whenever the pipe is
-readable (no reader thread: a thread would have to win the GIL from a busy loop before every hand-off). The child
-exits when the server process goes away (its request pipe reaches EOF). If the child dies, every open request
-ends with an error, ``health_error`` says so, and a new child is started after a backoff (1, 2, 4 s); after
-more than ``MAX_RESTARTS`` deaths within ``RESTART_WINDOW`` it gives up and tells the server (``on_give_up``),
-which exits non-zero for its orchestrator to restart it.
+Two one-way pipes: requests go down as ("add", id, prompt ids, SamplingParams) / ("abort", id) / ("stop",),
+written by a thread of their own from an unbounded queue, so the event loop never blocks on a full pipe (the
+child may be blocked writing its steps, which only the event loop reads: writing on the loop could deadlock the
+two processes); each step comes back as ("step", batch size, [(id, token ids, finished, finish_reason, tokens,
+error, logprobs, scheduled at)], whether the batcher still holds sequences), read on the event loop itself
+whenever the pipe is readable (no reader thread: a thread would have to win the GIL from a busy loop before every
+hand-off). The child exits when the server process goes away (its request pipe reaches EOF). If the child dies,
+every open request ends with an error, ``health_error`` says so, and a new child is started after a backoff (1,
+2, 4 s); after more than ``MAX_RESTARTS`` deaths within ``RESTART_WINDOW`` it gives up and tells the server
+(``on_give_up``), which exits non-zero for its orchestrator to restart it.
 """
 
 from __future__ import annotations
@@ -50,16 +51,20 @@ class ProcessEngine:
     """An ``Engine`` whose batcher runs in a child process.
 
     ``make_batcher`` must be picklable (a module-level function or a functools.partial of one): it is
-    called in the child.
+    called in the child. The child sends token ids; ``tokenizer`` makes their text here, on the serving loop.
     """
 
     def __init__(
-        self, make_batcher: Callable[[], Batcher], context_length: int, on_step: Optional[StepObserver] = None
+        self,
+        make_batcher: Callable[[], Batcher],
+        context_length: int,
+        tokenizer: Any,
+        on_step: Optional[StepObserver] = None,
     ):
         self.make_batcher = make_batcher
         self.context_length = context_length
         self.on_step = on_step
-        self.requests = RequestTable()
+        self.requests = RequestTable(tokenizer, self._stop_sequence)
         self._process: Any = None
         self._to_child: Optional[Connection] = None
         self._from_child: Optional[Connection] = None
@@ -162,6 +167,11 @@ class ProcessEngine:
         if self.requests.close(stream) and self._dead is None:
             self._send(("abort", stream.rid))
 
+    def _stop_sequence(self, rid: int) -> None:
+        """A stop string ended request ``rid``'s text: free its sequence at the next step."""
+        if self._dead is None:
+            self._send(("abort", rid))
+
     def _send(self, message: tuple[Any, ...]) -> None:
         """Queue a message for the child; returns at once (the writer thread sends it)."""
         assert self._to_child is not None, "the engine is not started"
@@ -189,8 +199,8 @@ class ProcessEngine:
                     self.on_step(batch)
                 self.requests.deliver_here(
                     [
-                        (rid, Delta(text, finished, reason, tokens, error, _choices(logprobs), scheduled))
-                        for rid, text, finished, reason, tokens, error, logprobs, scheduled in items
+                        (rid, Delta("", finished, reason, tokens, error, _choices(logprobs), scheduled, token_ids))
+                        for rid, token_ids, finished, reason, tokens, error, logprobs, scheduled in items
                     ]
                 )
         except (EOFError, OSError):
@@ -303,7 +313,7 @@ def _wire(rid: int, delta: Delta) -> tuple[Any, ...]:
     logprobs = [(c.token, c.logprob, c.top) for c in delta.logprobs] if delta.logprobs else None
     return (
         rid,
-        delta.text,
+        delta.token_ids,
         delta.finished,
         delta.finish_reason,
         delta.completion_tokens,

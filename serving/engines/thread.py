@@ -27,16 +27,21 @@ class ThreadEngine:
     """An ``Engine`` that owns a batcher on one thread of this process.
 
     ``make_batcher`` is called on the engine thread (again after a failed step: a fresh batcher).
+    ``tokenizer`` makes the requests' text from the token ids the batcher produces, on the serving loop.
     """
 
     def __init__(
-        self, make_batcher: Callable[[], Batcher], context_length: int, on_step: Optional[StepObserver] = None
+        self,
+        make_batcher: Callable[[], Batcher],
+        context_length: int,
+        tokenizer: Any,
+        on_step: Optional[StepObserver] = None,
     ):
         self.make_batcher = make_batcher
         self.driver: Optional[BatcherDriver] = None
         self.context_length = context_length
         self.on_step = on_step
-        self.requests = RequestTable()
+        self.requests = RequestTable(tokenizer, self._stop_sequence)
         self._inbox: deque[tuple[str, Any]] = deque()  # ("add", EngineRequest) | ("abort", request id)
         self._wake = threading.Event()
         self._ready = threading.Event()
@@ -76,6 +81,11 @@ class ThreadEngine:
         if self.requests.close(stream):
             self._inbox.append(("abort", stream.rid))
             self._wake.set()
+
+    def _stop_sequence(self, rid: int) -> None:
+        """A stop string ended request ``rid``'s text: free its sequence at the next step."""
+        self._inbox.append(("abort", rid))
+        self._wake.set()
 
     # ------------------------------------------------------------------ engine thread
     def _run(self) -> None:

@@ -256,7 +256,7 @@ def transformers_service(
         options.gpu_memory_utilization,
     )
     engine_class = ProcessEngine if options.engine_process else ThreadEngine
-    engine = engine_class(make_batcher, context_length(checkpoint), on_step=metrics.batch_size.observe)
+    engine = engine_class(make_batcher, context_length(checkpoint), tokenizer, on_step=metrics.batch_size.observe)
     return LLMService(
         engine,
         HFCodec(tokenizer),
@@ -337,7 +337,7 @@ def onnx_service(path: str, server: ServerOptions, options: EngineOptions, metri
         options.kv_cache_memory,
     )
     engine_class = ProcessEngine if options.engine_process else ThreadEngine
-    engine = engine_class(make_batcher, prompts.context_length, on_step=metrics.batch_size.observe)
+    engine = engine_class(make_batcher, prompts.context_length, prompts.tokenizer, on_step=metrics.batch_size.observe)
     return LLMService(
         engine,
         prompts,

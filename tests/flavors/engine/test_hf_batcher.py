@@ -7,6 +7,7 @@ torch = pytest.importorskip("torch")
 
 from servelm.flavors.engine.hf_batcher import ContinuousBatcher  # noqa: E402
 from servelm.flavors.engine.sample.torch_sampler import SamplingParams  # noqa: E402
+from servelm.flavors.generation import SequenceText  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -132,17 +133,18 @@ def test_max_running_is_bounded(lm):
     assert max(seen) <= 2
 
 
-def test_stop_string_ends_generation(lm):
+def test_steps_move_token_ids_and_stop_strings_are_the_readers(lm):
+    """The batcher's outputs are token ids (the answer's, in order; no end-of-sequence token) and it does
+    not look for stop strings: its reader makes the text and cuts it there (``SequenceText``)."""
     model, tokenizer = lm
-    free = ContinuousBatcher(model, tokenizer)
-    seq = free.add(prompt(tokenizer, "hi"), SamplingParams(max_tokens=16, temperature=0, ignore_eos=True))
-    while free.has_work():
-        free.step()
-    stop = seq.text[3:6]
-    bounded = ContinuousBatcher(model, tokenizer)
-    stopped = bounded.add(
-        prompt(tokenizer, "hi"), SamplingParams(max_tokens=16, temperature=0, ignore_eos=True, stop=[stop])
-    )
-    while bounded.has_work():
-        bounded.step()
-    assert stopped.finish_reason == "stop" and stopped.text == seq.text[: seq.text.index(stop)]
+    batcher = ContinuousBatcher(model, tokenizer)
+    seq = batcher.add(prompt(tokenizer, "hi"), SamplingParams(max_tokens=16, temperature=0, ignore_eos=True))
+    tokens = []
+    while batcher.has_work():
+        tokens += [t for out in batcher.step() for t in out.token_ids]
+    assert tokens == seq.generated and len(tokens) == 16
+    whole = tokenizer.decode(tokens, skip_special_tokens=True)
+    stop = whole[3:6]
+    reader = SequenceText(tokenizer, [stop])
+    text = "".join(reader.add([t]) for t in tokens)  # a step at a time, as an engine's Deltas arrive
+    assert reader.stopped and text == reader.text == whole[: whole.index(stop)] and reader.finish() == ""

@@ -37,6 +37,11 @@ def batcher_of(tiny_llama):
     return lambda: ContinuousBatcher(model, tokenizer, max_num_seqs=8), tokenizer
 
 
+def decoded(tokenizer, seq):
+    """A sequence's answer as text (the batcher moves token ids)."""
+    return tokenizer.decode(seq.generated, skip_special_tokens=True)
+
+
 def run(batcher, prompt, params_list):
     seqs = [batcher.add(prompt, params) for params in params_list]
     while batcher.has_work():
@@ -55,8 +60,8 @@ def test_json_schema_output_always_parses_and_validates(batcher_of):
     free = SamplingParams(max_tokens=20, temperature=0)
     seqs = run(batcher, tokenizer("hello world")["input_ids"], params + [free])
     for seq in seqs[:-1]:
-        value = json.loads(seq.text)
-        assert seq.finish_reason == "stop" and set(value) == set(SCHEMA["properties"]), seq.text
+        value = json.loads(decoded(tokenizer, seq))
+        assert seq.finish_reason == "stop" and set(value) == set(SCHEMA["properties"]), decoded(tokenizer, seq)
         assert isinstance(value["city"], str) and isinstance(value["days"], int) and isinstance(value["ok"], bool)
         assert all(isinstance(t, str) for t in value["tags"])
     assert seqs[-1].finish_reason == "length"  # the free row beside them is not constrained
@@ -74,12 +79,13 @@ def test_json_object_and_regex(batcher_of):
             SamplingParams(max_tokens=20, temperature=1.0, seed=1, guided=GuidedDecoding("regex", "[A-Z]{3}-[0-9]{2}")),
         ],
     )
-    assert isinstance(json.loads(obj.text), dict)
+    assert isinstance(json.loads(decoded(tokenizer, obj)), dict)
+    code_text = decoded(tokenizer, code)
     assert (
-        len(code.text) == 6
-        and code.text[:3].isupper()
-        and code.text[3] == "-"
-        and code.text[4:].isdigit()
+        len(code_text) == 6
+        and code_text[:3].isupper()
+        and code_text[3] == "-"
+        and code_text[4:].isdigit()
         and code.finish_reason == "stop"
     )
 
@@ -112,7 +118,7 @@ def test_a_grammar_past_its_limits_fails_its_row_alone(batcher_of):
     evil = SamplingParams(max_tokens=60, temperature=0, guided=GuidedDecoding("json_schema", json.dumps(schema)))
     free = SamplingParams(max_tokens=30, temperature=0, ignore_eos=True)
     bad, good = run(batcher, tokenizer("hello")["input_ids"], [evil, free])
-    assert bad.finish_reason == "error" and "output grammar failed" in bad.error, (bad.text, bad.error)
+    assert bad.finish_reason == "error" and "output grammar failed" in bad.error, (decoded(tokenizer, bad), bad.error)
     assert good.finish_reason == "length" and len(good.generated) == 30 and good.error is None
 
 

@@ -183,8 +183,9 @@ def test_a_forced_call_is_always_valid_even_from_random_weights(fmt, tiny_llama)
     while batcher.has_work():
         batcher.step()
     for seq in seqs:
-        content, calls = parse_tool_calls(seq.text, TOOL_FORMAT_BY_NAME[fmt])
-        assert seq.finish_reason == "stop" and len(calls) == 1 and content == "", seq.text
+        text = tokenizer.decode(seq.generated, skip_special_tokens=True)
+        content, calls = parse_tool_calls(text, TOOL_FORMAT_BY_NAME[fmt])
+        assert seq.finish_reason == "stop" and len(calls) == 1 and content == "", text
         arguments = json.loads(calls[0].arguments)
         assert calls[0].name in ("get_weather", "noop") and (
             calls[0].name == "noop" or isinstance(arguments["city"], str)
