@@ -36,6 +36,10 @@ EXACT_TOP = 8
 #: steps of more tokens than this run the linear layers padded to a multiple of ``STEP_BUCKET``
 EXACT_STEP_TOKENS = 32
 STEP_BUCKET = 16
+#: on a CPU, prompt chunks of fewer tokens than this are attended by the kernel with the decode rows; longer ones by
+#: torch's scaled_dot_product_attention over their gathered blocks, whose matrix products beat the kernel's
+#: query-by-query reads from about this length (benchmarks/chunk_attention.py)
+KERNEL_CHUNK_TOKENS = 16
 _ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # fixed frequencies, computed once by transformers
 
 
@@ -314,7 +318,7 @@ class TorchRunner:
             filler = (
                 torch.zeros(padding, w.heads * w.head_dim, dtype=w.dtype, device=w.device) if padding else None
             )  # [padding, heads * head_dim]: the padding rows' attention output
-            in_kernel = offset if self.prompts_in_kernel else rows  # step tokens the kernel attends (the first ones)
+            in_kernel = self._kernel_tokens(rows, spans)  # step tokens the kernel attends (the first ones)
             kernel = self.decode_kernel if in_kernel else None
             gpu_kernel = self.gpu_kernel if in_kernel else None
             torch_spans = [span for span in spans if span[3] >= in_kernel]  # the chunks torch attends
@@ -372,6 +376,19 @@ class TorchRunner:
                 x = self._rest_of_layer(x, parts[0] if len(parts) == 1 else torch.cat(parts), layer)
             last = list(range(rows)) + [at + stop - start - 1 for _, start, stop, at in spans]
             return self.logits(_rms_norm(torch, x[last], w.norm, w.eps))  # [rows + chunks, vocab]
+
+    def _kernel_tokens(self, rows: int, spans: list[tuple[int, int, int, int]]) -> int:
+        """How many of the step's leading tokens the attention kernel takes: every one on a GPU; on a CPU the decode
+        rows and, where the kernel takes prompts, the short chunks after them (until the first long one)."""
+        if self.gpu_kernel is not None:
+            return spans[-1][3] + spans[-1][2] - spans[-1][1] if spans else rows
+        taken = rows
+        if self.prompts_in_kernel:
+            for _, start, stop, at in spans:
+                if stop - start >= KERNEL_CHUNK_TOKENS:
+                    break
+                taken = at + stop - start
+        return taken
 
     def device_decode(
         self, ids: Any, where: Any, into_block: Any, into_offset: Any, seqs: Any, tables: Any, lengths: Any

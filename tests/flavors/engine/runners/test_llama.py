@@ -40,6 +40,38 @@ def test_a_padded_step_matches_the_unpadded_one(tiny_llama, monkeypatch, dtype):
     torch.testing.assert_close(padded_keys, exact_keys, atol=tolerance, rtol=tolerance)
 
 
+def test_short_chunks_in_the_kernel_and_long_ones_in_torch_compute_what_torch_alone_does(tiny_llama):
+    """On bf16 instructions the kernel takes the decode rows and the short prompt chunks after them, torch the rest
+    (``KERNEL_CHUNK_TOKENS``): the step's logits and cache match a runner whose prompt chunks all go to torch."""
+    from transformers import AutoModelForCausalLM
+
+    from servelm.flavors.engine.attention.cpu_kernel import on_bf16_instructions
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    weights = LlamaWeights(model, torch.bfloat16)
+    if not on_bf16_instructions(weights.head_dim, torch.bfloat16):
+        pytest.skip("prompt chunks go to the kernel only on a CPU with bf16 instructions (avx512_bf16)")
+    short, long = 5, runner_module.KERNEL_CHUNK_TOKENS + 20
+
+    def step(prompts_in_kernel: bool):
+        runner = FixedRows(TorchRunner(weights), 5, 128)
+        runner.runner.prompts_in_kernel = prompts_in_kernel
+        runner.forward([], [], [(0, list(range(3, 40)), 0), (1, list(range(20, 27)), 0)])
+        # two decode rows, a short chunk, a long chunk, then a short one after the long one
+        logits = runner.forward(
+            [5, 6],
+            [37, 7],
+            [(2, list(range(50, 50 + short)), 0), (3, list(range(60, 60 + long)), 0), (4, [9, 8, 7], 0)],
+        )
+        return logits.float(), runner.runner.keys[0].clone()
+
+    mixed_logits, mixed_keys = step(True)
+    torch_logits, torch_keys = step(False)
+    assert mixed_logits.shape == (5, weights.vocab_size)
+    torch.testing.assert_close(mixed_logits, torch_logits, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(mixed_keys, torch_keys, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("quantization", [None, "int8"])
 def test_the_top_logits_are_the_fp32_projection_of_the_hidden_state(tiny_llama, quantization):
     from transformers import AutoModelForCausalLM
