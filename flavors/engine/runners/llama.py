@@ -22,6 +22,7 @@ import numpy as np
 
 from ..attention.cpu_kernel import decode_kernel, on_bf16_instructions, set_kernel_threads
 from ..attention.paged_torch import chunk_attention, decode_attention
+from ..attention.shared_prefix import flash_with_lse, shared_prefix_attention, shared_prefix_groups
 from ..attention.triton_paged import paged_attention
 from ..memory import block_runs, release_blocks, zeroed_array
 from ..model_runner import StepBatch
@@ -211,6 +212,8 @@ class TorchRunner:
         self.decode_kernel: Any = None
         self.gpu_kernel: Any = None
         self.prompts_in_kernel = False
+        # prompt chunks behind one cached prefix attended together (``attention/shared_prefix.py``): on a CPU
+        self.shared_prefixes = weights.device.type == "cpu" and flash_with_lse(weights.torch) is not None
 
     def block_bytes(self, block_size: int) -> int:
         w = self.w
@@ -322,6 +325,12 @@ class TorchRunner:
             kernel = self.decode_kernel if in_kernel else None
             gpu_kernel = self.gpu_kernel if in_kernel else None
             torch_spans = [span for span in spans if span[3] >= in_kernel]  # the chunks torch attends
+            # chunks behind the same cached prefix are attended together (on a CPU), the others alone
+            groups, alone = (
+                shared_prefix_groups(tables, torch_spans, size)
+                if len(torch_spans) > 1 and self.shared_prefixes
+                else ([], list(range(len(torch_spans))))
+            )
             on_torch = torch_spans or (rows and kernel is None and gpu_kernel is None) or gpu_kernel is not None
             device_tables: Any = torch.from_numpy(tables).to(w.device) if on_torch else None  # [sequences, blocks]
             kernel_seqs = step_seqs[:in_kernel]  # [in_kernel]: each query's sequence
@@ -367,10 +376,29 @@ class TorchRunner:
                         torch, q[:rows], device_tables[:rows], keys, values, [p + 1 for p in batch.decode_positions]
                     )  # [rows, heads, head_dim]
                     parts.append(attended.reshape(rows, -1))
-                for seq, start, stop, at in torch_spans:
-                    count = stop - start
-                    attended = chunk_attention(torch, q[at : at + count], device_tables[seq], keys, values, start)
-                    parts.append(attended.reshape(count, -1))  # [count, heads * head_dim]
+                chunk_parts: dict[int, Any] = {}  # index in torch_spans -> [count, heads, head_dim]
+                for shared, members in groups:
+                    attended_chunks = shared_prefix_attention(
+                        torch,
+                        [
+                            q[torch_spans[m][3] : torch_spans[m][3] + torch_spans[m][2] - torch_spans[m][1]]
+                            for m in members
+                        ],
+                        [device_tables[torch_spans[m][0]] for m in members],
+                        keys,
+                        values,
+                        [torch_spans[m][1] for m in members],
+                        shared,
+                        w.head_dim**-0.5,
+                    )
+                    chunk_parts.update(zip(members, attended_chunks))
+                for m in alone:
+                    seq, start, stop, at = torch_spans[m]
+                    chunk_parts[m] = chunk_attention(
+                        torch, q[at : at + stop - start], device_tables[seq], keys, values, start
+                    )
+                for m, (_, start, stop, _) in enumerate(torch_spans):
+                    parts.append(chunk_parts[m].reshape(stop - start, -1))  # [count, heads * head_dim]
                 if filler is not None:
                     parts.append(filler)
                 x = self._rest_of_layer(x, parts[0] if len(parts) == 1 else torch.cat(parts), layer)

@@ -70,6 +70,37 @@ def test_a_shared_prefix_is_computed_once_and_decodes_the_same(lm, tiny_llama):
         assert seq.generated == reference(lm, prompt_ids, 8)
 
 
+def test_prompts_behind_one_cached_prefix_are_attended_together_and_decode_the_same(lm, tiny_llama, monkeypatch):
+    """Agents' requests arriving together behind a cached system prompt: their chunks share its blocks, which are
+    read once for all of them (``attention/shared_prefix.py``), and each decodes what it decodes alone."""
+    from transformers import AutoTokenizer
+
+    from servelm.flavors.engine.runners import llama as runner_module
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(len(args[1]))
+        return shared_prefix_attention(*args, **kwargs)
+
+    shared_prefix_attention = runner_module.shared_prefix_attention
+    monkeypatch.setattr(runner_module, "shared_prefix_attention", counted)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    batcher = ContinuousBatcher(lm, tokenizer, max_num_seqs=8, block_size=16)
+    if not batcher.runner.shared_prefixes:
+        pytest.skip("this torch has no CPU flash attention returning log-sum-exps")
+    system = [(5 * i) % 180 + 3 for i in range(90)]
+    run_alone = batcher.add(system + [9], greedy(2))
+    run(batcher)  # the system prompt's 5 full blocks are cached
+    prompts = [system + list(range(30 + 4 * i, 30 + 4 * i + 3 + 9 * i)) for i in range(4)]
+    seqs = [batcher.add(p, greedy(6)) for p in prompts]
+    run(batcher)
+    assert calls and calls[0] == 4  # one attention over the cached prefix for all four chunks of the step
+    assert run_alone.generated == reference(lm, system + [9], 2)
+    for seq, prompt_ids in zip(seqs, prompts):
+        assert seq.generated == reference(lm, prompt_ids, 6)
+
+
 def test_prompts_arriving_together_compute_their_shared_prefix_once(lm, tiny_llama):
     """The first prompt computes the shared blocks (over two steps, under a small budget); the others wait
     for them, then load them and compute only their own tokens."""
