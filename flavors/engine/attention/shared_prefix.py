@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import numpy as np
-
 from .paged_torch import gather
 
 #: leading blocks chunks must share for them to be attended together (below, the merge costs what it saves)
@@ -27,29 +25,30 @@ def flash_with_lse(torch: Any) -> Optional[Any]:
     return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
-def shared_prefix_groups(
-    tables: np.ndarray, spans: list[tuple[int, int, int, int]], block_size: int
-) -> tuple[list[tuple[int, list[int]]], list[int]]:
-    """Which of a step's prompt chunks to attend together: ([(shared blocks, indices into ``spans``)], the indices of
-    the chunks attended alone). ``spans`` are (row of ``tables`` [sequences, blocks], start, stop, offset in the step);
-    chunks join a group when they begin with the same block, and the group shares the leading blocks common to all of
-    its tables that lie wholly before every member's first query."""
+def shared_prefix_groups(blocks: list[list[int]], starts: list[int], block_size: int) -> list[tuple[int, list[int]]]:
+    """Which of a step's prompt chunks to attend together, given each one's block table and first position: [(shared
+    blocks, indices of the chunks)]. Chunks join a group when they begin with the same block; the group shares the
+    leading blocks common to all of its tables that lie wholly before every member's first query, and is kept when
+    that is at least ``MIN_SHARED_BLOCKS``. Chunks in no group are attended alone."""
     by_first: dict[int, list[int]] = {}
-    for index, (row, start, _, _) in enumerate(spans):
-        if start >= MIN_SHARED_BLOCKS * block_size:
-            by_first.setdefault(int(tables[row, 0]), []).append(index)
-    groups, grouped = [], set()
+    for index, (table, start) in enumerate(zip(blocks, starts)):
+        if table and start >= MIN_SHARED_BLOCKS * block_size:
+            by_first.setdefault(table[0], []).append(index)
+    groups = []
     for members in by_first.values():
         if len(members) < 2:
             continue
-        rows = tables[[spans[i][0] for i in members]]  # [members, blocks]
-        same = np.all(rows == rows[0], axis=0)  # [blocks]
-        shared = int(np.argmin(same)) if not same.all() else len(same)
-        shared = min(shared, min(spans[i][1] for i in members) // block_size)
+        shared = min(starts[i] for i in members) // block_size
+        first = blocks[members[0]]
+        for i in members[1:]:
+            table = blocks[i]
+            same = 0
+            while same < shared and same < len(table) and table[same] == first[same]:
+                same += 1
+            shared = same
         if shared >= MIN_SHARED_BLOCKS:
             groups.append((shared, members))
-            grouped.update(members)
-    return groups, [i for i in range(len(spans)) if i not in grouped]
+    return groups
 
 
 def shared_prefix_attention(

@@ -37,10 +37,6 @@ EXACT_TOP = 8
 #: steps of more tokens than this run the linear layers padded to a multiple of ``STEP_BUCKET``
 EXACT_STEP_TOKENS = 32
 STEP_BUCKET = 16
-#: on a CPU, prompt chunks of fewer tokens than this are attended by the kernel with the decode rows; longer ones by
-#: torch's scaled_dot_product_attention over their gathered blocks, whose matrix products beat the kernel's
-#: query-by-query reads from about this length (benchmarks/chunk_attention.py)
-KERNEL_CHUNK_TOKENS = 16
 _ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # fixed frequencies, computed once by transformers
 
 
@@ -252,8 +248,11 @@ class TorchRunner:
         self.block_size = block_size
         group = w.heads // w.kv_heads
         # attention in one kernel over the pools: numba's on a CPU, Triton's on a GPU (None: torch's, through
-        # ``paged_torch.py``); prompt chunks too where that is the faster way (the CPU kernel's bf16 instruction
-        # path, and the GPU kernel)
+        # ``paged_torch.py``); prompt chunks too on the GPU kernel and on the CPU kernel's bf16-instruction path.
+        # There torch's flash attention is faster from about 16 prompt tokens (benchmarks/chunk_attention.py) but
+        # rounds its bf16 probabilities before the values, which turns some greedy answers (5 of the 8 fidelity
+        # prompts, results/greedy-ab-prompts-on-sdpa.json); the kernel keeps them in fp32. Chunks behind a shared
+        # cached prefix, where reading the prefix once matters more, go to torch (``shared_prefix.py``).
         self.decode_kernel, self.gpu_kernel = None, None
         if self.fused_decode and w.device.type == "cuda":
             self.gpu_kernel = paged_attention(w.head_dim, group, block_size)
@@ -279,11 +278,12 @@ class TorchRunner:
     def forward(self, batch: StepBatch) -> Any:
         """One step: the decode rows and every prompt chunk go through the linear layers together (the weights are
         read once a step, whatever the mix); attention runs in the kernel for the decode rows and, where it takes
-        them, every prompt token, else in torch (``paged_torch.py``) over each part's blocks."""
+        them, the prompt chunks, else in torch (``paged_torch.py``) over each part's blocks. On a CPU, chunks behind
+        one cached prefix are attended together in torch (``shared_prefix.py``): they are placed last in the step,
+        after the tokens the kernel takes, and their logits put back in the batch's order."""
         torch, w = self.torch, self.w
         size = self.block_size
         rows = len(batch.decode_tokens)
-        chunks = batch.chunks
         for source, target, count in batch.copies:
             for pool in self.keys + self.values:
                 pool[target, :, :count] = pool[source, :, :count]
@@ -291,6 +291,12 @@ class TorchRunner:
             logits = self.graphs.run(batch, size)
             if logits is not None:
                 return logits
+        groups: list[tuple[int, list[int]]] = []  # (shared blocks, indices into batch.chunks)
+        if self.shared_prefixes and len(batch.chunks) > 1:
+            groups = shared_prefix_groups([c.blocks for c in batch.chunks], [c.start for c in batch.chunks], size)
+        grouped = [i for _, members in groups for i in members]
+        order = [i for i in range(len(batch.chunks)) if i not in set(grouped)] + grouped  # the chunks' step order
+        chunks = [batch.chunks[i] for i in order]
         spans = []  # (index among the step's sequences, start, end, offset of the chunk's tokens in the step)
         offset = rows
         for i, chunk in enumerate(chunks):
@@ -321,16 +327,19 @@ class TorchRunner:
             filler = (
                 torch.zeros(padding, w.heads * w.head_dim, dtype=w.dtype, device=w.device) if padding else None
             )  # [padding, heads * head_dim]: the padding rows' attention output
-            in_kernel = self._kernel_tokens(rows, spans)  # step tokens the kernel attends (the first ones)
+            # step tokens the kernel attends (the first ones): every one on a GPU; on a CPU the decode rows and, where
+            # it takes prompts, the chunks not attended together
+            in_kernel = rows
+            if self.gpu_kernel is not None:
+                in_kernel = offset
+            elif self.prompts_in_kernel:
+                in_kernel = spans[len(chunks) - len(grouped)][3] if grouped else offset
             kernel = self.decode_kernel if in_kernel else None
             gpu_kernel = self.gpu_kernel if in_kernel else None
             torch_spans = [span for span in spans if span[3] >= in_kernel]  # the chunks torch attends
-            # chunks behind the same cached prefix are attended together (on a CPU), the others alone
-            groups, alone = (
-                shared_prefix_groups(tables, torch_spans, size)
-                if len(torch_spans) > 1 and self.shared_prefixes
-                else ([], list(range(len(torch_spans))))
-            )
+            at_span = {order[span[0] - rows]: k for k, span in enumerate(torch_spans)}  # batch chunk -> torch_spans
+            together = [(shared, [at_span[i] for i in members]) for shared, members in groups]
+            alone = [k for k in range(len(torch_spans)) if k not in {m for _, ms in together for m in ms}]
             on_torch = torch_spans or (rows and kernel is None and gpu_kernel is None) or gpu_kernel is not None
             device_tables: Any = torch.from_numpy(tables).to(w.device) if on_torch else None  # [sequences, blocks]
             kernel_seqs = step_seqs[:in_kernel]  # [in_kernel]: each query's sequence
@@ -377,7 +386,7 @@ class TorchRunner:
                     )  # [rows, heads, head_dim]
                     parts.append(attended.reshape(rows, -1))
                 chunk_parts: dict[int, Any] = {}  # index in torch_spans -> [count, heads, head_dim]
-                for shared, members in groups:
+                for shared, members in together:
                     attended_chunks = shared_prefix_attention(
                         torch,
                         [
@@ -402,21 +411,12 @@ class TorchRunner:
                 if filler is not None:
                     parts.append(filler)
                 x = self._rest_of_layer(x, parts[0] if len(parts) == 1 else torch.cat(parts), layer)
-            last = list(range(rows)) + [at + stop - start - 1 for _, start, stop, at in spans]
+            chunk_last = [at + stop - start - 1 for _, start, stop, at in spans]  # in step order
+            in_batch_order = [0] * len(order)
+            for position, i in enumerate(order):
+                in_batch_order[i] = chunk_last[position]
+            last = list(range(rows)) + in_batch_order
             return self.logits(_rms_norm(torch, x[last], w.norm, w.eps))  # [rows + chunks, vocab]
-
-    def _kernel_tokens(self, rows: int, spans: list[tuple[int, int, int, int]]) -> int:
-        """How many of the step's leading tokens the attention kernel takes: every one on a GPU; on a CPU the decode
-        rows and, where the kernel takes prompts, the short chunks after them (until the first long one)."""
-        if self.gpu_kernel is not None:
-            return spans[-1][3] + spans[-1][2] - spans[-1][1] if spans else rows
-        taken = rows
-        if self.prompts_in_kernel:
-            for _, start, stop, at in spans:
-                if stop - start >= KERNEL_CHUNK_TOKENS:
-                    break
-                taken = at + stop - start
-        return taken
 
     def device_decode(
         self, ids: Any, where: Any, into_block: Any, into_offset: Any, seqs: Any, tables: Any, lengths: Any

@@ -1,6 +1,5 @@
 """Chunks behind one cached prefix attended together compute what each attended alone does."""
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -39,18 +38,14 @@ def test_chunks_behind_a_shared_prefix_match_each_attended_alone(dtype, heads, k
 
 def test_groups_are_chunks_that_begin_with_the_same_blocks_before_their_queries():
     size = 4
-    tables = np.array(
-        [
-            [7, 8, 9, 1, 0],  # three chunks behind blocks 7, 8, 9
-            [7, 8, 9, 2, 0],
-            [7, 8, 3, 4, 0],  # shares only 7, 8 with them
-            [5, 6, 0, 0, 0],  # alone behind its own blocks
-            [7, 8, 9, 11, 0],  # shares 7, 8, 9 but its chunk starts inside block 8: not a member
-        ]
-    )
-    spans = [(0, 13, 15, 0), (1, 12, 16, 2), (2, 9, 12, 6), (3, 0, 6, 9), (4, 5, 9, 15)]
-    groups, alone = shared_prefix_groups(tables, spans, size)
-    assert groups == [(2, [0, 1, 2])] and alone == [3, 4]
-    groups, alone = shared_prefix_groups(tables, spans[:2], size)
-    assert groups == [(3, [0, 1])] and alone == []
-    assert MIN_SHARED_BLOCKS == 2 and shared_prefix_groups(tables, spans[3:4], size) == ([], [0])
+    blocks = [
+        [7, 8, 9, 1],  # three chunks behind blocks 7, 8, 9
+        [7, 8, 9, 2],
+        [7, 8, 3, 4],  # shares only 7, 8 with them
+        [5, 6],  # alone behind its own blocks
+        [7, 8, 9, 11],  # shares 7, 8, 9 but its chunk starts inside block 1: not a member
+    ]
+    starts = [13, 12, 9, 0, 5]
+    assert shared_prefix_groups(blocks, starts, size) == [(2, [0, 1, 2])]
+    assert shared_prefix_groups(blocks[:2], starts[:2], size) == [(3, [0, 1])]
+    assert MIN_SHARED_BLOCKS == 2 and shared_prefix_groups([[7, 8, 1], [7, 9, 2]], [9, 9], size) == []

@@ -40,36 +40,43 @@ def test_a_padded_step_matches_the_unpadded_one(tiny_llama, monkeypatch, dtype):
     torch.testing.assert_close(padded_keys, exact_keys, atol=tolerance, rtol=tolerance)
 
 
-def test_short_chunks_in_the_kernel_and_long_ones_in_torch_compute_what_torch_alone_does(tiny_llama):
-    """On bf16 instructions the kernel takes the decode rows and the short prompt chunks after them, torch the rest
-    (``KERNEL_CHUNK_TOKENS``): the step's logits and cache match a runner whose prompt chunks all go to torch."""
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_chunks_behind_one_cached_prefix_go_last_and_their_logits_come_back_in_order(tiny_llama, dtype):
+    """Chunks behind a shared cached prefix are attended together after the tokens the kernel takes (decode rows and
+    the other chunks); the step computes what a runner attending every chunk alone computes, logits in batch order."""
     from transformers import AutoModelForCausalLM
 
-    from servelm.flavors.engine.attention.cpu_kernel import on_bf16_instructions
+    from servelm.flavors.engine.model_runner import Chunk, StepBatch
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
-    weights = LlamaWeights(model, torch.bfloat16)
-    if not on_bf16_instructions(weights.head_dim, torch.bfloat16):
-        pytest.skip("prompt chunks go to the kernel only on a CPU with bf16 instructions (avx512_bf16)")
-    short, long = 5, runner_module.KERNEL_CHUNK_TOKENS + 20
+    weights = LlamaWeights(model, getattr(torch, dtype))
+    size, prefix = 8, list(range(3, 27))  # a 24-token prefix: blocks 0, 1, 2
 
-    def step(prompts_in_kernel: bool):
-        runner = FixedRows(TorchRunner(weights), 5, 128)
-        runner.runner.prompts_in_kernel = prompts_in_kernel
-        runner.forward([], [], [(0, list(range(3, 40)), 0), (1, list(range(20, 27)), 0)])
-        # two decode rows, a short chunk, a long chunk, then a short one after the long one
-        logits = runner.forward(
-            [5, 6],
-            [37, 7],
-            [(2, list(range(50, 50 + short)), 0), (3, list(range(60, 60 + long)), 0), (4, [9, 8, 7], 0)],
+    def step(shared_prefixes: bool):
+        runner = TorchRunner(weights)
+        runner.allocate(40, size, 8)
+        runner.shared_prefixes = shared_prefixes and runner.shared_prefixes
+        runner.forward(StepBatch(chunks=[Chunk(0, prefix, 0, [0, 1, 2])]))  # the prefix is cached
+        runner.forward(StepBatch(chunks=[Chunk(1, list(range(30, 40)), 0, [5, 6])]))  # a row that will decode
+        batch = StepBatch(
+            decode_seqs=[1],
+            decode_tokens=[41],
+            decode_positions=[10],
+            decode_blocks=[[5, 6]],
+            chunks=[
+                Chunk(2, [50, 51, 52, 53, 54], 24, [0, 1, 2, 10]),  # behind the prefix
+                Chunk(3, list(range(60, 80)), 0, [12, 13, 14]),  # a prompt of its own, between them
+                Chunk(4, list(range(80, 91)), 24, [0, 1, 2, 16, 17]),  # behind the prefix
+            ],
         )
-        return logits.float(), runner.runner.keys[0].clone()
+        return runner.forward(batch).float(), runner.keys[0].clone()
 
-    mixed_logits, mixed_keys = step(True)
-    torch_logits, torch_keys = step(False)
-    assert mixed_logits.shape == (5, weights.vocab_size)
-    torch.testing.assert_close(mixed_logits, torch_logits, atol=2e-2, rtol=2e-2)
-    torch.testing.assert_close(mixed_keys, torch_keys, atol=0, rtol=0)
+    together_logits, together_keys = step(True)
+    alone_logits, alone_keys = step(False)
+    assert together_logits.shape == (4, weights.vocab_size)
+    tolerance = 1e-5 if dtype == "float32" else 2e-2
+    torch.testing.assert_close(together_logits, alone_logits, atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(together_keys, alone_keys, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("quantization", [None, "int8"])
