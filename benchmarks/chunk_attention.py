@@ -1,5 +1,6 @@
 """Prompt-chunk attention on a CPU: servelm's paged kernel against torch's scaled_dot_product_attention over the
-chunk's gathered blocks, per layer, at the shapes that decide ``runners/llama.py``'s ``KERNEL_CHUNK_TOKENS``.
+chunk's gathered blocks, per layer. (The runner keeps prompt chunks in the kernel whatever this shows: torch's bf16
+flash attention changes greedy answers, ``runners/llama.py`` says why.)
 
     python benchmarks/chunk_attention.py [--heads 9] [--kv-heads 3] [--head-dim 64] [--block-size 32] \
         [--cases 1x8@960,1x16@960,1x24@960,1x36@960,16x36@960,1x251@0,1x512@0] [--repeat 7] [--out FILE.json]
