@@ -16,6 +16,7 @@ SiLU MLP: Llama (SmolLM, TinyLlama...), Mistral without sliding windows, Qwen2 (
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
 import numpy as np
@@ -30,6 +31,8 @@ from ..sample.choice import RowSampling, TokenChoice
 from ..sample.torch_sampler import sample_next
 from .cuda_graphs import SIZES, DecodeGraphs
 from .int8_linear import QUANTIZATIONS, int8_linear, int8_unavailable_reason, pack_int8
+
+log = logging.getLogger("servelm.engine")
 
 ARCHITECTURES = ("llama", "mistral", "qwen2", "phi3")
 #: how many of each token's highest logits are recomputed in fp32 (``TorchRunner.logits``)
@@ -387,19 +390,25 @@ class TorchRunner:
                     parts.append(attended.reshape(rows, -1))
                 chunk_parts: dict[int, Any] = {}  # index in torch_spans -> [count, heads, head_dim]
                 for shared, members in together:
-                    attended_chunks = shared_prefix_attention(
-                        torch,
-                        [
-                            q[torch_spans[m][3] : torch_spans[m][3] + torch_spans[m][2] - torch_spans[m][1]]
-                            for m in members
-                        ],
-                        [device_tables[torch_spans[m][0]] for m in members],
-                        keys,
-                        values,
-                        [torch_spans[m][1] for m in members],
-                        shared,
-                        w.head_dim**-0.5,
-                    )
+                    try:
+                        attended_chunks = shared_prefix_attention(
+                            torch,
+                            [
+                                q[torch_spans[m][3] : torch_spans[m][3] + torch_spans[m][2] - torch_spans[m][1]]
+                                for m in members
+                            ],
+                            [device_tables[torch_spans[m][0]] for m in members],
+                            keys,
+                            values,
+                            [torch_spans[m][1] for m in members],
+                            shared,
+                            w.head_dim**-0.5,
+                        )
+                    except (RuntimeError, TypeError) as exc:  # torch's private flash op refused: attend each alone
+                        log.warning("shared-prefix attention failed (%s); prompt chunks are attended alone", exc)
+                        self.shared_prefixes = False
+                        together, alone = [], list(range(len(torch_spans)))
+                        break
                     chunk_parts.update(zip(members, attended_chunks))
                 for m in alone:
                     seq, start, stop, at = torch_spans[m]

@@ -79,6 +79,34 @@ def test_chunks_behind_one_cached_prefix_go_last_and_their_logits_come_back_in_o
     torch.testing.assert_close(together_keys, alone_keys, atol=0, rtol=0)
 
 
+def test_a_refused_shared_prefix_attention_falls_back_to_each_chunk_alone(tiny_llama, monkeypatch):
+    """Where torch's flash attention refuses (it is a private op), the step attends each chunk alone and the runner
+    stops grouping: same logits, no failed step."""
+    from transformers import AutoModelForCausalLM
+
+    from servelm.flavors.engine.model_runner import Chunk, StepBatch
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    weights = LlamaWeights(model, torch.float32)
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("refused")
+
+    def step(runner):
+        runner.allocate(20, 8, 4)
+        runner.forward(StepBatch(chunks=[Chunk(0, list(range(3, 27)), 0, [0, 1, 2])]))
+        chunks = [Chunk(1, [50, 51, 52], 24, [0, 1, 2, 5]), Chunk(2, [60, 61], 24, [0, 1, 2, 6])]
+        return runner.forward(StepBatch(chunks=chunks)).float()
+
+    expected = step(TorchRunner(weights))
+    monkeypatch.setattr(runner_module, "shared_prefix_attention", refused)
+    runner = TorchRunner(weights)
+    if not runner.shared_prefixes:
+        pytest.skip("this torch has no CPU flash attention returning log-sum-exps")
+    torch.testing.assert_close(step(runner), expected, atol=1e-5, rtol=1e-5)
+    assert not runner.shared_prefixes
+
+
 @pytest.mark.parametrize("quantization", [None, "int8"])
 def test_the_top_logits_are_the_fp32_projection_of_the_hidden_state(tiny_llama, quantization):
     from transformers import AutoModelForCausalLM
