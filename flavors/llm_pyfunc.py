@@ -150,7 +150,6 @@ class _Outputs:
     strings (the batcher does not look for them: a sequence whose text reached one is aborted here)."""
 
     def __init__(self, tokenizer: Any, seqs: list[Any]):
-        self.seqs = seqs
         self.texts = [SequenceText(tokenizer, s.params.stop) for s in seqs]
         self.reasons: list[Optional[str]] = [None] * len(seqs)
         self.tokens = [0] * len(seqs)  # completion tokens, up to the one that ended the text
@@ -163,14 +162,13 @@ class _Outputs:
             i = self._index.get(id(out.seq))
             if i is None or self.reasons[i] is not None:
                 continue
-            text = self.texts[i].add(out.token_ids)
+            text, stopped = self.texts[i].step(out.token_ids, out.finished)
             self.tokens[i] = len(out.seq.generated)
-            if self.texts[i].stopped:
+            if stopped:
                 if not out.finished:
                     batcher.abort(out.seq)
                 self.reasons[i] = "stop"
             elif out.finished:
-                text += self.texts[i].finish()
                 self.reasons[i] = out.seq.finish_reason
             events.append((i, text, self.reasons[i] is not None))
         return events

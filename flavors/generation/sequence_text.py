@@ -41,6 +41,14 @@ class SequenceText:
         self.text += text
         return text
 
+    def step(self, token_ids: Iterable[int], last: bool) -> tuple[str, bool]:
+        """The text one step's tokens add, and whether a stop string ended the text in them; when they are the
+        sequence's ``last`` (and no stop string came first), the text held back too."""
+        text = self.add(token_ids)
+        if self.stopped:
+            return text, True
+        return (text + self.finish() if last else text), False
+
     def finish(self) -> str:
         """The text still held back when the sequence ends (a character never completed, text that could
         have begun a stop string)."""

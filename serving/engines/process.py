@@ -164,11 +164,12 @@ class ProcessEngine:
 
     def abort(self, stream: Any) -> None:
         """Free the request's row at the child's next step (nothing if it already finished)."""
-        if self.requests.close(stream) and self._dead is None:
-            self._send(("abort", stream.rid))
+        if self.requests.close(stream):
+            self._stop_sequence(stream.rid)
 
     def _stop_sequence(self, rid: int) -> None:
-        """A stop string ended request ``rid``'s text: free its sequence at the next step."""
+        """Free request ``rid``'s sequence at the child's next step (its reader went away, or a stop string ended its
+        text)."""
         if self._dead is None:
             self._send(("abort", rid))
 

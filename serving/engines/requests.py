@@ -96,16 +96,14 @@ class RequestTable:
                 continue
             output = request.output
             if delta.token_ids is not None and output is not None:
-                delta.text = output.add(delta.token_ids)
-                if output.stopped:
+                delta.text, stopped = output.step(delta.token_ids, delta.finished and delta.error is None)
+                if stopped:
                     if not delta.finished:
                         delta.finished, delta.finish_reason = True, "stop"
                         if self._open.pop(request.rid, None) is not None:
                             self.stop_sequence(request.rid)
                     elif delta.error is None:
                         delta.finish_reason = "stop"
-                elif delta.finished and delta.error is None:
-                    delta.text += output.finish()
             request.ended = delta.finished
             request.queue.put_nowait(delta)
 

@@ -79,11 +79,10 @@ class ThreadEngine:
     def abort(self, stream: Any) -> None:
         """Free the request's row at the next step (or drop it before it starts)."""
         if self.requests.close(stream):
-            self._inbox.append(("abort", stream.rid))
-            self._wake.set()
+            self._stop_sequence(stream.rid)
 
     def _stop_sequence(self, rid: int) -> None:
-        """A stop string ended request ``rid``'s text: free its sequence at the next step."""
+        """Free request ``rid``'s sequence at the next step (its reader went away, or a stop string ended its text)."""
         self._inbox.append(("abort", rid))
         self._wake.set()
 

@@ -226,7 +226,7 @@ class TorchRunner:
         if w.device.type != "cuda":
             return None
         free, total = torch.cuda.mem_get_info(w.device)
-        widest = max(w.hidden, *(layer["gate_up"][0].shape[0] for layer in w.layers[:1]))
+        widest = max(w.hidden, w.layers[0]["gate_up"][0].shape[0])
         step = step_tokens * (6 * w.hidden + 2 * widest + w.vocab_size) * 4
         return max(0, int(total * utilization) - (total - free) - 2 * step)
 
@@ -298,7 +298,8 @@ class TorchRunner:
         if self.shared_prefixes and len(batch.chunks) > 1:
             groups = shared_prefix_groups([c.blocks for c in batch.chunks], [c.start for c in batch.chunks], size)
         grouped = [i for _, members in groups for i in members]
-        order = [i for i in range(len(batch.chunks)) if i not in set(grouped)] + grouped  # the chunks' step order
+        in_groups = set(grouped)
+        order = [i for i in range(len(batch.chunks)) if i not in in_groups] + grouped  # the chunks' step order
         chunks = [batch.chunks[i] for i in order]
         spans = []  # (index among the step's sequences, start, end, offset of the chunk's tokens in the step)
         offset = rows
@@ -342,7 +343,8 @@ class TorchRunner:
             torch_spans = [span for span in spans if span[3] >= in_kernel]  # the chunks torch attends
             at_span = {order[span[0] - rows]: k for k, span in enumerate(torch_spans)}  # batch chunk -> torch_spans
             together = [(shared, [at_span[i] for i in members]) for shared, members in groups]
-            alone = [k for k in range(len(torch_spans)) if k not in {m for _, ms in together for m in ms}]
+            grouped_spans = {at_span[i] for i in in_groups}
+            alone = [k for k in range(len(torch_spans)) if k not in grouped_spans]  # attended each by itself
             on_torch = torch_spans or (rows and kernel is None and gpu_kernel is None) or gpu_kernel is not None
             device_tables: Any = torch.from_numpy(tables).to(w.device) if on_torch else None  # [sequences, blocks]
             kernel_seqs = step_seqs[:in_kernel]  # [in_kernel]: each query's sequence
