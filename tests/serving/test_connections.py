@@ -82,8 +82,11 @@ def test_connections_past_the_cap_get_503(server):
     base, port = server
     held = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
     try:
-        time.sleep(0.2)  # the server has accepted them
+        deadline = time.monotonic() + 300
         refused = httpx.get(f"{base}/health", timeout=120)
+        while refused.status_code != 503 and time.monotonic() < deadline:  # until the server has accepted them all
+            time.sleep(0.1)
+            refused = httpx.get(f"{base}/health", timeout=120)
         assert refused.status_code == 503
     finally:
         for sock in held:
