@@ -52,7 +52,7 @@ fallback() {
         echo "SKIPPED this CPU has no AVX-512: the main suite ran its fallback paths"
         return 0
     fi
-    SERVELM_CPU_FEATURES_OFF=avx512,avx_vnni ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 NUMBA_CPU_NAME=haswell \
+    SERVELM_CPU_FEATURES_OFF=avx512,avx_vnni ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 NUMBA_CPU_NAME=haswell \
         .venv-test/bin/python -m pytest -q -p no:cacheprovider "${CPU_DEPENDENT_TESTS[@]}"
 }
 

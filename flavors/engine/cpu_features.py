@@ -10,7 +10,7 @@ feature, or ``all``.
 
 To make the libraries below servelm fall back as well, set their own switches beside it (``scripts/test.sh``
 does): ``ATEN_CPU_CAPABILITY=avx2`` (torch's kernels), ``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN's),
-``NUMBA_CPU_NAME=haswell`` (what numba compiles for).
+``NUMBA_CPU_NAME=haswell`` (what numba compiles for), ``MKL_ENABLE_INSTRUCTIONS=AVX2`` (torch's fp32 products).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ OFF_VARIABLE = "SERVELM_CPU_FEATURES_OFF"
 
 #: the features servelm's paths ask about, with what each one decides
 FEATURES = {
+    "avx512f": "AVX-512: whether MKL's fp32 product of 2 or 3 rows keeps up with the skinny linear kernel",
     "avx512_bf16": "bf16 dot products: the attention kernel's bf16 path, the onnx cut graph, bf16 as the CPU dtype",
     "amx_bf16": "bf16 matrix tiles: bf16 as the CPU dtype",
     "avx512_vnni": "int8 dot products: int8 activations over their whole range",

@@ -31,6 +31,7 @@ from ..sample.choice import RowSampling, TokenChoice
 from ..sample.torch_sampler import sample_next
 from .cuda_graphs import SIZES, DecodeGraphs
 from .int8_linear import QUANTIZATIONS, int8_linear, int8_unavailable_reason, pack_int8
+from .skinny_linear import skinny_kernel, skinny_linear, skinny_window
 
 log = logging.getLogger("servelm.engine")
 
@@ -97,6 +98,9 @@ class LlamaWeights:
             raise ValueError(reason)
         self.int8 = quantization == "int8"
         self.packed = on_cpu and dtype == torch.bfloat16 and _mkldnn_linear_available()
+        # fp32 steps of a few tokens on CPU: the skinny kernel (``skinny_linear.py``), within its window of token counts
+        self.skinny = skinny_kernel() if on_cpu and dtype == torch.float32 else None
+        self.skinny_tokens = skinny_window()
         self.layers = [self._layer(layer) for layer in model.model.layers]
         self.embed = model.get_input_embeddings().weight.detach().to(dtype)  # [vocab, hidden]
         self.norm = model.model.norm.weight.detach().to(dtype)
@@ -131,6 +135,8 @@ class LlamaWeights:
             return int8_linear(x, weight[0], self.dtype)
         if self.packed:
             return self.torch.ops.mkldnn._linear_pointwise(x, weight[0], weight[1], "none", [], "")
+        if self.skinny is not None and self.skinny_tokens[0] <= x.shape[0] <= self.skinny_tokens[1]:
+            return skinny_linear(self.skinny, x, weight[0], weight[1])
         return self.torch.nn.functional.linear(x, weight[0], weight[1])
 
     def _layer(self, layer: Any) -> dict[str, Any]:
@@ -349,8 +355,9 @@ class TorchRunner:
             device_tables: Any = torch.from_numpy(tables).to(w.device) if on_torch else None  # [sequences, blocks]
             kernel_seqs = step_seqs[:in_kernel]  # [in_kernel]: each query's sequence
             lengths = positions[:in_kernel] + 1  # [in_kernel]: cached positions it attends
+            if w.device.type == "cpu":
+                set_kernel_threads(torch.get_num_threads())  # the attention and skinny linear kernels' threads
             if kernel is not None:
-                set_kernel_threads(torch.get_num_threads())
                 attended_rows = np.empty((in_kernel, w.heads, w.head_dim), np.float32)  # the kernel's output
             if gpu_kernel is not None:  # the same, as int32 device tensors (copied, no sync)
                 gpu_tables = device_tables.int()

@@ -17,10 +17,10 @@ def flags(monkeypatch):
 @pytest.mark.parametrize(
     "off, on",
     [
-        ("", {"avx512_bf16", "avx512_vnni", "avx_vnni"}),
+        ("", {"avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni"}),
         ("avx512", {"avx_vnni"}),
         ("avx512,avx_vnni", set()),
-        ("AVX512_BF16", {"avx512_vnni", "avx_vnni"}),
+        ("AVX512_BF16", {"avx512f", "avx512_vnni", "avx_vnni"}),
         ("all", set()),
     ],
 )

@@ -1,0 +1,134 @@
+"""fp32 linear layers of steps of a few tokens on an x86 CPU: one numba kernel that reads each weight row once
+for all of the step's tokens.
+
+Why not torch's: a decode step of a few rows multiplies [rows, in] by a weight [out, in], and its time is the time
+to read the weight. torch's fp32 product (MKL's sgemm; oneDNN's and MKL's packed kernels alike) reads it at memory
+speed for one row, but for 2 to about 16 rows takes up to 2.3x as long, as if it read the weight several times
+(``benchmarks/skinny_linear.py``; on SmolLM2's layers at 8 rows, 40 ms a step against 27 ms here). That is the
+transformers engine's path on CPUs without native bf16 (AVX2-only servers), where it runs in fp32. Here each thread
+takes a share of the weight's rows, four at a time, and multiplies those four against the step's tokens two at a
+time while they are in the L1 cache; the dot products accumulate in fp32 lanes the compiler vectorises. Past
+``SKINNY_MAX_TOKENS`` the step is compute-bound and torch's blocked GEMM is as fast, and for one token torch's
+matrix-vector product is; the runner asks ``skinny_linear`` only between the two (``skinny_window``).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Callable
+from functools import cache
+from typing import Any, Optional
+
+import numpy as np
+
+log = logging.getLogger("servelm.engine")
+
+#: steps of this many tokens take the kernel (``benchmarks/skinny_linear.py``): from 2 tokens on AVX2-only CPUs, from
+#: 4 where MKL runs AVX-512 (its product of 2 or 3 rows keeps up there), up to 32, past which torch's blocked product
+#: is as fast; one token is torch's matrix-vector product, a little faster than the kernel
+SKINNY_MIN_TOKENS = {"avx2": 2, "avx512": 4}
+SKINNY_MAX_TOKENS = 32
+
+#: (x [tokens, in] fp32, weight [out, in] fp32, out [tokens, out] fp32) -> None
+SkinnyKernel = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+
+
+def skinny_kernel() -> Optional[SkinnyKernel]:
+    """The compiled kernel (once per process, cached on disk by numba), or None where it does not apply: not an x86
+    CPU (the only ones it is measured on), numba not installed or unable to compile it."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    return _compiled()
+
+
+def skinny_window() -> tuple[int, int]:
+    """The step sizes (fewest and most tokens) the kernel takes on this CPU."""
+    from ..cpu_features import cpu_has
+
+    return SKINNY_MIN_TOKENS["avx512" if cpu_has("avx512f") else "avx2"], SKINNY_MAX_TOKENS
+
+
+def skinny_linear(kernel: SkinnyKernel, x: Any, weight: Any, bias: Any) -> Any:
+    """``x`` [tokens, in] times ``weight`` [out, in] (plus ``bias`` [out]) as a new fp32 tensor [tokens, out], by
+    ``kernel`` on the calling thread's numba threads."""
+    import torch
+
+    x = x.contiguous()
+    out = torch.empty(x.shape[0], weight.shape[0], dtype=torch.float32)  # [tokens, out]
+    kernel(x.numpy(), weight.numpy(), out.numpy())
+    return out.add_(bias) if bias is not None else out
+
+
+@cache
+def _compiled() -> Optional[SkinnyKernel]:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        log.info("numba is not installed: fp32 linear layers run in torch (pip install numba)")
+        return None
+    try:
+        return _compile()
+    except Exception as exc:  # a numba without a usable threading layer, a compiler error: torch's product
+        log.warning("the skinny linear kernel is unavailable (%s): fp32 linear layers run in torch", exc)
+        return None
+
+
+def _compile() -> SkinnyKernel:
+    import numba
+    from numba import njit, prange
+
+    if numba.config.THREADING_LAYER == "default":  # type: ignore[attr-defined]
+        # tbb or OpenMP, never the workqueue layer: engine threads of one process may run the kernel at once
+        numba.config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
+
+    def kernel(x: np.ndarray, weight: np.ndarray, out: np.ndarray) -> None:
+        tokens, width = x.shape
+        outputs = weight.shape[0]
+        quads = outputs // 4
+        for task in prange(quads + outputs % 4):  # four weight rows a task, then the rows left over one a task
+            n = task * 4 if task < quads else quads * 4 + task - quads
+            if task < quads:
+                m = 0
+                while m < tokens:  # two tokens at a time against the four rows (the last alone if odd)
+                    pair = m + 1 < tokens
+                    second = m + 1 if pair else m
+                    a0 = np.float32(0.0)
+                    a1 = np.float32(0.0)
+                    a2 = np.float32(0.0)
+                    a3 = np.float32(0.0)
+                    b0 = np.float32(0.0)
+                    b1 = np.float32(0.0)
+                    b2 = np.float32(0.0)
+                    b3 = np.float32(0.0)
+                    for j in range(width):
+                        u, v = x[m, j], x[second, j]
+                        w0, w1, w2, w3 = weight[n, j], weight[n + 1, j], weight[n + 2, j], weight[n + 3, j]
+                        a0 += u * w0
+                        a1 += u * w1
+                        a2 += u * w2
+                        a3 += u * w3
+                        b0 += v * w0
+                        b1 += v * w1
+                        b2 += v * w2
+                        b3 += v * w3
+                    out[m, n], out[m, n + 1], out[m, n + 2], out[m, n + 3] = a0, a1, a2, a3
+                    if pair:
+                        out[second, n], out[second, n + 1], out[second, n + 2], out[second, n + 3] = b0, b1, b2, b3
+                    m += 2
+            else:
+                for m in range(tokens):
+                    total = np.float32(0.0)
+                    for j in range(width):
+                        total += x[m, j] * weight[n, j]
+                    out[m, n] = total
+
+    def jit(cache: bool) -> Any:
+        return njit(kernel, cache=cache, nogil=True, fastmath=True, parallel=True, boundscheck=False)
+
+    try:
+        compiled = jit(cache=True)
+    except RuntimeError:  # nowhere writable for numba's cache: compile each start
+        compiled = jit(cache=False)
+    compiled(np.zeros((1, 8), np.float32), np.zeros((5, 8), np.float32), np.zeros((1, 5), np.float32))
+    return compiled
