@@ -97,6 +97,13 @@ def _load_bf16_dot() -> None:
     _dot, _dot16, _accumulate, _prefetch = dot, dot16, accumulate, prefetch
 
 
+def _load_prefetch() -> None:
+    global _prefetch
+    from .bf16_intrinsics import prefetch
+
+    _prefetch = prefetch
+
+
 def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: bool = True) -> DecodeKernel:
     """The kernel compiled; ``dot_bf16`` lets it take bf16 scores on the CPU's bf16 instruction where there
     is one (``bf16_intrinsics.py``, which needs blocks of whole sixteens of positions)."""
@@ -117,6 +124,9 @@ def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: b
     SIXTEEN = LANES * head_dim  # noqa: N806 (values in sixteen positions)
     if DOT_BF16:
         _load_bf16_dot()
+    else:
+        _load_prefetch()
+    BLOCK_VALUES = BLOCK_SIZE * HEAD_DIM  # noqa: N806 (values of one kv head in one block)
     LOG2E = np.float32(1.4426950408889634)  # noqa: N806
 
     def kernel(q, query_seqs, tables, keys, values, lengths, scale, out):
@@ -161,18 +171,23 @@ def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: b
                             queries_bits[g, d] = np.uint32(q[r, h, g, d]) << 16
                         else:
                             queries[g, d] = q[r, h, g, d]
-                for t in range(n):
-                    at = ((table[t // BLOCK_SIZE] * kv_heads + h) * BLOCK_SIZE + t % BLOCK_SIZE) * HEAD_DIM
-                    for d in range(HEAD_DIM):
-                        if BF16:
-                            wide_bits[d] = np.uint32(flat_keys[at + d]) << 16  # bf16 is the top half of an fp32
-                        else:
-                            wide[d] = flat_keys[at + d]
-                    for g in range(GROUP):
-                        total = np.float32(0.0)
+                for j in range(blocks):
+                    base = (table[j] * kv_heads + h) * BLOCK_VALUES  # the block's keys, [block_size, head_dim]
+                    if j + 1 < blocks:  # the next block's keys, a block ahead of their use
+                        _prefetch(flat_keys, (table[j + 1] * kv_heads + h) * BLOCK_VALUES, BLOCK_VALUES)
+                    start = j * BLOCK_SIZE
+                    for t in range(start, min(start + BLOCK_SIZE, n)):
+                        at = base + (t - start) * HEAD_DIM
                         for d in range(HEAD_DIM):
-                            total += queries[g, d] * wide[d]
-                        scores[g, t] = total * scale
+                            if BF16:
+                                wide_bits[d] = np.uint32(flat_keys[at + d]) << 16  # bf16 is the top half of an fp32
+                            else:
+                                wide[d] = flat_keys[at + d]
+                        for g in range(GROUP):
+                            total = np.float32(0.0)
+                            for d in range(HEAD_DIM):
+                                total += queries[g, d] * wide[d]
+                            scores[g, t] = total * scale
             # softmax per query, with exp as 2^i * 2^f (f in [0, 1): a polynomial) so the loop vectorizes
             powers = np.empty(n, np.int32)
             power_values = powers.view(np.float32)
@@ -215,17 +230,22 @@ def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: b
                     for t in range(whole, size):
                         _accumulate(flat_values, first + t, scores, start + t, acc, HEAD_DIM, GROUP, 1)
             else:
-                for t in range(n):
-                    at = ((table[t // BLOCK_SIZE] * kv_heads + h) * BLOCK_SIZE + t % BLOCK_SIZE) * HEAD_DIM
-                    for d in range(HEAD_DIM):
-                        if BF16:
-                            wide_bits[d] = np.uint32(flat_values[at + d]) << 16
-                        else:
-                            wide[d] = flat_values[at + d]
-                    for g in range(GROUP):
-                        weight = scores[g, t]
+                for j in range(blocks):
+                    base = (table[j] * kv_heads + h) * BLOCK_VALUES  # the block's values, [block_size, head_dim]
+                    if j + 1 < blocks:
+                        _prefetch(flat_values, (table[j + 1] * kv_heads + h) * BLOCK_VALUES, BLOCK_VALUES)
+                    start = j * BLOCK_SIZE
+                    for t in range(start, min(start + BLOCK_SIZE, n)):
+                        at = base + (t - start) * HEAD_DIM
                         for d in range(HEAD_DIM):
-                            acc[g, d] += weight * wide[d]
+                            if BF16:
+                                wide_bits[d] = np.uint32(flat_values[at + d]) << 16
+                            else:
+                                wide[d] = flat_values[at + d]
+                        for g in range(GROUP):
+                            weight = scores[g, t]
+                            for d in range(HEAD_DIM):
+                                acc[g, d] += weight * wide[d]
             for g in range(GROUP):
                 inverse = np.float32(1.0) / totals[g]
                 for d in range(HEAD_DIM):
