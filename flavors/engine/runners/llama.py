@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..attention.cache_writes import cache_writer
 from ..attention.cpu_kernel import decode_kernel, on_bf16_instructions, set_kernel_threads
 from ..attention.paged_torch import chunk_attention, decode_attention
 from ..attention.shared_prefix import flash_with_lse, shared_prefix_attention, shared_prefix_groups
@@ -118,6 +119,13 @@ class LlamaWeights:
         self.cos = (torch.cat([angles.cos(), angles.cos()], dim=-1) * scale).to(dtype)  # [context, rotary_dim]
         self.sin = (torch.cat([angles.sin(), angles.sin()], dim=-1) * scale).to(dtype)
         self.rotary_dim = self.cos.shape[-1]
+        # the first half of each table in fp32, as ``attention/cache_writes.py`` reads them (on CPU)
+        half = self.rotary_dim // 2
+        self.half_angles = (
+            (self.cos[:, :half].float().contiguous().numpy(), self.sin[:, :half].float().contiguous().numpy())
+            if on_cpu
+            else None
+        )
 
     def _linear(self, weight: Any, bias: Any, quantize: bool = True) -> tuple[Any, Any]:
         """(weight, bias) in the form ``linear`` takes: packed for fbgemm under int8 (unless not ``quantize``),
@@ -216,6 +224,8 @@ class TorchRunner:
         self.kv_head_index = np.arange(weights.kv_heads, dtype=np.int64)[None, :]  # [1, kv_heads]
         self.decode_kernel: Any = None
         self.gpu_kernel: Any = None
+        self.writer: Any = None  # the fp32 CPU path's rotary embedding and cache writes in one kernel (``_write``)
+        self.pool_arrays: list[tuple[np.ndarray, np.ndarray]] = []  # on CPU, each layer's pools as the kernels read them
         self.prompts_in_kernel = False
         # prompt chunks behind one cached prefix attended together (``attention/shared_prefix.py``): on a CPU
         self.shared_prefixes = weights.device.type == "cpu" and flash_with_lse(weights.torch) is not None
@@ -270,6 +280,14 @@ class TorchRunner:
         self.prompts_in_kernel = self.gpu_kernel is not None or (
             self.decode_kernel is not None and on_bf16_instructions(w.head_dim, w.dtype)
         )
+        # in fp32 on a CPU a layer's queries and keys are turned, and its keys and values written, by one numba kernel
+        # in place of a dozen torch operations (``attention/cache_writes.py``); bf16 keeps torch's, whose roundings
+        # the greedy answers were checked against
+        self.writer, self.pool_arrays = None, []
+        if self.decode_kernel is not None:
+            self.pool_arrays = [(_numpy_view(torch, k), _numpy_view(torch, v)) for k, v in zip(self.keys, self.values)]
+            if w.dtype == torch.float32:
+                self.writer = cache_writer(w.head_dim, w.heads, w.kv_heads, w.rotary_dim, False)
         self.graphs = None
         if on_gpu and self.gpu_kernel is not None and self.cuda_graphs:
             widest = -(-self.context_length // block_size)
@@ -367,11 +385,15 @@ class TorchRunner:
             written = len(step_ids)
             x = w.embed[ids]  # [step tokens, hidden]
             cos, sin = w.cos[where][:, None, :], w.sin[where][:, None, :]  # [step tokens, 1, rotary_dim]
+            writes = (slot_blocks, positions % size, positions) if self.writer is not None else None
             for i, layer in enumerate(w.layers):
-                q, k, v = self._qkv(x, layer, cos, sin)  # [step tokens, heads | kv_heads, head_dim]
                 keys, values = self.keys[i], self.values[i]
-                keys.view(-1, w.head_dim).index_copy_(0, into, k[:written].reshape(-1, w.head_dim))
-                values.view(-1, w.head_dim).index_copy_(0, into, v[:written].reshape(-1, w.head_dim))
+                if writes is not None:  # turned and written in one kernel
+                    q = self._write(x, layer, i, writes)  # [step tokens, heads, head_dim]
+                else:
+                    q, k, v = self._qkv(x, layer, cos, sin)  # [step tokens, heads | kv_heads, head_dim]
+                    keys.view(-1, w.head_dim).index_copy_(0, into, k[:written].reshape(-1, w.head_dim))
+                    values.view(-1, w.head_dim).index_copy_(0, into, v[:written].reshape(-1, w.head_dim))
                 parts = []
                 if kernel is not None:
                     queries = q[:in_kernel].contiguous().view(in_kernel, w.kv_heads, group, w.head_dim)
@@ -379,8 +401,7 @@ class TorchRunner:
                         _numpy_view(torch, queries),
                         kernel_seqs,
                         tables,
-                        _numpy_view(torch, keys),
-                        _numpy_view(torch, values),
+                        *self.pool_arrays[i],
                         lengths,
                         w.head_dim**-0.5,
                         attended_rows,
@@ -479,6 +500,19 @@ class TorchRunner:
         split = (w.heads + w.kv_heads) * w.head_dim
         qk = _rotate(self.torch, qkv[:, :split].view(tokens, w.heads + w.kv_heads, w.head_dim), cos, sin, w.rotary_dim)
         return qk[:, : w.heads], qk[:, w.heads :], qkv[:, split:].view(tokens, w.kv_heads, w.head_dim)
+
+    def _write(self, x: Any, layer: dict[str, Any], i: int, writes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Any:
+        """The fp32 CPU path of ``_qkv`` and the cache writes: layer ``i``'s projections of the step's tokens, their
+        keys turned and written with their values into the pools at ``writes`` (blocks, offsets, positions [step
+        tokens]), and their queries turned, returned [step tokens, heads, head_dim]."""
+        w, torch = self.w, self.torch
+        blocks, offsets, positions = writes
+        count = len(positions)
+        qkv = w.linear(_rms_norm(torch, x, layer["norm1"], w.eps), layer["qkv"])  # [padded step tokens, ...]
+        queries = np.empty((count, w.heads, w.head_dim), np.float32)
+        cos, sin = w.half_angles
+        self.writer(qkv.numpy()[:count], blocks, offsets, positions, cos, sin, *self.pool_arrays[i], queries)
+        return torch.from_numpy(queries)
 
     def _rest_of_layer(self, x: Any, attended: Any, layer: dict[str, Any]) -> Any:
         """Output projection and residual, then the gated MLP and residual."""
