@@ -138,14 +138,32 @@ class LlamaWeights:
             return self.torch.ops.mkldnn._reorder_linear_weight(weight, 1), bias
         return weight, bias
 
-    def linear(self, x: Any, weight: tuple[Any, Any]) -> Any:
-        if isinstance(weight[0], self.torch.ScriptObject):  # fbgemm's packed int8 weight
-            return int8_linear(x, weight[0], self.dtype)
-        if self.packed:
-            return self.torch.ops.mkldnn._linear_pointwise(x, weight[0], weight[1], "none", [], "")
-        if self.skinny is not None and self.skinny_tokens[0] <= x.shape[0] <= self.skinny_tokens[1]:
-            return skinny_linear(self.skinny, x, weight[0], weight[1])
-        return self.torch.nn.functional.linear(x, weight[0], weight[1])
+    def linear(
+        self, x: Any, weight: tuple[Any, Any], norm: Any = None, gated: bool = False, residual: Any = None
+    ) -> Any:
+        """``x`` [tokens, in] times ``weight`` as ``_linear`` laid it out, [tokens, out]; with ``norm`` [in], ``x``
+        RMS-normalised by it first; ``gated``, ``x`` [tokens, 2 * in] taken as silu(gate) * up; ``residual``
+        [tokens, out] added after. Within its window of token counts the skinny kernel does all of it in one call
+        (``skinny_linear.py``); elsewhere torch does it op by op."""
+        torch = self.torch
+        if (
+            self.skinny is not None
+            and self.skinny_tokens[0] <= x.shape[0] <= self.skinny_tokens[1]
+            and isinstance(weight[0], torch.Tensor)
+        ):
+            return skinny_linear(self.skinny, x, weight[0], weight[1], norm, self.eps, gated, residual)
+        if norm is not None:
+            x = _rms_norm(torch, x, norm, self.eps)
+        if gated:
+            gate, up = x.chunk(2, dim=-1)
+            x = torch.nn.functional.silu(gate) * up
+        if isinstance(weight[0], torch.ScriptObject):  # fbgemm's packed int8 weight
+            y = int8_linear(x, weight[0], self.dtype)
+        elif self.packed:
+            y = torch.ops.mkldnn._linear_pointwise(x, weight[0], weight[1], "none", [], "")
+        else:
+            y = torch.nn.functional.linear(x, weight[0], weight[1])
+        return y if residual is None else residual + y
 
     def _layer(self, layer: Any) -> dict[str, Any]:
         torch = self.torch
@@ -496,7 +514,7 @@ class TorchRunner:
         """Queries and keys (rotated) and values of one layer, in the cache dtype."""
         w = self.w
         tokens = x.shape[0]
-        qkv = w.linear(_rms_norm(self.torch, x, layer["norm1"], w.eps), layer["qkv"])
+        qkv = w.linear(x, layer["qkv"], norm=layer["norm1"])
         split = (w.heads + w.kv_heads) * w.head_dim
         qk = _rotate(self.torch, qkv[:, :split].view(tokens, w.heads + w.kv_heads, w.head_dim), cos, sin, w.rotary_dim)
         return qk[:, : w.heads], qk[:, w.heads :], qkv[:, split:].view(tokens, w.kv_heads, w.head_dim)
@@ -508,7 +526,7 @@ class TorchRunner:
         w, torch = self.w, self.torch
         blocks, offsets, positions = writes
         count = len(positions)
-        qkv = w.linear(_rms_norm(torch, x, layer["norm1"], w.eps), layer["qkv"])  # [padded step tokens, ...]
+        qkv = w.linear(x, layer["qkv"], norm=layer["norm1"])  # [padded step tokens, ...]
         queries = np.empty((count, w.heads, w.head_dim), np.float32)
         cos, sin = w.half_angles
         self.writer(qkv.numpy()[:count], blocks, offsets, positions, cos, sin, *self.pool_arrays[i], queries)
@@ -516,10 +534,9 @@ class TorchRunner:
 
     def _rest_of_layer(self, x: Any, attended: Any, layer: dict[str, Any]) -> Any:
         """Output projection and residual, then the gated MLP and residual."""
-        w, torch = self.w, self.torch
-        x = x + w.linear(attended, layer["o"])
-        gate, up = w.linear(_rms_norm(torch, x, layer["norm2"], w.eps), layer["gate_up"]).chunk(2, dim=-1)
-        return x + w.linear(torch.nn.functional.silu(gate) * up, layer["down"])
+        w = self.w
+        x = w.linear(attended, layer["o"], residual=x)
+        return w.linear(w.linear(x, layer["gate_up"], norm=layer["norm2"]), layer["down"], gated=True, residual=x)
 
     # ------------------------------------------------------------------ sampling
     def generator(self, seed: int) -> Any:

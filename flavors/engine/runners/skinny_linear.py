@@ -7,9 +7,9 @@ speed for one row, but for 2 to about 16 rows takes up to 2.3x as long, as if it
 (``benchmarks/skinny_linear.py``; on SmolLM2's layers at 8 rows, 40 ms a step against 27 ms here). That is the
 transformers engine's path on CPUs without native bf16 (AVX2-only servers), where it runs in fp32. Here each thread
 takes a share of the weight's rows, four at a time, and multiplies those four against the step's tokens two at a
-time while they are in the L1 cache; the dot products accumulate in fp32 lanes the compiler vectorises. Past
-``SKINNY_MAX_TOKENS`` the step is compute-bound and torch's blocked GEMM is as fast, and for one token torch's
-matrix-vector product is; the runner asks ``skinny_linear`` only between the two (``skinny_window``).
+time (one token alone: four dot products at once) while they are in the L1 cache; the dot products accumulate in fp32 lanes the compiler vectorises. Past
+``SKINNY_MAX_TOKENS`` the step is compute-bound and torch's blocked GEMM is as fast; where MKL runs AVX-512 its
+products of 1 to 3 rows keep up; the runner asks ``skinny_linear`` only within that window (``skinny_window``).
 """
 
 from __future__ import annotations
@@ -24,14 +24,18 @@ import numpy as np
 
 log = logging.getLogger("servelm.engine")
 
-#: steps of this many tokens take the kernel (``benchmarks/skinny_linear.py``): from 2 tokens on AVX2-only CPUs, from
-#: 4 where MKL runs AVX-512 (its product of 2 or 3 rows keeps up there), up to 32, past which torch's blocked product
-#: is as fast; one token is torch's matrix-vector product, a little faster than the kernel
-SKINNY_MIN_TOKENS = {"avx2": 2, "avx512": 4}
+#: steps of this many tokens take the kernel (``benchmarks/skinny_linear.py``): from 1 token on AVX2-only CPUs, from
+#: 4 where MKL runs AVX-512 (its products of 1 to 3 rows keep up there), up to 32, past which torch's blocked product
+#: is as fast
+SKINNY_MIN_TOKENS = {"avx2": 1, "avx512": 4}
 SKINNY_MAX_TOKENS = 32
 
-#: (x [tokens, in] fp32, weight [out, in] fp32, out [tokens, out] fp32) -> None
-SkinnyKernel = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+#: (x [tokens, in or 2 * in], weight [out, in], out [tokens, out], bias [out or 0], norm [in or 0], eps, gated,
+#: residual [tokens, out] or [0, 0]), all fp32 -> None; see ``skinny_linear`` for what each does
+SkinnyKernel = Callable[..., None]
+
+_NONE = np.zeros(0, np.float32)  # an absent bias or norm weight
+_NO_RESIDUAL = np.zeros((0, 0), np.float32)
 
 
 def skinny_kernel() -> Optional[SkinnyKernel]:
@@ -49,15 +53,36 @@ def skinny_window() -> tuple[int, int]:
     return SKINNY_MIN_TOKENS["avx512" if cpu_has("avx512f") else "avx2"], SKINNY_MAX_TOKENS
 
 
-def skinny_linear(kernel: SkinnyKernel, x: Any, weight: Any, bias: Any) -> Any:
+def skinny_linear(
+    kernel: SkinnyKernel,
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    norm: Any = None,
+    eps: float = 0.0,
+    gated: bool = False,
+    residual: Any = None,
+) -> Any:
     """``x`` [tokens, in] times ``weight`` [out, in] (plus ``bias`` [out]) as a new fp32 tensor [tokens, out], by
-    ``kernel`` on the calling thread's numba threads."""
+    ``kernel`` on the calling thread's numba threads. The layer's steps around a product run in the same call, as
+    the model's own modules compute them: ``norm`` [in]: ``x`` RMS-normalised (``eps``) and scaled by it first;
+    ``gated``: ``x`` is [tokens, 2 * in], gate and up halves, and the product takes ``silu(gate) * up``;
+    ``residual`` [tokens, out]: added to the product (a layer's skip connection)."""
     import torch
 
     x = x.contiguous()
     out = torch.empty(x.shape[0], weight.shape[0], dtype=torch.float32)  # [tokens, out]
-    kernel(x.numpy(), weight.numpy(), out.numpy())
-    return out.add_(bias) if bias is not None else out
+    kernel(
+        x.numpy(),
+        weight.numpy(),
+        out.numpy(),
+        _NONE if bias is None else bias.numpy(),
+        _NONE if norm is None else norm.numpy(),
+        eps,
+        gated,
+        _NO_RESIDUAL if residual is None else residual.contiguous().numpy(),
+    )
+    return out
 
 
 @cache
@@ -82,13 +107,41 @@ def _compile() -> SkinnyKernel:
         # tbb or OpenMP, never the workqueue layer: engine threads of one process may run the kernel at once
         numba.config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
 
-    def kernel(x: np.ndarray, weight: np.ndarray, out: np.ndarray) -> None:
-        tokens, width = x.shape
-        outputs = weight.shape[0]
+    def kernel(x, weight, out, bias, norm, eps, gated, residual):  # type: ignore[no-untyped-def]
+        tokens = x.shape[0]
+        outputs, width = weight.shape
+        if gated or norm.shape[0]:  # the rows the product reads: silu(gate) * up, or x RMS-normalised
+            rows = np.empty((tokens, width), np.float32)
+            for m in range(tokens):
+                if gated:
+                    for j in range(width):
+                        gate = x[m, j]
+                        rows[m, j] = gate / (np.float32(1.0) + np.exp(-gate)) * x[m, width + j]
+                else:
+                    squares = np.float32(0.0)
+                    for j in range(width):
+                        squares += x[m, j] * x[m, j]
+                    scale = np.float32(1.0) / np.sqrt(squares / np.float32(width) + np.float32(eps))
+                    for j in range(width):
+                        rows[m, j] = norm[j] * (x[m, j] * scale)
+        else:
+            rows = x
         quads = outputs // 4
         for task in prange(quads + outputs % 4):  # four weight rows a task, then the rows left over one a task
             n = task * 4 if task < quads else quads * 4 + task - quads
-            if task < quads:
+            if task < quads and tokens == 1:  # one token: four dot products at once, nothing computed twice
+                a0 = np.float32(0.0)
+                a1 = np.float32(0.0)
+                a2 = np.float32(0.0)
+                a3 = np.float32(0.0)
+                for j in range(width):
+                    u = rows[0, j]
+                    a0 += u * weight[n, j]
+                    a1 += u * weight[n + 1, j]
+                    a2 += u * weight[n + 2, j]
+                    a3 += u * weight[n + 3, j]
+                out[0, n], out[0, n + 1], out[0, n + 2], out[0, n + 3] = a0, a1, a2, a3
+            elif task < quads:
                 m = 0
                 while m < tokens:  # two tokens at a time against the four rows (the last alone if odd)
                     pair = m + 1 < tokens
@@ -102,7 +155,7 @@ def _compile() -> SkinnyKernel:
                     b2 = np.float32(0.0)
                     b3 = np.float32(0.0)
                     for j in range(width):
-                        u, v = x[m, j], x[second, j]
+                        u, v = rows[m, j], rows[second, j]
                         w0, w1, w2, w3 = weight[n, j], weight[n + 1, j], weight[n + 2, j], weight[n + 3, j]
                         a0 += u * w0
                         a1 += u * w1
@@ -120,8 +173,15 @@ def _compile() -> SkinnyKernel:
                 for m in range(tokens):
                     total = np.float32(0.0)
                     for j in range(width):
-                        total += x[m, j] * weight[n, j]
+                        total += rows[m, j] * weight[n, j]
                     out[m, n] = total
+            last = min(n + 4, outputs) if task < quads else n + 1
+            for m in range(tokens):  # bias and skip connection on the outputs this task wrote
+                for k in range(n, last):
+                    if bias.shape[0]:
+                        out[m, k] += bias[k]
+                    if residual.shape[0]:
+                        out[m, k] += residual[m, k]
 
     def jit(cache: bool) -> Any:
         return njit(kernel, cache=cache, nogil=True, fastmath=True, parallel=True, boundscheck=False)
@@ -130,5 +190,14 @@ def _compile() -> SkinnyKernel:
         compiled = jit(cache=True)
     except RuntimeError:  # nowhere writable for numba's cache: compile each start
         compiled = jit(cache=False)
-    compiled(np.zeros((1, 8), np.float32), np.zeros((5, 8), np.float32), np.zeros((1, 5), np.float32))
+    compiled(
+        np.zeros((1, 8), np.float32),
+        np.zeros((5, 8), np.float32),
+        np.zeros((1, 5), np.float32),
+        _NONE,
+        _NONE,
+        1e-5,
+        False,
+        _NO_RESIDUAL,
+    )
     return compiled

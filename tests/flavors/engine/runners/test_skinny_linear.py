@@ -28,6 +28,25 @@ def test_the_kernel_computes_torchs_product(tokens, outputs, bias):
     torch.testing.assert_close(got, torch.nn.functional.linear(x, weight, b), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("tokens", [1, 2, 5])
+def test_the_steps_around_a_product_are_the_models_own(tokens):
+    """RMS norm before, silu(gate) * up before, bias and residual after: as the model's modules compute them."""
+    generator = torch.Generator().manual_seed(tokens)
+    weight = torch.randn(22, 40, generator=generator)  # [out, in]
+    bias, norm = torch.randn(22, generator=generator), torch.rand(40, generator=generator) + 0.5
+    residual = torch.randn(tokens, 22, generator=generator)
+    x = torch.randn(tokens, 40, generator=generator) * 3
+    normed = torch.nn.functional.rms_norm(x, (40,), norm, 1e-5)
+    got = skinny_linear(kernel, x, weight, bias, norm=norm, eps=1e-5, residual=residual)
+    expected = residual + torch.nn.functional.linear(normed, weight, bias)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    gate_up = torch.randn(tokens, 80, generator=generator) * 4  # [tokens, 2 * in]: gate, then up
+    gate, up = gate_up.chunk(2, dim=-1)
+    got = skinny_linear(kernel, gate_up, weight, gated=True)
+    expected = torch.nn.functional.linear(torch.nn.functional.silu(gate) * up, weight)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_a_non_contiguous_input_is_read_as_its_values():
     x = torch.randn(8, 64).t()  # [8, 64] viewed as [64, 8]: not contiguous
     weight = torch.randn(12, 8)
@@ -49,9 +68,9 @@ def test_the_fp32_runner_takes_the_kernel_only_within_its_window(tiny_llama, mon
     assert weights.skinny is kernel
     calls: list[int] = []
 
-    def counted(kernel, x, weight, bias):
+    def counted(kernel, x, *args):
         calls.append(x.shape[0])
-        return skinny_linear(kernel, x, weight, bias)
+        return skinny_linear(kernel, x, *args)
 
     def step_logits(use_kernel: bool):
         weights.skinny = kernel if use_kernel else None
