@@ -119,13 +119,9 @@ class LlamaWeights:
         self.cos = (torch.cat([angles.cos(), angles.cos()], dim=-1) * scale).to(dtype)  # [context, rotary_dim]
         self.sin = (torch.cat([angles.sin(), angles.sin()], dim=-1) * scale).to(dtype)
         self.rotary_dim = self.cos.shape[-1]
-        # the first half of each table in fp32, as ``attention/cache_writes.py`` reads them (on CPU)
+        # the first half of each table, fp32 in host memory, as ``attention/cache_writes.py`` reads them
         half = self.rotary_dim // 2
-        self.half_angles = (
-            (self.cos[:, :half].float().contiguous().numpy(), self.sin[:, :half].float().contiguous().numpy())
-            if on_cpu
-            else None
-        )
+        self.half_angles = tuple(t[:, :half].float().cpu().contiguous().numpy() for t in (self.cos, self.sin))
 
     def _linear(self, weight: Any, bias: Any, quantize: bool = True) -> tuple[Any, Any]:
         """(weight, bias) in the form ``linear`` takes: packed for fbgemm under int8 (unless not ``quantize``),
@@ -243,7 +239,7 @@ class TorchRunner:
         self.decode_kernel: Any = None
         self.gpu_kernel: Any = None
         self.writer: Any = None  # the fp32 CPU path's rotary embedding and cache writes in one kernel (``_write``)
-        self.pool_arrays: list[tuple[np.ndarray, np.ndarray]] = []  # on CPU, each layer's pools as the kernels read them
+        self.pool_arrays: list[tuple[np.ndarray, np.ndarray]] = []  # on CPU: each layer's pools as kernels read them
         self.prompts_in_kernel = False
         # prompt chunks behind one cached prefix attended together (``attention/shared_prefix.py``): on a CPU
         self.shared_prefixes = weights.device.type == "cpu" and flash_with_lse(weights.torch) is not None

@@ -1,14 +1,21 @@
 """fp32 linear layers of steps of a few tokens on an x86 CPU: one numba kernel that reads each weight row once
-for all of the step's tokens.
+for all of the step's tokens, and does the layer's steps around the product in the same call.
 
 Why not torch's: a decode step of a few rows multiplies [rows, in] by a weight [out, in], and its time is the time
 to read the weight. torch's fp32 product (MKL's sgemm; oneDNN's and MKL's packed kernels alike) reads it at memory
 speed for one row, but for 2 to about 16 rows takes up to 2.3x as long, as if it read the weight several times
-(``benchmarks/skinny_linear.py``; on SmolLM2's layers at 8 rows, 40 ms a step against 27 ms here). That is the
-transformers engine's path on CPUs without native bf16 (AVX2-only servers), where it runs in fp32. Here each thread
-takes a share of the weight's rows, four at a time, and multiplies those four against the step's tokens two at a
-time (one token alone: four dot products at once) while they are in the L1 cache; the dot products accumulate in fp32 lanes the compiler vectorises. Past
-``SKINNY_MAX_TOKENS`` the step is compute-bound and torch's blocked GEMM is as fast; where MKL runs AVX-512 its
+(``benchmarks/skinny_linear.py``: on SmolLM2's layers at 8 rows, 38 ms a step against 24 ms here, with MKL on
+AVX2). That is the transformers engine's path on CPUs without native bf16 (AVX2-only servers), where it runs in
+fp32. Here each thread takes a share of the weight's rows, four at a time, and multiplies those four against the
+step's tokens two at a time (one token alone: four dot products at once) while they are in the L1 cache; the dot
+products accumulate in fp32 lanes the compiler vectorises.
+
+The steps around a product (RMS norm or silu(gate) * up before it, bias and skip connection after) run in the same
+call because a decode step's other cost is the number of operations: each torch op costs microseconds of dispatch,
+and after the weights have streamed through the caches far more than in a warm loop, so a layer of a dozen small
+ops cost an fp32 decode step of SmolLM2 about 5 ms of its 25.
+
+Past ``SKINNY_MAX_TOKENS`` a step is compute-bound and torch's blocked GEMM is as fast; where MKL runs AVX-512 its
 products of 1 to 3 rows keep up; the runner asks ``skinny_linear`` only within that window (``skinny_window``).
 """
 
@@ -107,7 +114,7 @@ def _compile() -> SkinnyKernel:
         # tbb or OpenMP, never the workqueue layer: engine threads of one process may run the kernel at once
         numba.config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
 
-    def kernel(x, weight, out, bias, norm, eps, gated, residual):  # type: ignore[no-untyped-def]
+    def kernel(x, weight, out, bias, norm, eps, gated, residual):
         tokens = x.shape[0]
         outputs, width = weight.shape
         if gated or norm.shape[0]:  # the rows the product reads: silu(gate) * up, or x RMS-normalised
