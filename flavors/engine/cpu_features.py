@@ -22,7 +22,7 @@ OFF_VARIABLE = "SERVELM_CPU_FEATURES_OFF"
 
 #: the features servelm's paths ask about, with what each one decides
 FEATURES = {
-    "avx512f": "AVX-512: whether MKL's fp32 product of 2 or 3 rows keeps up with the skinny linear kernel",
+    "avx512f": "AVX-512: the token counts the skinny linear kernel takes from MKL's fp32 product",
     "avx512_bf16": "bf16 dot products: the attention kernel's bf16 path, the onnx cut graph, bf16 as the CPU dtype",
     "amx_bf16": "bf16 matrix tiles: bf16 as the CPU dtype",
     "avx512_vnni": "int8 dot products: int8 activations over their whole range",

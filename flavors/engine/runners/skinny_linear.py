@@ -15,8 +15,9 @@ call because a decode step's other cost is the number of operations: each torch 
 and after the weights have streamed through the caches far more than in a warm loop, so a layer of a dozen small
 ops cost an fp32 decode step of SmolLM2 about 5 ms of its 25.
 
-Past ``SKINNY_MAX_TOKENS`` a step is compute-bound and torch's blocked GEMM is as fast; where MKL runs AVX-512 its
-products of 1 to 3 rows keep up; the runner asks ``skinny_linear`` only within that window (``skinny_window``).
+Past a few dozen tokens a step is compute-bound and torch's blocked GEMM is faster (past about a dozen where MKL
+runs AVX-512, whose products of 1 to 3 rows also keep up); the runner asks ``skinny_linear`` only within the window
+``skinny_window`` gives for this CPU.
 """
 
 from __future__ import annotations
@@ -31,11 +32,10 @@ import numpy as np
 
 log = logging.getLogger("servelm.engine")
 
-#: steps of this many tokens take the kernel (``benchmarks/skinny_linear.py``): from 1 token on AVX2-only CPUs, from
-#: 4 where MKL runs AVX-512 (its products of 1 to 3 rows keep up there), up to 32, past which torch's blocked product
-#: is as fast
-SKINNY_MIN_TOKENS = {"avx2": 1, "avx512": 4}
-SKINNY_MAX_TOKENS = 32
+#: the steps (fewest and most tokens) that take the kernel, by the vector width MKL runs at
+#: (``benchmarks/skinny_linear.py``, ``results/skinny_linear*.json``): on AVX2 it is faster from 1 to 32 tokens (1.05x
+#: at 1, 1.4-1.8x from 2 to 32); where MKL runs AVX-512 its products of 1 to 3 rows and of 16 or more keep up
+SKINNY_WINDOWS = {"avx2": (1, 32), "avx512": (4, 12)}
 
 #: (x [tokens, in or 2 * in], weight [out, in], out [tokens, out], bias [out or 0], norm [in or 0], eps, gated,
 #: residual [tokens, out] or [0, 0]), all fp32 -> None; see ``skinny_linear`` for what each does
@@ -57,7 +57,7 @@ def skinny_window() -> tuple[int, int]:
     """The step sizes (fewest and most tokens) the kernel takes on this CPU."""
     from ..cpu_features import cpu_has
 
-    return SKINNY_MIN_TOKENS["avx512" if cpu_has("avx512f") else "avx2"], SKINNY_MAX_TOKENS
+    return SKINNY_WINDOWS["avx512" if cpu_has("avx512f") else "avx2"]
 
 
 def skinny_linear(

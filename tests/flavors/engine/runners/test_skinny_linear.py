@@ -55,9 +55,9 @@ def test_a_non_contiguous_input_is_read_as_its_values():
 
 def test_the_window_depends_on_avx512(monkeypatch):
     monkeypatch.setenv("SERVELM_CPU_FEATURES_OFF", "avx512")
-    assert skinny_window() == (skinny_module.SKINNY_MIN_TOKENS["avx2"], skinny_module.SKINNY_MAX_TOKENS)
+    assert skinny_window() == skinny_module.SKINNY_WINDOWS["avx2"]
     monkeypatch.setenv("SERVELM_CPU_FEATURES_OFF", "")
-    assert skinny_window()[1] == skinny_module.SKINNY_MAX_TOKENS
+    assert skinny_window() in skinny_module.SKINNY_WINDOWS.values()
 
 
 def test_the_fp32_runner_takes_the_kernel_only_within_its_window(tiny_llama, monkeypatch):
