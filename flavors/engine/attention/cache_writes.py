@@ -26,7 +26,8 @@ CacheWriter = Callable[[Any, Any, Any, Any, Any, Any, Any, Any, Any], None]
 def cache_writer(head_dim: int, heads: int, kv_heads: int, rotary_dim: int, bf16: bool) -> CacheWriter:
     """The compiled kernel for this shape (the sizes are compile-time constants; cached on disk by numba)."""
     import numpy as np
-    from numba import njit
+
+    from ..numba_cache import compiled_from_cache
 
     HEAD_DIM, HEADS, KV_HEADS, HALF, BF16 = head_dim, heads, kv_heads, rotary_dim // 2, bf16  # noqa: N806
     ROTARY = 2 * HALF  # noqa: N806
@@ -62,15 +63,8 @@ def cache_writer(head_dim: int, heads: int, kv_heads: int, rotary_dim: int, bf16
                     else:
                         target[d] = turned[d]
 
-    def jit(cache: bool) -> Any:
-        return njit(write, cache=cache, nogil=True, fastmath=True, boundscheck=False)
-
-    try:
-        compiled = jit(cache=True)
-    except RuntimeError:  # nowhere writable for numba's cache: compile each start
-        compiled = jit(cache=False)
     dtype = np.uint16 if bf16 else np.float32
-    compiled(
+    warm_up = (
         np.zeros((1, (heads + 2 * kv_heads) * head_dim), np.float32),
         np.zeros(1, np.int64),
         np.zeros(1, np.int64),
@@ -81,4 +75,5 @@ def cache_writer(head_dim: int, heads: int, kv_heads: int, rotary_dim: int, bf16
         np.zeros((1, kv_heads, 1, head_dim), dtype),
         np.zeros((1, heads, head_dim), dtype),
     )
-    return compiled
+    factory = (__name__, "cache_writer", [head_dim, heads, kv_heads, rotary_dim, bf16])
+    return compiled_from_cache(write, warm_up, factory, nogil=True, fastmath=True, boundscheck=False)

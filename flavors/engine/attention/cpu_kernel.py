@@ -109,8 +109,9 @@ def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: b
     is one (``bf16_intrinsics.py``, which needs blocks of whole sixteens of positions)."""
     import numba
     import numpy as np
-    from numba import njit, prange
+    from numba import prange
 
+    from ..numba_cache import compiled_from_cache
     from .bf16_intrinsics import LANES
 
     if numba.config.THREADING_LAYER == "default":  # type: ignore[attr-defined]
@@ -251,16 +252,9 @@ def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: b
                 for d in range(HEAD_DIM):
                     out[r, h * GROUP + g, d] = acc[g, d] * inverse
 
-    def jit(cache: bool) -> Any:
-        return njit(kernel, cache=cache, nogil=True, fastmath=True, parallel=True, boundscheck=False)
-
-    try:
-        compiled = jit(cache=True)
-    except RuntimeError:  # nowhere writable for numba's cache (a read-only install and home): compile each start
-        compiled = jit(cache=False)
-    # compile now (or load numba's cache), not in a server's first decode step: the types the runner passes
+    # compiled now (or loaded from numba's cache), not in a server's first decode step: the types the runner passes
     cache_dtype = np.uint16 if bf16 else np.float32
-    compiled(
+    warm_up = (
         np.zeros((1, 1, group, head_dim), cache_dtype),
         np.zeros(1, np.int64),
         np.zeros((1, 1), np.int64),
@@ -270,4 +264,6 @@ def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: b
         1.0,
         np.zeros((1, group, head_dim), np.float32),
     )
-    return compiled
+    factory = (__name__, "_compile", [head_dim, group, block_size, bf16, dot_bf16])
+    options = {"nogil": True, "fastmath": True, "parallel": True, "boundscheck": False}
+    return compiled_from_cache(kernel, warm_up, factory, **options)

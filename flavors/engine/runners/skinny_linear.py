@@ -108,7 +108,9 @@ def _compiled() -> Optional[SkinnyKernel]:
 
 def _compile() -> SkinnyKernel:
     import numba
-    from numba import njit, prange
+    from numba import prange
+
+    from ..numba_cache import compiled_from_cache
 
     if numba.config.THREADING_LAYER == "default":  # type: ignore[attr-defined]
         # tbb or OpenMP, never the workqueue layer: engine threads of one process may run the kernel at once
@@ -190,14 +192,7 @@ def _compile() -> SkinnyKernel:
                     if residual.shape[0]:
                         out[m, k] += residual[m, k]
 
-    def jit(cache: bool) -> Any:
-        return njit(kernel, cache=cache, nogil=True, fastmath=True, parallel=True, boundscheck=False)
-
-    try:
-        compiled = jit(cache=True)
-    except RuntimeError:  # nowhere writable for numba's cache: compile each start
-        compiled = jit(cache=False)
-    compiled(
+    warm_up = (
         np.zeros((1, 8), np.float32),
         np.zeros((5, 8), np.float32),
         np.zeros((1, 5), np.float32),
@@ -207,4 +202,5 @@ def _compile() -> SkinnyKernel:
         False,
         _NO_RESIDUAL,
     )
-    return compiled
+    options = {"nogil": True, "fastmath": True, "parallel": True, "boundscheck": False}
+    return compiled_from_cache(kernel, warm_up, (__name__, "_compile", []), **options)
