@@ -3,7 +3,10 @@ over the weights of a loaded Hugging Face model, with a paged KV cache (the ``Mo
 
 Why not the model's own forward: on a small model most of a decode step is Python (module calls, mask
 and cache bookkeeping), not arithmetic. Here a layer is a dozen tensor ops; on CPUs with native bf16 the
-linear layers run oneDNN kernels on weights packed once at load. The cache stays in the model's dtype (a
+linear layers run oneDNN kernels on weights packed once at load. In fp32 on a CPU (AVX2-only servers), steps
+of a few tokens run each linear layer with the norm, gate or skip connection around it in one numba kernel
+(``skinny_linear.py``) and turn and write their keys in another (``attention/cache_writes.py``): with attention, a
+decode layer is six kernel calls. The cache stays in the model's dtype (a
 bf16 step reads half the bytes of fp32). On CPU a decode step's attention is one kernel over the block pools
 (``attention/cpu_kernel.py``), and so is a prompt chunk's where the CPU has bf16 instructions; on a GPU every
 token's attention is one Triton kernel (``attention/triton_paged.py``); elsewhere torch's attention runs over each
