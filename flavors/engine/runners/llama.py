@@ -19,6 +19,7 @@ SiLU MLP: Llama (SmolLM, TinyLlama...), Mistral without sliding windows, Qwen2 (
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Optional
 
@@ -122,9 +123,14 @@ class LlamaWeights:
         self.cos = (torch.cat([angles.cos(), angles.cos()], dim=-1) * scale).to(dtype)  # [context, rotary_dim]
         self.sin = (torch.cat([angles.sin(), angles.sin()], dim=-1) * scale).to(dtype)
         self.rotary_dim = self.cos.shape[-1]
-        # the first half of each table, fp32 in host memory, as ``attention/cache_writes.py`` reads them
+
+    @functools.cached_property
+    def half_angles(self) -> tuple[np.ndarray, np.ndarray]:
+        """The first half of the cos and sin tables [context, rotary_dim / 2], fp32 in host memory, as
+        ``attention/cache_writes.py`` reads them (made when the fp32 CPU path first asks)."""
         half = self.rotary_dim // 2
-        self.half_angles = tuple(t[:, :half].float().cpu().contiguous().numpy() for t in (self.cos, self.sin))
+        cos, sin = (t[:, :half].float().cpu().contiguous().numpy() for t in (self.cos, self.sin))
+        return cos, sin
 
     def _linear(self, weight: Any, bias: Any, quantize: bool = True) -> tuple[Any, Any]:
         """(weight, bias) in the form ``linear`` takes: packed for fbgemm under int8 (unless not ``quantize``),
@@ -364,11 +370,16 @@ class TorchRunner:
         padding = padded_step_tokens(len(step_ids)) - len(step_ids)
         with torch.inference_mode():
             ids = torch.tensor(step_ids + [0] * padding, device=w.device)  # [padded step tokens]
-            padded = np.concatenate([positions, np.zeros(padding, np.int64)]) if padding else positions
-            where = torch.from_numpy(padded).to(w.device)  # [padded step tokens]
-            # each token's key row of each kv head in the pools viewed as [blocks * kv_heads * block_size, head_dim]
-            slots = (slot_blocks[:, None] * w.kv_heads + self.kv_head_index) * size + (positions % size)[:, None]
-            into = torch.from_numpy(slots.ravel()).to(w.device)  # [step tokens * kv_heads]
+            # where each token's key and value go: for the fp32 CPU kernel (blocks, offsets, positions [step tokens]),
+            # else for torch, with the rotary tables' rows
+            writes = (slot_blocks, positions % size, positions) if self.writer is not None else None
+            if writes is None:
+                padded = np.concatenate([positions, np.zeros(padding, np.int64)]) if padding else positions
+                where = torch.from_numpy(padded).to(w.device)  # [padded step tokens]
+                cos, sin = w.cos[where][:, None, :], w.sin[where][:, None, :]  # [padded step tokens, 1, rotary_dim]
+                # each token's key row of each kv head in the pools viewed as [blocks * kv_heads * block_size, head_dim]
+                slots = (slot_blocks[:, None] * w.kv_heads + self.kv_head_index) * size + (positions % size)[:, None]
+                into = torch.from_numpy(slots.ravel()).to(w.device)  # [step tokens * kv_heads]
             filler = (
                 torch.zeros(padding, w.heads * w.head_dim, dtype=w.dtype, device=w.device) if padding else None
             )  # [padding, heads * head_dim]: the padding rows' attention output
@@ -401,8 +412,6 @@ class TorchRunner:
             group = w.heads // w.kv_heads  # query heads per kv head (heads h*group .. h*group+group-1 read kv head h)
             written = len(step_ids)
             x = w.embed[ids]  # [step tokens, hidden]
-            cos, sin = w.cos[where][:, None, :], w.sin[where][:, None, :]  # [step tokens, 1, rotary_dim]
-            writes = (slot_blocks, positions % size, positions) if self.writer is not None else None
             for i, layer in enumerate(w.layers):
                 keys, values = self.keys[i], self.values[i]
                 if writes is not None:  # turned and written in one kernel
