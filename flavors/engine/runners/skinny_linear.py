@@ -4,7 +4,7 @@ for all of the step's tokens, and does the layer's steps around the product in t
 Why not torch's: a decode step of a few rows multiplies [rows, in] by a weight [out, in], and its time is the time
 to read the weight. torch's fp32 product (MKL's sgemm; oneDNN's and MKL's packed kernels alike) reads it at memory
 speed for one row, but for 2 to about 16 rows takes up to 2.3x as long, as if it read the weight several times
-(``benchmarks/skinny_linear.py``: on SmolLM2's layers at 8 rows, 38 ms a step against 24 ms here, with MKL on
+(``benchmarks/skinny_linear.py``: on SmolLM2's layers at 8 rows, 36 ms a step against 24 ms here, with MKL on
 AVX2). That is the transformers engine's path on CPUs without native bf16 (AVX2-only servers), where it runs in
 fp32. Here each thread takes a share of the weight's rows, four at a time, and multiplies those four against the
 step's tokens two at a time (one token alone: four dot products at once) while they are in the L1 cache; the dot
@@ -33,8 +33,8 @@ import numpy as np
 log = logging.getLogger("servelm.engine")
 
 #: the steps (fewest and most tokens) that take the kernel, by the vector width MKL runs at
-#: (``benchmarks/skinny_linear.py``, ``results/skinny_linear*.json``): on AVX2 it is faster from 1 to 32 tokens (1.05x
-#: at 1, 1.4-1.8x from 2 to 32); where MKL runs AVX-512 its products of 1 to 3 rows and of 16 or more keep up
+#: (``benchmarks/skinny_linear.py``, ``results/skinny_linear*.json``): on AVX2 it is faster from 1 to 32 tokens (1.04x
+#: at 1, 1.4-1.7x from 2 to 32); where MKL runs AVX-512 its products of 1 to 3 rows and of 16 or more keep up
 SKINNY_WINDOWS = {"avx2": (1, 32), "avx512": (4, 12)}
 
 #: (x [tokens, in or 2 * in], weight [out, in], out [tokens, out], bias [out or 0], norm [in or 0], eps, gated,
