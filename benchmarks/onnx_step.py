@@ -13,8 +13,9 @@ medians in ms and the ratio whole / cut (above 1: the cut graph is faster). Prin
 written to ``--out``. Where the cut graph cannot run (a CPU without avx512_bf16, or one switched off with
 ``SERVELM_CPU_FEATURES_OFF``), it says so in one line and times the whole graph alone (``cut_ms`` null).
 With ``--transformers``, the transformers engine's runner (``runners/llama.py``, in the dtype it picks on this
-CPU: fp32 without native bf16) takes the same steps on the same checkpoint, a third process in each round
-(``transformers_ms``, and ``transformers_over_whole``: below 1 it is faster than the whole graph).
+CPU: fp32 without native bf16, unquantized whatever ``--precision`` says) takes the same steps on the same
+checkpoint, a third process in each round (``transformers_ms``, and ``transformers_over_whole``: below 1 it is faster
+than the whole graph).
 """
 
 from __future__ import annotations
