@@ -23,7 +23,8 @@ def emit(report: dict[str, Any], out: Optional[str]) -> None:
 
 def provenance() -> dict[str, Any]:
     """The commit, the command, the date and the machine a result was measured on: the CPU's model, its flags
-    that servelm's paths read, and which of those were switched off (``SERVELM_CPU_FEATURES_OFF``)."""
+    that servelm's paths read, and which of those were switched off (``SERVELM_CPU_FEATURES_OFF``, with the
+    libraries' own switches that are set: ``cpu_features.AVX2_SWITCHES``)."""
     from servelm.flavors.engine import cpu_features
 
     here = os.path.dirname(os.path.abspath(__file__))
@@ -40,6 +41,7 @@ def provenance() -> dict[str, Any]:
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
         "cpu": cpu_model(),
         "cpu_features": cpu_features.describe(),
+        "switches": {name: os.environ[name] for name in cpu_features.AVX2_SWITCHES if name in os.environ},
     }
 
 

@@ -8,8 +8,9 @@ Every linear layer of the model's shape (its own weights, so the step reads them
 ``runners/skinny_linear.py`` and by ``torch.nn.functional.linear`` (MKL's sgemm), the two alternating within each
 repeat (the machine drifts). Medians in ms and the ratio torch / skinny (above 1: the kernel is faster). The
 runner's window (``skinny_window``) comes from this. To measure what an AVX2-only server gets on a machine with
-AVX-512, run it with ``SERVELM_CPU_FEATURES_OFF=avx512 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
-NUMBA_CPU_NAME=haswell``. Prints one JSON object, also written to ``--out``.
+AVX-512, run it with ``cpu_features.AVX2_SWITCHES`` set (``SERVELM_CPU_FEATURES_OFF=avx512,avx_vnni
+ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 NUMBA_CPU_NAME=haswell
+NUMBA_CPU_FEATURES=+avx2``; the provenance records them). Prints one JSON object, also written to ``--out``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,6 @@ import time
 from typing import Any
 
 from json_report import emit
-
-#: the environment variables that make the libraries run as on an AVX2-only CPU, recorded with the results
-SWITCHES = ("SERVELM_CPU_FEATURES_OFF", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "NUMBA_CPU_NAME")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -94,7 +92,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "weights_mb": round(megabytes, 1),
         "threads": torch.get_num_threads(),
         "window": list(skinny_window()),
-        "switches": {k: os.environ[k] for k in SWITCHES if k in os.environ},
         "steps": rows,
     }
     emit(report, args.out)

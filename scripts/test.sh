@@ -46,13 +46,15 @@ CPU_DEPENDENT_TESTS=(
     tests/benchmarks/test_onnx_step.py tests/benchmarks/test_fidelity.py
 )
 
-# Those tests again as an AVX2-only CPU runs them: servelm's own switch, and torch's, oneDNN's and numba's.
+# Those tests again as an AVX2-only CPU runs them: servelm's own switch, and torch's, oneDNN's, MKL's and numba's
+# (cpu_features.AVX2_SWITCHES).
 fallback() {
     if ! grep -qw -e avx512f -e amx_bf16 /proc/cpuinfo 2>/dev/null; then
         echo "SKIPPED this CPU has no AVX-512: the main suite ran its fallback paths"
         return 0
     fi
-    SERVELM_CPU_FEATURES_OFF=avx512,avx_vnni ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 NUMBA_CPU_NAME=haswell \
+    SERVELM_CPU_FEATURES_OFF=avx512,avx_vnni ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+        NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=+avx2 \
         .venv-test/bin/python -m pytest -q -p no:cacheprovider "${CPU_DEPENDENT_TESTS[@]}"
 }
 

@@ -8,9 +8,11 @@ that way; a benchmark measures what such a machine gets). The value is a comma-s
 as ``/proc/cpuinfo`` spells them (``avx512_bf16,amx_bf16,avx512_vnni``), ``avx512`` for every AVX-512 and AMX
 feature, or ``all``.
 
-To make the libraries below servelm fall back as well, set their own switches beside it (``scripts/test.sh``
-does): ``ATEN_CPU_CAPABILITY=avx2`` (torch's kernels), ``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN's),
-``NUMBA_CPU_NAME=haswell`` (what numba compiles for), ``MKL_ENABLE_INSTRUCTIONS=AVX2`` (torch's fp32 products).
+To make the libraries below servelm fall back as well, set their own switches beside it (``AVX2_SWITCHES``;
+``scripts/test.sh`` does): ``ATEN_CPU_CAPABILITY=avx2`` (torch's kernels), ``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN's),
+``MKL_ENABLE_INSTRUCTIONS=AVX2`` (torch's fp32 products), ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=+avx2`` (what
+numba compiles for: given a CPU name alone, numba still passes the host's feature list, AVX-512 included, and its
+kernels keep their 512-bit vectors).
 """
 
 from __future__ import annotations
@@ -19,6 +21,16 @@ import functools
 import os
 
 OFF_VARIABLE = "SERVELM_CPU_FEATURES_OFF"
+
+#: the environment that runs servelm and the libraries below it as on an AVX2-only CPU (benchmarks record those set)
+AVX2_SWITCHES = {
+    OFF_VARIABLE: "avx512,avx_vnni",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "NUMBA_CPU_NAME": "haswell",
+    "NUMBA_CPU_FEATURES": "+avx2",
+}
 
 #: the features servelm's paths ask about, with what each one decides
 FEATURES = {

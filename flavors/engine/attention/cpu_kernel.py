@@ -12,8 +12,11 @@ table. Here each (query, kv head) reads its keys and values once, block by block
 are read, over that query's own length (no mask, no padding to the longest row), and the group's queries share
 every key and value read. The softmax and both products accumulate in fp32. On CPUs with avx512_bf16 and head sizes
 a multiple of 32, the scores take the CPU's bf16 dot product sixteen keys at a time and the values' weighted sums
-stay in registers (``bf16_intrinsics.py``); the results are the same up to the order of additions. Elsewhere (AVX2)
-the fp32 loops are written for the compiler to vectorise. The kernel runs on numba's threads with the GIL released.
+stay in registers (``bf16_intrinsics.py``); the results are the same up to the order of additions. An fp32 cache
+(the dtype of CPUs without bf16, AVX2 servers) is read eight positions at a time in the same way, one 256-bit vector
+of scores per shuffle tree (``fp32_intrinsics.py``; the same sums as the plain loops, bit for bit, in half the time);
+a bf16 cache elsewhere goes through fp32 loops written for the compiler to vectorise. The kernel runs on numba's
+threads with the GIL released.
 
 ``decode_kernel`` gives the kernel for a model's head size, query group, block size and cache dtype, or None where
 it cannot run (numba not installed, a dtype it does not read, not a CPU): the runner then uses the torch reference
@@ -72,11 +75,13 @@ def set_kernel_threads(count: int) -> None:
 
 
 @cache
-def _compiled(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: bool = True) -> Optional[DecodeKernel]:
+def _compiled(
+    head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: bool = True, fp32_vectors: bool = True
+) -> Optional[DecodeKernel]:
     """The kernel with the head size, group and block size as constants (the compiler unrolls the per-feature
     loops), compiled; None (logged) where numba cannot compile or run it."""
     try:
-        return _compile(head_dim, group, block_size, bf16, dot_bf16)
+        return _compile(head_dim, group, block_size, bf16, dot_bf16, fp32_vectors)
     except Exception as exc:  # a numba without a usable threading layer, a compiler error: the library's attention
         log.warning("the attention kernel is unavailable (%s): attention runs in torch (paged_torch.py)", exc)
         return None
@@ -88,6 +93,8 @@ _dot: Any = None
 _dot16: Any = None
 _accumulate: Any = None
 _prefetch: Any = None
+_dot8: Any = None
+_accumulate8: Any = None
 
 
 def _load_bf16_dot() -> None:
@@ -104,15 +111,26 @@ def _load_prefetch() -> None:
     _prefetch = prefetch
 
 
-def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: bool = True) -> DecodeKernel:
+def _load_fp32_vectors() -> None:
+    global _dot8, _accumulate8
+    from .fp32_intrinsics import accumulate8, dot8
+
+    _dot8, _accumulate8 = dot8, accumulate8
+
+
+def _compile(
+    head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: bool = True, fp32_vectors: bool = True
+) -> DecodeKernel:
     """The kernel compiled; ``dot_bf16`` lets it take bf16 scores on the CPU's bf16 instruction where there
-    is one (``bf16_intrinsics.py``, which needs blocks of whole sixteens of positions)."""
+    is one (``bf16_intrinsics.py``, which needs blocks of whole sixteens of positions); ``fp32_vectors`` lets an
+    fp32 cache be read eight positions at a time (``fp32_intrinsics.py``)."""
     import numba
     import numpy as np
     from numba import prange
 
     from ..numba_cache import compiled_from_cache
     from .bf16_intrinsics import LANES
+    from .fp32_intrinsics import LANES as EIGHT
 
     if numba.config.THREADING_LAYER == "default":  # type: ignore[attr-defined]
         # tbb or OpenMP, never the workqueue layer: engine threads of one process may run the kernel at once
@@ -123,10 +141,14 @@ def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: b
         dot_bf16 and block_size % LANES == 0 and on_bf16_instructions(head_dim, "bfloat16" if bf16 else "float32")
     )
     SIXTEEN = LANES * head_dim  # noqa: N806 (values in sixteen positions)
+    # fp32 keys and values eight positions at a time (``fp32_intrinsics.py``): any head size a multiple of 8
+    DOT_F32 = fp32_vectors and not bf16 and head_dim % EIGHT == 0 and block_size % EIGHT == 0  # noqa: N806
     if DOT_BF16:
         _load_bf16_dot()
     else:
         _load_prefetch()
+    if DOT_F32:
+        _load_fp32_vectors()
     BLOCK_VALUES = BLOCK_SIZE * HEAD_DIM  # noqa: N806 (values of one kv head in one block)
     LOG2E = np.float32(1.4426950408889634)  # noqa: N806
 
@@ -163,6 +185,26 @@ def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: b
                             _dot16(query, flat_keys, base + t * HEAD_DIM, HEAD_DIM, np.float32(scale), row, start + t)
                         for t in range(whole, size):
                             row[start + t] = _dot(query, flat_keys, base + t * HEAD_DIM, HEAD_DIM) * scale
+            elif DOT_F32:  # fp32 keys, eight at a time
+                queries = np.empty((GROUP, HEAD_DIM), np.float32)
+                for g in range(GROUP):
+                    for d in range(HEAD_DIM):
+                        queries[g, d] = q[r, h, g, d]
+                for j in range(blocks):
+                    base = (table[j] * kv_heads + h) * BLOCK_VALUES  # the block's keys, [block_size, head_dim]
+                    if j + 1 < blocks:  # the next block's keys, a block ahead of their use
+                        _prefetch(flat_keys, (table[j + 1] * kv_heads + h) * BLOCK_VALUES, BLOCK_VALUES)
+                    start = j * BLOCK_SIZE
+                    size = min(BLOCK_SIZE, n - start)
+                    whole = size - size % EIGHT
+                    for g in range(GROUP):
+                        for t in range(0, whole, EIGHT):
+                            _dot8(queries, g, flat_keys, base + t * HEAD_DIM, HEAD_DIM, scale, scores, start + t)
+                        for t in range(whole, size):
+                            total = np.float32(0.0)
+                            for d in range(HEAD_DIM):
+                                total += queries[g, d] * flat_keys[base + t * HEAD_DIM + d]
+                            scores[g, start + t] = total * scale
             else:
                 queries = np.empty((GROUP, HEAD_DIM), np.float32)
                 queries_bits = queries.view(np.uint32)
@@ -230,6 +272,18 @@ def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: b
                         _accumulate(flat_values, first + t, scores, start + t, acc, HEAD_DIM, GROUP, LANES)
                     for t in range(whole, size):
                         _accumulate(flat_values, first + t, scores, start + t, acc, HEAD_DIM, GROUP, 1)
+            elif DOT_F32:  # fp32 values, eight at a time, the sums held in registers
+                for j in range(blocks):
+                    base = (table[j] * kv_heads + h) * BLOCK_VALUES  # the block's values, [block_size, head_dim]
+                    if j + 1 < blocks:
+                        _prefetch(flat_values, (table[j + 1] * kv_heads + h) * BLOCK_VALUES, BLOCK_VALUES)
+                    start = j * BLOCK_SIZE
+                    size = min(BLOCK_SIZE, n - start)
+                    whole = size - size % EIGHT
+                    for t in range(0, whole, EIGHT):
+                        _accumulate8(flat_values, base + t * HEAD_DIM, scores, start + t, acc, HEAD_DIM, GROUP, EIGHT)
+                    for t in range(whole, size):
+                        _accumulate8(flat_values, base + t * HEAD_DIM, scores, start + t, acc, HEAD_DIM, GROUP, 1)
             else:
                 for j in range(blocks):
                     base = (table[j] * kv_heads + h) * BLOCK_VALUES  # the block's values, [block_size, head_dim]
@@ -264,6 +318,6 @@ def _compile(head_dim: int, group: int, block_size: int, bf16: bool, dot_bf16: b
         1.0,
         np.zeros((1, group, head_dim), np.float32),
     )
-    factory = (__name__, "_compile", [head_dim, group, block_size, bf16, dot_bf16])
+    factory = (__name__, "_compile", [head_dim, group, block_size, bf16, dot_bf16, fp32_vectors])
     options = {"nogil": True, "fastmath": True, "parallel": True, "boundscheck": False}
     return compiled_from_cache(kernel, warm_up, factory, **options)

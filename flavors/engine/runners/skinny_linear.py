@@ -4,11 +4,13 @@ for all of the step's tokens, and does the layer's steps around the product in t
 Why not torch's: a decode step of a few rows multiplies [rows, in] by a weight [out, in], and its time is the time
 to read the weight. torch's fp32 product (MKL's sgemm; oneDNN's and MKL's packed kernels alike) reads it at memory
 speed for one row, but for 2 to about 16 rows takes up to 2.3x as long, as if it read the weight several times
-(``benchmarks/skinny_linear.py``: on SmolLM2's layers at 8 rows, 36 ms a step against 24 ms here, with MKL on
-AVX2). That is the transformers engine's path on CPUs without native bf16 (AVX2-only servers), where it runs in
-fp32. Here each thread takes a share of the weight's rows, four at a time, and multiplies those four against the
-step's tokens two at a time (one token alone: four dot products at once) while they are in the L1 cache; the dot
-products accumulate in fp32 lanes the compiler vectorises.
+(``benchmarks/skinny_linear.py``: on SmolLM2's layers at 8 rows, 35 ms a step against 24 ms here, both on AVX2).
+That is the transformers engine's path on CPUs without native bf16 (AVX2-only servers), where it runs in fp32.
+Here each thread takes a share of the weight's rows, four at a time, and multiplies those four against the step's
+tokens two at a time (one token alone: four dot products at once) while they are in the L1 cache; the dot products
+accumulate in fp32 lanes the compiler vectorises. While it multiplies four rows it asks for the next four: past one
+token the products take longer than the reads, and the hardware prefetchers, which follow the reads, would leave
+the memory idle meanwhile (at 8 tokens a step took 29 ms without it).
 
 The steps around a product (RMS norm or silu(gate) * up before it, bias and skip connection after) run in the same
 call because a decode step's other cost is the number of operations: each torch op costs microseconds of dispatch,
@@ -33,8 +35,9 @@ import numpy as np
 log = logging.getLogger("servelm.engine")
 
 #: the steps (fewest and most tokens) that take the kernel, by the vector width MKL runs at
-#: (``benchmarks/skinny_linear.py``, ``results/skinny_linear*.json``): on AVX2 it is faster from 1 to 32 tokens (1.04x
-#: at 1, 1.4-1.7x from 2 to 32); where MKL runs AVX-512 its products of 1 to 3 rows and of 16 or more keep up
+#: (``benchmarks/skinny_linear.py``, ``results/skinny_linear*.json``): on AVX2 it is as fast at 1 token (0.99x, the
+#: steps around the product saved) and faster from 2 to 32 (1.1-1.8x); where MKL runs AVX-512 its products of 1 to 3
+#: rows and of 16 or more keep up
 SKINNY_WINDOWS = {"avx2": (1, 32), "avx512": (4, 12)}
 
 #: (x [tokens, in or 2 * in], weight [out, in], out [tokens, out], bias [out or 0], norm [in or 0], eps, gated,
@@ -92,6 +95,19 @@ def skinny_linear(
     return out
 
 
+_prefetch: Any = None  # ``attention/bf16_intrinsics.prefetch``, loaded with the kernel (numba is optional)
+
+#: values (fp32) of one prefetch call: 16 cache lines
+PREFETCH_RUN = 256
+
+
+def _load_prefetch() -> None:
+    global _prefetch
+    from ..attention.bf16_intrinsics import prefetch
+
+    _prefetch = prefetch
+
+
 @cache
 def _compiled() -> Optional[SkinnyKernel]:
     try:
@@ -115,6 +131,7 @@ def _compile() -> SkinnyKernel:
     if numba.config.THREADING_LAYER == "default":  # type: ignore[attr-defined]
         # tbb or OpenMP, never the workqueue layer: engine threads of one process may run the kernel at once
         numba.config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
+    _load_prefetch()
 
     def kernel(x, weight, out, bias, norm, eps, gated, residual):
         tokens = x.shape[0]
@@ -136,8 +153,13 @@ def _compile() -> SkinnyKernel:
         else:
             rows = x
         quads = outputs // 4
+        flat = weight.ravel()  # [out * in], the same memory
         for task in prange(quads + outputs % 4):  # four weight rows a task, then the rows left over one a task
             n = task * 4 if task < quads else quads * 4 + task - quads
+            if task + 1 < quads:  # the next four rows, while these are multiplied (``_prefetch``)
+                ahead = (n + 4) * width
+                for at in range(ahead, ahead + 4 * width, PREFETCH_RUN):
+                    _prefetch(flat, at, PREFETCH_RUN)
             if task < quads and tokens == 1:  # one token: four dot products at once, nothing computed twice
                 a0 = np.float32(0.0)
                 a1 = np.float32(0.0)

@@ -120,6 +120,23 @@ def test_bf16_products_give_the_scores_widening_does(head_dim, block_size):
     torch.testing.assert_close(outs[0], reference(q, keys, values, tables, query_seqs, lengths), atol=2e-5, rtol=2e-5)
 
 
+@pytest.mark.parametrize("head_dim", [8, 24, 64, 128])
+@pytest.mark.parametrize("block_size", [8, 32])
+def test_fp32_vectors_give_what_the_loops_do(head_dim, block_size):
+    from servelm.flavors.engine.attention import cpu_kernel
+
+    generator = torch.Generator().manual_seed(2)
+    seqs, kv_heads, group = 4, 2, 3
+    keys, values, tables = paged(generator, seqs, kv_heads, head_dim, block_size, 80, torch.float32)
+    q = torch.randn(seqs, kv_heads, group, head_dim, generator=generator) * 3
+    lengths = np.array([8, 1, 80, 37], dtype=np.int64)  # whole eights of positions, and what is left over
+    query_seqs = np.arange(seqs, dtype=np.int64)
+    kernels = [cpu_kernel._compile(head_dim, group, block_size, False, True, vectors) for vectors in (True, False)]
+    outs = [run_kernel(kernel, q, keys, values, tables, query_seqs, lengths) for kernel in kernels]
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(outs[0], reference(q, keys, values, tables, query_seqs, lengths), atol=2e-5, rtol=2e-5)
+
+
 def test_no_kernel_where_it_cannot_run():
     assert decode_kernel(64, 3, torch.float16, torch.device("cpu"), 32) is None
     assert decode_kernel(64, 3, torch.bfloat16, torch.device("cuda"), 32) is None
