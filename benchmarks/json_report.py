@@ -34,6 +34,7 @@ def provenance() -> dict[str, Any]:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
+    switches = getattr(cpu_features, "AVX2_SWITCHES", {})  # none in an older servelm (a baseline's venv)
     return {
         "commit": commit or "unknown",
         "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
@@ -41,7 +42,7 @@ def provenance() -> dict[str, Any]:
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
         "cpu": cpu_model(),
         "cpu_features": cpu_features.describe(),
-        "switches": {name: os.environ[name] for name in cpu_features.AVX2_SWITCHES if name in os.environ},
+        "switches": {name: os.environ[name] for name in switches if name in os.environ},
     }
 
 

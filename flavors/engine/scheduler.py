@@ -76,7 +76,8 @@ class Scheduler:
     ``tokenizer`` is what grammars are compiled against; ``eos_ids`` end a sequence (unless its params ignore EOS);
     ``max_num_seqs`` bounds the sequences running at once; ``prefill_tokens`` bounds the prompt tokens computed per
     step; ``kv_cache_bytes`` is the KV cache's memory (default: on a GPU what ``gpu_memory_utilization`` of it leaves
-    beside the weights and the largest step, the runner's ``device_kv_budget``; else ``default_kv_cache_bytes``);
+    beside the weights and the largest step (``max_num_seqs`` rows and a chunk of ``prefill_tokens``), the runner's
+    ``device_kv_budget``; else ``default_kv_cache_bytes``);
     ``block_size`` its
     positions per block; ``prefix_cache_bytes`` bounds the unreferenced prefix blocks kept (0 turns the prefix cache
     off).
@@ -104,7 +105,7 @@ class Scheduler:
         budget = kv_cache_bytes
         if budget is None:
             on_device = getattr(runner, "device_kv_budget", None)
-            budget = on_device(self.prefill_tokens, gpu_memory_utilization) if on_device else None
+            budget = on_device(self.prefill_tokens, max_num_seqs, gpu_memory_utilization) if on_device else None
         if budget is None:
             budget = default_kv_cache_bytes()
         cached = prefix_cache_bytes // per_block if runner.paged else 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any, Optional
 
 import numpy as np
@@ -31,7 +32,7 @@ from ..attention.paged_torch import chunk_attention, decode_attention
 from ..attention.shared_prefix import flash_with_lse, shared_prefix_attention, shared_prefix_groups
 from ..attention.triton_paged import paged_attention
 from ..memory import block_runs, release_blocks, zeroed_array
-from ..model_runner import StepBatch
+from ..model_runner import Chunk, StepBatch
 from ..sample.choice import RowSampling, TokenChoice
 from ..sample.torch_sampler import sample_next
 from .cuda_graphs import SIZES, DecodeGraphs
@@ -257,17 +258,55 @@ class TorchRunner:
         w = self.w
         return 2 * len(w.layers) * w.kv_heads * block_size * w.head_dim * w.dtype.itemsize
 
-    def device_kv_budget(self, step_tokens: int, utilization: float) -> Optional[int]:
-        """On a GPU, the bytes the KV cache may take: ``utilization`` of the device's memory, less what is in use
-        (the weights) and twice the activations of a step of ``step_tokens`` tokens (fp32, an upper bound). None on a
-        CPU, whose budget is the scheduler's default."""
+    def device_kv_budget(self, prompt_tokens: int, rows: int, utilization: float) -> Optional[int]:
+        """On a GPU, the bytes the KV cache may take, as vLLM sizes it: ``utilization`` of the device's memory, less
+        what is in use after the largest step ran once (the weights, the CUDA context, the libraries' workspaces) and
+        that step's peak of working memory, measured (``step_peak_bytes``). None on a CPU, whose budget is the
+        scheduler's default."""
         w, torch = self.w, self.torch
         if w.device.type != "cuda":
             return None
+        peak = self.step_peak_bytes(min(prompt_tokens, self.context_length - 1), rows)
         free, total = torch.cuda.mem_get_info(w.device)
-        widest = max(w.hidden, w.layers[0]["gate_up"][0].shape[0])
-        step = step_tokens * (6 * w.hidden + 2 * widest + w.vocab_size) * 4
-        return max(0, int(total * utilization) - (total - free) - 2 * step)
+        return max(0, int(total * utilization) - (total - free) - peak)
+
+    def step_peak_bytes(self, prompt_tokens: int, rows: int) -> int:
+        """The device memory the largest step takes at its peak beyond the weights and its KV blocks, measured by
+        torch's allocator from a reset peak over one ``probe_step``."""
+        w, torch = self.w, self.torch
+        torch.cuda.synchronize(w.device)
+        held: list[int] = []
+
+        def measure_from_here() -> None:
+            torch.cuda.synchronize(w.device)
+            torch.cuda.reset_peak_memory_stats(w.device)
+            held.append(torch.cuda.memory_allocated(w.device))  # the weights and the probe's pools
+
+        self.probe_step(prompt_tokens, rows, measure_from_here)
+        torch.cuda.synchronize(w.device)
+        peak = int(torch.cuda.max_memory_allocated(w.device) - held[0])
+        torch.cuda.empty_cache()
+        return peak
+
+    def probe_step(
+        self, prompt_tokens: int, rows: int, before: Optional[Callable[[], None]] = None, block_size: int = 32
+    ) -> None:
+        """The largest step, once, before the KV cache exists: a prompt chunk of ``prompt_tokens`` tokens and
+        ``rows`` decoding rows (each at position 0 of a block of its own), eager (no CUDA graph), into pools just
+        large enough, which are dropped after; ``before`` is called once the pools are made."""
+        chunk_blocks = list(range(-(-(prompt_tokens + 1) // block_size)))
+        row_blocks = [[len(chunk_blocks) + i] for i in range(rows)]
+        chunk = Chunk(0, [0] * prompt_tokens, 0, chunk_blocks)
+        graphs, self.cuda_graphs = self.cuda_graphs, False
+        try:
+            self.allocate(len(chunk_blocks) + rows, block_size, rows + 1)
+            if before is not None:
+                before()
+            self.forward(StepBatch(list(range(1, rows + 1)), [0] * rows, [0] * rows, row_blocks, [chunk]))
+        finally:
+            self.cuda_graphs = graphs
+            self.keys, self.values, self.buffers, self.pool_arrays, self.graphs = [], [], [], [], None
+            self.block_size = 0
 
     def allocate(self, num_blocks: int, block_size: int, max_seqs: int) -> None:
         """The pools, and on a GPU one block more: the scratch block padding rows of a CUDA graph write to."""

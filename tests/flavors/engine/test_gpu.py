@@ -90,7 +90,9 @@ def test_the_kv_budget_follows_the_devices_free_memory(tiny_llama):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.bfloat16).to("cuda").eval()
     runner = TorchRunner(LlamaWeights(model, torch.bfloat16))
     free, total = torch.cuda.mem_get_info()
-    budget = runner.device_kv_budget(512, 0.5)
+    peak = runner.step_peak_bytes(256, 64)
+    assert peak > 0 and not runner.keys  # measured, and the probe's pools dropped
+    budget = runner.device_kv_budget(512, 64, 0.5)
     assert 0 < budget < total * 0.5
     batcher = ContinuousBatcher(model, AutoTokenizer.from_pretrained(tiny_llama), gpu_memory_utilization=0.5)
     assert batcher.pool.num_blocks * batcher.runner.block_bytes(batcher.block_size) <= budget * 1.01

@@ -133,3 +133,24 @@ def test_top_indices_are_torch_topk(rows, count, k):
     scores = torch.randn(rows, count, generator=torch.Generator().manual_seed(count))
     found = runner_module.top_indices(torch, scores, k)
     assert torch.equal(found.sort(-1).values, scores.topk(k, dim=-1).indices.sort(-1).values)
+
+
+def test_the_probe_step_leaves_no_cache_and_changes_no_later_step(tiny_llama):
+    """The largest step run once before the KV cache exists (what a GPU's budget is measured over) drops its pools
+    and leaves the runner computing what a fresh one does."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    weights = LlamaWeights(model, torch.float32)
+    probed = TorchRunner(weights)
+    made = []
+    probed.probe_step(70, 5, lambda: made.append(len(probed.keys[0])))
+    assert made == [-(-71 // 32) + 5] and not probed.keys and not probed.buffers and probed.block_size == 0
+
+    def answers(runner):
+        rows = FixedRows(runner, 2, 64)
+        first = rows.forward([], [], [(0, list(range(3, 13)), 0), (1, list(range(20, 27)), 0)])
+        return first, rows.forward([5, 6], [10, 7], [])
+
+    for got, expected in zip(answers(probed), answers(TorchRunner(weights))):
+        torch.testing.assert_close(got, expected, atol=0, rtol=0)
