@@ -107,6 +107,8 @@ class LlamaWeights:
         # fp32 steps of a few tokens on CPU: the skinny kernel (``skinny_linear.py``), within its window of token counts
         self.skinny = skinny_kernel() if on_cpu and dtype == torch.float32 else None
         self.skinny_tokens = skinny_window()
+        # ids of a (weight, bias) and a norm -> them, with their numpy views (``linear``)
+        self.skinny_arrays: dict[tuple[int, int], tuple[Any, ...]] = {}
         self.layers = [self._layer(layer) for layer in model.model.layers]
         self.embed = model.get_input_embeddings().weight.detach().to(dtype)  # [vocab, hidden]
         self.norm = model.model.norm.weight.detach().to(dtype)
@@ -157,7 +159,12 @@ class LlamaWeights:
             and self.skinny_tokens[0] <= x.shape[0] <= self.skinny_tokens[1]
             and isinstance(weight[0], torch.Tensor)
         ):
-            return skinny_linear(self.skinny, x, weight[0], weight[1], norm, self.eps, gated, residual)
+            key = (id(weight), id(norm))
+            arrays = self.skinny_arrays.get(key)
+            if arrays is None:  # the weight's, its bias' and the norm's numpy views, made once
+                views = tuple(None if t is None else t.numpy() for t in (weight[0], weight[1], norm))
+                arrays = self.skinny_arrays[key] = (weight, norm, *views)  # both held: their ids stay their own
+            return skinny_linear(self.skinny, x, arrays[2], arrays[3], arrays[4], self.eps, gated, residual)
         if norm is not None:
             x = _rms_norm(torch, x, norm, self.eps)
         if gated:

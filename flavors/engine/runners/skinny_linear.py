@@ -77,22 +77,27 @@ def skinny_linear(
     ``kernel`` on the calling thread's numba threads. The layer's steps around a product run in the same call, as
     the model's own modules compute them: ``norm`` [in]: ``x`` RMS-normalised (``eps``) and scaled by it first;
     ``gated``: ``x`` is [tokens, 2 * in], gate and up halves, and the product takes ``silu(gate) * up``;
-    ``residual`` [tokens, out]: added to the product (a layer's skip connection)."""
+    ``residual`` [tokens, out]: added to the product (a layer's skip connection). ``weight``, ``bias`` and ``norm``
+    may be given as the numpy views of their tensors, made once (a view costs a microsecond a call)."""
     import torch
 
-    x = x.contiguous()
-    out = torch.empty(x.shape[0], weight.shape[0], dtype=torch.float32)  # [tokens, out]
+    out = np.empty((x.shape[0], weight.shape[0]), np.float32)  # [tokens, out]
     kernel(
-        x.numpy(),
-        weight.numpy(),
-        out.numpy(),
-        _NONE if bias is None else bias.numpy(),
-        _NONE if norm is None else norm.numpy(),
+        x.contiguous().numpy(),
+        _host(weight),
+        out,
+        _NONE if bias is None else _host(bias),
+        _NONE if norm is None else _host(norm),
         eps,
         gated,
         _NO_RESIDUAL if residual is None else residual.contiguous().numpy(),
     )
-    return out
+    return torch.from_numpy(out)
+
+
+def _host(array: Any) -> np.ndarray:
+    """A host tensor's numpy view (a numpy array as it is)."""
+    return array if isinstance(array, np.ndarray) else array.numpy()
 
 
 _prefetch: Any = None  # ``attention/bf16_intrinsics.prefetch``, loaded with the kernel (numba is optional)
