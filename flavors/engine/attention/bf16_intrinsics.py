@@ -45,6 +45,8 @@ def _intrinsics() -> tuple[Any, Any, Any, Any]:
     from numba.core import cgutils, errors
     from numba.extending import intrinsic
 
+    from .vector_ir import shuffle, tree_sum
+
     class BFloat(ir.Type):
         """LLVM's bfloat type (llvmlite's IR builder does not name it)."""
 
@@ -75,22 +77,6 @@ def _intrinsics() -> tuple[Any, Any, Any, Any]:
             offset = builder.add(start, ir.Constant(i64, chunk * PAIRS))
             accumulated = builder.call(products(builder), [accumulated, query[chunk], load(builder, base, offset)])
         return accumulated
-
-    def shuffle(builder: Any, a: Any, b: Any, lanes: list[int]) -> Any:
-        return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, len(lanes)), lanes))
-
-    def tree_sum(builder: Any, vectors: list[Any]) -> Any:
-        """Sixteen vectors of partial sums -> one vector of their sixteen totals, in order."""
-        width = LANES  # partial sums per item
-        while len(vectors) > 1:
-            half, items = width // 2, LANES // width
-            merged = []
-            for u, w in zip(vectors[0::2], vectors[1::2]):
-                low = [s * LANES + i * width + j for s in (0, 1) for i in range(items) for j in range(half)]
-                high = [lane + half for lane in low]
-                merged.append(builder.fadd(shuffle(builder, u, w, low), shuffle(builder, u, w, high)))
-            vectors, width = merged, half
-        return vectors[0]
 
     def literal(value: Any) -> int:
         if not isinstance(value, types.IntegerLiteral):
@@ -139,7 +125,7 @@ def _intrinsics() -> tuple[Any, Any, Any, Any]:
                 [0] * LANES,
             )
             target = builder.bitcast(builder.gep(o.data, [args[6]]), floats.as_pointer())
-            builder.store(builder.fmul(tree_sum(builder, partial), scales), target, align=4)
+            builder.store(builder.fmul(tree_sum(builder, partial, LANES), scales), target, align=4)
             return context.get_dummy_value()
 
         return types.void(query, keys, start, length, scale, out, at), codegen

@@ -185,27 +185,7 @@ def _compile(
                             _dot16(query, flat_keys, base + t * HEAD_DIM, HEAD_DIM, np.float32(scale), row, start + t)
                         for t in range(whole, size):
                             row[start + t] = _dot(query, flat_keys, base + t * HEAD_DIM, HEAD_DIM) * scale
-            elif DOT_F32:  # fp32 keys, eight at a time
-                queries = np.empty((GROUP, HEAD_DIM), np.float32)
-                for g in range(GROUP):
-                    for d in range(HEAD_DIM):
-                        queries[g, d] = q[r, h, g, d]
-                for j in range(blocks):
-                    base = (table[j] * kv_heads + h) * BLOCK_VALUES  # the block's keys, [block_size, head_dim]
-                    if j + 1 < blocks:  # the next block's keys, a block ahead of their use
-                        _prefetch(flat_keys, (table[j + 1] * kv_heads + h) * BLOCK_VALUES, BLOCK_VALUES)
-                    start = j * BLOCK_SIZE
-                    size = min(BLOCK_SIZE, n - start)
-                    whole = size - size % EIGHT
-                    for g in range(GROUP):
-                        for t in range(0, whole, EIGHT):
-                            _dot8(queries, g, flat_keys, base + t * HEAD_DIM, HEAD_DIM, scale, scores, start + t)
-                        for t in range(whole, size):
-                            total = np.float32(0.0)
-                            for d in range(HEAD_DIM):
-                                total += queries[g, d] * flat_keys[base + t * HEAD_DIM + d]
-                            scores[g, start + t] = total * scale
-            else:
+            else:  # fp32 keys eight at a time (``fp32_intrinsics.py``) where it can, the rest one by one
                 queries = np.empty((GROUP, HEAD_DIM), np.float32)
                 queries_bits = queries.view(np.uint32)
                 for g in range(GROUP):
@@ -219,7 +199,14 @@ def _compile(
                     if j + 1 < blocks:  # the next block's keys, a block ahead of their use
                         _prefetch(flat_keys, (table[j + 1] * kv_heads + h) * BLOCK_VALUES, BLOCK_VALUES)
                     start = j * BLOCK_SIZE
-                    for t in range(start, min(start + BLOCK_SIZE, n)):
+                    size = min(BLOCK_SIZE, n - start)
+                    whole = 0  # positions taken eight at a time
+                    if DOT_F32:
+                        whole = size - size % EIGHT
+                        for g in range(GROUP):
+                            for t in range(0, whole, EIGHT):
+                                _dot8(queries, g, flat_keys, base + t * HEAD_DIM, HEAD_DIM, scale, scores, start + t)
+                    for t in range(start + whole, start + size):
                         at = base + (t - start) * HEAD_DIM
                         for d in range(HEAD_DIM):
                             if BF16:
@@ -272,25 +259,20 @@ def _compile(
                         _accumulate(flat_values, first + t, scores, start + t, acc, HEAD_DIM, GROUP, LANES)
                     for t in range(whole, size):
                         _accumulate(flat_values, first + t, scores, start + t, acc, HEAD_DIM, GROUP, 1)
-            elif DOT_F32:  # fp32 values, eight at a time, the sums held in registers
+            else:  # fp32 values eight at a time, the sums held in registers, where it can; the rest one by one
                 for j in range(blocks):
                     base = (table[j] * kv_heads + h) * BLOCK_VALUES  # the block's values, [block_size, head_dim]
                     if j + 1 < blocks:
                         _prefetch(flat_values, (table[j + 1] * kv_heads + h) * BLOCK_VALUES, BLOCK_VALUES)
                     start = j * BLOCK_SIZE
                     size = min(BLOCK_SIZE, n - start)
-                    whole = size - size % EIGHT
-                    for t in range(0, whole, EIGHT):
-                        _accumulate8(flat_values, base + t * HEAD_DIM, scores, start + t, acc, HEAD_DIM, GROUP, EIGHT)
-                    for t in range(whole, size):
-                        _accumulate8(flat_values, base + t * HEAD_DIM, scores, start + t, acc, HEAD_DIM, GROUP, 1)
-            else:
-                for j in range(blocks):
-                    base = (table[j] * kv_heads + h) * BLOCK_VALUES  # the block's values, [block_size, head_dim]
-                    if j + 1 < blocks:
-                        _prefetch(flat_values, (table[j + 1] * kv_heads + h) * BLOCK_VALUES, BLOCK_VALUES)
-                    start = j * BLOCK_SIZE
-                    for t in range(start, min(start + BLOCK_SIZE, n)):
+                    whole = 0
+                    if DOT_F32:
+                        whole = size - size % EIGHT
+                        for t in range(0, whole, EIGHT):
+                            at = base + t * HEAD_DIM
+                            _accumulate8(flat_values, at, scores, start + t, acc, HEAD_DIM, GROUP, EIGHT)
+                    for t in range(start + whole, start + size):
                         at = base + (t - start) * HEAD_DIM
                         for d in range(HEAD_DIM):
                             if BF16:

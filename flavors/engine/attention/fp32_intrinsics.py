@@ -25,6 +25,8 @@ def _intrinsics() -> tuple[Any, Any]:
     from numba.core import cgutils, errors
     from numba.extending import intrinsic
 
+    from .vector_ir import shuffle, tree_sum
+
     i32, i64 = ir.IntType(32), ir.IntType(64)
     floats = ir.VectorType(ir.FloatType(), LANES)
 
@@ -42,9 +44,6 @@ def _intrinsics() -> tuple[Any, Any]:
     def load8(builder: Any, base: Any, offset: Any, extra: int = 0) -> Any:
         return builder.load(vector_at(builder, base, offset, extra), align=4)
 
-    def shuffle(builder: Any, a: Any, b: Any, lanes: list[int]) -> Any:
-        return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, len(lanes)), lanes))
-
     def spread(builder: Any, value: Any) -> Any:
         """A scalar fp32 in all eight lanes."""
         one = builder.insert_element(ir.Constant(floats, None), value, ir.Constant(i32, 0))
@@ -53,19 +52,6 @@ def _intrinsics() -> tuple[Any, Any]:
     def multiply_add(builder: Any, total: Any, a: Any, b: Any) -> Any:
         """total + a * b, contracted into one fused multiply-add."""
         return builder.fadd(total, builder.fmul(a, b, flags=("contract",)), flags=("contract",))
-
-    def tree_sum(builder: Any, vectors: list[Any]) -> Any:
-        """Eight vectors of partial sums -> one vector of their eight totals, in order."""
-        width = LANES  # partial sums per item
-        while len(vectors) > 1:
-            half, items = width // 2, LANES // width
-            merged = []
-            for u, w in zip(vectors[0::2], vectors[1::2]):
-                low = [s * LANES + i * width + j for s in (0, 1) for i in range(items) for j in range(half)]
-                high = [lane + half for lane in low]
-                merged.append(builder.fadd(shuffle(builder, u, w, low), shuffle(builder, u, w, high)))
-            vectors, width = merged, half
-        return vectors[0]
 
     def item(context: Any, builder: Any, kind: Any, array: Any, i: Any, j: Any) -> Any:
         """The address of array[i, j] (a C-contiguous 2-D array)."""
@@ -93,7 +79,8 @@ def _intrinsics() -> tuple[Any, Any]:
                 partial.append(total)
             scale_value = context.cast(builder, args[5], signature.args[5], types.float32)
             target = vector_at(builder, item(context, builder, signature.args[6], o, args[1], args[7]), zero)
-            builder.store(builder.fmul(tree_sum(builder, partial), spread(builder, scale_value)), target, align=4)
+            scores = builder.fmul(tree_sum(builder, partial, LANES), spread(builder, scale_value))
+            builder.store(scores, target, align=4)
             return context.get_dummy_value()
 
         return types.void(queries, g, keys, start, length, scale, out, at), codegen
