@@ -42,10 +42,10 @@ def has_bf16_dot() -> bool:
 def _intrinsics() -> tuple[Any, Any, Any, Any]:
     import llvmlite.ir as ir
     from numba import types
-    from numba.core import cgutils, errors
+    from numba.core import cgutils
     from numba.extending import intrinsic
 
-    from .vector_ir import shuffle, tree_sum
+    from .vector_ir import item, literal, shuffle, tree_sum
 
     class BFloat(ir.Type):
         """LLVM's bfloat type (llvmlite's IR builder does not name it)."""
@@ -77,11 +77,6 @@ def _intrinsics() -> tuple[Any, Any, Any, Any]:
             offset = builder.add(start, ir.Constant(i64, chunk * PAIRS))
             accumulated = builder.call(products(builder), [accumulated, query[chunk], load(builder, base, offset)])
         return accumulated
-
-    def literal(value: Any) -> int:
-        if not isinstance(value, types.IntegerLiteral):
-            raise errors.RequireLiteralValue(value)
-        return int(value.literal_value)
 
     @intrinsic
     def dot(typingctx: Any, query: Any, keys: Any, start: Any, length: Any) -> Any:
@@ -156,11 +151,8 @@ def _intrinsics() -> tuple[Any, Any, Any, Any]:
             shift = ir.Constant(words, [16] * LANES)
             chunks = size // LANES
 
-            def item(array: Any, kind: Any, i: Any, j: Any) -> Any:  # the address of array[i, j]
-                return cgutils.get_item_pointer(context, builder, kind, array, [i, j])
-
             def sums_at(g: int, c: int) -> Any:  # acc[g, c * 16:][:16] as a vector pointer
-                where = item(a, signature.args[4], ir.Constant(i64, g), ir.Constant(i64, c * LANES))
+                where = item(context, builder, signature.args[4], a, ir.Constant(i64, g), ir.Constant(i64, c * LANES))
                 return builder.bitcast(where, floats.as_pointer())
 
             sums = [[builder.load(sums_at(g, c), align=4) for c in range(chunks)] for g in range(groups)]
@@ -173,7 +165,7 @@ def _intrinsics() -> tuple[Any, Any, Any, Any]:
                     bits = builder.load(builder.bitcast(pointer, halves.as_pointer()), align=2)
                     wide.append(builder.bitcast(builder.shl(builder.zext(bits, words), shift), floats))
                 for g in range(groups):
-                    weight = builder.load(item(w, signature.args[2], ir.Constant(i64, g), at))
+                    weight = builder.load(item(context, builder, signature.args[2], w, ir.Constant(i64, g), at))
                     spread = shuffle(
                         builder,
                         builder.insert_element(ir.Constant(floats, None), weight, ir.Constant(i32, 0)),

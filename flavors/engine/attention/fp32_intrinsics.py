@@ -22,18 +22,12 @@ LANES = 8  # fp32 lanes of one 256-bit vector; also the positions ``dot8`` and `
 def _intrinsics() -> tuple[Any, Any]:
     import llvmlite.ir as ir
     from numba import types
-    from numba.core import cgutils, errors
     from numba.extending import intrinsic
 
-    from .vector_ir import shuffle, tree_sum
+    from .vector_ir import item, literal, shuffle, tree_sum
 
     i32, i64 = ir.IntType(32), ir.IntType(64)
     floats = ir.VectorType(ir.FloatType(), LANES)
-
-    def literal(value: Any) -> int:
-        if not isinstance(value, types.IntegerLiteral):
-            raise errors.RequireLiteralValue(value)
-        return int(value.literal_value)
 
     def vector_at(builder: Any, base: Any, offset: Any, extra: int = 0) -> Any:
         """A pointer to the eight fp32 values at base[offset + extra:] (``offset`` an i64 value, ``extra`` a
@@ -52,10 +46,6 @@ def _intrinsics() -> tuple[Any, Any]:
     def multiply_add(builder: Any, total: Any, a: Any, b: Any) -> Any:
         """total + a * b, contracted into one fused multiply-add."""
         return builder.fadd(total, builder.fmul(a, b, flags=("contract",)), flags=("contract",))
-
-    def item(context: Any, builder: Any, kind: Any, array: Any, i: Any, j: Any) -> Any:
-        """The address of array[i, j] (a C-contiguous 2-D array)."""
-        return cgutils.get_item_pointer(context, builder, kind, array, [i, j])
 
     @intrinsic
     def dot8(typingctx: Any, queries: Any, g: Any, keys: Any, start: Any, length: Any, scale: Any, out: Any, at: Any):

@@ -1,5 +1,6 @@
-"""LLVM IR for the attention kernel's numba intrinsics (``bf16_intrinsics.py``, ``fp32_intrinsics.py``): lane
-shuffles, and the tree that sums one vector of partial sums per item into one vector of the items' totals."""
+"""What the attention kernel's numba intrinsics (``bf16_intrinsics.py``, ``fp32_intrinsics.py``) share: lane shuffles,
+the tree that sums one vector of partial sums per item into one vector of the items' totals, 2-D array addresses, and
+the compile-time constants their arguments must be."""
 
 from __future__ import annotations
 
@@ -26,3 +27,20 @@ def tree_sum(builder: Any, vectors: list[Any], lanes: int) -> Any:
             merged.append(builder.fadd(shuffle(builder, u, w, low), shuffle(builder, u, w, high)))
         vectors, width = merged, half
     return vectors[0]
+
+
+def item(context: Any, builder: Any, kind: Any, array: Any, i: Any, j: Any) -> Any:
+    """The address of array[i, j] (``array`` made by ``context.make_array``, of numba type ``kind``)."""
+    from numba.core import cgutils
+
+    return cgutils.get_item_pointer(context, builder, kind, array, [i, j])
+
+
+def literal(value: Any) -> int:
+    """The value of an intrinsic's argument that must be a compile-time integer (numba retries with it as one)."""
+    from numba import types
+    from numba.core import errors
+
+    if not isinstance(value, types.IntegerLiteral):
+        raise errors.RequireLiteralValue(value)
+    return int(value.literal_value)

@@ -281,7 +281,6 @@ class TorchRunner:
         """The device memory the largest step takes at its peak beyond the weights and its KV blocks, measured by
         torch's allocator from a reset peak over one ``probe_step``."""
         w, torch = self.w, self.torch
-        torch.cuda.synchronize(w.device)
         held: list[int] = []
 
         def measure_from_here() -> None:
